@@ -1,0 +1,248 @@
+"""llma-rag web chat: `python app.py` (see --help). Wires the Gradio UI to `rag/`; no retrieval or
+decoding logic lives here. Binds to 127.0.0.1:7860 unless told otherwise."""
+import os
+
+# Before gradio / transformers are imported: no telemetry, no hub access.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from ui import chat, highlight, stats, uploads  # noqa: E402
+from ui.service import Service  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+MODEL_EVENTS = "model"  # concurrency id shared by everything that uses the model or swaps the index
+log = logging.getLogger("llma-rag.app")
+
+
+def load_examples(path: Path = ROOT / "data" / "questions.json") -> list[str]:
+    try:
+        return [q["question"] for q in json.loads(path.read_text(encoding="utf-8"))][:8]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def make_settings(top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
+                  use_history):
+    """RagSettings from the settings widgets; ValueError (shown to the user) on bad values."""
+    from llma import LLMAConfig
+    from rag import RagSettings
+
+    llma = LLMAConfig(enabled=bool(use_llma), min_n=int(min_n), max_n=int(max_n), k=int(k),
+                      adaptive=bool(adaptive), max_new_tokens=int(max_new_tokens),
+                      temperature=float(temperature))
+    return RagSettings(top_k=int(top_k), llma=llma, use_history_refs=bool(use_history))
+
+
+def _not_ready(service: Service) -> str | None:
+    if service.ready.is_set():
+        return None
+    return service.status if service.error else f"The model is not ready yet: {service.status}"
+
+
+def build_ui(service: Service, examples: list[str] | None = None,
+             max_new_tokens: int = 256) -> gr.Blocks:
+    examples = load_examples() if examples is None else examples
+
+    def respond(message, state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature,
+                use_llma, use_history):
+        """Stream one answer: (chatbot, state, textbox, sources, stats, plot, compare)."""
+        values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
+        skip = (gr.skip(),) * 7
+        question, problem = chat.check_question(message)
+        problem = problem or _not_ready(service)
+        if problem:
+            gr.Warning(problem)
+            yield skip
+            return
+        try:
+            settings = make_settings(*values)
+        except (ValueError, TypeError) as exc:
+            gr.Warning(f"Invalid settings: {exc}")
+            yield skip
+            return
+        history = [dict(m) for m in state["history"]]
+        display = state["display"] + [chat.user_message(question), chat.assistant_message("")]
+        yield display, state, "", gr.skip(), gr.skip(), gr.skip(), ""
+        view = None
+        try:
+            for view in chat.follow(service.pipe.stream(question, history=history,
+                                                        settings=settings)):
+                display[-1] = chat.assistant_message(view.html())
+                yield display, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        except Exception as exc:  # a failed answer must not take the app down
+            log.exception("generation failed")
+            display[-1] = chat.assistant_message(
+                highlight.render_answer((view.text if view else "") + f"\n\n⚠️ Error: {exc}"))
+            gr.Warning(f"Generation failed: {exc}")
+            yield display, {"display": display, "history": history}, *(gr.skip(),) * 5
+            return
+        answer = view.answer if view else None
+        text = answer.text if answer else (view.text if view else "")
+        new_state = {"display": display, "history": history + [
+            {"role": "user", "content": question}, {"role": "assistant", "content": text}],
+            "last_question": question, "last_history": history}
+        yield (display, new_state, gr.skip(),
+               highlight.render_sources(view.passages if view else [],
+                                        view.spans if view else [],
+                                        getattr(answer, "sources", None)),
+               stats.stats_html(answer.stats if answer else None, getattr(answer, "stop_reason", None)),
+               stats.steps_frame(answer.steps if answer else None), gr.skip())
+
+    def compare(state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
+                use_history):
+        values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
+        question = state.get("last_question")
+        if not question:
+            gr.Warning("Ask a question first; the comparison re-runs the last one.")
+            return gr.skip()
+        if problem := _not_ready(service):
+            gr.Warning(problem)
+            return gr.skip()
+        try:
+            settings = make_settings(*values)
+            result = service.pipe.compare_with_greedy(question, state.get("last_history", []),
+                                                      settings)
+        except ValueError as exc:
+            gr.Warning(f"Invalid settings: {exc}")
+            return gr.skip()
+        except Exception as exc:
+            log.exception("comparison failed")
+            gr.Warning(f"Comparison failed: {exc}")
+            return gr.skip()
+        return stats.comparison_html(result)
+
+    def add_documents(files):
+        saved = uploads.save_uploads(files, service.docs_dir)
+        message = saved.message()
+        if saved.rejected:
+            gr.Warning("; ".join(f"{n}: {r}" for n, r in saved.rejected))
+        if saved.saved:
+            try:
+                report = service.reindex()
+                message += "\nIndex updated: " + report.summary()
+                for skipped in getattr(report, "skipped", []):
+                    message += f"\nSkipped {skipped.path}: {skipped.reason}"
+                gr.Info(f"Indexed {len(saved.saved)} document(s).")
+            except Exception as exc:
+                log.exception("indexing failed")
+                message += f"\nIndexing failed: {exc}"
+                gr.Warning(f"Indexing failed: {exc}")
+        return message, None
+
+    def clear():
+        empty = {"display": [], "history": []}
+        return ([], empty, highlight.render_sources([]), stats.stats_html(None),
+                stats.steps_frame([]), "")
+
+    def poll_status():
+        done = service.ready.is_set() or service.error is not None
+        return service.status, gr.Timer(active=not done)
+
+    with gr.Blocks(title="llma-rag: document QA with LLMA") as demo:
+        state = gr.State({"display": [], "history": []})
+        gr.Markdown("## llma-rag · document QA with LLMA (Inference with Reference)")
+        status = gr.Markdown(service.status, elem_id="llma-status")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                gr.HTML(highlight.legend_html(), elem_id="llma-legend")
+                chatbot = gr.Chatbot(label="Chat", show_label=False, elem_id="llma-chat", height=520,
+                                     latex_delimiters=[], buttons=["copy"],
+                                     feedback_options=None, group_consecutive_messages=False)
+                with gr.Row():
+                    msg = gr.Textbox(placeholder="Ask about the documents…", show_label=False,
+                                     scale=5, max_lines=6, elem_id="llma-input", autofocus=True)
+                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="llma-send")
+                with gr.Row():
+                    compare_btn = gr.Button("Compare with plain greedy", elem_id="llma-compare-btn")
+                    clear_btn = gr.Button("Clear chat")
+                if examples:
+                    gr.Examples(examples=[[q] for q in examples], inputs=[msg],
+                                label="Example questions", examples_per_page=8)
+            with gr.Column(scale=2):
+                with gr.Accordion("Statistics (last answer)", open=True):
+                    stats_box = gr.HTML(stats.stats_html(None), elem_id="llma-stats")
+                    plot = gr.BarPlot(None, x="step", y="accepted", y_lim=[0, None],
+                                      title="Copied tokens accepted per step", height=200,
+                                      x_title="decoding step (forward pass)",
+                                      y_title="accepted", elem_id="llma-plot")
+                    compare_box = gr.HTML("", elem_id="llma-compare-out")
+                with gr.Accordion("Sources", open=True):
+                    sources = gr.HTML(highlight.render_sources([]), elem_id="llma-sources")
+                with gr.Accordion("Settings", open=False):
+                    top_k = gr.Slider(0, 10, value=4, step=1, label="Passages (top k)")
+                    min_n = gr.Slider(1, 8, value=2, step=1, label="Min n-gram")
+                    max_n = gr.Slider(1, 8, value=4, step=1, label="Max n-gram")
+                    k = gr.Slider(1, 64, value=8, step=1, label="Copy length k")
+                    adaptive = gr.Checkbox(True, label="Adaptive copy length")
+                    max_new = gr.Slider(8, 1024, value=max_new_tokens, step=8, label="Max new tokens",
+                                        elem_id="llma-max-new")
+                    temperature = gr.Slider(0, 2, value=0, step=0.05, label="Temperature (0 = greedy)")
+                    use_llma = gr.Checkbox(True, label="LLMA on (off = plain decoding)")
+                    use_history = gr.Checkbox(True, label="Copy from earlier turns")
+                with gr.Accordion("Add documents", open=False):
+                    files = gr.File(label=f"Upload {', '.join(uploads.ALLOWED_SUFFIXES)} "
+                                    f"(≤ {uploads.MAX_UPLOAD_BYTES // 2**20} MB each)",
+                                    file_count="multiple", type="filepath", elem_id="llma-upload")
+                    upload_btn = gr.Button("Add to index", elem_id="llma-upload-btn")
+                    upload_msg = gr.Textbox(label="Indexing", interactive=False, lines=3,
+                                            elem_id="llma-upload-msg")
+        settings = [top_k, min_n, max_n, k, adaptive, max_new, temperature, use_llma, use_history]
+        outputs = [chatbot, state, msg, sources, stats_box, plot, compare_box]
+        send.click(respond, [msg, state, *settings], outputs, api_name="ask",
+                   concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        msg.submit(respond, [msg, state, *settings], outputs, api_name=False,
+                   concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        compare_btn.click(compare, [state, *settings], compare_box, api_name="compare",
+                          concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        upload_btn.click(add_documents, files, [upload_msg, files], api_name="add_documents",
+                         concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        clear_btn.click(clear, None, [chatbot, state, sources, stats_box, plot, compare_box],
+                        queue=False, api_name=False)
+        timer = gr.Timer(1.0)
+        timer.tick(poll_status, None, [status, timer], queue=False, show_progress="hidden",
+                   api_name=False)
+        demo.load(poll_status, None, [status, timer], queue=False, api_name="status")
+    return demo
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    env = os.environ.get
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default=env("LLMA_HOST", "127.0.0.1"), help="bind address [LLMA_HOST]")
+    p.add_argument("--port", type=int, default=int(env("LLMA_PORT", "7860")), help="[LLMA_PORT]")
+    p.add_argument("--index", default=env("LLMA_INDEX", str(ROOT / "indexes" / "demo")),
+                   help="index folder, built/updated from --docs at start [LLMA_INDEX]")
+    p.add_argument("--docs", default=env("LLMA_DOCS", str(ROOT / "data" / "docs")),
+                   help="documents folder; uploads go to its uploads/ subfolder [LLMA_DOCS]")
+    p.add_argument("--model", default=env("LLMA_MODEL"), help="model (default: bundled) [LLMA_MODEL]")
+    p.add_argument("--device", default=env("LLMA_DEVICE"), help="cpu, cuda, auto [LLMA_DEVICE]")
+    p.add_argument("--dtype", default=env("LLMA_DTYPE"), help="float32, bfloat16… [LLMA_DTYPE]")
+    p.add_argument("--max-new-tokens", type=int, default=int(env("LLMA_MAX_NEW_TOKENS", "256")),
+                   help="initial 'max new tokens' setting [LLMA_MAX_NEW_TOKENS]")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    args = parse_args(argv)
+    service = Service(args.docs, args.index, args.model, args.device, args.dtype)
+    service.start(background=True)
+    demo = build_ui(service, max_new_tokens=args.max_new_tokens)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    demo.launch(server_name=args.host, server_port=args.port, show_error=True,
+                max_file_size=uploads.MAX_UPLOAD_BYTES, footer_links=["api"],
+                css=highlight.CSS + stats.CSS, theme=gr.themes.Soft())
+
+
+if __name__ == "__main__":
+    main()

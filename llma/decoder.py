@@ -1,0 +1,150 @@
+"""The decoder loop: prefill -> propose -> one forward over [last token + draft] -> accept -> trim.
+
+Token ids in, token ids out; one `StepEvent` per forward pass. With no proposer it is plain greedy
+(or plain sampling) decoding through the very same code, which is the baseline for every figure.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from llma.backend import Backend
+from llma.proposer import Proposer
+from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
+from llma.verifier import GreedyVerifier, Verifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StopConfig:
+    """When to stop: `max_new_tokens`, any of `eos_token_ids`, or a stop sequence of token ids.
+
+    The EOS token or stop sequence is kept at the end of the output, as Hugging Face `generate` does.
+    """
+
+    max_new_tokens: int = 256
+    eos_token_ids: frozenset[int] = frozenset()
+    stop_sequences: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if any(len(s) == 0 for s in self.stop_sequences):
+            raise ValueError("stop sequences must not be empty")
+
+
+def _first_stop(output: Sequence[int], start: int, stop: StopConfig) -> tuple[int, str] | None:
+    """Where the output must end, if a stop condition falls in `output[start:]`: (length, reason)."""
+    for i in range(start, len(output)):
+        if output[i] in stop.eos_token_ids:
+            return i + 1, "eos"
+        for seq in stop.stop_sequences:
+            if i + 1 >= len(seq) and tuple(output[i + 1 - len(seq) : i + 1]) == seq:
+                return i + 1, "stop_sequence"
+    if len(output) >= stop.max_new_tokens:
+        return stop.max_new_tokens, "max_new_tokens"
+    return None
+
+
+class Decoder:
+    """Runs generations on one backend; `stream` yields events, `generate` collects a result."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    def stream(
+        self,
+        prompt: Sequence[int],
+        *,
+        proposer: Proposer | None = None,
+        verifier: Verifier | None = None,
+        stop: StopConfig = StopConfig(),
+    ) -> Iterator[StepEvent]:
+        prompt = list(prompt)
+        context = self.backend.context_length
+        if not prompt:
+            raise ValueError("the prompt must hold at least one token")
+        if len(prompt) > context:
+            raise ValueError(f"the prompt has {len(prompt)} tokens, more than the model's context of {context}")
+        verifier = verifier or GreedyVerifier()
+        # The token generated from the last context position is never fed back, hence the + 1.
+        room = context - len(prompt) + 1
+        limit_reason = "max_new_tokens" if stop.max_new_tokens <= room else "context_full"
+        stop = StopConfig(min(stop.max_new_tokens, room), stop.eos_token_ids, stop.stop_sequences)
+        stop_ids = stop.eos_token_ids
+        t0 = time.perf_counter()
+        output: list[int] = []
+
+        accepted, token = verifier.verify(self.backend.prefill(prompt), (), 0)
+        step, draft, last_t = 0, None, t0
+        while True:
+            before = len(output)
+            new = [*(draft.tokens[:accepted] if draft else ()), token]
+            output.extend(new)
+            ended = _first_stop(output, before, stop)
+            if ended:
+                del output[ended[0] :]
+            now = time.perf_counter()
+            # A stop inside the accepted draft also cuts what counts as copied.
+            kept = min(accepted, len(output) - before)
+            reason = None
+            if ended:
+                reason = limit_reason if ended[1] == "max_new_tokens" else ended[1]
+            yield StepEvent(
+                step=step, new_tokens=tuple(output[before:]), proposed=len(draft) if draft else 0,
+                accepted=kept, span=_span(draft, kept, before) if draft and kept else None,
+                elapsed_s=now - t0, step_s=now - last_t, finished=ended is not None, stop_reason=reason,
+            )
+            if ended:
+                return
+            if proposer is not None:
+                proposer.observe(new)
+            step, last_t = step + 1, now
+            draft = self._propose(proposer, prompt + output, stop.max_new_tokens - len(output), stop_ids)
+            logits = self.backend.forward([output[-1], *(draft.tokens if draft else ())])
+            accepted, token = verifier.verify(logits, draft.tokens if draft else (), len(output))
+            if proposer is not None and draft:
+                proposer.feedback(len(draft), accepted)
+            self.backend.trim(len(prompt) + len(output) + accepted)
+
+    def _propose(
+        self, proposer: Proposer | None, sequence: list[int], remaining: int, stop_ids: Collection[int]
+    ) -> Draft | None:
+        if proposer is None:
+            return None
+        # Room for the draft: the step also emits one token of its own, and the forward pass must fit
+        # the context window after the cached tokens and the last token.
+        room = min(remaining - 1, self.backend.context_length - self.backend.cached - 1)
+        return proposer.propose(sequence, room, stop_ids) if room > 0 else None
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        *,
+        proposer: Proposer | None = None,
+        verifier: Verifier | None = None,
+        stop: StopConfig = StopConfig(),
+    ) -> DecodeResult:
+        return collect(self.stream(prompt, proposer=proposer, verifier=verifier, stop=stop))
+
+
+def _span(draft: Draft, accepted: int, out_start: int) -> CopiedSpan:
+    return CopiedSpan(draft.ref_id, draft.offset, draft.offset + accepted, out_start, out_start + accepted)
+
+
+def collect(events: Iterator[StepEvent]) -> DecodeResult:
+    """Fold a stream of events into the result (tokens, copied spans, statistics)."""
+    tokens: list[int] = []
+    spans: list[CopiedSpan] = []
+    stats = DecodeStats()
+    reason = "max_new_tokens"
+    for event in events:
+        tokens.extend(event.new_tokens)
+        if event.span is not None:
+            spans.append(event.span)
+        stats.add(event)
+        reason = event.stop_reason or reason
+    return DecodeResult(tokens=tokens, spans=spans, stats=stats, stop_reason=reason)

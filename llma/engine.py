@@ -1,0 +1,120 @@
+"""The one-call entry point: a loaded model plus settings in, events or a result out.
+
+`Engine` chooses the backend and builds the proposer and verifier from an `LLMAConfig`, so callers
+(rag/, the benchmark) never assemble the parts by hand. It holds one KV cache: one generation at a
+time per engine (callers serialise; rag/ does with a lock).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from llma.backend import Backend, HFBackend
+from llma.decoder import Decoder, StopConfig, collect
+from llma.loading import LoadedModel
+from llma.proposer import CopyLength, Policy, Proposer, ReferenceIndex
+from llma.types import DecodeResult, RefId, StepEvent
+from llma.verifier import GreedyVerifier, SamplingConfig, SamplingVerifier, Verifier
+
+log = logging.getLogger(__name__)
+
+OUTPUT_REF = "output"
+
+
+@dataclass(frozen=True)
+class LLMAConfig:
+    """Decoding settings. `enabled=False` gives plain greedy (or sampling) through the same loop.
+
+    n-gram range, copy length and policy defaults were chosen with `python -m llma.bench` (README).
+    `copy_from_output` also lets the answer copy from itself (reference id "output").
+    `temperature` 0 means greedy; above 0, lossless speculative sampling with `seed`.
+    """
+
+    enabled: bool = True
+    min_n: int = 2
+    max_n: int = 4
+    k: int = 8
+    adaptive: bool = True
+    k_max: int = 32
+    policy: Policy = "recent"
+    copy_from_output: bool = True
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop_sequences: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        # Build the parts once here so bad settings fail at once, with the parts' own messages.
+        CopyLength(self.k, self.adaptive, min(2, self.k), max(self.k, self.k_max))
+        ReferenceIndex(min_n=self.min_n, max_n=self.max_n, policy=self.policy)
+        StopConfig(self.max_new_tokens, frozenset(), self.stop_sequences)
+        if self.temperature > 0:
+            SamplingConfig(self.temperature, self.top_k, self.top_p)
+
+    def greedy(self) -> LLMAConfig:
+        """The same settings with the proposer off: the baseline."""
+        return replace(self, enabled=False)
+
+
+class Engine:
+    """A model ready to decode with references; `stream` yields one `StepEvent` per forward pass."""
+
+    def __init__(self, loaded: LoadedModel, backend: Backend | None = None) -> None:
+        self.loaded = loaded
+        self.backend = backend or HFBackend(loaded.model)
+        self.decoder = Decoder(self.backend)
+        eos = loaded.model.generation_config.eos_token_id
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        self.eos_token_ids = frozenset(int(t) for t in eos_ids if t is not None)
+
+    @property
+    def context_length(self) -> int:
+        return self.backend.context_length
+
+    def proposer(self, references: Mapping[RefId, Sequence[int]], config: LLMAConfig) -> Proposer | None:
+        if not config.enabled:
+            return None
+        if config.copy_from_output and OUTPUT_REF in references:
+            raise ValueError(f"reference id {OUTPUT_REF!r} is reserved for the answer itself")
+        index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy)
+        copy = CopyLength(config.k, config.adaptive, min(2, config.k), max(config.k, config.k_max))
+        return Proposer(index, copy, OUTPUT_REF if config.copy_from_output else None)
+
+    def verifier(self, config: LLMAConfig) -> Verifier:
+        if config.temperature == 0:
+            return GreedyVerifier()
+        generator = torch.Generator()
+        generator.manual_seed(config.seed if config.seed is not None else torch.seed())
+        return SamplingVerifier(SamplingConfig(config.temperature, config.top_k, config.top_p), generator)
+
+    def stream(
+        self,
+        prompt: Sequence[int],
+        references: Mapping[RefId, Sequence[int]] | None = None,
+        config: LLMAConfig = LLMAConfig(),
+        verifier: Verifier | None = None,
+    ) -> Iterator[StepEvent]:
+        """`verifier` overrides the one the config implies (the benchmark's forced decoding)."""
+        stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences)
+        return self.decoder.stream(
+            prompt,
+            proposer=self.proposer(references or {}, config),
+            verifier=verifier or self.verifier(config),
+            stop=stop,
+        )
+
+    def generate(
+        self,
+        prompt: Sequence[int],
+        references: Mapping[RefId, Sequence[int]] | None = None,
+        config: LLMAConfig = LLMAConfig(),
+        verifier: Verifier | None = None,
+    ) -> DecodeResult:
+        return collect(self.stream(prompt, references, config, verifier))

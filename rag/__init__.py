@@ -1,0 +1,15 @@
+"""Document question answering with LLMA: retrieve passages, answer with the model, copy from them.
+
+    from rag import RAGPipeline, RagSettings
+    pipe = RAGPipeline.from_paths("indexes/demo")
+    answer = pipe.answer("What does the with statement do?")
+    answer.text, answer.spans, answer.stats["tokens_per_forward"]
+"""
+from rag.cache import AnswerCache, CachedAnswer
+from rag.pipeline import RAGPipeline, check_question, retrieve
+from rag.types import Answer, AnswerDelta, Comparison, Passage, RagSettings, SourceText, TextSpan
+
+__all__ = [
+    "Answer", "AnswerCache", "AnswerDelta", "CachedAnswer", "Comparison", "Passage", "RAGPipeline",
+    "RagSettings", "SourceText", "TextSpan", "check_question", "retrieve",
+]

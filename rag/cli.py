@@ -1,0 +1,87 @@
+"""Command line: `python -m rag ask "question" [--index DIR] [--no-llma] ...`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+DEFAULT_INDEX = "indexes/demo"
+DEFAULT_DOCS = "data/docs"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rag", description="Question answering with LLMA.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    ask = commands.add_parser("ask", help="answer a question from the indexed documents")
+    ask.add_argument("question")
+    ask.add_argument("--index", default=DEFAULT_INDEX, help=f"index folder (default {DEFAULT_INDEX})")
+    ask.add_argument("--no-index", action="store_true", help="answer without retrieval")
+    ask.add_argument("--model", default=None, help="model name or folder (default: the bundled SmolLM2-135M)")
+    ask.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    ask.add_argument("--dtype", default=None, help="float32, bfloat16, float16")
+    ask.add_argument("--max-new-tokens", type=int, default=128)
+    ask.add_argument("--no-llma", action="store_true", help="plain greedy decoding")
+    ask.add_argument("--compare", action="store_true", help="also decode greedily and report the speedup")
+    ask.add_argument("--k", type=int, default=4, help="passages to retrieve")
+    ask.add_argument("--min-score", type=float, default=None, help="drop passages scoring lower")
+    return parser
+
+
+def _index_dir(args: argparse.Namespace) -> str | None:
+    if args.no_index:
+        return None
+    if not Path(args.index).exists():
+        docs = DEFAULT_DOCS if args.index == DEFAULT_INDEX else "DOCS_FOLDER"
+        raise FileNotFoundError(f"no index at {args.index}; build it with: "
+                                f"python -m index build {docs} --out {args.index} (or pass --no-index)")
+    return args.index
+
+
+def _ask(args: argparse.Namespace) -> None:
+    # Import late: argument errors should not wait for torch.
+    from llma import LLMAConfig
+    from rag.pipeline import RAGPipeline, check_question
+    from rag.render import legend, marked_text, stats_line
+    from rag.types import RagSettings
+
+    question = check_question(args.question)
+    pipe = RAGPipeline.from_paths(_index_dir(args), args.model, args.device, args.dtype)
+    config = LLMAConfig(max_new_tokens=args.max_new_tokens)
+    settings = RagSettings(top_k=args.k, min_score=args.min_score,
+                           llma=config.greedy() if args.no_llma else config)
+    if args.compare:
+        comparison = pipe.compare_with_greedy(question, settings=replace(settings, llma=config))
+        answer = comparison.llma
+    else:
+        answer = pipe.answer(question, settings=settings)
+    color = sys.stdout.isatty()
+    print(marked_text(answer, color).strip())
+    print()
+    for line in legend(answer, color):
+        print(line)
+    print()
+    print(("greedy: " if args.no_llma else "llma: ") + stats_line(answer))
+    if args.compare:
+        print("greedy: " + stats_line(comparison.greedy))
+        print(f"speedup {comparison.speedup:.2f}x, identical to greedy: {comparison.identical}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from index import IndexingError
+    from llma import ModelNotFoundError
+
+    try:
+        _ask(args)
+    except (IndexingError, ModelNotFoundError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0

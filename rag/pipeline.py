@@ -1,0 +1,152 @@
+"""Retrieve, prompt, decode with LLMA: the question-answering pipeline behind the app and the CLI."""
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+
+from index import DocumentIndex, Embedder, load_index
+from llma import Engine, LLMAConfig, LoadedModel, load_model
+from rag.cache import AnswerCache
+from rag.generation import Request, run
+from rag.prompt import Prompt, Turn, build_prompt, parse_history, render
+from rag.references import TokenizedText, build_references
+from rag.types import Answer, AnswerDelta, Comparison, Passage, RagSettings, SourceText
+
+log = logging.getLogger(__name__)
+
+History = Sequence[Mapping[str, object]]
+
+
+def retrieve(index: DocumentIndex, question: str, k: int, min_score: float | None) -> list[Passage]:
+    """The top-k chunks as numbered passages, best first."""
+    hits = index.search(question, k=k, min_score=min_score)
+    return [Passage(id=f"passage:{n}", number=n, text=hit.chunk.text.strip(), source=hit.chunk.source,
+                    title=hit.chunk.title or hit.chunk.source, score=hit.score, chunk_id=hit.chunk.id)
+            for n, hit in enumerate(hits, start=1)]
+
+
+def check_question(question: str) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("the question is empty: type a question")
+    return question.strip()
+
+
+def _turn_source(turn: Turn) -> SourceText:
+    what = "answer" if turn.role == "assistant" else "question"
+    return SourceText(f"history:{turn.index}", "history", turn.content, f"earlier {what} (message {turn.index + 1})")
+
+
+def _passage_source(passage: Passage) -> SourceText:
+    return SourceText(passage.id, "passage", passage.text, passage.label)
+
+
+class RAGPipeline:
+    """Answers questions over a `DocumentIndex` (None: no retrieval) with one model.
+
+    One engine holds one KV cache, so generations are serialised by a lock: concurrent callers wait.
+    """
+
+    def __init__(self, index: DocumentIndex | None, loaded: LoadedModel, embedder: Embedder | None = None,
+                 cache_size: int = 256) -> None:
+        self.index = index
+        self.loaded = loaded
+        self.engine = Engine(loaded)
+        # The cache compares questions with the index's own embedder; without an index, the default.
+        self.cache = AnswerCache(embedder or (index.embedder if index else Embedder()), cache_size)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_paths(cls, index_dir: str | None, model: str | None = None, device: str | None = None,
+                   dtype: str | None = None) -> RAGPipeline:
+        index = load_index(index_dir) if index_dir else None
+        return cls(index, load_model(model, device=device, dtype=dtype))
+
+    @property
+    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
+        return self.loaded.tokenizer
+
+    def _budget(self, config: LLMAConfig) -> int:
+        budget = self.engine.context_length - config.max_new_tokens
+        if budget < 1:
+            raise ValueError(f"max_new_tokens={config.max_new_tokens} leaves no room for the prompt in the "
+                             f"model's context of {self.engine.context_length} tokens")
+        return budget
+
+    def _sources(self, question: str, prompt: Prompt, settings: RagSettings) -> list[SourceText]:
+        sources = [_turn_source(t) for t in prompt.turns] if settings.use_history_refs else []
+        sources += [_passage_source(p) for p in prompt.passages]
+        if settings.use_answer_cache:
+            hits = self.cache.lookup(question, settings.cache_threshold)
+            sources += [SourceText(f"cache:{i}", "cache", hit.answer, f'cached answer to "{hit.question}"')
+                        for i, hit in enumerate(hits)]
+        return sources
+
+    def prepare(self, question: str, history: History = (), settings: RagSettings = RagSettings()) -> Request:
+        """Retrieval, prompt and references for a question (no decoding)."""
+        question = check_question(question)
+        passages = retrieve(self.index, question, settings.top_k, settings.min_score) \
+            if self.index is not None and settings.top_k > 0 else []
+        prompt = build_prompt(self.tokenizer, question, parse_history(history), passages,
+                              self._budget(settings.llma), with_index=self.index is not None)
+        sources = self._sources(question, prompt, settings)
+        tokenized = TokenizedText(prompt.text, prompt.ids, prompt.offsets)
+        refs = build_references(self.tokenizer, tokenized, sources, settings.refs_from_prompt)
+        return Request(prompt.ids, refs, settings.llma, settings.stop, prompt.passages)
+
+    def stream(self, question: str, history: History = (), settings: RagSettings = RagSettings()) -> Iterator[AnswerDelta]:
+        """Deltas as the answer grows. An empty question raises here, at once; other bad input on
+        the first `next()`."""
+        question = check_question(question)
+        return self._stream(question, history, settings)
+
+    def _stream(self, question: str, history: History, settings: RagSettings) -> Iterator[AnswerDelta]:
+        with self._lock:
+            request = self.prepare(question, history, settings)
+            for delta in run(self.engine, request):
+                if delta.answer is not None and settings.use_answer_cache:
+                    self.cache.put(question, delta.answer.text)
+                yield delta
+
+    def answer(self, question: str, history: History = (), settings: RagSettings = RagSettings()) -> Answer:
+        return _final(self.stream(question, history, settings))
+
+    def compare_with_greedy(self, question: str, history: History = (),
+                            settings: RagSettings = RagSettings()) -> Comparison:
+        """LLMA as set, then plain greedy decoding (proposer off) on the same prompt."""
+        llma = self.answer(question, history, settings)
+        greedy = self.answer(question, history, replace(settings, llma=settings.llma.greedy(), use_answer_cache=False))
+        wall = float(llma.stats["wall_s"])
+        speedup = float(greedy.stats["wall_s"]) / wall if wall > 0 else 0.0
+        return Comparison(llma=llma, greedy=greedy, speedup=speedup, identical=llma.tokens == greedy.tokens)
+
+    def stream_messages(self, messages: Sequence[Mapping[str, str]], references: Sequence[str] = (),
+                        config: LLMAConfig = LLMAConfig(), stop: Sequence[str] = (),
+                        refs_from_prompt: bool = True) -> Iterator[AnswerDelta]:
+        """Generate for ready chat messages with the chat template, copying from `references`
+        (ids "reference:<i>"); for the LangChain model."""
+        if not messages:
+            raise ValueError("no messages to answer")
+        return self._stream_messages([dict(m) for m in messages], list(references), config, tuple(stop), refs_from_prompt)
+
+    def _stream_messages(self, messages: list[dict[str, str]], references: list[str], config: LLMAConfig,
+                         stop: tuple[str, ...], refs_from_prompt: bool) -> Iterator[AnswerDelta]:
+        with self._lock:
+            text, ids, offsets = render(self.tokenizer, messages)
+            budget = self._budget(config)
+            if len(ids) > budget:
+                raise ValueError(f"the prompt has {len(ids)} tokens but only {budget} fit "
+                                 "(the model's context minus max_new_tokens)")
+            sources = [SourceText(f"reference:{i}", "reference", t, f"reference {i + 1}") for i, t in enumerate(references)]
+            refs = build_references(self.tokenizer, TokenizedText(text, ids, offsets), sources, refs_from_prompt)
+            yield from run(self.engine, Request(ids, refs, config, stop))
+
+
+def _final(deltas: Iterator[AnswerDelta]) -> Answer:
+    answer = None
+    for delta in deltas:
+        answer = delta.answer or answer
+    if answer is None:  # the generator always ends with a final delta; this guards a broken engine
+        raise RuntimeError("the generation ended without a final answer")
+    return answer

@@ -1,0 +1,121 @@
+"""Dataclasses that cross the package boundary: settings, passages, spans, answers, deltas."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llma import LLMAConfig
+
+SourceKind = Literal["passage", "history", "cache", "reference"]
+
+
+@dataclass(frozen=True)
+class RagSettings:
+    """Per-question settings.
+
+    `top_k` 0 turns retrieval off. `refs_from_prompt` takes each reference's token ids from the
+    prompt's own tokenization (a passage tokenized alone splits differently at its edges, so the
+    model's output would match it less often). `stop` holds stop strings, applied to decoded text.
+    """
+
+    top_k: int = 4
+    min_score: float | None = None
+    llma: LLMAConfig = field(default_factory=LLMAConfig)
+    use_history_refs: bool = True
+    use_answer_cache: bool = True
+    cache_threshold: float = 0.8
+    refs_from_prompt: bool = True
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = no retrieval), got {self.top_k}")
+        if not -1.0 <= self.cache_threshold <= 1.0:
+            raise ValueError(f"cache_threshold is a cosine similarity in [-1, 1], got {self.cache_threshold}")
+        if any(not s for s in self.stop):
+            raise ValueError("stop strings must not be empty")
+
+
+@dataclass(frozen=True)
+class Passage:
+    """A retrieved chunk as shown in the prompt: `[number] title` then `text`."""
+
+    id: str  # "passage:<number>"
+    number: int  # 1-based, as numbered in the prompt
+    text: str
+    source: str
+    title: str
+    score: float
+    chunk_id: str
+
+    @property
+    def label(self) -> str:
+        return f"[{self.number}] {self.title}"
+
+
+@dataclass(frozen=True)
+class SourceText:
+    """Any text the answer may copy from: a passage, an earlier turn, a cached answer."""
+
+    id: str  # "passage:2", "history:1", "cache:0", "reference:0"
+    kind: SourceKind
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class TextSpan:
+    """Answer text copied from a source: `answer[start:end] == source_text[source_start:source_end]`."""
+
+    start: int
+    end: int
+    source_kind: SourceKind
+    source_id: str
+    source_start: int
+    source_end: int
+    label: str
+
+
+@dataclass
+class Answer:
+    """A finished answer. `stats` is `DecodeStats.as_dict()` plus "prompt_tokens"; `steps` has one
+    dict per decoder step (proposed, accepted, new_tokens, step_s); `sources` maps every reference
+    id to its text (passages, earlier turns, cached answers), so spans can be shown in context."""
+
+    text: str
+    spans: list[TextSpan]
+    passages: list[Passage]
+    stats: dict[str, object]
+    steps: list[dict[str, float | int]]
+    stop_reason: str
+    tokens: list[int] = field(default_factory=list)
+    sources: dict[str, SourceText] = field(default_factory=dict)
+
+
+@dataclass
+class AnswerDelta:
+    """One streaming step.
+
+    `text` is the text added since the previous delta (possibly empty: text that may still turn into
+    a multi-byte character or a stop string is held back). `spans` lists the spans, in answer
+    character offsets over the whole answer so far, that are new or have grown since the previous
+    delta: a span that grew is sent again whole, with the same `start`, and replaces the earlier one.
+    Spans only ever cover text already sent. `passages` is set on the first delta only; `answer` on
+    the last one (`done=True`), and its `spans` are the final, complete list.
+    """
+
+    text: str
+    spans: list[TextSpan] = field(default_factory=list)
+    passages: list[Passage] | None = None
+    done: bool = False
+    answer: Answer | None = None
+
+
+@dataclass
+class Comparison:
+    """The same question answered with LLMA and with plain greedy decoding."""
+
+    llma: Answer
+    greedy: Answer
+    speedup: float  # greedy wall time / LLMA wall time
+    identical: bool  # same token ids

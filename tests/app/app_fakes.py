@@ -1,0 +1,118 @@
+"""A model-free stand-in for rag.RAGPipeline with the same stream/answer/compare surface.
+
+It answers by quoting the first passage word by word, reporting the quote as a copied span, so the
+UI code can be tested (and looked at) without loading a model."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FakeSpan:
+    start: int
+    end: int
+    source_kind: str
+    source_id: str
+    source_start: int
+    source_end: int
+    label: str
+
+
+@dataclass(frozen=True)
+class FakePassage:
+    id: str
+    number: int
+    text: str
+    source: str
+    title: str
+    score: float
+    chunk_id: str
+
+
+@dataclass
+class FakeAnswer:
+    text: str
+    spans: list
+    passages: list
+    stats: dict
+    steps: list
+    stop_reason: str = "eos"
+    sources: dict = field(default_factory=dict)
+
+
+@dataclass
+class FakeDelta:
+    text: str
+    spans: list = field(default_factory=list)
+    passages: list | None = None
+    done: bool = False
+    answer: Any = None
+
+
+@dataclass
+class FakeComparison:
+    llma: Any
+    greedy: Any
+    speedup: float
+    identical: bool
+
+
+PASSAGE_TEXT = ("Dictionaries preserve insertion order, meaning that keys will be produced in the "
+                "same order they were added sequentially over the dictionary. <script>x</script>")
+
+
+class FakePipeline:
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.delay, self.fail = delay, fail
+        self.calls: list[tuple[str, list, Any]] = []
+        self.index = None
+
+    def passages(self) -> list[FakePassage]:
+        return [FakePassage("passage:1", 1, PASSAGE_TEXT, "typesmapping.md", "Mapping types", 0.81,
+                            "c1"),
+                FakePassage("passage:2", 2, "Unrelated <b>text</b> & more.", "other.md", "Other",
+                            0.42, "c2")]
+
+    def stream(self, question: str, history=None, settings=None):
+        self.calls.append((question, list(history or []), settings))
+        if self.fail:
+            raise RuntimeError("model exploded")
+        passages = self.passages()
+        prefix = "Yes. "
+        quote = PASSAGE_TEXT[:38]  # "Dictionaries preserve insertion order,"
+        words = [prefix] + [w + " " for w in quote.split(" ")]
+        words[-1] = words[-1].rstrip()
+        text, spans = "", []
+        for i, word in enumerate(words):
+            text += word
+            new_spans = []
+            if i > 0:
+                end = len(text)
+                span = FakeSpan(len(prefix), end, "passage", "passage:1", 0, end - len(prefix),
+                                "[1] Mapping types")
+                spans = [span]
+                new_spans = [span]
+            yield FakeDelta(word, new_spans, passages if i == 0 else None)
+            if self.delay:
+                time.sleep(self.delay)
+        steps = [{"proposed": 0, "accepted": 0, "new_tokens": 1, "step_s": 0.01},
+                 {"proposed": 8, "accepted": 6, "new_tokens": 7, "step_s": 0.01},
+                 {"proposed": 8, "accepted": 2, "new_tokens": 3, "step_s": 0.01}]
+        stats = {"forward_passes": 3, "tokens": 11, "proposed_tokens": 16, "accepted_tokens": 8,
+                 "tokens_per_forward": 11 / 3, "acceptance_rate": 0.5, "copied_share": 8 / 11,
+                 "tokens_per_s": 42.0, "wall_s": 0.26, "ttft_s": 0.05, "prompt_tokens": 300}
+        answer = FakeAnswer(text, spans, passages, stats, steps)
+        yield FakeDelta("", [], None, True, answer)
+
+    def answer(self, question, history=None, settings=None):
+        final = None
+        for delta in self.stream(question, history, settings):
+            final = delta.answer or final
+        return final
+
+    def compare_with_greedy(self, question, history=None, settings=None):
+        a = self.answer(question, history, settings)
+        g = FakeAnswer(a.text, [], a.passages, dict(a.stats, wall_s=0.5, forward_passes=11), [])
+        return FakeComparison(a, g, 0.5 / 0.26, True)

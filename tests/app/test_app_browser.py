@@ -1,0 +1,114 @@
+"""A real browser (Debian's chromium, headless, driven by Playwright) against `python app.py`:
+example question -> streamed, highlighted answer with statistics; an uploaded document full of
+markup is indexed and shown as text, never executed. Saves artifacts/app-browser*.png."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("LLMA_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+EXAMPLE = "Are leading zeros allowed in a decimal integer literal?"
+XSS_DOC = """# Zorblax widgets
+
+The zorblax widget is configured with the markup <script>window.__xss=1</script> and
+<img src=x onerror="window.__xss=1"> inside its zorblax settings file.
+"""
+ANSWER_TIMEOUT_MS = 240_000
+
+if not Path(CHROMIUM).is_file():
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the browser test needs it",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright==1.65.2")
+
+
+@pytest.fixture(scope="module")
+def page(live_app):
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(live_app.url)
+        page.wait_for_selector("#llma-status :text('Ready.')", timeout=60_000)
+        yield page
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app-browser-final.png"), full_page=True)
+        browser.close()
+
+
+def assistant_count(page) -> int:
+    return page.locator("#llma-chat [data-testid='bot']").count()
+
+
+def ask_and_wait(page, question: str | None = None) -> None:
+    """Submit (typing `question` if given) and wait until the answer's statistics arrive."""
+    before = assistant_count(page)
+    if question is not None:
+        page.fill("#llma-input textarea", question)
+    page.evaluate("() => { const s = document.querySelector('#llma-stats'); "
+                  "if (s) s.dataset.old = s.innerText; }")
+    page.click("#llma-send")
+    page.wait_for_function(
+        "(n) => document.querySelectorAll(\"#llma-chat [data-testid='bot']\").length > n",
+        arg=before, timeout=ANSWER_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => { const s = document.querySelector('#llma-stats'); "
+        "return s && s.innerText !== s.dataset.old && s.innerText.includes('Forward passes'); }",
+        timeout=ANSWER_TIMEOUT_MS)
+
+
+def test_empty_message_shows_a_warning(page):
+    page.fill("#llma-input textarea", "")
+    page.click("#llma-send")
+    page.get_by_text("Type a question first.").first.wait_for(state="visible")
+
+
+def test_example_question_streams_a_highlighted_answer(page):
+    page.get_by_text(EXAMPLE).first.click()
+    assert page.input_value("#llma-input textarea") == EXAMPLE
+    ask_and_wait(page)
+    bot = page.locator("#llma-chat [data-testid='bot']").last
+    assert bot.inner_text().strip()
+    # The answer copies from the passages (or, asked again, from the earlier turn / cache).
+    if page.locator("#llma-chat mark.llma-src").count() == 0:
+        ask_and_wait(page, EXAMPLE)
+    marks = page.locator("#llma-chat mark.llma-src")
+    assert marks.count() > 0
+    assert marks.first.is_visible()
+    assert marks.first.get_attribute("title").startswith("copied from ")
+    stats = page.locator("#llma-stats").inner_text()
+    for label in ("Tokens", "Forward passes", "Tokens per forward", "Copied tokens", "Tokens / s",
+                  "Time to first token"):
+        assert label in stats
+    assert page.locator("#llma-plot").is_visible()
+    assert "integers.md" in page.locator("#llma-sources").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-browser-answer.png"), full_page=True)
+
+
+def test_uploaded_markup_is_shown_as_text_not_executed(page, tmp_path):
+    doc = tmp_path / "zorblax.md"
+    doc.write_text(XSS_DOC, encoding="utf-8")
+    page.get_by_text("Add documents").click()
+    page.locator("#llma-upload input[type=file]").set_input_files(str(doc))
+    page.locator("#llma-upload").get_by_text("zorblax.md").first.wait_for(state="visible")
+    page.click("#llma-upload-btn")
+    page.wait_for_function(
+        "() => (document.querySelector('#llma-upload-msg textarea') || {}).value"
+        "?.includes('Index updated')", timeout=ANSWER_TIMEOUT_MS)
+    assert "Added: zorblax.md" in page.input_value("#llma-upload-msg textarea")
+
+    ask_and_wait(page, "What markup is the zorblax widget configured with?")
+    sources = page.locator("#llma-sources")
+    text = sources.inner_text()
+    assert "<script>window.__xss=1</script>" in text
+    assert '<img src=x onerror="window.__xss=1">' in text
+    assert page.evaluate("() => typeof window.__xss") == "undefined"
+    assert page.locator("#llma-sources script, #llma-sources img, #llma-chat img[src='x']").count() == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-browser-xss.png"), full_page=True)

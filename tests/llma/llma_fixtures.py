@@ -1,0 +1,76 @@
+"""Test helpers for llma/: a scripted mock backend and a tiny random-weight Llama."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from llma.loading import LoadedModel
+
+
+class ScriptedBackend:
+    """A deterministic mock model that "wants" to generate `script` after any prompt.
+
+    The token after `prompt + script[:i]` is `script[i]` (then `eos`); after anything else it is
+    `wrong`, so a loop that feeds the model the wrong tokens or trims its cache wrongly diverges.
+    """
+
+    def __init__(self, script: Sequence[int], vocab: int = 128, eos: int = 2, wrong: int = 1,
+                 context_length: int = 1024) -> None:
+        self.script, self.vocab, self.eos, self.wrong = list(script), vocab, eos, wrong
+        self._context_length = context_length
+        self.seq: list[int] = []
+        self.prompt_len = 0
+        self.forward_sizes: list[int] = []
+
+    @property
+    def context_length(self) -> int:
+        return self._context_length
+
+    @property
+    def cached(self) -> int:
+        return len(self.seq)
+
+    def _next(self, upto: int) -> int:
+        produced = self.seq[self.prompt_len : upto]
+        i = len(produced)
+        if produced != self.script[:i]:
+            return self.wrong
+        return self.script[i] if i < len(self.script) else self.eos
+
+    def _logits(self, start: int) -> torch.Tensor:
+        rows = [torch.nn.functional.one_hot(torch.tensor(self._next(j + 1)), self.vocab).float()
+                for j in range(start, len(self.seq))]
+        return torch.stack(rows)
+
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
+        self.seq, self.prompt_len = list(ids), len(ids)
+        self.forward_sizes.append(len(ids))
+        return self._logits(len(ids) - 1)
+
+    def forward(self, ids: Sequence[int]) -> torch.Tensor:
+        start = len(self.seq)
+        self.seq.extend(ids)
+        assert len(self.seq) <= self._context_length, "forward past the context window"
+        self.forward_sizes.append(len(ids))
+        return self._logits(start)
+
+    def trim(self, length: int) -> None:
+        assert length <= len(self.seq)
+        del self.seq[length:]
+
+
+def tiny_llama(vocab: int = 97, context: int = 64, seed: int = 0, init: float = 0.5) -> LoadedModel:
+    """A random-weight Llama; a large init spread keeps logits far apart (no near-ties)."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+        initializer_range=init, bos_token_id=0, eos_token_id=None, pad_token_id=None,
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return LoadedModel(model=model, tokenizer=None, name="tiny-llama", device=torch.device("cpu"),
+                       dtype=torch.float32)

@@ -1,0 +1,130 @@
+"""The decoder loop against a scripted mock model: exact events, statistics, stop conditions."""
+import pytest
+import torch
+
+from llma.decoder import Decoder, StopConfig
+from llma.proposer import CopyLength, Proposer, ReferenceIndex
+from llma.types import CopiedSpan
+from llma.verifier import ForcedVerifier
+from llma_fixtures import ScriptedBackend
+
+PROMPT = [5, 6, 7]
+SCRIPT = [10, 11, 12, 13, 14, 15]
+EOS = 2
+
+
+def run(backend, refs=None, k=3, stop=None, **index_kwargs):
+    proposer = None
+    if refs is not None:
+        proposer = Proposer(ReferenceIndex(refs, **{"min_n": 1, **index_kwargs}), CopyLength(k=k))
+    stop = stop or StopConfig(max_new_tokens=50, eos_token_ids=frozenset({EOS}))
+    return list(Decoder(backend).stream(PROMPT, proposer=proposer, stop=stop))
+
+
+def test_exact_event_sequence():
+    backend = ScriptedBackend(SCRIPT, eos=EOS)
+    events = run(backend, {"a": [11, 12, 13, 99]})
+    summary = [(e.step, e.new_tokens, e.proposed, e.accepted, e.span, e.finished, e.stop_reason) for e in events]
+    assert summary == [
+        (0, (10,), 0, 0, None, False, None),                      # prefill
+        (1, (11,), 0, 0, None, False, None),                      # [10] is in no reference
+        (2, (12, 13, 14), 3, 2, CopiedSpan("a", 1, 3, 2, 4), False, None),  # [11] -> copy 12 13 99
+        (3, (15,), 0, 0, None, False, None),
+        (4, (EOS,), 0, 0, None, True, "eos"),
+    ]
+    # One forward per event; the verify pass ran [last token + draft].
+    assert backend.forward_sizes == [3, 1, 4, 1, 1]
+    assert [e.elapsed_s for e in events] == sorted(e.elapsed_s for e in events)
+
+
+def test_output_equals_plain_decoding_and_stats_add_up():
+    refs = {"a": [11, 12, 13, 14, 15, EOS], "b": [10, 99]}
+    plain = Decoder(ScriptedBackend(SCRIPT, eos=EOS)).generate(PROMPT, stop=StopConfig(50, frozenset({EOS})))
+    proposer = Proposer(ReferenceIndex(refs, min_n=1), CopyLength(k=8))
+    fast = Decoder(ScriptedBackend(SCRIPT, eos=EOS)).generate(
+        PROMPT, proposer=proposer, stop=StopConfig(50, frozenset({EOS})))
+    assert plain.tokens == fast.tokens == SCRIPT + [EOS]
+    assert plain.stats.forward_passes == 7 and plain.stats.tokens_per_forward == 1.0
+    s = fast.stats
+    assert s.tokens == len(fast.tokens) == 7
+    # prefill -> 10; [10] matches b -> draft [99] rejected -> 11; [11] -> copy 12 13 14 15 EOS, all accepted.
+    assert s.forward_passes == 3
+    assert (s.proposed_tokens, s.accepted_tokens, s.drafts) == (6, 5, 2)
+    assert s.accepted_hist == {0: 1, 5: 1}
+    assert s.acceptance_rate == pytest.approx(5 / 6)
+    assert s.tokens_per_forward == pytest.approx(7 / 3)
+    assert sum(span.out_end - span.out_start for span in fast.spans) == s.accepted_tokens
+    assert fast.stop_reason == "eos" and s.ttft_s <= s.wall_s
+
+
+def test_eos_inside_a_draft_stops_there():
+    # The reference continues past EOS; the draft is cut at EOS and nothing after it is output.
+    refs = {"a": [11, 12, 13, 14, 15, EOS, 40, 41]}
+    events = run(ScriptedBackend(SCRIPT, eos=EOS), refs, k=8)
+    assert events[-1].finished and events[-1].new_tokens[-1] == EOS
+    assert [t for e in events for t in e.new_tokens] == SCRIPT + [EOS]
+
+
+def test_max_new_tokens_inside_a_draft():
+    refs = {"a": [10, 11, 12, 13, 14, 15]}
+    events = run(ScriptedBackend(SCRIPT, eos=EOS), refs, k=8, stop=StopConfig(4, frozenset({EOS})))
+    out = [t for e in events for t in e.new_tokens]
+    assert out == SCRIPT[:4]
+    assert events[-1].stop_reason == "max_new_tokens"
+    assert sum(e.accepted for e in events) <= 3
+
+
+def test_stop_sequence_inside_a_draft_is_kept_and_ends_output():
+    refs = {"a": [10, 11, 12, 13, 14, 15]}
+    stop = StopConfig(50, frozenset({EOS}), ((12, 13),))
+    events = run(ScriptedBackend(SCRIPT, eos=EOS), refs, k=8, stop=stop)
+    out = [t for e in events for t in e.new_tokens]
+    assert out == [10, 11, 12, 13]
+    assert events[-1].stop_reason == "stop_sequence"
+    assert events[-1].span.out_end <= 4
+
+
+def test_eos_as_first_token():
+    events = run(ScriptedBackend([], eos=EOS), {"a": [1, 2, 3]})
+    assert len(events) == 1 and events[0].new_tokens == (EOS,) and events[0].stop_reason == "eos"
+
+
+def test_max_new_tokens_one():
+    events = run(ScriptedBackend(SCRIPT, eos=EOS), {"a": SCRIPT}, stop=StopConfig(1, frozenset({EOS})))
+    assert [e.new_tokens for e in events] == [(10,)]
+
+
+def test_drafts_never_overflow_the_context():
+    # Context 8 and prompt 3: at most 8 - 3 + 1 = 6 tokens fit, however long the drafts.
+    backend = ScriptedBackend(SCRIPT + [16, 17, 18], eos=EOS, context_length=8)
+    events = run(backend, {"a": SCRIPT + [16, 17, 18]}, k=8)
+    assert [t for e in events for t in e.new_tokens] == SCRIPT
+    assert events[-1].stop_reason == "context_full"
+
+
+def test_prompt_that_fills_the_context_gives_one_token():
+    backend = ScriptedBackend(SCRIPT, eos=EOS, context_length=3)
+    events = run(backend, {"a": SCRIPT})
+    assert [e.new_tokens for e in events] == [(10,)] and events[0].stop_reason == "context_full"
+
+
+def test_bad_arguments():
+    decoder = Decoder(ScriptedBackend(SCRIPT, context_length=2))
+    with pytest.raises(ValueError, match="at least one token"):
+        list(decoder.stream([]))
+    with pytest.raises(ValueError, match="more than the model's context"):
+        list(decoder.stream([1, 2, 3]))
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        StopConfig(max_new_tokens=0)
+    with pytest.raises(ValueError, match="empty"):
+        StopConfig(stop_sequences=((),))
+
+
+def test_forced_decoding_follows_the_target():
+    target = [10, 11, 30, 31, 32, EOS]  # differs from what the mock "wants" after 11
+    proposer = Proposer(ReferenceIndex({"a": [30, 31, 32, EOS]}, min_n=1), CopyLength(k=8))
+    result = Decoder(ScriptedBackend(SCRIPT, eos=EOS)).generate(
+        PROMPT, proposer=proposer, verifier=ForcedVerifier(target), stop=StopConfig(50, frozenset({EOS})))
+    assert result.tokens == target
+    with pytest.raises(ValueError, match="past the end"):
+        ForcedVerifier([1]).verify(torch.zeros(1, 4), (), 1)

@@ -1,0 +1,134 @@
+"""The reference index and proposer, on hand-made token lists."""
+import pytest
+
+from llma.proposer import CopyLength, Proposer, ReferenceIndex
+from llma.types import Draft
+
+
+def test_no_match_returns_none():
+    index = ReferenceIndex({"a": [1, 2, 3, 4]})
+    assert index.lookup([7, 8, 9], k=4) is None
+
+
+def test_longest_suffix_wins():
+    # [5, 6] occurs in "a" followed by 7; only [6] occurs in "b", followed by 9.
+    index = ReferenceIndex({"a": [5, 6, 7, 8], "b": [0, 6, 9]}, min_n=1, max_n=3)
+    draft = index.lookup([1, 5, 6], k=2)
+    assert draft == Draft(tokens=(7, 8), ref_id="a", offset=2, match_len=2)
+
+
+def test_match_at_reference_end_proposes_nothing_past_it():
+    index = ReferenceIndex({"a": [1, 2, 3]}, min_n=1)
+    # [3] ends the reference: nothing follows it, so it is not a usable match.
+    assert index.lookup([3], k=4) is None
+    assert index.lookup([2], k=4) == Draft((3,), "a", 2, 1)
+
+
+def test_draft_is_cut_to_k():
+    index = ReferenceIndex({"a": list(range(10, 30))}, min_n=1)
+    assert index.lookup([12], k=3).tokens == (13, 14, 15)
+
+
+@pytest.mark.parametrize(("policy", "expected"), [
+    ("recent", ("b", 2, (0,))),          # the occurrence indexed last: reference "b"
+    ("first", ("a", 1, (5, 4, 6, 7))),   # the first occurrence of the first reference
+    ("longest", ("a", 1, (5, 4, 6, 7))),  # a:1 has 6 tokens after it, b:2 only 1
+])
+def test_several_occurrences_policies(policy, expected):
+    # [4] occurs at a:0, a:2 and b:1; copies would start at a:1, a:3 and b:2.
+    index = ReferenceIndex({"a": [4, 5, 4, 6, 7, 8, 9], "b": [3, 4, 0]}, min_n=1, max_n=1, policy=policy)
+    draft = index.lookup([4], k=4)
+    assert (draft.ref_id, draft.offset, draft.tokens) == expected
+
+
+def test_longest_prefers_the_reference_with_more_to_copy():
+    index = ReferenceIndex({"a": [4, 5], "b": [4, 6, 7, 8]}, min_n=1, max_n=1, policy="longest")
+    assert index.lookup([4], k=3) == Draft((6, 7, 8), "b", 1, 1)
+    # Capped at k, both offer 1 token: the tie goes to the earliest reference.
+    assert index.lookup([4], k=1) == Draft((5,), "a", 1, 1)
+
+
+def test_recent_prefers_latest_position_in_a_growing_reference():
+    index = ReferenceIndex(min_n=1, max_n=1, policy="recent")
+    index.extend("out", [4, 5, 4, 6])
+    assert index.lookup([4], k=1) == Draft((6,), "out", 3, 1)
+
+
+def test_appended_reference_is_indexed_incrementally():
+    index = ReferenceIndex({"a": [1, 2]}, min_n=2, max_n=2)
+    assert index.lookup([1, 2], k=2) is None
+    index.extend("a", [3, 4])
+    assert index.lookup([1, 2], k=2) == Draft((3, 4), "a", 2, 2)
+    index.extend("new", [8, 9, 10])
+    assert index.lookup([8, 9], k=2) == Draft((10,), "new", 2, 2)
+
+
+def test_eos_inside_span_ends_the_draft():
+    index = ReferenceIndex({"a": [1, 2, 3, 0, 5, 6]}, min_n=1)
+    assert index.lookup([1], k=5, stop_tokens={0}).tokens == (2, 3, 0)
+
+
+def test_context_shorter_than_max_n():
+    index = ReferenceIndex({"a": [1, 2, 3]}, min_n=1, max_n=4)
+    assert index.lookup([1], k=1).tokens == (2,)
+    assert index.lookup([], k=1) is None
+
+
+def test_min_n_filters_short_matches():
+    index = ReferenceIndex({"a": [1, 2, 3]}, min_n=2, max_n=3)
+    assert index.lookup([9, 2], k=1) is None
+    assert index.lookup([1, 2], k=1).tokens == (3,)
+
+
+def test_defaults():
+    index = ReferenceIndex()
+    assert (index.min_n, index.max_n, index.policy) == (1, 4, "recent")
+    copy = CopyLength()
+    assert (copy.k, copy.adaptive, copy.current) == (8, False, 8)
+    proposer = Proposer(index)
+    assert proposer.copy.k == 8 and proposer.output_ref is None
+    assert proposer.propose([1], budget=4) is None
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"min_n": 0}, {"min_n": 3, "max_n": 2}, {"policy": "random"},
+])
+def test_bad_index_arguments(kwargs):
+    with pytest.raises(ValueError):
+        ReferenceIndex(**kwargs)
+
+
+def test_bad_tokens_and_k():
+    with pytest.raises(ValueError, match="ints"):
+        ReferenceIndex({"a": [1, "x"]})
+    with pytest.raises(ValueError, match="k must be"):
+        ReferenceIndex({"a": [1, 2]}).lookup([1], k=0)
+    with pytest.raises(ValueError, match="copy length"):
+        CopyLength(k=0)
+    with pytest.raises(ValueError, match="adaptive"):
+        CopyLength(k=8, adaptive=True, k_min=1, k_max=4)
+
+
+def test_adaptive_copy_length_grows_and_shrinks():
+    copy = CopyLength(k=4, adaptive=True, k_min=2, k_max=16)
+    copy.update(4, 4)
+    assert copy.current == 8
+    copy.update(8, 8)
+    copy.update(16, 16)
+    assert copy.current == 16  # capped at k_max
+    copy.update(16, 3)
+    assert copy.current == 8
+    for _ in range(5):
+        copy.update(8, 0)
+    assert copy.current == 2  # floored at k_min
+    fixed = CopyLength(k=4)
+    fixed.update(4, 4)
+    assert fixed.current == 4
+
+
+def test_proposer_respects_budget_and_observes_output():
+    proposer = Proposer(ReferenceIndex({"a": [1, 2, 3, 4, 5]}, min_n=1), CopyLength(k=4), output_ref="out")
+    assert proposer.propose([1], budget=2).tokens == (2, 3)
+    assert proposer.propose([1], budget=0) is None
+    proposer.observe([7, 8, 9])
+    assert proposer.propose([7], budget=4) == Draft((8, 9), "out", 1, 1)

@@ -1,0 +1,96 @@
+"""The app's back end: builds/updates the index and loads the pipeline in the background, so the
+page is up at once and shows what is happening; afterwards it re-indexes uploads."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("llma-rag.app")
+
+
+def _default_builder(docs_dir: Path, index_dir: Path) -> Any:
+    from index import build_index
+
+    return build_index(docs_dir, index_dir, progress=True)
+
+
+def _default_loader(index_dir: Path, model: str | None, device: str | None, dtype: str | None) -> Any:
+    from rag import RAGPipeline
+
+    return RAGPipeline.from_paths(str(index_dir), model=model, device=device, dtype=dtype)
+
+
+class Service:
+    """Owns the pipeline. `status` is a one-line, human-readable state for the UI."""
+
+    def __init__(self, docs_dir: Path | str, index_dir: Path | str, model: str | None = None,
+                 device: str | None = None, dtype: str | None = None, *,
+                 builder: Callable[[Path, Path], Any] = _default_builder,
+                 loader: Callable[..., Any] = _default_loader) -> None:
+        self.docs_dir, self.index_dir = Path(docs_dir), Path(index_dir)
+        self.model, self.device, self.dtype = model, device, dtype
+        self._builder, self._loader = builder, loader
+        self.pipe: Any = None
+        self.error: str | None = None
+        self.ready = threading.Event()
+        self._status = "Starting…"
+        self._since = time.monotonic()
+        self._lock = threading.Lock()  # index updates, one at a time
+
+    # -- status ---------------------------------------------------------------------------
+    def _set(self, status: str) -> None:
+        self._status, self._since = status, time.monotonic()
+        log.info("%s", status)
+
+    @property
+    def status(self) -> str:
+        if self.ready.is_set() or self.error:
+            return self._status
+        return f"{self._status} ({time.monotonic() - self._since:.0f} s)"
+
+    # -- start-up -------------------------------------------------------------------------
+    def start(self, background: bool = True) -> None:
+        if background:
+            threading.Thread(target=self._startup, name="llma-startup", daemon=True).start()
+        else:
+            self._startup()
+
+    def _startup(self) -> None:
+        try:
+            first = not self.index_dir.is_dir() or not any(self.index_dir.iterdir())
+            what = "Building the index (first start: embedding every document)" if first else \
+                "Updating the index (only new or changed documents)"
+            self._set(f"{what}: {self.docs_dir} → {self.index_dir}; progress in the console")
+            with self._lock:
+                report = self._builder(self.docs_dir, self.index_dir)
+            index_line = report.summary() if hasattr(report, "summary") else str(report)
+            self._set(f"Loading the model ({self.model or 'bundled default'})…")
+            self.pipe = self._loader(self.index_dir, self.model, self.device, self.dtype)
+            self._set(f"Ready. Index: {index_line}")
+            self.ready.set()
+        except Exception as exc:  # shown in the UI; the server keeps running
+            log.exception("start-up failed")
+            self.error = f"{type(exc).__name__}: {exc}"
+            self._set(f"Start-up failed: {self.error}")
+
+    # -- uploads --------------------------------------------------------------------------
+    def reindex(self) -> Any:
+        """Index new/changed documents incrementally, then point the pipeline at the new index."""
+        with self._lock:
+            report = self._builder(self.docs_dir, self.index_dir)
+            if self.pipe is not None:
+                self._reload_index()
+        return report
+
+    def _reload_index(self) -> None:
+        reload = getattr(self.pipe, "reload_index", None)
+        if callable(reload):
+            reload()
+            return
+        from index import load_index
+
+        self.pipe.index = load_index(self.index_dir)

@@ -21,6 +21,8 @@ from ui.service import Service  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 MODEL_EVENTS = "model"  # concurrency id shared by everything that uses the model or swaps the index
 log = logging.getLogger("llma-rag.app")
+COMPARE_HINT = ('<div class="llma-muted">"Compare with plain greedy" re-runs the last question '
+                'without copying and reports the speedup.</div>')
 
 
 def load_examples(path: Path = ROOT / "data" / "questions.json") -> list[str]:
@@ -71,7 +73,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
             return
         history = [dict(m) for m in state["history"]]
         display = state["display"] + [chat.user_message(question), chat.assistant_message("")]
-        yield display, state, "", gr.skip(), gr.skip(), gr.skip(), ""
+        yield display, state, "", gr.skip(), gr.skip(), gr.skip(), COMPARE_HINT
         view = None
         try:
             for view in chat.follow(service.pipe.stream(question, history=history,
@@ -141,7 +143,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
     def clear():
         empty = {"display": [], "history": []}
         return ([], empty, highlight.render_sources([]), stats.stats_html(None),
-                stats.steps_frame([]), "")
+                stats.steps_frame([]), COMPARE_HINT)
 
     def poll_status():
         done = service.ready.is_set() or service.error is not None
@@ -149,13 +151,16 @@ def build_ui(service: Service, examples: list[str] | None = None,
 
     with gr.Blocks(title="llma-rag: document QA with LLMA") as demo:
         state = gr.State({"display": [], "history": []})
-        gr.Markdown("## llma-rag · document QA with LLMA (Inference with Reference)")
+        gr.Markdown("## llma-rag · document QA with LLMA (Inference with Reference)\n"
+                    "Answers stream token by token. Highlighted text was copied from a reference "
+                    "and verified by the model, several tokens per forward pass; the output is "
+                    "identical to plain greedy decoding.", elem_id="llma-title")
         status = gr.Markdown(service.status, elem_id="llma-status")
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 gr.HTML(highlight.legend_html(), elem_id="llma-legend")
                 chatbot = gr.Chatbot(label="Chat", show_label=False, elem_id="llma-chat", height=520,
-                                     latex_delimiters=[], buttons=["copy"],
+                                     latex_delimiters=[], buttons=[],
                                      feedback_options=None, group_consecutive_messages=False)
                 with gr.Row():
                     msg = gr.Textbox(placeholder="Ask about the documents…", show_label=False,
@@ -174,7 +179,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
                                       title="Copied tokens accepted per step", height=200,
                                       x_title="decoding step (forward pass)",
                                       y_title="accepted", elem_id="llma-plot")
-                    compare_box = gr.HTML("", elem_id="llma-compare-out")
+                    compare_box = gr.HTML(COMPARE_HINT, elem_id="llma-compare-out")
                 with gr.Accordion("Sources", open=True):
                     sources = gr.HTML(highlight.render_sources([]), elem_id="llma-sources")
                 with gr.Accordion("Settings", open=False):

@@ -82,6 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _ask(args)
     except (IndexingError, ModelNotFoundError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print("error: " + " ".join(str(err).split()), file=sys.stderr)  # one line, for scripts too
         return 1
     return 0

@@ -64,8 +64,8 @@ class _Run:
         if cut is not None:
             self.stop_reason = "stop_string"
             return self._delta(self.answer.text[:cut], done=True)
-        if event.finished:
-            return self._delta(self.answer.text, done=True)
+        if event.finished:  # a length limit may have cut a multi-byte character: drop the part
+            return self._delta(self.answer.stable, done=True)
         visible = self.answer.stable
         return self._delta(visible[: len(visible) - _held_back(visible, self.request.stop)], done=False)
 

@@ -6,6 +6,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
+from transformers import PreTrainedTokenizerBase
+
 from index import DocumentIndex, Embedder, load_index
 from llma import Engine, LLMAConfig, LoadedModel, load_model
 from rag.cache import AnswerCache
@@ -59,12 +61,13 @@ class RAGPipeline:
 
     @classmethod
     def from_paths(cls, index_dir: str | None, model: str | None = None, device: str | None = None,
-                   dtype: str | None = None) -> RAGPipeline:
-        index = load_index(index_dir) if index_dir else None
-        return cls(index, load_model(model, device=device, dtype=dtype))
+                   dtype: str | None = None, embedder: str | None = None) -> RAGPipeline:
+        """`embedder` None: the one the index was built with (a different one is refused)."""
+        index = load_index(index_dir, embedder) if index_dir else None
+        return cls(index, load_model(model, device=device, dtype=dtype), Embedder(embedder) if embedder else None)
 
     @property
-    def tokenizer(self):  # noqa: ANN201 - a transformers tokenizer
+    def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.loaded.tokenizer
 
     def _budget(self, config: LLMAConfig) -> int:

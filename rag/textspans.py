@@ -48,12 +48,14 @@ def _ref_char(tokenizer: PreTrainedTokenizerBase, ref: Reference, n_tokens: int)
 
 
 def to_text_span(span: CopiedSpan, answer: AnswerText, ref: Reference) -> TextSpan | None:
-    """The character span of a copied token span, or None when the characters do not match
-    (possible only at a multi-byte character cut by a token boundary)."""
+    """The character span of a copied token span; None when it is only whitespace, or when the
+    characters do not match (possible only at a multi-byte character cut by a token boundary)."""
     start, end = answer.char_at(span.out_start), answer.char_at(span.out_end)
     src_start = _ref_char(answer.tokenizer, ref, span.ref_start)
     src_end = _ref_char(answer.tokenizer, ref, span.ref_end)
-    if end <= start or answer.text[start:end] != ref.source.text[src_start:src_end]:
+    text = answer.text[start:end]
+    # Whitespace alone (a copied newline) says nothing about where the answer comes from.
+    if not text.strip() or text != ref.source.text[src_start:src_end]:
         return None
     return TextSpan(start, end, ref.source.kind, ref.source.id, src_start, src_end, ref.source.label)
 

@@ -95,7 +95,7 @@ def highlight(text: str, ranges: Sequence[tuple[int, int, Any]], *, newlines: st
     parts = []
     for a, b, covering in _segments(len(text), ranges):
         piece = _escape(text[a:b], newlines)
-        if not covering:
+        if not covering or (text[a:b].isspace() and "\n" in text[a:b]):  # no empty marks on blank lines
             parts.append(piece)
             continue
         titles = list(dict.fromkeys(span_label(s) for s in covering))

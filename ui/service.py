@@ -24,16 +24,28 @@ def _default_loader(index_dir: Path, model: str | None, device: str | None, dtyp
     return RAGPipeline.from_paths(str(index_dir), model=model, device=device, dtype=dtype)
 
 
+def _default_reload(pipe: Any, index_dir: Path) -> None:
+    """Point the pipeline at the rebuilt index (RAGPipeline keeps it in `.index`)."""
+    reload = getattr(pipe, "reload_index", None)
+    if callable(reload):
+        reload()
+        return
+    from index import load_index
+
+    pipe.index = load_index(index_dir)
+
+
 class Service:
     """Owns the pipeline. `status` is a one-line, human-readable state for the UI."""
 
     def __init__(self, docs_dir: Path | str, index_dir: Path | str, model: str | None = None,
                  device: str | None = None, dtype: str | None = None, *,
                  builder: Callable[[Path, Path], Any] = _default_builder,
-                 loader: Callable[..., Any] = _default_loader) -> None:
+                 loader: Callable[..., Any] = _default_loader,
+                 reloader: Callable[[Any, Path], None] = _default_reload) -> None:
         self.docs_dir, self.index_dir = Path(docs_dir), Path(index_dir)
         self.model, self.device, self.dtype = model, device, dtype
-        self._builder, self._loader = builder, loader
+        self._builder, self._loader, self._reloader = builder, loader, reloader
         self.pipe: Any = None
         self.error: str | None = None
         self.ready = threading.Event()
@@ -83,14 +95,5 @@ class Service:
         with self._lock:
             report = self._builder(self.docs_dir, self.index_dir)
             if self.pipe is not None:
-                self._reload_index()
+                self._reloader(self.pipe, self.index_dir)
         return report
-
-    def _reload_index(self) -> None:
-        reload = getattr(self.pipe, "reload_index", None)
-        if callable(reload):
-            reload()
-            return
-        from index import load_index
-
-        self.pipe.index = load_index(self.index_dir)

@@ -101,6 +101,8 @@ table.llma-stats { width: 100%; border-collapse: collapse; font-size: 0.9em; bor
 table.llma-stats td, table.llma-stats th { padding: 3px 8px !important; border: none !important;
   border-bottom: 1px solid var(--border-color-primary, #eee) !important; background: transparent !important; }
 table.llma-stats th { font-weight: 600; text-align: right; }
+table.llma-stats tr, table.llma-stats tbody, table.llma-stats thead { border: none !important;
+  background: transparent !important; }
 table.llma-stats td.llma-v { text-align: right; font-variant-numeric: tabular-nums; }
 .llma-speedup { margin-bottom: 0.4em; }
 """

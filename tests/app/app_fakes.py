@@ -4,9 +4,16 @@ It answers by quoting the first passage word by word, reporting the quote as a c
 UI code can be tested (and looked at) without loading a model."""
 from __future__ import annotations
 
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,7 @@ class FakePipeline:
         self.delay, self.fail = delay, fail
         self.calls: list[tuple[str, list, Any]] = []
         self.index = None
+        self.active = self.max_active = 0
 
     def passages(self) -> list[FakePassage]:
         return [FakePassage("passage:1", 1, PASSAGE_TEXT, "typesmapping.md", "Mapping types", 0.81,
@@ -79,6 +87,14 @@ class FakePipeline:
         self.calls.append((question, list(history or []), settings))
         if self.fail:
             raise RuntimeError("model exploded")
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            yield from self._stream()
+        finally:
+            self.active -= 1
+
+    def _stream(self):
         passages = self.passages()
         prefix = "Yes. "
         quote = PASSAGE_TEXT[:38]  # "Dictionaries preserve insertion order,"

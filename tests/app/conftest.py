@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -11,16 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from app_fakes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY_DOCS = ["integers.md", "assert.md", "power.md", "nonlocal.md"]
 MAX_NEW_TOKENS = 40
 START_TIMEOUT_S = 420
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveApp:

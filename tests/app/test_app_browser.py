@@ -23,7 +23,7 @@ ANSWER_TIMEOUT_MS = 240_000
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the browser test needs it",
                 allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright==1.65.2")
+from playwright import sync_api  # noqa: E402  (a test dependency: playwright==1.65.2)
 
 
 @pytest.fixture(scope="module")

@@ -150,3 +150,12 @@ def test_no_passages_message_and_legend():
 
 def test_highlight_keeps_newlines_when_asked():
     assert highlight("a\nb", [], newlines="\n") == "a\nb"
+
+
+def test_reflow_joins_hard_wrapped_prose_only():
+    from ui.highlight import reflow
+
+    text = "Prior to 3.8,\nthe order was\nundefined.\n\nExample:\n   >>> d = {}\n   >>> d\n* item\n* item"
+    out = reflow(text)
+    assert len(out) == len(text)  # one character for one: span offsets stay valid
+    assert out.startswith("Prior to 3.8, the order was undefined.\n\nExample:\n   >>> d = {}\n   >>> d\n* item")

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from llma.loading import LoadedModel
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 class ScriptedBackend:

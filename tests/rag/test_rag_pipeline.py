@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from conftest import QUESTIONS, small
+from rag_fixtures import QUESTIONS, small
 from index import DocumentIndex
 from llma import LLMAConfig, LoadedModel
 from rag import Answer, RAGPipeline, RagSettings

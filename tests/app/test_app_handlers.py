@@ -1,0 +1,189 @@
+"""The app's wiring, in process and model-free: the real UI with a fake pipeline, through
+gradio_client. Covers streaming, multi-turn history, bad input, errors, queueing, uploads, flags."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from gradio_client import Client, handle_file
+
+import app
+from app_fakes import FakePipeline, free_port
+from ui.service import Service
+
+SETTINGS = dict(top_k=2, min_n=2, max_n=4, k=8, adaptive=True, max_new_tokens=32,
+                temperature=0.0, use_llma=True, use_history=True)
+
+
+class Report(SimpleNamespace):
+    def summary(self) -> str:
+        return f"{self.n} chunks"
+
+
+class Harness:
+    def __init__(self, tmp_path, ready=True):
+        self.pipe = FakePipeline(delay=0.01)
+        self.builds = 0
+
+        def builder(docs, index):
+            self.builds += 1
+            return Report(n=self.builds, skipped=[])
+
+        self.service = Service(tmp_path / "docs", tmp_path / "index", builder=builder,
+                               loader=lambda *a: self.pipe, reloader=self.reload)
+        self.reloads = 0
+        if ready:
+            self.service.start(background=False)
+        self.demo = app.build_ui(self.service, examples=["What is a test?"])
+        self.demo.queue(default_concurrency_limit=1)
+        self.port = free_port()
+        self.demo.launch(server_name="127.0.0.1", server_port=self.port, prevent_thread_lock=True,
+                         quiet=True)
+
+    def reload(self, pipe, index_dir):
+        self.reloads += 1
+
+    def client(self) -> Client:
+        return Client(f"http://127.0.0.1:{self.port}/", verbose=False, download_files=False)
+
+    def close(self):
+        self.demo.close()
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    h = Harness(tmp_path_factory.mktemp("handlers"))
+    yield h
+    h.close()
+
+
+def ask(client, question, **overrides):
+    job = client.submit(question, **dict(SETTINGS, **overrides), api_name="/ask")
+    job.result(timeout=60)
+    return job.outputs()
+
+
+def bot_html(outputs) -> str:
+    return outputs[-1][0][-1]["content"][0]["text"]
+
+
+def test_answer_streams_and_is_highlighted(harness):
+    outputs = ask(harness.client(), "Do dicts keep order?")
+    chats = [o[0] for o in outputs if isinstance(o[0], list)]
+    assert len(chats) >= 5  # one update per delta
+    final = bot_html(outputs)
+    assert '<mark class="llma-src llma-src-passage" title="copied from [1] Mapping types">' in final
+    assert "11 tokens · 3 forward passes" in final
+    sources, stats_html, plot = outputs[-1][2], outputs[-1][3], outputs[-1][4]
+    assert "Mapping types" in sources and "&lt;script&gt;x&lt;/script&gt;" in sources
+    assert "Tokens per forward" in stats_html
+    assert [row[1] for row in plot["data"]] == [0, 6, 2]
+
+
+def test_history_is_passed_on_the_next_turn(harness):
+    client = harness.client()
+    ask(client, "First question?")
+    ask(client, "Second <b>question</b>?", use_history=False)
+    question, history, settings = harness.pipe.calls[-1]
+    assert question == "Second <b>question</b>?"
+    assert history[0] == {"role": "user", "content": "First question?"}
+    assert history[1]["role"] == "assistant" and "Dictionaries preserve" in history[1]["content"]
+    assert settings.top_k == 2 and settings.llma.max_new_tokens == 32
+    assert settings.use_history_refs is False
+
+
+@pytest.mark.parametrize("message", ["", "  \n\t ", "x" * 100_000])
+def test_empty_and_huge_messages_never_reach_the_model(harness, message):
+    calls = len(harness.pipe.calls)
+    ask(harness.client(), message)
+    assert len(harness.pipe.calls) == calls
+
+
+def test_bad_settings_are_a_warning(harness):
+    calls = len(harness.pipe.calls)
+    ask(harness.client(), "q?", min_n=5, max_n=2)
+    assert len(harness.pipe.calls) == calls
+    with pytest.raises(Exception, match="less than minimum"):  # Gradio checks slider ranges itself
+        ask(harness.client(), "q?", temperature=-1)
+    assert len(harness.pipe.calls) == calls
+
+
+def test_generation_error_is_shown_in_the_chat(harness):
+    harness.pipe.fail = True
+    try:
+        outputs = ask(harness.client(), "Explode?")
+    finally:
+        harness.pipe.fail = False
+    assert "Error: model exploded" in bot_html(outputs)
+    assert ask(harness.client(), "Still alive?")  # and the app keeps answering
+
+
+def test_compare_with_greedy(harness):
+    client = harness.client()
+    client.predict(**SETTINGS, api_name="/compare")  # nothing asked yet: a warning, no error
+    ask(client, "Compare me")
+    out = client.predict(**SETTINGS, api_name="/compare")
+    assert "Speedup: 1.92×" in out and "identical outputs" in out
+
+
+def test_one_generation_at_a_time(harness):
+    harness.pipe.delay = 0.05
+    clients = [harness.client() for _ in range(3)]
+    jobs = [c.submit("parallel?", **SETTINGS, api_name="/ask") for c in clients]
+    for job in jobs:
+        job.result(timeout=60)
+    harness.pipe.delay = 0.01
+    assert harness.pipe.max_active == 1
+
+
+def test_upload_copies_indexes_and_rejects(harness, tmp_path):
+    good, bad = tmp_path / "notes.md", tmp_path / "tool.exe"
+    good.write_text("# Notes\nzorblax")
+    bad.write_bytes(b"MZ")
+    builds = harness.builds
+    message, _ = harness.client().predict([handle_file(str(good)), handle_file(str(bad))],
+                                          api_name="/add_documents")
+    assert "Added: notes.md" in message and "Index updated:" in message
+    assert "Not added: tool.exe: unsupported file type '.exe'" in message
+    assert (harness.service.docs_dir / "uploads" / "notes.md").read_text() == "# Notes\nzorblax"
+    assert harness.builds == builds + 1 and harness.reloads == 1
+
+
+def test_not_ready_is_a_warning(tmp_path):
+    h = Harness(tmp_path, ready=False)
+    try:
+        ask(h.client(), "too early?")
+        assert h.pipe.calls == []
+        status, _ = h.client().predict(api_name="/status")
+        assert "Starting" in status
+    finally:
+        h.close()
+
+
+def test_flags_and_env(monkeypatch):
+    monkeypatch.setenv("LLMA_PORT", "9999")
+    monkeypatch.setenv("LLMA_MODEL", "some/model")
+    monkeypatch.setenv("LLMA_DEVICE", "cpu")
+    args = app.parse_args([])
+    assert (args.host, args.port, args.model, args.device) == ("127.0.0.1", 9999, "some/model", "cpu")
+    assert args.index.endswith("indexes/demo") and args.docs.endswith("data/docs")
+    args = app.parse_args(["--port", "1234", "--index", "/x", "--docs", "/d", "--dtype", "bf16",
+                           "--host", "0.0.0.0"])
+    assert (args.port, args.index, args.docs, args.dtype, args.host) == (1234, "/x", "/d", "bf16",
+                                                                         "0.0.0.0")
+
+
+def test_startup_failure_is_reported(tmp_path):
+    def broken(docs, index):
+        raise FileNotFoundError("no such folder")
+
+    svc = Service(tmp_path / "d", tmp_path / "i", builder=broken)
+    svc.start(background=False)
+    assert not svc.ready.is_set() and "no such folder" in svc.status
+
+
+def test_examples_file_is_read():
+    examples = app.load_examples()
+    assert examples and all(isinstance(q, str) and q.endswith("?") for q in examples)
+    assert app.load_examples(app.ROOT / "missing.json") == []
+

@@ -1,0 +1,54 @@
+"""`python -m rag ask`: an answer with marked spans, and a clear one-line error for bad input."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from index import EmbedderMismatchError
+from rag import RAGPipeline
+from rag.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["ask", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ask_prints_the_answer_sources_and_statistics(capsys: pytest.CaptureFixture[str], index_dir: Path) -> None:
+    code, out, err = run(capsys, "What is a volcano?", "--index", str(index_dir), "--max-new-tokens", "12",
+                         "--device", "cpu")
+    assert code == 0, err
+    assert "volcano.txt, score" in out and "tokens/forward" in out and "llma:" in out
+    assert "\033[" not in out  # not a terminal: no colors
+
+
+def test_missing_index_names_the_build_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "What?", "--index", str(tmp_path / "nothing"))
+    assert code == 1 and "python -m index build" in err and len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_index_names_the_file(capsys: pytest.CaptureFixture[str], index_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(index_dir, broken)
+    victim = next(p for p in broken.iterdir() if p.suffix != ".json")
+    victim.write_bytes(b"garbage")
+    code, _, err = run(capsys, "What?", "--index", str(broken))
+    assert code == 1 and victim.name in err and "python -m index build" in err
+
+
+def test_empty_question_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "  ")
+    assert code == 1 and "question is empty" in err
+
+
+def test_unknown_model_offline_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "What?", "--no-index", "--model", "no-such-org/no-such-model")
+    assert code == 1 and "cannot load model 'no-such-org/no-such-model'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_index_built_with_another_embedder_is_refused(index_dir: Path) -> None:
+    with pytest.raises(EmbedderMismatchError, match="was built with embedder"):
+        RAGPipeline.from_paths(str(index_dir), embedder="some-other/embedder")

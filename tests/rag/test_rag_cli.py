@@ -30,10 +30,12 @@ def test_missing_index_names_the_build_command(capsys: pytest.CaptureFixture[str
     assert code == 1 and "python -m index build" in err and len(err.strip().splitlines()) == 1
 
 
-def test_corrupt_index_names_the_file(capsys: pytest.CaptureFixture[str], index_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("suffix", [".faiss", ".jsonl"])
+def test_corrupt_index_names_the_file(capsys: pytest.CaptureFixture[str], index_dir: Path, tmp_path: Path,
+                                      suffix: str) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(index_dir, broken)
-    victim = next(p for p in broken.iterdir() if p.suffix != ".json")
+    victim = next(broken.glob(f"*{suffix}"))  # the files a search reads (vectors and chunks)
     victim.write_bytes(b"garbage")
     code, _, err = run(capsys, "What?", "--index", str(broken))
     assert code == 1 and victim.name in err and "python -m index build" in err

@@ -1,0 +1,217 @@
+"""Side-by-side decoding benchmark: HF greedy, HF prompt lookup, our greedy, our LLMA.
+
+    python -m llma.bench --data ../shared/data/llma-rag/rag.jsonl --mode free --limit 20 \
+        --device cpu --json benchmarks/cpu_rag_free.json
+
+Every method decodes the same prompts in the same run; speed is reported as ratios to our greedy.
+Identity is the share of prompts whose tokens equal our greedy's (and HF greedy's) token for token.
+Writes JSON (`--json`) and a markdown table beside it (same name, .md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from tqdm import tqdm
+
+from llma.bench_data import BenchPrompt, bench_prompts
+from llma.engine import Engine, LLMAConfig
+from llma.loading import LoadedModel, load_model
+from llma.verifier import ForcedVerifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MethodRun:
+    """What one method produced over all prompts."""
+
+    outputs: list[list[int]] = field(default_factory=list)
+    wall_s: float = 0.0
+    forwards: int = 0
+    proposed: int = 0
+    accepted: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(o) for o in self.outputs)
+
+
+Runner = Callable[[BenchPrompt], tuple[list[int], int, int, int]]  # tokens, forwards, proposed, accepted
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def hf_runner(loaded: LoadedModel, max_new: int, forced: bool, lookup: int = 0) -> Runner:
+    """HF `generate`; forced mode decodes freely to the target's length (HF cannot be forced)."""
+    model = loaded.model
+
+    def run(p: BenchPrompt) -> tuple[list[int], int, int, int]:
+        ids = torch.tensor([p.prompt], device=loaded.device)
+        n = min(max_new, len(p.target)) if forced and p.target else max_new
+        kwargs = {"min_new_tokens": n, "eos_token_id": None} if forced else {}
+        if lookup:
+            kwargs["prompt_lookup_num_tokens"] = lookup
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
+                             pad_token_id=model.generation_config.eos_token_id, **kwargs)
+        tokens = out[0, len(p.prompt):].tolist()
+        return tokens, 0, 0, 0  # HF does not report its forward passes
+
+    return run
+
+
+def engine_runner(engine: Engine, config: LLMAConfig, forced: bool) -> Runner:
+    def run(p: BenchPrompt) -> tuple[list[int], int, int, int]:
+        target = p.target[: config.max_new_tokens] if forced and p.target else None
+        cfg = LLMAConfig(**{**config.__dict__, "max_new_tokens": len(target)}) if target else config
+        result = engine.generate(p.prompt, p.references, cfg, ForcedVerifier(target) if target else None)
+        s = result.stats
+        return result.tokens, s.forward_passes, s.proposed_tokens, s.accepted_tokens
+
+    return run
+
+
+def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> dict[str, Runner]:
+    forced = args.mode == "forced"
+    base = LLMAConfig(max_new_tokens=args.max_new_tokens, min_n=args.min_n, max_n=args.max_n, k=args.k,
+                      adaptive=not args.fixed_k, policy=args.policy)
+    table: dict[str, Runner] = {
+        "hf_greedy": hf_runner(loaded, args.max_new_tokens, forced),
+        "greedy": engine_runner(engine, base.greedy(), forced),
+        "llma": engine_runner(engine, base, forced),
+    }
+    if not forced:
+        table["hf_prompt_lookup"] = hf_runner(loaded, args.max_new_tokens, forced, lookup=args.k)
+    for spec in args.variant:
+        name, _, settings = spec.partition(":")
+        overrides = dict(kv.split("=") for kv in settings.split(",") if kv)
+        typed = {k: type(getattr(base, k))(v if k != "adaptive" and k != "copy_from_output" else v == "true")
+                 for k, v in overrides.items()}
+        table[name] = engine_runner(engine, LLMAConfig(**{**base.__dict__, **typed}), forced)
+    return table
+
+
+def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torch.device) -> dict[str, MethodRun]:
+    runs = {name: MethodRun() for name in runners}
+    runners["greedy"](prompts[0])  # warm-up, untimed (allocations, kernel selection)
+    for p in tqdm(prompts, desc="prompts", unit="prompt"):
+        for name, runner in runners.items():  # interleaved, so drift on the machine hits every method
+            _sync(device)
+            t0 = time.perf_counter()
+            tokens, forwards, proposed, accepted = runner(p)
+            _sync(device)
+            run = runs[name]
+            run.wall_s += time.perf_counter() - t0
+            run.outputs.append(tokens)
+            run.forwards, run.proposed, run.accepted = (run.forwards + forwards, run.proposed + proposed,
+                                                        run.accepted + accepted)
+    return runs
+
+
+def _first_divergence(a: list[int], b: list[int]) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+
+
+def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
+    greedy, hf = runs["greedy"], runs["hf_greedy"]
+    greedy_tps = greedy.tokens / greedy.wall_s
+    rows = []
+    for name, run in runs.items():
+        tps = run.tokens / run.wall_s if run.wall_s else 0.0
+        divergences = [_first_divergence(o, g) for o, g in zip(run.outputs, greedy.outputs)]
+        rows.append({
+            "method": name,
+            "tokens": run.tokens,
+            "wall_s": round(run.wall_s, 3),
+            "tokens_per_s": round(tps, 2),
+            "tokens_per_forward": round(run.tokens / run.forwards, 3) if run.forwards else None,
+            "acceptance_rate": round(run.accepted / run.proposed, 3) if run.proposed else None,
+            "speedup_vs_greedy": round(tps / greedy_tps, 3),
+            "identical_to_greedy": sum(d is None for d in divergences) / len(divergences),
+            "identical_to_hf_greedy": sum(o == h for o, h in zip(run.outputs, hf.outputs)) / len(hf.outputs),
+            "first_divergence_vs_greedy": [d for d in divergences if d is not None][:10],
+        })
+    return rows
+
+
+def markdown(report: dict[str, object]) -> str:
+    lines = [f"# {report['dataset']} ({report['mode']} decoding), {report['n_prompts']} prompts",
+             "", f"Device: {report['device']}. Command: `{report['command']}`", "",
+             "| method | tok/s | tokens/forward | acceptance | speedup vs our greedy | identical to our greedy | identical to HF greedy |",
+             "|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        lines.append(f"| {r['method']} | {r['tokens_per_s']} | {r['tokens_per_forward'] or '-'} | "
+                     f"{r['acceptance_rate'] or '-'} | {r['speedup_vs_greedy']}x | "
+                     f"{r['identical_to_greedy']:.0%} | {r['identical_to_hf_greedy']:.0%} |")
+    lines += ["", f"Versions: {report['versions']}", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m llma.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="rag.jsonl (LLMA paper) or SQuAD dev json")
+    ap.add_argument("--mode", choices=("free", "forced"), default="free")
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    ap.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
+    ap.add_argument("--model", default=None, help="default: the bundled SmolLM2-135M-Instruct")
+    ap.add_argument("--json", type=Path, help="write the results here (and a .md table beside it)")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--max-passages", type=int, default=10)
+    ap.add_argument("--refs", choices=("prompt", "alone"), default="prompt")
+    ap.add_argument("--min-n", type=int, default=LLMAConfig.min_n)
+    ap.add_argument("--max-n", type=int, default=LLMAConfig.max_n)
+    ap.add_argument("-k", type=int, default=LLMAConfig.k)
+    ap.add_argument("--fixed-k", action="store_true", help="fixed copy length instead of adaptive")
+    ap.add_argument("--policy", default=LLMAConfig.policy)
+    ap.add_argument("--variant", action="append", default=[],
+                    help="extra LLMA run, NAME:key=value,... e.g. fixed8:adaptive=false,k=8")
+    args = ap.parse_args(argv)
+    if args.limit < 1 or args.max_new_tokens < 1:
+        ap.error("--limit and --max-new-tokens must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args = parse_args(argv)
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    engine = Engine(loaded)
+    dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit, args.refs, args.max_passages)
+    if args.mode == "forced" and not all(p.target for p in prompts):
+        raise SystemExit(f"--mode forced needs targets (result.text) in {args.data}")
+    device_name = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else platform.processor() or "cpu"
+    report = {
+        "device": f"{loaded.device.type} ({device_name}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads)",
+        "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,
+        "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "refs": args.refs,
+        "command": "python -m llma.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__},
+    }
+    print(f"device: {report['device']}, dtype {report['dtype']}, {len(prompts)} prompts", flush=True)
+    runs = measure(methods(loaded, engine, args), prompts, loaded.device)
+    report["results"] = summarise(runs)
+    print(markdown(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

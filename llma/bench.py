@@ -2,6 +2,7 @@
 
     python -m llma.bench --data ../shared/data/llma-rag/rag.jsonl --mode free --limit 20 \
         --device cpu --json benchmarks/cpu_rag_free.json
+    (GPU, issue #3: benchmarks/run_gpu.sh runs it with --backend static-graphs --also-backend static)
 
 Every method decodes the same prompts in the same run; speed is reported as ratios to our greedy.
 Identity is the share of prompts whose tokens equal our greedy's (and HF greedy's) token for token.
@@ -37,6 +38,7 @@ class MethodRun:
     """What one method produced over all prompts."""
 
     outputs: list[list[int]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     forwards: int = 0
     proposed: int = 0
@@ -93,8 +95,12 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> di
         "greedy": engine_runner(engine, base.greedy(), forced),
         "llma": engine_runner(engine, base, forced),
     }
-    if not forced:
-        table["hf_prompt_lookup"] = hf_runner(loaded, args.max_new_tokens, forced, lookup=args.k)
+    # Forced mode: HF prompt lookup, like HF greedy, decodes freely to the target's length.
+    table["hf_prompt_lookup"] = hf_runner(loaded, args.max_new_tokens, forced, lookup=args.k)
+    for backend in args.also_backend:  # the same two methods through another backend: greedy@static, ...
+        other = Engine(loaded, backend=backend)
+        table[f"greedy@{backend}"] = engine_runner(other, base.greedy(), forced)
+        table[f"llma@{backend}"] = engine_runner(other, base, forced)
     for spec in args.variant:
         name, _, settings = spec.partition(":")
         overrides = dict(kv.split("=") for kv in settings.split(",") if kv)
@@ -104,17 +110,33 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> di
     return table
 
 
-def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torch.device) -> dict[str, MethodRun]:
+def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torch.device,
+            hf_limit: int | None = None, budget_s: float | None = None) -> dict[str, MethodRun]:
+    """`hf_limit`: the HF methods (slow on a GPU) run on the first `hf_limit` prompts only.
+    `budget_s`: start no new prompt after this many seconds (every method keeps the same prompts)."""
     runs = {name: MethodRun() for name in runners}
-    runners["greedy"](prompts[0])  # warm-up, untimed (allocations, kernel selection)
-    for p in tqdm(prompts, desc="prompts", unit="prompt"):
+    # Warm-up, untimed (allocations, kernel selection; CUDA graphs for the shortest and longest prompt).
+    runners["hf_greedy"](min(prompts, key=lambda p: len(p.prompt)))
+    for name, runner in runners.items():
+        if not name.startswith("hf_"):
+            for p in {len(p.prompt): p for p in (min(prompts, key=lambda p: len(p.prompt)),
+                                                  max(prompts, key=lambda p: len(p.prompt)))}.values():
+                runner(p)
+    start = time.perf_counter()
+    for i, p in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
+        if budget_s is not None and time.perf_counter() - start > budget_s:
+            log.warning("time budget of %.0f s spent: stopping after %d prompts", budget_s, i)
+            break
         for name, runner in runners.items():  # interleaved, so drift on the machine hits every method
+            if name.startswith("hf_") and hf_limit is not None and i >= hf_limit:
+                continue
             _sync(device)
             t0 = time.perf_counter()
             tokens, forwards, proposed, accepted = runner(p)
             _sync(device)
             run = runs[name]
-            run.wall_s += time.perf_counter() - t0
+            run.times.append(time.perf_counter() - t0)
+            run.wall_s += run.times[-1]
             run.outputs.append(tokens)
             run.forwards, run.proposed, run.accepted = (run.forwards + forwards, run.proposed + proposed,
                                                         run.accepted + accepted)
@@ -125,12 +147,17 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
 
 
+def _tps(run: MethodRun, n: int) -> float:
+    """Tokens per second over the first `n` prompts (speed ratios compare the same prompts)."""
+    return sum(len(o) for o in run.outputs[:n]) / sum(run.times[:n]) if run.times else 0.0
+
+
 def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
     greedy, hf = runs["greedy"], runs["hf_greedy"]
-    greedy_tps = greedy.tokens / greedy.wall_s
     rows = []
     for name, run in runs.items():
-        tps = run.tokens / run.wall_s if run.wall_s else 0.0
+        tps, n = (run.tokens / run.wall_s if run.wall_s else 0.0), len(run.outputs)
+        own = runs.get("greedy@" + name.split("@")[1], greedy) if "@" in name else greedy
         divergences = [_first_divergence(o, g) for o, g in zip(run.outputs, greedy.outputs)]
         rows.append({
             "method": name,
@@ -139,8 +166,11 @@ def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
             "tokens_per_s": round(tps, 2),
             "tokens_per_forward": round(run.tokens / run.forwards, 3) if run.forwards else None,
             "acceptance_rate": round(run.accepted / run.proposed, 3) if run.proposed else None,
-            "speedup_vs_greedy": round(tps / greedy_tps, 3),
+            "speedup_vs_greedy": round(_tps(run, n) / _tps(greedy, n), 3),
+            "speedup_vs_hf_greedy": round(_tps(run, len(hf.outputs)) / _tps(hf, len(hf.outputs)), 3),
             "identical_to_greedy": sum(d is None for d in divergences) / len(divergences),
+            "identical_to_own_greedy": sum(o == g for o, g in zip(run.outputs, own.outputs)) / n,
+            "prompts": n,
             "identical_to_hf_greedy": sum(o == h for o, h in zip(run.outputs, hf.outputs)) / len(hf.outputs),
             "first_divergence_vs_greedy": [d for d in divergences if d is not None][:10],
         })
@@ -150,12 +180,15 @@ def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
 def markdown(report: dict[str, object]) -> str:
     lines = [f"# {report['dataset']} ({report['mode']} decoding), {report['n_prompts']} prompts",
              "", f"Device: {report['device']}. Command: `{report['command']}`", "",
-             "| method | tok/s | tokens/forward | acceptance | speedup vs our greedy | identical to our greedy | identical to HF greedy |",
-             "|---|---|---|---|---|---|---|"]
+             f"Our greedy/llma: backend {report.get('backend')}; name@backend: the same through that backend; "
+             "own greedy: greedy through the same backend. Speedups compare the same prompts.", "",
+             "| method | prompts | tok/s | tokens/forward | acceptance | speedup vs our greedy | vs HF greedy | "
+             "identical to our greedy | to own greedy | to HF greedy |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
-        lines.append(f"| {r['method']} | {r['tokens_per_s']} | {r['tokens_per_forward'] or '-'} | "
-                     f"{r['acceptance_rate'] or '-'} | {r['speedup_vs_greedy']}x | "
-                     f"{r['identical_to_greedy']:.0%} | {r['identical_to_hf_greedy']:.0%} |")
+        lines.append(f"| {r['method']} | {r['prompts']} | {r['tokens_per_s']} | {r['tokens_per_forward'] or '-'} | "
+                     f"{r['acceptance_rate'] or '-'} | {r['speedup_vs_greedy']}x | {r['speedup_vs_hf_greedy']}x | "
+                     f"{r['identical_to_greedy']:.0%} | {r['identical_to_own_greedy']:.0%} | "
+                     f"{r['identical_to_hf_greedy']:.0%} |")
     lines += ["", f"Versions: {report['versions']}", ""]
     return "\n".join(lines)
 
@@ -177,6 +210,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("-k", type=int, default=LLMAConfig.k)
     ap.add_argument("--fixed-k", action="store_true", help="fixed copy length instead of adaptive")
     ap.add_argument("--policy", default=LLMAConfig.policy)
+    ap.add_argument("--backend", default="auto", help="our greedy/llma: auto, hf, static, static-graphs")
+    ap.add_argument("--also-backend", action="append", default=[], help="add greedy@B and llma@B")
+    ap.add_argument("--hf-limit", type=int, default=None, help="run the HF methods on the first N prompts only")
+    ap.add_argument("--time-budget", type=float, default=None, help="seconds; then stop taking new prompts")
     ap.add_argument("--variant", action="append", default=[],
                     help="extra LLMA run, NAME:key=value,... e.g. fixed8:adaptive=false,k=8")
     args = ap.parse_args(argv)
@@ -189,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    engine = Engine(loaded)
+    engine = Engine(loaded, backend=args.backend)
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit, args.refs, args.max_passages)
     if args.mode == "forced" and not all(p.target for p in prompts):
         raise SystemExit(f"--mode forced needs targets (result.text) in {args.data}")
@@ -198,12 +235,14 @@ def main(argv: list[str] | None = None) -> int:
         "device": f"{loaded.device.type} ({device_name}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads)",
         "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,
         "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "refs": args.refs,
+        "backend": getattr(engine.backend, "name", type(engine.backend).__name__), "hf_limit": args.hf_limit,
         "command": "python -m llma.bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
     print(f"device: {report['device']}, dtype {report['dtype']}, {len(prompts)} prompts", flush=True)
-    runs = measure(methods(loaded, engine, args), prompts, loaded.device)
+    runs = measure(methods(loaded, engine, args), prompts, loaded.device, args.hf_limit, args.time_budget)
+    report["n_prompts"] = len(runs["greedy"].outputs)
     report["results"] = summarise(runs)
     print(markdown(report))
     if args.json:

@@ -118,6 +118,8 @@ class Decoder:
         # Room for the draft: the step also emits one token of its own, and the forward pass must fit
         # the context window after the cached tokens and the last token.
         room = min(remaining - 1, self.backend.context_length - self.backend.cached - 1)
+        # A backend with a fixed query block (llma.static) says how long a draft fits in one block.
+        room = min(room, getattr(self.backend, "max_draft", room))
         return proposer.propose(sequence, room, stop_ids) if room > 0 else None
 
     def generate(

@@ -7,15 +7,17 @@ time per engine (callers serialise; rag/ does with a lock).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from llma.backend import Backend, HFBackend
+from llma.backend import Backend
 from llma.decoder import Decoder, StopConfig, collect
 from llma.loading import LoadedModel
 from llma.proposer import CopyLength, Policy, Proposer, ReferenceIndex
+from llma.static import select_backend
 from llma.types import DecodeResult, RefId, StepEvent
 from llma.verifier import GreedyVerifier, SamplingConfig, SamplingVerifier, Verifier
 
@@ -66,9 +68,14 @@ class LLMAConfig:
 class Engine:
     """A model ready to decode with references; `stream` yields one `StepEvent` per forward pass."""
 
-    def __init__(self, loaded: LoadedModel, backend: Backend | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, backend: Backend | str | None = None) -> None:
+        """`backend`: a Backend, or "auto" (default; env LLMA_BACKEND overrides), "hf", "static" or
+        "static-graphs". "auto" runs the static fixed-shape backend with CUDA graphs on a CUDA device
+        for Llama-family models (bit-identical LLMA and greedy), else the generic HF loop."""
         self.loaded = loaded
-        self.backend = backend or HFBackend(loaded.model)
+        if backend is None or isinstance(backend, str):
+            backend = select_backend(loaded.model, backend or os.environ.get("LLMA_BACKEND", "auto"))
+        self.backend = backend
         self.decoder = Decoder(self.backend)
         eos = loaded.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
@@ -103,6 +110,8 @@ class Engine:
     ) -> Iterator[StepEvent]:
         """`verifier` overrides the one the config implies (the benchmark's forced decoding)."""
         stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences)
+        if hasattr(self.backend, "reserve"):  # a static cache sizes its attention for the whole answer
+            self.backend.reserve(config.max_new_tokens)
         return self.decoder.stream(
             prompt,
             proposer=self.proposer(references or {}, config),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections import namedtuple
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 FAMILY = ("llama", "qwen2", "mistral")
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies: one table serves every position
 BACKENDS = ("auto", "hf", "static", "static-graphs")
-DEFAULT_BLOCK = 33  # LLMAConfig.k_max + 1: the last token and up to 32 drafted tokens
+DEFAULT_BLOCK = 32  # the last token and up to 31 drafted tokens (a multiple of 8: no ragged GEMM tile rows)
 _PARTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
           "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm")
 
@@ -65,11 +65,13 @@ def unsupported_reason(model: PreTrainedModel) -> str | None:
     if getattr(config, "mlp_bias", False) or _get(layers[0], "mlp.down_proj.bias") is not None:
         return "MLP biases"
     rope = _rope_type(config)
-    if rope not in ROPE_TYPES or (rope != "default" and _get(inner, "rotary_emb") is None):
+    if rope not in ROPE_TYPES:
         return f"rope type {rope!r} (supported: {ROPE_TYPES})"
+    if _get(inner, "rotary_emb") is None:
+        return "no model-level rotary_emb (transformers older than 4.45?)"
     window = getattr(config, "sliding_window", None)
-    if any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()) or (
-            isinstance(window, int) and window < context_length_of(model)):
+    layer_types = getattr(config, "layer_types", None) or ()
+    if any(t != "full_attention" for t in layer_types) or (isinstance(window, int) and window < context_length_of(model)):
         return "sliding-window attention"
     if model.lm_head.weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f"weights in {model.lm_head.weight.dtype} (quantized?)"
@@ -92,15 +94,8 @@ def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int)
     return StaticBackend(model, graphs=choice != "static", **options)
 
 
-class _Layer(NamedTuple):
-    in_norm: torch.Tensor
-    qkv: torch.Tensor  # q, k and v projections in one matrix: one GEMM
-    qkv_bias: torch.Tensor | None
-    o_t: torch.Tensor
-    o_bias: torch.Tensor | None
-    post_norm: torch.Tensor
-    gate_up: torch.Tensor
-    down_t: torch.Tensor
+# One layer's weights; q, k and v (and gate and up) projections in one matrix each: one GEMM each.
+_Layer = namedtuple("_Layer", "in_norm qkv qkv_bias o_t o_bias post_norm gate_up down_t")
 
 
 class StaticBackend:
@@ -111,8 +106,6 @@ class StaticBackend:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"StaticBackend cannot run {type(model).__name__}: {reason}")
-        if block < 1:
-            raise ValueError(f"block must be >= 1, got {block}")
         c, inner = model.config, model.model
         self.device, self.block, self.min_bucket = model.device, block, min_bucket
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
@@ -127,9 +120,8 @@ class StaticBackend:
         self.eps = inner.norm.variance_epsilon if hasattr(inner.norm, "variance_epsilon") else c.rms_norm_eps
         self.dtype = model.lm_head.weight.dtype
         with torch.no_grad():
-            self.embed = inner.embed_tokens.weight.detach()
-            self.lm_head = model.lm_head.weight.detach()
-            self.norm = inner.norm.weight.detach()
+            self.embed, self.lm_head, self.norm = (w.detach() for w in (
+                inner.embed_tokens.weight, model.lm_head.weight, inner.norm.weight))
             self.layers = [self._layer(layer) for layer in inner.layers]
             # Capacity: any block starting inside the context fits; a multiple of 64 keeps views aligned.
             self.capacity = -(-(self._context_length + block) // 64) * 64
@@ -154,16 +146,8 @@ class StaticBackend:
     def _rope_tables(self, model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin per position, as the model's own rotary module computes them (HF's values)."""
         positions = self.arange[None]
-        rotary = getattr(model.model, "rotary_emb", None)
-        if rotary is not None:
-            cos, sin = (t[0] for t in rotary(torch.zeros(1, dtype=self.dtype, device=self.device), positions))
-        else:
-            rope = getattr(model.config, "rope_parameters", None) or {}
-            theta = rope.get("rope_theta", getattr(model.config, "rope_theta", 10000.0))
-            inv = 1.0 / theta ** (torch.arange(0, self.head_dim, 2, device=self.device).float() / self.head_dim)
-            freqs = positions[0].float()[:, None] * inv[None]
-            emb = torch.cat((freqs, freqs), -1)
-            cos, sin = emb.cos().to(self.dtype), emb.sin().to(self.dtype)
+        dummy = torch.zeros(1, dtype=self.dtype, device=self.device)
+        cos, sin = (t[0] for t in model.model.rotary_emb(dummy, positions))
         half = self.head_dim // 2
         # rotate_half(x) * sin == swap_halves(x) * [-sin_1, sin_2], exactly (a sign flip is exact).
         return cos.contiguous(), torch.cat((-sin[:, :half], sin[:, half:]), -1).contiguous()
@@ -183,11 +167,8 @@ class StaticBackend:
         return self.block - 1
 
     def reserve(self, new_tokens: int) -> None:
-        """How many tokens the next generation may add after its prompt: sizes the attention length L.
-
-        L is fixed for a whole sequence (greedy and LLMA then see the same L); only a sequence that
-        outgrows its reservation moves to a larger L midway.
-        """
+        """Tokens the next generation may add after its prompt: sizes the attention length L, fixed for
+        the sequence (greedy and LLMA see the same L); one that outgrows it moves to a larger L midway."""
         self._reserve = max(0, int(new_tokens))
 
     def _bucket(self, need: int) -> int:
@@ -216,7 +197,7 @@ class StaticBackend:
         if self._len == 0:
             raise RuntimeError("forward() before prefill()")
         if self._len + len(ids) > self._context_length:
-            raise ValueError(f"{self._len} cached + {len(ids)} tokens exceed the context of {self._context_length}")
+            raise ValueError(f"{self._len} cached + {len(ids)} tokens exceed the context {self._context_length}")
         rows = []
         for start in range(0, len(ids), self.block):
             chunk = ids[start : start + self.block]
@@ -317,15 +298,3 @@ class StaticBackend:
             self._graphs[key] = (graph, static_inp, out)
             log.info("captured a CUDA graph for block %d, attention length %d", block, length)
         return self._graphs[key]
-
-    @torch.no_grad()
-    def block_runner(self, block: int, length: int) -> Callable[[], torch.Tensor]:
-        """One step of `block` slots over L keys at position 0, for timing (`llma.gpu_bench`)."""
-        length = self._bucket(max(length, block))
-        ids = [0] * block
-        if self.graphs:
-            graph, static_inp, out = self._graph(block, length, 0)
-            static_inp.copy_(torch.tensor(ids + [0]))
-            return lambda: (graph.replay(), out)[1]
-        inp = torch.tensor(ids + [0], device=self.device)
-        return lambda: self._step(inp, length)

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue #3's GPU proof in one call (results: benchmarks/GPU.md). On the device machine, after staging
+# the model (../shared/gpu/README.md) and copying the data sets into .gpu/data (rag.jsonl, dev-v1.1.json):
+#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu.sh
+# Each bench stops taking new prompts after its --time-budget (every method keeps the same prompts);
+# the HF methods (eager, ~60 tok/s) run on the first --hf-limit prompts only.
+set -o pipefail
+OUT=${OUT:-/tmp/gpu_out}
+DATA=${DATA:-.gpu/data}
+RES=/tmp/gpu_res
+mkdir -p "$OUT" "$RES"
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LLMA_CACHE_DIR=${LLMA_CACHE_DIR:-/tmp/llmacache}
+BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backend static --max-new-tokens 128"
+BENCH="$BENCH --variant llma_k32:min_n=1,k=32,adaptive=false"
+keep() { cp $RES/*.json "$OUT"/ 2>/dev/null; }  # each result back at once (at most 8 files come back)
+{
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
+  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+  # Smoke test first: the static backend's tests, the CUDA one included (stop at once if it fails).
+  timeout 120 python3 -m pytest -q -x tests/llma/test_llma_static.py -k "cuda or bit_identical or backend_choice" \
+    || { echo "SMOKE TEST FAILED"; exit 1; }
+  timeout 150 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 8 --time-budget 90 \
+    --json $RES/gpu_rag_forced.json; keep
+  timeout 150 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 8 --time-budget 90 \
+    --json $RES/gpu_rag_free.json; keep
+  timeout 160 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 10 --time-budget 110 \
+    --json $RES/gpu_squad.json; keep
+  timeout 120 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json --prompts 10; keep
+} 2>&1 | tee "$OUT/log.txt"
+exit 0

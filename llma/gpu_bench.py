@@ -1,0 +1,221 @@
+"""GPU measurements beside `python -m llma.bench` (issue #3): bit-identity probe and verify-step cost.
+
+    python -m llma.gpu_bench --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/gpu_steps.json
+
+1. Probe (default model): logits of the same tokens fed one per step, all in one forward, and in
+   uneven chunks must be bitwise equal through the static backend (eager and graphs).
+2. Cost of one verify step vs query block size (1..64): HF eager forward of n tokens on a DynamicCache,
+   our static step eager and with CUDA graphs; for the default model and a 7B-shaped Llama with
+   random weights (bf16).
+3. Forced decoding (rag.jsonl targets) with the 7B-shaped model: our greedy vs LLMA, graphs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from llma.bench_data import bench_prompts
+from llma.engine import Engine, LLMAConfig
+from llma.loading import LoadedModel, load_model
+from llma.static import StaticBackend
+from llma.verifier import ForcedVerifier
+
+log = logging.getLogger(__name__)
+SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64)
+SEVEN_B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32, max_position_embeddings=4096)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, reps: int = 20, warmup: int = 3) -> float:
+    """Median wall milliseconds of fn(), synchronised before and after each call."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return round(statistics.median(times), 4)
+
+
+def block_runner(backend: StaticBackend, block: int, length: int):
+    """One static step of `block` query slots over an attention length of `length` keys."""
+    length = backend._bucket(max(length, block))
+    ids = torch.randint(0, backend.embed.shape[0], (block,), generator=torch.Generator().manual_seed(block))
+    inp = torch.cat([ids, torch.zeros(1, dtype=torch.long)])
+    if backend.graphs:
+        graph, static_inp, _ = backend._graph(block, length, 0)
+        static_inp.copy_(inp)
+        return graph.replay
+    inp = inp.to(backend.device)
+    return lambda: backend._step(inp, length)
+
+
+@torch.inference_mode()
+def hf_runner(model, prompt: list[int], n: int):
+    """HF eager forward of n new tokens on a DynamicCache holding `prompt`; the cache is cropped back."""
+    cache = DynamicCache()
+    model(input_ids=torch.tensor([prompt], device=model.device), past_key_values=cache, use_cache=True)
+    ids = torch.randint(0, model.config.vocab_size, (1, n), device=model.device)
+
+    @torch.inference_mode()
+    def run() -> None:
+        model(input_ids=ids, past_key_values=cache, use_cache=True)
+        cache.crop(-n)
+
+    return run
+
+
+def step_costs(model, prompt: list[int], device: torch.device, length: int, sizes=SIZES, reps: int = 20) -> dict:
+    backends = {"static-graphs": True, "static": False} if device.type == "cuda" else {"static": False}
+    rows = {name: {} for name in ("hf_eager", *backends)}
+    for n in sizes:
+        rows["hf_eager"][n] = timed(hf_runner(model, prompt, n), device, reps=max(3, reps // 4))
+    for name, graphs in backends.items():
+        backend = StaticBackend(model, graphs=graphs, max_len=length)
+        with torch.no_grad():
+            for n in sizes:
+                rows[name][n] = timed(block_runner(backend, n, length), device, reps=reps)
+        del backend
+    return {"attention_length": length, "prompt_tokens_for_hf": len(prompt), "ms_per_step": rows}
+
+
+@torch.no_grad()
+def identity_probe(model, prompt: list[int], more: list[int], graphs: bool) -> dict:
+    backend = StaticBackend(model, graphs=graphs)
+    backend.reserve(len(more))
+    backend.prefill(prompt)
+    one = torch.cat([backend.forward([t]) for t in more])
+    backend.trim(len(prompt))
+    together = backend.forward(more)
+    backend.trim(len(prompt))
+    cuts = [0, 3, 10, 11, 30, len(more)]
+    chunks = torch.cat([backend.forward(more[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a])
+    return {"graphs": graphs, "tokens": len(more), "block": backend.block,
+            "one_by_one_equals_one_forward": torch.equal(one, together),
+            "one_by_one_equals_chunks": torch.equal(one, chunks),
+            "max_abs_diff": (one - together).abs().max().item()}
+
+
+def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str) -> dict:
+    engine = Engine(loaded, backend=backend)
+    configs = {"greedy": LLMAConfig(enabled=False), "llma": LLMAConfig(),
+               "llma_k32": LLMAConfig(min_n=1, k=32, adaptive=False)}
+    results = {}
+    for name, config in configs.items():
+        tokens = forwards = 0
+        wall = 0.0
+        for i, p in enumerate([prompts[0], *prompts]):  # the first is an untimed warm-up
+            target = p.target[:max_new]
+            cfg = LLMAConfig(**{**config.__dict__, "max_new_tokens": len(target)})
+            _sync(loaded.device)
+            t0 = time.perf_counter()
+            result = engine.generate(p.prompt, p.references, cfg, ForcedVerifier(target))
+            _sync(loaded.device)
+            if i:
+                wall += time.perf_counter() - t0
+                tokens, forwards = tokens + len(result.tokens), forwards + result.stats.forward_passes
+        results[name] = {"tokens": tokens, "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 1),
+                         "tokens_per_forward": round(tokens / forwards, 3)}
+    for row in results.values():
+        row["speedup_vs_greedy"] = round(row["tokens_per_s"] / results["greedy"]["tokens_per_s"], 3)
+    return {"backend": getattr(engine.backend, "name", "hf"), "n_prompts": len(prompts), "max_new_tokens": max_new,
+            "methods": results}
+
+
+def random_llama(shape: dict, vocab: int, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=vocab, **shape, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    model.generation_config.eos_token_id = None
+    return LoadedModel(model, None, "random-llama-" + "x".join(str(v) for v in shape.values()), device, dtype)
+
+
+def markdown(report: dict) -> str:
+    lines = [f"# Verify-step cost and bit-identity probe ({report['device']})", "",
+             f"Command: `{report['command']}`", ""]
+    for probe in report["identity_probe"]:
+        lines.append(f"- Probe ({'graphs' if probe['graphs'] else 'eager'}): {probe['tokens']} tokens one per step "
+                     f"vs one forward: bitwise equal {probe['one_by_one_equals_one_forward']}, vs uneven chunks "
+                     f"{probe['one_by_one_equals_chunks']} (block {probe['block']})")
+    for name, costs in report["step_costs"].items():
+        table = costs["ms_per_step"]
+        lines += ["", f"## {name}: ms per verify step (attention length {costs['attention_length']})", "",
+                  "| query tokens | " + " | ".join(table) + " |", "|---" * (len(table) + 1) + "|"]
+        for n in next(iter(table.values())):
+            lines.append(f"| {n} | " + " | ".join(str(col[n]) for col in table.values()) + " |")
+    for name, run in report.get("forced_decoding", {}).items():
+        lines += ["", f"## Forced decoding, {name}: {run['n_prompts']} rag.jsonl prompts, backend {run['backend']}",
+                  "", "| method | tok/s | tokens/forward | speedup vs greedy |", "|---|---|---|---|"]
+        for m, r in run["methods"].items():
+            lines.append(f"| {m} | {r['tokens_per_s']} | {r['tokens_per_forward']} | {r['speedup_vs_greedy']}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    ap = argparse.ArgumentParser(prog="python -m llma.gpu_bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="rag.jsonl (prompts and forced targets)")
+    ap.add_argument("--json", type=Path, required=True)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--length", type=int, default=2048, help="attention length of the timed steps")
+    ap.add_argument("--big", choices=("7b", "none", "small"), default="7b", help="the random-weight Llama")
+    ap.add_argument("--prompts", type=int, default=10, help="forced-decoding prompts for the big model")
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="query block sizes to time")
+    args = ap.parse_args(argv)
+    loaded = load_model(device=args.device)
+    dev = loaded.device
+    _, prompts = bench_prompts(loaded.tokenizer, args.data, args.prompts)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    report: dict = {"device": f"{dev.type} ({name})", "dtype": str(loaded.dtype),
+                    "command": "python -m llma.gpu_bench " + " ".join(sys.argv[1:] if argv is None else argv),
+                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+    probe_tokens = prompts[0].target[:40]
+    modes = (True, False) if dev.type == "cuda" else (False,)
+    report["identity_probe"] = [identity_probe(loaded.model, prompts[0].prompt, probe_tokens, g) for g in modes]
+    print(json.dumps(report["identity_probe"]), flush=True)
+    sizes = [int(n) for n in args.sizes.split(",")]
+    report["step_costs"] = {loaded.name: step_costs(loaded.model, prompts[0].prompt, dev, args.length, sizes)}
+    print(markdown(report), flush=True)
+    if args.big != "none":
+        shape = SEVEN_B if args.big == "7b" else dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                                      num_attention_heads=4, num_key_value_heads=2,
+                                                      max_position_embeddings=4096)
+        big = random_llama(shape, loaded.model.config.vocab_size, dev, loaded.dtype)
+        del loaded
+        report["step_costs"][big.name] = step_costs(big.model, prompts[0].prompt, dev, args.length, sizes, reps=10)
+        print(markdown(report), flush=True)
+        backend = "static-graphs" if dev.type == "cuda" else "static"
+        report["forced_decoding"] = {big.name: forced_decoding(big, prompts, args.max_new_tokens, backend)}
+    print(markdown(report))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    args.json.with_suffix(".md").write_text(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""The static fixed-shape backend (llma.static): HF-greedy identity, LLMA bit-identity, fallback.
+
+On CPU without graphs (the same step function the CUDA graphs capture); the CUDA tests skip without
+a GPU. Bit-identity rests on each row of a fixed-shape block being computed independently of the
+other rows; where this CPU's matrix product is not row-invariant at the block size, the bitwise
+checks skip (token identity is still checked).
+"""
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from llma.backend import HFBackend
+from llma.decoder import StopConfig
+from llma.engine import Engine, LLMAConfig
+from llma.loading import LoadedModel
+from llma.static import StaticBackend, select_backend, unsupported_reason
+from llma_fixtures import tiny_llama
+
+BLOCK = 8
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def _row_invariant(dtype, block, device="cpu"):
+    """Does a matrix product give every row the same bits wherever the row sits in the block?"""
+    g = torch.Generator().manual_seed(0)
+    w, x = torch.randn(96, 32, generator=g).to(dtype), torch.randn(block, 32, generator=g).to(dtype)
+    full = F.linear(x.to(device), w.to(device))
+    for r in range(block):
+        y = torch.randn(block, 32, generator=g).to(dtype)
+        y[0] = x[r]
+        if not torch.equal(F.linear(y.to(device), w.to(device))[0], full[r]):
+            return False
+    return True
+
+
+def _tiny(dtype=torch.float32, context=256):
+    loaded = tiny_llama(context=context)
+    loaded.model.to(dtype)
+    loaded.dtype = dtype
+    return loaded
+
+
+def _ids(n, seed, vocab=97):
+    return torch.randint(0, vocab, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def test_logits_match_hf_backend_fp32():
+    model = _tiny().model
+    hf, st = HFBackend(model), StaticBackend(model, block=BLOCK)
+    prompt, more = _ids(20, 1), _ids(12, 2)  # 12 > BLOCK: two blocks
+    torch.testing.assert_close(st.prefill(prompt), hf.prefill(prompt), atol=1e-4, rtol=1e-4)
+    a, b = st.forward(more), hf.forward(more)
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert a.shape == (12, 97) and a.dtype == torch.float32 and st.cached == 32
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_block_rows_bit_identical_to_one_token_steps(dtype):
+    if not _row_invariant(dtype, BLOCK):
+        pytest.skip(f"this CPU's {dtype} matrix product is not row-invariant at {BLOCK} rows")
+    st = StaticBackend(_tiny(dtype).model, block=BLOCK)
+    prompt, more = _ids(20, 3), _ids(13, 4)
+    st.prefill(prompt)
+    one_by_one = torch.cat([st.forward([t]) for t in more])
+    st.trim(20)
+    together = st.forward(more)
+    st.trim(20)
+    chunks = torch.cat([st.forward(more[:3]), st.forward(more[3:10]), st.forward(more[10:])])
+    assert torch.equal(one_by_one, together) and torch.equal(one_by_one, chunks)
+
+
+def test_trim_only_moves_the_position():
+    st = StaticBackend(_tiny().model, block=BLOCK)
+    st.prefill(_ids(10, 5))
+    first = st.forward(_ids(5, 6))
+    st.trim(10)
+    st.forward(_ids(7, 7))  # overwrite positions 10..16 with other tokens, then roll back
+    st.trim(10)
+    assert torch.equal(st.forward(_ids(5, 6)), first)
+    with pytest.raises(ValueError):
+        st.trim(16)
+
+
+def _hf_greedy(model, prompt, n):
+    out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, min_new_tokens=n,
+                         attention_mask=torch.ones(1, len(prompt), dtype=torch.long), eos_token_id=None)
+    return out[0, len(prompt):].tolist()
+
+
+CONFIGS = [
+    LLMAConfig(min_n=1, max_n=4, k=16, adaptive=False, copy_from_output=False, max_new_tokens=40),
+    LLMAConfig(min_n=2, max_n=4, k=4, adaptive=True, k_max=32, max_new_tokens=40),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_llma_bit_identical_to_greedy_tiny(dtype):
+    loaded = _tiny(dtype)
+    engine = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK))
+    prompt = _ids(24, 8)
+    greedy = engine.generate(prompt, None, CONFIGS[0].greedy()).tokens
+    if dtype == torch.float32:
+        assert greedy == _hf_greedy(loaded.model, prompt, 40)
+    # References: the greedy answer itself (long drafts accepted, capped at the block) and noise.
+    refs = {"answer": greedy[3:], "noise": _ids(50, 9)}
+    for config in CONFIGS:
+        events = list(engine.stream(prompt, refs, config))
+        assert [t for e in events for t in e.new_tokens] == greedy
+        assert max(e.proposed for e in events) == BLOCK - 1  # the decoder respects max_draft
+        assert sum(e.accepted for e in events) > 10
+
+
+def test_attention_length_grows_past_the_reservation():
+    loaded = _tiny()
+    st = StaticBackend(loaded.model, block=BLOCK, min_bucket=16)
+    engine = Engine(loaded, backend=st)
+    prompt = _ids(10, 10)
+    st.reserve(2)
+    config = LLMAConfig(max_new_tokens=60).greedy()
+    tokens = engine.decoder.generate(prompt, stop=StopConfig(60)).tokens
+    assert st._L >= 64 and tokens == _hf_greedy(loaded.model, prompt, 60)
+    assert engine.generate(prompt, None, config).tokens == tokens
+
+
+def test_smollm_matches_hf_greedy_and_llma_is_identical(smollm):
+    tok = smollm.tokenizer
+    text = ("Answer from the passage.\n\n[1] The Eiffel Tower is a wrought-iron lattice tower in Paris. It is "
+            "named after the engineer Gustave Eiffel, whose company designed and built the tower.\n\n"
+            "Question: Who is the Eiffel Tower named after?")
+    prompt = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True)
+    prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+    refs = {"passage": tok(text, add_special_tokens=False)["input_ids"]}
+    config = LLMAConfig(max_new_tokens=16)
+    hf = Engine(smollm, backend="hf").generate(prompt, refs, config.greedy()).tokens
+    engine = Engine(smollm, backend=StaticBackend(smollm.model, block=BLOCK))
+    greedy = engine.generate(prompt, refs, config.greedy()).tokens
+    llma = engine.generate(prompt, refs, config)
+    assert greedy == hf and llma.tokens == greedy and llma.stats.accepted_tokens > 0
+
+
+def _gpt2():
+    config = GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+    return LoadedModel(GPT2LMHeadModel(config).eval(), None, "tiny-gpt2", torch.device("cpu"), torch.float32)
+
+
+def test_unsupported_architecture_falls_back_with_a_logged_reason(caplog):
+    loaded = _gpt2()
+    assert "gpt2" in unsupported_reason(loaded.model)
+    with caplog.at_level(logging.WARNING, logger="llma.static"):
+        engine = Engine(loaded, backend="static")
+    assert isinstance(engine.backend, HFBackend)
+    assert "falling back" in caplog.text and "gpt2" in caplog.text
+    with pytest.raises(ValueError, match="cannot run"):
+        StaticBackend(loaded.model)
+
+
+def test_unsupported_settings_are_named():
+    base = dict(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    gelu = LlamaForCausalLM(LlamaConfig(**base, hidden_act="gelu"))
+    assert "activation" in unsupported_reason(gelu)
+    dynamic = LlamaForCausalLM(LlamaConfig(**base, rope_scaling={"rope_type": "dynamic", "factor": 2.0}))
+    assert "rope" in unsupported_reason(dynamic)
+    assert unsupported_reason(LlamaForCausalLM(LlamaConfig(**base))) is None
+
+
+def test_backend_choice():
+    loaded = _tiny()
+    assert isinstance(Engine(loaded).backend, HFBackend)  # auto on CPU: the generic loop
+    assert isinstance(Engine(loaded, backend="static").backend, StaticBackend)
+    assert Engine(loaded, backend="static").backend.name == "static"
+    with pytest.raises(ValueError, match="CUDA"):
+        select_backend(loaded.model, "static-graphs")
+    with pytest.raises(ValueError, match="backend must be"):
+        select_backend(loaded.model, "fast")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_llma_bit_identical_to_greedy():
+    loaded = _tiny(torch.bfloat16)
+    loaded.model.to("cuda")
+    loaded.device = torch.device("cuda")
+    engine = Engine(loaded)  # auto on CUDA: static with graphs
+    assert engine.backend.name == "static-graphs"
+    prompt = _ids(24, 11)
+    greedy = engine.generate(prompt, None, CONFIGS[0].greedy()).tokens
+    refs = {"answer": greedy[3:], "noise": _ids(50, 9)}
+    for config in CONFIGS:
+        assert engine.generate(prompt, refs, config).tokens == greedy
+    eager = Engine(loaded, backend="static")
+    assert eager.generate(prompt, refs, CONFIGS[1]).tokens == eager.generate(prompt, None, CONFIGS[1].greedy()).tokens

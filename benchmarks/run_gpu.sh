@@ -3,7 +3,8 @@
 # the model (../shared/gpu/README.md) and copying the data sets into .gpu/data (rag.jsonl, dev-v1.1.json):
 #   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu.sh
 # Each bench stops taking new prompts after its --time-budget (every method keeps the same prompts);
-# the HF methods (eager, ~60 tok/s) run on the first --hf-limit prompts only.
+# the HF methods (eager, ~20 tok/s there) and the eager static ones (name@static) run on the first
+# --hf-limit / --also-limit prompts only (speed ratios compare the same prompts).
 set -o pipefail
 OUT=${OUT:-/tmp/gpu_out}
 DATA=${DATA:-.gpu/data}
@@ -19,12 +20,20 @@ keep() { cp $RES/*.json "$OUT"/ 2>/dev/null; }  # each result back at once (at m
   # Smoke test first: the static backend's tests, the CUDA one included (stop at once if it fails).
   timeout 120 python3 -m pytest -q -x tests/llma/test_llma_static.py -k "cuda or bit_identical or backend_choice" \
     || { echo "SMOKE TEST FAILED"; exit 1; }
-  timeout 150 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 8 --time-budget 90 \
+  # Attention kernel and torch.compile for the graphs: the fastest variant that stays bitwise row-invariant.
+  CHOICE=$(timeout 240 python3 -m llma.gpu_bench --choose --data $DATA/rag.jsonl --json $RES/gpu_choice.json \
+           | tee /dev/stderr | grep '^CHOICE' | tail -1)
+  export LLMA_STATIC_ATTENTION=$(echo "$CHOICE" | sed -n 's/.*attention=\([a-z]*\).*/\1/p')
+  export LLMA_STATIC_COMPILE=$(echo "$CHOICE" | sed -n 's/.*compile=\([01]\).*/\1/p')
+  export LLMA_STATIC_ATTENTION=${LLMA_STATIC_ATTENTION:-sdpa} LLMA_STATIC_COMPILE=${LLMA_STATIC_COMPILE:-0}
+  echo "using LLMA_STATIC_ATTENTION=$LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE=$LLMA_STATIC_COMPILE"; keep
+  timeout 150 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 3 --also-limit 10 --time-budget 70 \
     --json $RES/gpu_rag_forced.json; keep
-  timeout 150 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 8 --time-budget 90 \
+  timeout 150 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 3 --also-limit 10 --time-budget 60 \
     --json $RES/gpu_rag_free.json; keep
-  timeout 160 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 10 --time-budget 110 \
+  timeout 170 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 5 --also-limit 30 --time-budget 80 \
     --json $RES/gpu_squad.json; keep
-  timeout 120 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json --prompts 10; keep
+  LLMA_STATIC_COMPILE=0 timeout 130 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json \
+    --prompts 10 --sizes 1,2,4,8,16,32,64; keep
 } 2>&1 | tee "$OUT/log.txt"
 exit 0

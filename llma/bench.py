@@ -111,8 +111,10 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> di
 
 
 def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torch.device,
-            hf_limit: int | None = None, budget_s: float | None = None) -> dict[str, MethodRun]:
-    """`hf_limit`: the HF methods (slow on a GPU) run on the first `hf_limit` prompts only.
+            hf_limit: int | None = None, budget_s: float | None = None,
+            also_limit: int | None = None) -> dict[str, MethodRun]:
+    """`hf_limit`, `also_limit`: the HF methods (slow on a GPU) and the name@backend methods run on
+    the first `hf_limit` (`also_limit`) prompts only.
     `budget_s`: start no new prompt after this many seconds (every method keeps the same prompts)."""
     runs = {name: MethodRun() for name in runners}
     # Warm-up, untimed (allocations, kernel selection; CUDA graphs for the shortest and longest prompt).
@@ -128,7 +130,8 @@ def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torc
             log.warning("time budget of %.0f s spent: stopping after %d prompts", budget_s, i)
             break
         for name, runner in runners.items():  # interleaved, so drift on the machine hits every method
-            if name.startswith("hf_") and hf_limit is not None and i >= hf_limit:
+            limit = hf_limit if name.startswith("hf_") else also_limit if "@" in name else None
+            if limit is not None and i >= limit:
                 continue
             _sync(device)
             t0 = time.perf_counter()
@@ -203,6 +206,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="default: the bundled SmolLM2-135M-Instruct")
     ap.add_argument("--json", type=Path, help="write the results here (and a .md table beside it)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--max-passages", type=int, default=10)
     ap.add_argument("--refs", choices=("prompt", "alone"), default="prompt")
     ap.add_argument("--min-n", type=int, default=LLMAConfig.min_n)
@@ -213,6 +217,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--backend", default="auto", help="our greedy/llma: auto, hf, static, static-graphs")
     ap.add_argument("--also-backend", action="append", default=[], help="add greedy@B and llma@B")
     ap.add_argument("--hf-limit", type=int, default=None, help="run the HF methods on the first N prompts only")
+    ap.add_argument("--also-limit", type=int, default=None, help="run name@backend methods on N prompts only")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; then stop taking new prompts")
     ap.add_argument("--variant", action="append", default=[],
                     help="extra LLMA run, NAME:key=value,... e.g. fixed8:adaptive=false,k=8")
@@ -225,6 +230,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     engine = Engine(loaded, backend=args.backend)
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit, args.refs, args.max_passages)
@@ -236,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,
         "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "refs": args.refs,
         "backend": getattr(engine.backend, "name", type(engine.backend).__name__), "hf_limit": args.hf_limit,
+        "also_limit": args.also_limit,
         "command": "python -m llma.bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
     }
     print(f"device: {report['device']}, dtype {report['dtype']}, {len(prompts)} prompts", flush=True)
-    runs = measure(methods(loaded, engine, args), prompts, loaded.device, args.hf_limit, args.time_budget)
+    runs = measure(methods(loaded, engine, args), prompts, loaded.device, args.hf_limit, args.time_budget,
+                   args.also_limit)
     report["n_prompts"] = len(runs["greedy"].outputs)
     report["results"] = summarise(runs)
     print(markdown(report))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import time
@@ -31,6 +32,7 @@ from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
 SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64)
+ATTENTION = os.environ.get("LLMA_STATIC_ATTENTION", "sdpa")  # the step sweeps run without torch.compile
 SEVEN_B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, max_position_embeddings=4096)
 
@@ -55,12 +57,13 @@ def timed(fn, device: torch.device, reps: int = 20, warmup: int = 3) -> float:
 
 
 def block_runner(backend: StaticBackend, block: int, length: int):
-    """One static step of `block` query slots over an attention length of `length` keys."""
+    """One static step of `block` query slots at position `length - block` (attending to ~`length` keys)."""
+    pos = max(0, length - block)
     length = backend._bucket(max(length, block))
     ids = torch.randint(0, backend.embed.shape[0], (block,), generator=torch.Generator().manual_seed(block))
-    inp = torch.cat([ids, torch.zeros(1, dtype=torch.long)])
+    inp = torch.cat([ids, torch.tensor([pos])])
     if backend.graphs:
-        graph, static_inp, _ = backend._graph(block, length, 0)
+        graph, static_inp, _ = backend._graph(block, length, pos)
         static_inp.copy_(inp)
         return graph.replay
     inp = inp.to(backend.device)
@@ -88,7 +91,7 @@ def step_costs(model, prompt: list[int], device: torch.device, length: int, size
     for n in sizes:
         rows["hf_eager"][n] = timed(hf_runner(model, prompt, n), device, reps=max(3, reps // 4))
     for name, graphs in backends.items():
-        backend = StaticBackend(model, graphs=graphs, max_len=length)
+        backend = StaticBackend(model, graphs=graphs, max_len=length, attention=ATTENTION)
         with torch.no_grad():
             for n in sizes:
                 rows[name][n] = timed(block_runner(backend, n, length), device, reps=reps)
@@ -97,8 +100,7 @@ def step_costs(model, prompt: list[int], device: torch.device, length: int, size
 
 
 @torch.no_grad()
-def identity_probe(model, prompt: list[int], more: list[int], graphs: bool) -> dict:
-    backend = StaticBackend(model, graphs=graphs)
+def identity_probe(backend: StaticBackend, prompt: list[int], more: list[int]) -> dict:
     backend.reserve(len(more))
     backend.prefill(prompt)
     one = torch.cat([backend.forward([t]) for t in more])
@@ -107,10 +109,41 @@ def identity_probe(model, prompt: list[int], more: list[int], graphs: bool) -> d
     backend.trim(len(prompt))
     cuts = [0, 3, 10, 11, 30, len(more)]
     chunks = torch.cat([backend.forward(more[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a])
-    return {"graphs": graphs, "tokens": len(more), "block": backend.block,
+    return {"graphs": backend.graphs, "attention": backend.attention, "tokens": len(more), "block": backend.block,
             "one_by_one_equals_one_forward": torch.equal(one, together),
             "one_by_one_equals_chunks": torch.equal(one, chunks),
             "max_abs_diff": (one - together).abs().max().item()}
+
+
+@torch.no_grad()
+def choose(loaded: LoadedModel, prompt: list[int], more: list[int]) -> dict:
+    """Attention kernel and torch.compile for the graphs: the fastest variant whose block rows are
+    bitwise equal to one-token steps on a real prompt (printed as a CHOICE line for run_gpu.sh)."""
+    rows: list[dict] = []
+    for attention, compiled in (("flash", False), ("flash", True), ("sdpa", False), ("sdpa", True)):
+        works = [r for r in rows if r.get("bitwise")]
+        if compiled and not any(r["attention"] == attention for r in works):
+            continue  # compile only a kernel that works
+        if attention == "sdpa" and compiled and any(r["attention"] == "flash" for r in works):
+            continue  # sdpa + compile only where flash failed (each compile costs tens of seconds)
+        t0 = time.perf_counter()
+        try:
+            backend = StaticBackend(loaded.model, graphs=True, attention=attention, compile=compiled)
+            if backend.attention != attention:
+                raise RuntimeError(f"{attention} unusable")
+            probe = identity_probe(backend, prompt, more)
+            backend.prefill(prompt)
+            step_ms = timed(lambda: (backend.forward([7]), backend.trim(len(prompt))), loaded.device, reps=50)
+            ok = probe["one_by_one_equals_one_forward"] and probe["one_by_one_equals_chunks"]
+            rows.append({"attention": attention, "compile": compiled, "bitwise": ok, "step_ms": step_ms,
+                         "setup_s": round(time.perf_counter() - t0, 1), "attention_length": backend._L})
+        except Exception as err:  # noqa: BLE001
+            rows.append({"attention": attention, "compile": compiled, "error": str(err)[:300]})
+        print(rows[-1], flush=True)
+    good = [r for r in rows if r.get("bitwise")] or [{"attention": "sdpa", "compile": False}]
+    best = min(good, key=lambda r: r.get("step_ms", 0))
+    print(f"CHOICE attention={best['attention']} compile={int(best['compile'])}", flush=True)
+    return {"prompt_tokens": len(prompt), "variants": rows, "choice": best}
 
 
 def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str) -> dict:
@@ -157,7 +190,8 @@ def markdown(report: dict) -> str:
     lines = [f"# Verify-step cost and bit-identity probe ({report['device']})", "",
              f"Command: `{report['command']}`", ""]
     for probe in report["identity_probe"]:
-        lines.append(f"- Probe ({'graphs' if probe['graphs'] else 'eager'}): {probe['tokens']} tokens one per step "
+        mode = f"{'graphs' if probe['graphs'] else 'eager'}, {probe['attention']}"
+        lines.append(f"- Probe ({mode}): {probe['tokens']} tokens one per step "
                      f"vs one forward: bitwise equal {probe['one_by_one_equals_one_forward']}, vs uneven chunks "
                      f"{probe['one_by_one_equals_chunks']} (block {probe['block']})")
     for name, costs in report["step_costs"].items():
@@ -185,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", type=int, default=10, help="forced-decoding prompts for the big model")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="query block sizes to time")
+    ap.add_argument("--choose", action="store_true", help="only choose the attention kernel and compile")
     args = ap.parse_args(argv)
     loaded = load_model(device=args.device)
     dev = loaded.device
@@ -194,8 +229,14 @@ def main(argv: list[str] | None = None) -> int:
                     "command": "python -m llma.gpu_bench " + " ".join(sys.argv[1:] if argv is None else argv),
                     "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
     probe_tokens = prompts[0].target[:40]
+    if args.choose:
+        report["choose"] = choose(loaded, prompts[0].prompt, probe_tokens)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        return 0
     modes = (True, False) if dev.type == "cuda" else (False,)
-    report["identity_probe"] = [identity_probe(loaded.model, prompts[0].prompt, probe_tokens, g) for g in modes]
+    report["identity_probe"] = [identity_probe(StaticBackend(loaded.model, graphs=g, attention=ATTENTION), prompts[0].prompt,
+                                               probe_tokens) for g in modes]
     print(json.dumps(report["identity_probe"]), flush=True)
     sizes = [int(n) for n in args.sizes.split(",")]
     report["step_costs"] = {loaded.name: step_costs(loaded.model, prompts[0].prompt, dev, args.length, sizes)}

@@ -1,9 +1,8 @@
-"""Static-shape backend for Llama-family models: preallocated KV cache, fixed query block, CUDA graphs.
+"""The static backend for Llama-family models: preallocated KV cache, fixed query block, CUDA graphs.
 
-On a GPU a small model's decoding step is bound by kernel launches, not arithmetic: eager Hugging Face
-decoding costs the same whether a forward verifies 1 token or 64. And in bf16 a forward over 1 token
-and one over 10 run kernels of different shapes whose logits differ in the last bits, so a drafted
-token can flip an argmax that plain greedy would not have flipped.
+On a GPU a small model's decoding step is bound by kernel launches, not arithmetic, and in bf16 a
+forward over 1 token and one over 10 run kernels of different shapes whose logits differ in the last
+bits, so a drafted token can flip an argmax that plain greedy would not have flipped.
 
 Here every decoding step, greedy or LLMA, is one forward over a fixed block of `block` query slots:
 the last token, the drafted tokens, then padding. Every step runs the same kernels with the same
@@ -11,88 +10,27 @@ shapes, and each row's result depends only on its own token and the cache, so LL
 backend is bit-identical to greedy through it, in any dtype. The KV cache is preallocated
 ([layers, kv_heads, capacity, head_dim]) and written by position; `trim` only moves the position:
 a query never sees keys past its own position, so stale or padding entries are never read.
-Attention runs over a fixed key length L per sequence (a power-of-two bucket chosen at prefill from
-the prompt and the reserved new tokens), so on CUDA each (block, L) step is captured once in a CUDA
-graph and replayed. The prefill runs eagerly: one causal forward over the prompt.
+Attention covers a key length L fixed per sequence (chosen at prefill from the prompt and the
+reserved new tokens; "flash" attention reads only the keys in use), so on CUDA each (block, L) step
+is captured once in a CUDA graph and replayed. The prefill runs eagerly, one causal forward.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from collections import namedtuple
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from llma.backend import Backend, HFBackend, context_length_of
+from llma.backend import context_length_of
+from llma.static.support import unsupported_reason
 
 log = logging.getLogger(__name__)
 
-FAMILY = ("llama", "qwen2", "mistral")
-ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies: one table serves every position
-BACKENDS = ("auto", "hf", "static", "static-graphs")
 DEFAULT_BLOCK = 32  # the last token and up to 31 drafted tokens (a multiple of 8: no ragged GEMM tile rows)
-_PARTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-          "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm")
-
-
-def _get(module: object, dotted: str) -> object:
-    for name in dotted.split("."):
-        module = getattr(module, name, None)
-    return module
-
-
-def _rope_type(config: object) -> str:
-    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
-    return rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "unknown"
-
-
-def unsupported_reason(model: PreTrainedModel) -> str | None:
-    """Why the static backend cannot run `model` (None: it can)."""
-    config, inner = model.config, getattr(model, "model", None)
-    kind = getattr(config, "model_type", None)
-    if kind not in FAMILY:
-        return f"model type {kind!r} is not in the supported Llama family {FAMILY}"
-    layers = getattr(inner, "layers", None)
-    if not layers or None in (getattr(model, "lm_head", None), _get(inner, "embed_tokens"), _get(inner, "norm")):
-        return f"{type(model).__name__} lacks the Llama module layout (model.layers, embed_tokens, norm, lm_head)"
-    missing = [p for p in _PARTS if _get(layers[0], p) is None]
-    if missing:
-        return f"{type(model).__name__} layers lack {missing}"
-    if getattr(config, "hidden_act", "silu") != "silu":
-        return f"activation {config.hidden_act!r} (only silu)"
-    if getattr(config, "mlp_bias", False) or _get(layers[0], "mlp.down_proj.bias") is not None:
-        return "MLP biases"
-    rope = _rope_type(config)
-    if rope not in ROPE_TYPES:
-        return f"rope type {rope!r} (supported: {ROPE_TYPES})"
-    if _get(inner, "rotary_emb") is None:
-        return "no model-level rotary_emb (transformers older than 4.45?)"
-    window = getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None) or ()
-    if any(t != "full_attention" for t in layer_types) or (isinstance(window, int) and window < context_length_of(model)):
-        return "sliding-window attention"
-    if model.lm_head.weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"weights in {model.lm_head.weight.dtype} (quantized?)"
-    return None
-
-
-def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int) -> Backend:
-    """'auto': static with CUDA graphs on a CUDA device when the model is supported, else the HF loop."""
-    if choice not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {choice!r}")
-    cuda = model.device.type == "cuda"
-    if choice == "hf" or (choice == "auto" and not cuda):
-        return HFBackend(model)
-    if choice == "static-graphs" and not cuda:
-        raise ValueError(f"CUDA graphs need a CUDA device; the model is on {model.device}")
-    reason = unsupported_reason(model)
-    if reason is not None:
-        log.warning("static backend not used, falling back to the generic HF loop: %s", reason)
-        return HFBackend(model)
-    return StaticBackend(model, graphs=choice != "static", **options)
-
+ATTENTION = ("sdpa", "bmm", "flash")
 
 # One layer's weights; q, k and v (and gate and up) projections in one matrix each: one GEMM each.
 _Layer = namedtuple("_Layer", "in_norm qkv qkv_bias o_t o_bias post_norm gate_up down_t")
@@ -102,16 +40,26 @@ class StaticBackend:
     """The Backend protocol over a static KV cache and fixed-shape steps (see the module docstring)."""
 
     def __init__(self, model: PreTrainedModel, *, block: int = DEFAULT_BLOCK, graphs: bool | None = None,
-                 max_len: int | None = None, min_bucket: int = 128) -> None:
+                 max_len: int | None = None, min_bucket: int = 128, attention: str = "sdpa",
+                 compile: bool = False) -> None:
+        """`attention` in a step: "sdpa" (fused kernel over L keys with a mask), "bmm" (scores GEMM,
+        softmax, values GEMM) or "flash" (CUDA: flash attention reading only the keys before each
+        query, via a key count on the device; falls back to "sdpa" if its self-check fails).
+        `compile`: torch.compile the pure parts of a layer (fewer, fused kernels) in steps."""
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"StaticBackend cannot run {type(model).__name__}: {reason}")
+        if attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
+        self.attention, self.compile = attention, compile
+        self._pre_c, self._post_c = ((torch.compile(f, fullgraph=True, dynamic=False) for f in (self._pre, self._post))
+                                     if compile else (self._pre, self._post))
         c, inner = model.config, model.model
         self.device, self.block, self.min_bucket = model.device, block, min_bucket
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.graphs and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        self.name = "static-graphs" if self.graphs else "static"
+        self.name = ("static-graphs" if self.graphs else "static") + ("+compile" if compile else "")
         self._context_length = min(context_length_of(model), max_len or 16384)
         attn = inner.layers[0].self_attn
         self.heads, self.kv_heads = c.num_attention_heads, c.num_key_value_heads
@@ -132,6 +80,9 @@ class StaticBackend:
             self.cos, self.sin = self._rope_tables(model)
         self._len, self._reserve, self._L = 0, 256, min_bucket
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._cu: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
+        if attention == "flash" and not self._flash_ok():
+            self.attention = "sdpa"
 
     @staticmethod
     def _layer(layer: torch.nn.Module) -> _Layer:
@@ -172,10 +123,13 @@ class StaticBackend:
         self._reserve = max(0, int(new_tokens))
 
     def _bucket(self, need: int) -> int:
+        """Attention length for `need` keys: powers of two to 512, then multiples of 512 (flash: all)."""
+        if self.attention == "flash":
+            return self.capacity
         size = self.min_bucket
-        while size < need:
+        while size < min(need, 512):
             size *= 2
-        return min(size, self.capacity)
+        return min(max(size, -(-need // 512) * 512), self.capacity)
 
     @torch.no_grad()
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
@@ -194,10 +148,9 @@ class StaticBackend:
         ids = list(ids)
         if not ids:
             raise ValueError("forward() needs at least one token")
-        if self._len == 0:
-            raise RuntimeError("forward() before prefill()")
-        if self._len + len(ids) > self._context_length:
-            raise ValueError(f"{self._len} cached + {len(ids)} tokens exceed the context {self._context_length}")
+        if self._len == 0 or self._len + len(ids) > self._context_length:
+            raise ValueError(f"{len(ids)} tokens on {self._len} cached (0: no prefill yet) exceed the context "
+                             f"{self._context_length} or come before a prefill")
         rows = []
         for start in range(0, len(ids), self.block):
             chunk = ids[start : start + self.block]
@@ -217,20 +170,30 @@ class StaticBackend:
 
     # --- the model ---
     def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        n, h, kv, half = x.shape[0], self.heads, self.kv_heads, self.head_dim // 2
-        width = x.shape[-1]
+                attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                step: bool = False) -> torch.Tensor:
+        pre, post = (self._pre_c, self._post_c) if step else (self._pre, self._post)
         for i, w in enumerate(self.layers):
-            y = F.rms_norm(x, (width,), w.in_norm, self.eps)
-            qkv = F.linear(y, w.qkv, w.qkv_bias).view(n, h + 2 * kv, self.head_dim)
-            qk = qkv[:, : h + kv]
-            qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), -1) * sin
-            x = torch.addmm(x, attend(i, qk[:, :h], qk[:, h:], qkv[:, h + kv :]), w.o_t)
-            if w.o_bias is not None:
-                x = x + w.o_bias
-            gate, up = F.linear(F.rms_norm(x, (width,), w.post_norm, self.eps), w.gate_up).chunk(2, -1)
-            x = torch.addmm(x, F.silu(gate) * up, w.down_t)
-        return F.rms_norm(x, (width,), self.norm, self.eps)
+            q, k, v = pre(x, w.in_norm, w.qkv, w.qkv_bias, cos, sin)
+            x = post(x, attend(i, q, k, v), w.o_t, w.o_bias, w.post_norm, w.gate_up, w.down_t)
+        return F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
+
+    def _pre(self, x, in_norm, qkv_w, qkv_b, cos, sin):  # noqa: ANN001, ANN202 (pure: compiled as is)
+        """Norm, q/k/v projection, rotary embedding: q [n, heads, d], k and v [n, kv_heads, d]."""
+        n, h, kv, half = x.shape[0], self.heads, self.kv_heads, self.head_dim // 2
+        y = F.rms_norm(x, (x.shape[-1],), in_norm, self.eps)
+        qkv = F.linear(y, qkv_w, qkv_b).view(n, h + 2 * kv, self.head_dim)
+        qk = qkv[:, : h + kv]
+        qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), -1) * sin
+        return qk[:, :h], qk[:, h:], qkv[:, h + kv :]
+
+    def _post(self, x, attn, o_t, o_bias, post_norm, gate_up, down_t):  # noqa: ANN001, ANN202
+        """Output projection and residual, norm, gated MLP and residual."""
+        x = torch.addmm(x, attn, o_t)
+        if o_bias is not None:
+            x = x + o_bias
+        gate, up = F.linear(F.rms_norm(x, (x.shape[-1],), post_norm, self.eps), gate_up).chunk(2, -1)
+        return torch.addmm(x, F.silu(gate) * up, down_t)
 
     def _prefill_attention(self, n: int) -> Callable[..., torch.Tensor]:
         groups = self.heads // self.kv_heads
@@ -254,21 +217,58 @@ class StaticBackend:
         b, kv, d = inp.shape[0] - 1, self.kv_heads, self.head_dim
         groups = self.heads // kv
         positions = inp[b] + self.arange[:b]
-        allowed = self.arange[:length][None, :] <= positions[:, None]  # [block, L]: causal by position
-        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, float("-inf"))
-        mask = mask.repeat(groups, 1)[None, None]  # query rows are (group, slot): GQA without copying K/V
+        if self.attention == "flash":
+            used = (inp[b:] + b).to(torch.int32)  # keys [0, pos + block): bottom-right causal per query
+        else:
+            allowed = self.arange[:length][None, :] <= positions[:, None]  # [block, L]: causal by position
+            mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
+            mask = mask.masked_fill_(~allowed, float("-inf")).repeat(groups, 1)[None, None]  # rows (group, slot)
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             self.k[i].index_copy_(1, positions, k.transpose(0, 1))
             self.v[i].index_copy_(1, positions, v.transpose(0, 1))
-            q = q.view(b, kv, groups, d).permute(1, 2, 0, 3).reshape(1, kv, groups * b, d)
-            out = F.scaled_dot_product_attention(q, self.k[i, :, :length][None], self.v[i, :, :length][None],
-                                                 attn_mask=mask, scale=self.scale)
+            if self.attention == "flash":
+                return self._flash(q, self.k[i].transpose(0, 1), self.v[i].transpose(0, 1), used).reshape(b, -1)
+            q = q.view(b, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * b, d)
+            keys, values = self.k[i, :, :length], self.v[i, :, :length]
+            if self.attention == "bmm":
+                scores = torch.baddbmm(mask[0], q, keys.transpose(1, 2), alpha=self.scale)
+                out = torch.bmm(torch.softmax(scores, -1), values)
+            else:
+                out = F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=mask,
+                                                     scale=self.scale)
             return out.view(kv, groups, b, d).permute(2, 0, 1, 3).reshape(b, -1)
 
         x = self._layers(F.embedding(inp[:b], self.embed), self.cos[positions][:, None],
-                         self.sin[positions][:, None], attend)
+                         self.sin[positions][:, None], attend, step=True)
         return F.linear(x, self.lm_head)
+
+    def _flash(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        """Flash attention (varlen form, one sequence): q [n, heads, d]; k, v [keys, kv_heads, d] of
+        which the first `used` count; query i sees keys < used - n + i + 1."""
+        n, keys = q.shape[0], k.shape[0]
+        if (n, keys) not in self._cu:  # made in the warm-up, never during a graph capture
+            self._cu[n, keys] = tuple(torch.tensor([0, m], dtype=torch.int32, device=q.device) for m in (n, keys))
+        cu_q, cu_k = self._cu[n, keys]
+        return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, n, keys, 0.0, True, False,
+                                                       scale=self.scale, seqused_k=used)[0]
+
+    def _flash_ok(self) -> bool:
+        """Does flash attention with a device key count work here and agree with masked SDPA?"""
+        try:
+            g = torch.Generator(device=self.device).manual_seed(0)
+            q, k, v = (torch.randn(s, dtype=self.dtype, device=self.device, generator=g) for s in (
+                (8, self.heads, self.head_dim), *((256, self.kv_heads, self.head_dim),) * 2))
+            out = self._flash(q, k, v, torch.tensor([100], dtype=torch.int32, device=self.device))
+            mask = torch.arange(256, device=self.device)[None] <= torch.arange(92, 100, device=self.device)[:, None]
+            kr, vr = (t.transpose(0, 1).repeat_interleave(self.heads // self.kv_heads, 0) for t in (k, v))
+            ref = F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, attn_mask=mask, scale=self.scale)
+            torch.testing.assert_close(out, ref.transpose(0, 1), atol=2e-2, rtol=2e-2)
+            return True
+        except Exception as err:  # noqa: BLE001 (any failure: use the portable path)
+            log.warning("flash attention with a device key count unusable here (%s); using sdpa",
+                        str(err).split("\n")[0][:200])
+            return False
 
     def _run(self, block_ids: list[int], pos: int, block: int, length: int) -> torch.Tensor:
         inp = torch.tensor(block_ids + [pos], dtype=torch.long)

@@ -25,13 +25,16 @@ keep() { cp $RES/*.json "$OUT"/ 2>/dev/null; }  # each result back at once (at m
            | tee /dev/stderr | grep '^CHOICE' | tail -1)
   export LLMA_STATIC_ATTENTION=$(echo "$CHOICE" | sed -n 's/.*attention=\([a-z]*\).*/\1/p')
   export LLMA_STATIC_COMPILE=$(echo "$CHOICE" | sed -n 's/.*compile=\([01]\).*/\1/p')
+  export LLMA_FLASH_SPLITS=$(echo "$CHOICE" | sed -n 's/.*splits=\([0-9]*\).*/\1/p')
   export LLMA_STATIC_ATTENTION=${LLMA_STATIC_ATTENTION:-sdpa} LLMA_STATIC_COMPILE=${LLMA_STATIC_COMPILE:-0}
-  echo "using LLMA_STATIC_ATTENTION=$LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE=$LLMA_STATIC_COMPILE"; keep
-  timeout 150 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 3 --also-limit 10 --time-budget 70 \
+  export LLMA_FLASH_SPLITS=${LLMA_FLASH_SPLITS:-0}
+  echo "using LLMA_STATIC_ATTENTION=$LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE=$LLMA_STATIC_COMPILE" \
+       "LLMA_FLASH_SPLITS=$LLMA_FLASH_SPLITS"; keep
+  timeout 170 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 3 --also-limit 10 --time-budget 100 \
     --json $RES/gpu_rag_forced.json; keep
-  timeout 150 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 3 --also-limit 10 --time-budget 60 \
+  timeout 160 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 3 --also-limit 10 --time-budget 90 \
     --json $RES/gpu_rag_free.json; keep
-  timeout 170 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 5 --also-limit 30 --time-budget 80 \
+  timeout 150 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 5 --also-limit 30 --time-budget 70 \
     --json $RES/gpu_squad.json; keep
   LLMA_STATIC_COMPILE=0 timeout 130 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json \
     --prompts 10 --sizes 1,2,4,8,16,32,64; keep

@@ -41,17 +41,17 @@ class StaticBackend:
 
     def __init__(self, model: PreTrainedModel, *, block: int = DEFAULT_BLOCK, graphs: bool | None = None,
                  max_len: int | None = None, min_bucket: int = 128, attention: str = "sdpa",
-                 compile: bool = False) -> None:
+                 compile: bool = False, flash_splits: int = 0) -> None:
         """`attention` in a step: "sdpa" (fused kernel over L keys with a mask), "bmm" (scores GEMM,
         softmax, values GEMM) or "flash" (CUDA: flash attention reading only the keys before each
-        query, via a key count on the device; falls back to "sdpa" if its self-check fails).
-        `compile`: torch.compile the pure parts of a layer (fewer, fused kernels) in steps."""
+        query, via a key count on the device, in `flash_splits` fixed key ranges if > 0; falls back
+        to "sdpa" if its self-check fails). `compile`: torch.compile the pure parts of each layer."""
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"StaticBackend cannot run {type(model).__name__}: {reason}")
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
-        self.attention, self.compile = attention, compile
+        self.attention, self.compile, self.flash_splits = attention, compile, flash_splits
         self._pre_c, self._post_c = ((torch.compile(f, fullgraph=True, dynamic=False) for f in (self._pre, self._post))
                                      if compile else (self._pre, self._post))
         c, inner = model.config, model.model
@@ -104,17 +104,11 @@ class StaticBackend:
         return cos.contiguous(), torch.cat((-sin[:, :half], sin[:, half:]), -1).contiguous()
 
     # --- the Backend protocol ---
-    @property
-    def context_length(self) -> int:
-        return self._context_length
+    context_length = property(lambda self: self._context_length)
+    cached = property(lambda self: self._len)  # tokens in the cache
 
     @property
-    def cached(self) -> int:
-        return self._len
-
-    @property
-    def max_draft(self) -> int:
-        """Drafts up to this length fit one block with the last token (longer ones take more blocks)."""
+    def max_draft(self) -> int:  # a draft this long fits one block with the last token
         return self.block - 1
 
     def reserve(self, new_tokens: int) -> None:
@@ -124,12 +118,12 @@ class StaticBackend:
 
     def _bucket(self, need: int) -> int:
         """Attention length for `need` keys: powers of two to 512, then multiples of 512 (flash: all)."""
-        if self.attention == "flash":
+        if self.attention == "flash" or need > self.capacity:
             return self.capacity
         size = self.min_bucket
         while size < min(need, 512):
             size *= 2
-        return min(max(size, -(-need // 512) * 512), self.capacity)
+        return min(size if need <= 512 else -(-need // 512) * 512, self.capacity)
 
     @torch.no_grad()
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
@@ -250,15 +244,17 @@ class StaticBackend:
         if (n, keys) not in self._cu:  # made in the warm-up, never during a graph capture
             self._cu[n, keys] = tuple(torch.tensor([0, m], dtype=torch.int32, device=q.device) for m in (n, keys))
         cu_q, cu_k = self._cu[n, keys]
+        splits = {"num_splits": self.flash_splits} if self.flash_splits else {}
         return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, n, keys, 0.0, True, False,
-                                                       scale=self.scale, seqused_k=used)[0]
+                                                       scale=self.scale, seqused_k=used, **splits)[0]
 
     def _flash_ok(self) -> bool:
         """Does flash attention with a device key count work here and agree with masked SDPA?"""
         try:
-            g = torch.Generator(device=self.device).manual_seed(0)
-            q, k, v = (torch.randn(s, dtype=self.dtype, device=self.device, generator=g) for s in (
-                (8, self.heads, self.head_dim), *((256, self.kv_heads, self.head_dim),) * 2))
+            g, opts = torch.Generator(device=self.device).manual_seed(0), {"dtype": self.dtype, "device": self.device}
+            # The layouts of a step: q a slice of the q/k/v rows, k and v [kv_heads, keys, d] transposed.
+            q = torch.randn(8, self.heads + 2, self.head_dim, generator=g, **opts)[:, : self.heads]
+            k, v = (torch.randn(self.kv_heads, 256, self.head_dim, generator=g, **opts).transpose(0, 1) for _ in "kv")
             out = self._flash(q, k, v, torch.tensor([100], dtype=torch.int32, device=self.device))
             mask = torch.arange(256, device=self.device)[None] <= torch.arange(92, 100, device=self.device)[:, None]
             kr, vr = (t.transpose(0, 1).repeat_interleave(self.heads // self.kv_heads, 0) for t in (k, v))

@@ -52,7 +52,8 @@ def unsupported_reason(model: PreTrainedModel) -> str | None:
         return "no model-level rotary_emb (transformers older than 4.45?)"
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None) or ()
-    if any(t != "full_attention" for t in layer_types) or (isinstance(window, int) and window < context_length_of(model)):
+    if any(t != "full_attention" for t in layer_types) or (
+            isinstance(window, int) and window < context_length_of(model)):
         return "sliding-window attention"
     if model.lm_head.weight.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         return f"weights in {model.lm_head.weight.dtype} (quantized?)"
@@ -75,8 +76,10 @@ def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int)
     from llma.static.backend import StaticBackend
 
     graphs = choice != "static"
-    # LLMA_STATIC_ATTENTION: the attention kernel in steps; LLMA_STATIC_COMPILE=1: torch.compile (graphs only).
-    options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "sdpa"),
+    # LLMA_STATIC_ATTENTION (+ LLMA_FLASH_SPLITS): the attention kernel; LLMA_STATIC_COMPILE=1: torch.compile
+    # (graphs only). benchmarks/run_gpu.sh chooses them on the GPU with `python -m llma.gpu_bench --choose`.
+    options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "flash" if cuda else "sdpa"),
+               "flash_splits": int(os.environ.get("LLMA_FLASH_SPLITS", "0")),
                "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1", **options}
     return StaticBackend(model, graphs=graphs, **options)
 

@@ -84,6 +84,18 @@ def test_trim_only_moves_the_position():
         st.trim(16)
 
 
+def test_attention_lengths_and_kernel_fallback(caplog):
+    model = _tiny(context=4096).model
+    st = StaticBackend(model, block=BLOCK, min_bucket=16)
+    assert [st._bucket(n) for n in (1, 17, 512, 513, 1100, 5000)] == [16, 32, 512, 1024, 1536, st.capacity]
+    with caplog.at_level(logging.WARNING, logger="llma.static"):
+        flash = StaticBackend(model, block=BLOCK, attention="flash")  # a CUDA kernel: sdpa on CPU
+    assert flash.attention == ("flash" if torch.cuda.is_available() and model.device.type == "cuda" else "sdpa")
+    assert "using sdpa" in caplog.text
+    with pytest.raises(ValueError, match="attention"):
+        StaticBackend(model, attention="fast")
+
+
 def _hf_greedy(model, prompt, n):
     out = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=n, min_new_tokens=n,
                          attention_mask=torch.ones(1, len(prompt), dtype=torch.long), eos_token_id=None)

@@ -255,10 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     report["results"] = summarise(runs)
     print(markdown(report))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        args.json.with_suffix(".md").write_text(markdown(report))
+        write_report(args.json, report, markdown(report))
     return 0
+
+
+def write_report(path: Path, report: dict[str, object], table: str) -> None:
+    """The results as JSON at `path` and the markdown table beside it (.md)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.with_suffix(".md").write_text(table)
 
 
 if __name__ == "__main__":

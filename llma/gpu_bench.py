@@ -24,6 +24,7 @@ import torch
 import transformers
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
+from llma.bench import write_report
 from llma.bench_data import bench_prompts
 from llma.engine import Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
@@ -258,9 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         backend = "static-graphs" if dev.type == "cuda" else "static"
         report["forced_decoding"] = {big.name: forced_decoding(big, prompts, args.max_new_tokens, backend)}
     print(markdown(report))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    args.json.with_suffix(".md").write_text(markdown(report))
+    write_report(args.json, report, markdown(report))
     return 0
 
 

@@ -8,14 +8,14 @@ from .builder import build_index
 from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from .document_index import DocumentIndex, load_index
 from .embedder import DEFAULT_EMBEDDER, Embedder
-from .errors import (EmbedderMismatchError, IndexCorruptError, IndexingError, IndexMissingError,
-                     NoDocumentsError)
+from .errors import (EmbedderMismatchError, EmbedderNotFoundError, IndexCorruptError, IndexingError,
+                     IndexMissingError, NoDocumentsError)
 from .types import BuildReport, Chunk, SearchHit, SkippedFile
 from .vectors import HNSW_THRESHOLD
 
 __all__ = [
     "BuildReport", "Chunk", "DEFAULT_CHUNK_OVERLAP", "DEFAULT_CHUNK_SIZE", "DEFAULT_EMBEDDER",
-    "DocumentIndex", "Embedder", "EmbedderMismatchError", "HNSW_THRESHOLD", "IndexCorruptError",
+    "DocumentIndex", "Embedder", "EmbedderMismatchError", "EmbedderNotFoundError", "HNSW_THRESHOLD", "IndexCorruptError",
     "IndexMissingError", "IndexingError", "NoDocumentsError", "SearchHit", "SkippedFile",
     "build_index", "load_index",
 ]

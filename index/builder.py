@@ -14,8 +14,8 @@ from . import store
 from .chunking import (DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE, check_chunk_settings,
                        make_splitter, split_document)
 from .embedder import Embedder, as_embedder
-from .errors import IndexCorruptError, IndexMissingError, NoDocumentsError
-from .ingest import (JSONL_TEXT_FIELD, Reader, SourceFile, UnreadableFile, extract, iter_files,
+from .errors import IndexCorruptError, IndexingError, IndexMissingError, NoDocumentsError
+from .ingest import (JSONL_TEXT_FIELD, MAX_FILE_BYTES, Reader, SourceFile, UnreadableFile, extract, iter_files,
                      load_source, readers)
 from .types import BuildReport, Chunk, SkippedFile
 from .vectors import HNSW_THRESHOLD, build_faiss, index_type_for
@@ -87,7 +87,7 @@ class _Chunker:
 
 
 def _collect(docs_dir: Path, out_dir: Path, previous: _Previous, chunker: _Chunker,
-             text_field: str, report: BuildReport, progress: bool) -> list[_FileChunks]:
+             text_field: str, report: BuildReport, progress: bool, max_bytes: int) -> list[_FileChunks]:
     """Read every file; reuse unchanged ones, chunk the rest; fill the report."""
     by_suffix = readers(text_field)
     files: list[_FileChunks] = []
@@ -98,7 +98,7 @@ def _collect(docs_dir: Path, out_dir: Path, previous: _Previous, chunker: _Chunk
         try:
             if reader is None:
                 raise UnreadableFile(f"unsupported file type {path.suffix or '(none)'!r}")
-            src = load_source(path, docs_dir)
+            src = load_source(path, docs_dir, max_bytes)
             if previous.reusable(rel, src.sha256):
                 files.append(previous.reuse(rel, src.sha256))
                 report.unchanged.append(rel)
@@ -135,13 +135,14 @@ def build_index(
     *,
     hnsw_threshold: int = HNSW_THRESHOLD,
     jsonl_text_field: str = JSONL_TEXT_FIELD,
+    max_file_bytes: int = MAX_FILE_BYTES,
 ) -> BuildReport:
     """Index every supported file under `docs_dir` into `out_dir`.
 
     Re-running on the same `out_dir` only embeds new and changed files (by
-    sha256); removed files are dropped. Files that cannot be used are skipped
-    and listed in `report.skipped`. The folder is replaced atomically, and not
-    rewritten at all when nothing changed. Raises NoDocumentsError when
+    sha256); removed files are dropped. Files that cannot be used, or are over
+    `max_file_bytes`, are skipped and listed in `report.skipped`. The folder is
+    replaced atomically, and not rewritten at all when nothing changed. Raises NoDocumentsError when
     `docs_dir` is missing or yields no text.
     """
     started = time.monotonic()
@@ -149,12 +150,14 @@ def build_index(
     check_chunk_settings(chunk_size, chunk_overlap)
     if not docs_dir.is_dir():
         raise NoDocumentsError(f"documents folder {docs_dir} does not exist or is not a folder")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IndexingError(f"index path {out_dir} is a file; pass a folder for the index")
     embedder = as_embedder(embedder)
     report = BuildReport(out_dir)
     with store.build_lock(out_dir):
         previous = _load_previous(out_dir, embedder.name, chunk_size, chunk_overlap)
         files = _collect(docs_dir, out_dir, previous, _Chunker(embedder, chunk_size, chunk_overlap),
-                         jsonl_text_field, report, progress)
+                         jsonl_text_field, report, progress, max_file_bytes)
         report.removed = sorted(set(previous.files) - {f.rel for f in files})
         report.num_chunks = sum(len(f.chunks) for f in files)
         if report.num_chunks == 0:

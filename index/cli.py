@@ -11,6 +11,7 @@ from .builder import build_index
 from .chunking import DEFAULT_CHUNK_OVERLAP, DEFAULT_CHUNK_SIZE
 from .document_index import load_index
 from .errors import IndexingError
+from .ingest import MAX_FILE_BYTES
 from .vectors import HNSW_THRESHOLD
 
 SNIPPET_CHARS = 240
@@ -32,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--hnsw-threshold", type=int, default=HNSW_THRESHOLD,
                        help="use HNSW instead of exact search from this many chunks")
     build.add_argument("--text-field", default="text", help="text field of .jsonl records")
+    build.add_argument("--max-file-mb", type=float, default=MAX_FILE_BYTES / 2**20,
+                       help="skip files larger than this (MB)")
     build.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     search = commands.add_parser("search", help="search an index")
@@ -46,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> None:
     report = build_index(args.docs, args.out, embedder=args.embedder, chunk_size=args.chunk_size,
                          chunk_overlap=args.chunk_overlap, progress=not args.no_progress,
-                         hnsw_threshold=args.hnsw_threshold, jsonl_text_field=args.text_field)
+                         hnsw_threshold=args.hnsw_threshold, jsonl_text_field=args.text_field,
+                         max_file_bytes=int(args.max_file_mb * 2**20))
     print(report.summary())
     for skipped in report.skipped:
         print(f"  skipped {skipped.path}: {skipped.reason}")

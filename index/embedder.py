@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import EmbedderNotFoundError
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
@@ -76,7 +78,13 @@ def _load_model(name: str, device: str) -> "SentenceTransformer":
             from sentence_transformers import SentenceTransformer
 
             log.info("loading embedder %s on %s", name, device)
-            model = SentenceTransformer(_load_location(name), device=device)
+            try:
+                model = SentenceTransformer(_load_location(name), device=device)
+            except (OSError, ValueError, RuntimeError) as exc:
+                cause = " ".join(str(exc).split())[:300]
+                raise EmbedderNotFoundError(
+                    f"cannot load embedder {name!r}: not bundled, not a local folder and not in the "
+                    f"local Hugging Face cache (this machine is offline). Cause: {cause}") from exc
             _cache[(name, device)] = model
         return model
 

@@ -33,3 +33,7 @@ class EmbedderMismatchError(IndexingError):
 
 class NoDocumentsError(IndexingError):
     """The documents folder is missing or holds nothing that can be indexed."""
+
+
+class EmbedderNotFoundError(IndexingError):
+    """The embedding model cannot be loaded (not bundled, not a local folder, not cached)."""

@@ -24,6 +24,9 @@ from .types import Document
 log = logging.getLogger(__name__)
 
 JSONL_TEXT_FIELD = "text"
+# Bigger files are skipped: a 200 MB text file is ~200k chunks, hours of embedding on a CPU, and is
+# read into memory whole. Raise it with build_index(max_file_bytes=...) / --max-file-mb.
+MAX_FILE_BYTES = 50 * 2**20
 _MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 _DROPPED_HTML_TAGS = ["script", "style", "noscript", "template"]
 
@@ -145,9 +148,12 @@ def iter_files(docs_dir: Path, exclude: Path | None = None) -> Iterator[Path]:
             yield path
 
 
-def load_source(path: Path, docs_dir: Path) -> SourceFile:
+def load_source(path: Path, docs_dir: Path, max_bytes: int = MAX_FILE_BYTES) -> SourceFile:
     """Read a file's bytes, or raise UnreadableFile."""
     try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UnreadableFile(f"too large ({size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB)")
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableFile(f"unreadable ({exc.strerror or exc})") from exc

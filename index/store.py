@@ -156,6 +156,8 @@ def _remove_other_generations(out_dir: Path, keep: set[str]) -> None:
 
 def read_manifest(out_dir: Path) -> Manifest:
     path = out_dir / MANIFEST
+    if out_dir.exists() and not out_dir.is_dir():
+        raise IndexMissingError(f"index path {out_dir} is a file, not an index folder")
     if not out_dir.is_dir():
         raise IndexMissingError(f"no index folder {out_dir}; build it with: "
                                 f"python -m index build DOCS --out {out_dir}")

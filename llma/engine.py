@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from llma.backend import Backend
+from llma.checks import MAX_REFERENCE_TOKENS, check_finite, check_int, check_references, check_token_ids
 from llma.decoder import Decoder, StopConfig, collect
 from llma.loading import LoadedModel
 from llma.proposer import CopyLength, Policy, Proposer, ReferenceIndex
@@ -33,6 +34,7 @@ class LLMAConfig:
     n-gram range, copy length and policy defaults were chosen with `python -m llma.bench` (README).
     `copy_from_output` also lets the answer copy from itself (reference id "output").
     `temperature` 0 means greedy; above 0, lossless speculative sampling with `seed`.
+    `max_reference_tokens` bounds the references of one generation (their n-gram index lives in RAM).
     """
 
     enabled: bool = True
@@ -49,8 +51,15 @@ class LLMAConfig:
     top_p: float = 1.0
     seed: int | None = None
     stop_sequences: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
+    max_reference_tokens: int = MAX_REFERENCE_TOKENS
 
     def __post_init__(self) -> None:
+        for name in ("min_n", "max_n", "k", "k_max", "max_new_tokens", "top_k", "max_reference_tokens"):
+            check_int(name, getattr(self, name))
+        if self.seed is not None:
+            check_int("seed", self.seed, 0)
+        check_finite("temperature", self.temperature)
+        check_finite("top_p", self.top_p)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         # Build the parts once here so bad settings fail at once, with the parts' own messages.
@@ -80,6 +89,7 @@ class Engine:
         eos = loaded.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_token_ids = frozenset(int(t) for t in eos_ids if t is not None)
+        self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
 
     @property
     def context_length(self) -> int:
@@ -109,12 +119,14 @@ class Engine:
         verifier: Verifier | None = None,
     ) -> Iterator[StepEvent]:
         """`verifier` overrides the one the config implies (the benchmark's forced decoding)."""
+        check_token_ids("prompt", prompt, self.vocab_size)
+        references = check_references(references, self.vocab_size, config.max_reference_tokens)
         stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences)
         if hasattr(self.backend, "reserve"):  # a static cache sizes its attention for the whole answer
             self.backend.reserve(config.max_new_tokens)
         return self.decoder.stream(
             prompt,
-            proposer=self.proposer(references or {}, config),
+            proposer=self.proposer(references, config),
             verifier=verifier or self.verifier(config),
             stop=stop,
         )

@@ -47,7 +47,10 @@ def resolve_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'") from err
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -115,7 +118,14 @@ def _source(name: str) -> str:
         return str(dequantized_copy(path))
     if path.exists() and not path.is_dir():
         raise ModelNotFoundError(f"model path {name!r} is a file but not a .gguf file")
-    return str(path) if path.is_dir() else name
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"folder {name!r} holds no model (no config.json); pass a folder "
+                                     "written by save_pretrained, a .gguf file or a model id")
+        return str(path)
+    if name.startswith(("/", "./", "../", "~")) or os.sep + os.sep in name:
+        raise ModelNotFoundError(f"model folder {name!r} does not exist")
+    return name
 
 
 def load_model(
@@ -133,11 +143,12 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dt)
-    except OSError as err:
-        raise ModelNotFoundError(
-            f"cannot load model {name!r}: not a local folder and not in the local Hugging Face cache "
-            f"(this machine is offline; download it elsewhere and pass its folder). Cause: {err}"
-        ) from err
+    except (OSError, ValueError) as err:  # ValueError: files there, but no usable tokenizer/model
+        where = "its folder is not a loadable model" if Path(source).is_dir() else (
+            "not a local folder and not in the local Hugging Face cache (this machine is offline; "
+            "download it elsewhere and pass its folder)")
+        cause = " ".join(str(err).split())[:300]
+        raise ModelNotFoundError(f"cannot load model {name!r}: {where}. Cause: {cause}") from err
     model.to(dev).eval()
     log.info("loaded %s on %s in %s", name, dev, dt)
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, device=dev, dtype=dt)

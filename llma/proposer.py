@@ -55,6 +55,7 @@ class ReferenceIndex:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         self.min_n, self.max_n, self.policy = min_n, max_n, policy
         self._refs: dict[RefId, list[int]] = {}
+        self._rank: dict[RefId, int] = {}  # creation order: "earliest reference" for first/longest
         self._table: dict[tuple[int, ...], _Occurrences] = {}
         for ref_id, tokens in (references or {}).items():
             self.extend(ref_id, tokens)
@@ -65,6 +66,8 @@ class ReferenceIndex:
 
     def extend(self, ref_id: RefId, tokens: Iterable[int]) -> None:
         """Append tokens to reference `ref_id` (created if new), indexing only the new n-grams."""
+        if ref_id not in self._refs:
+            self._rank[ref_id] = len(self._refs)
         ref = self._refs.setdefault(ref_id, [])
         for token in tokens:
             if not isinstance(token, int) or isinstance(token, bool):
@@ -100,10 +103,13 @@ class ReferenceIndex:
     def _choose(self, occ: _Occurrences, k: int) -> tuple[RefId, int]:
         if self.policy == "recent":
             return occ.last
+        # `occ.first` is ordered by when each reference first held the n-gram, not by reference
+        # order, so ties go by creation rank (the same answer as an index built all at once).
         if self.policy == "first":
-            return next(iter(occ.first.items()))
+            return min(occ.first.items(), key=lambda item: self._rank[item[0]])
         # "longest": the first occurrence in each reference has that reference's longest tail.
-        return max(occ.first.items(), key=lambda item: min(k, len(self._refs[item[0]]) - item[1]))
+        return min(occ.first.items(),
+                   key=lambda item: (-min(k, len(self._refs[item[0]]) - item[1]), self._rank[item[0]]))
 
 
 @dataclass

@@ -6,7 +6,8 @@
     answer.text, answer.spans, answer.stats["tokens_per_forward"]
 """
 from rag.cache import AnswerCache, CachedAnswer
-from rag.pipeline import RAGPipeline, check_question, retrieve
+from rag.inputs import check_question
+from rag.pipeline import RAGPipeline, retrieve
 from rag.types import Answer, AnswerDelta, Comparison, Passage, RagSettings, SourceText, TextSpan
 
 __all__ = [

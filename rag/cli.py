@@ -44,15 +44,17 @@ def _index_dir(args: argparse.Namespace) -> str | None:
 def _ask(args: argparse.Namespace) -> None:
     # Import late: argument errors should not wait for torch.
     from llma import LLMAConfig
-    from rag.pipeline import RAGPipeline, check_question
+    from rag.inputs import check_question
+    from rag.pipeline import RAGPipeline
     from rag.render import legend, marked_text, stats_line
     from rag.types import RagSettings
 
+    # Every argument is checked before the model loads: bad input fails in a second, not ten.
     question = check_question(args.question)
-    pipe = RAGPipeline.from_paths(_index_dir(args), args.model, args.device, args.dtype)
     config = LLMAConfig(max_new_tokens=args.max_new_tokens)
     settings = RagSettings(top_k=args.k, min_score=args.min_score,
                            llma=config.greedy() if args.no_llma else config)
+    pipe = RAGPipeline.from_paths(_index_dir(args), args.model, args.device, args.dtype)
     if args.compare:
         comparison = pipe.compare_with_greedy(question, settings=replace(settings, llma=config))
         answer = comparison.llma

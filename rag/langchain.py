@@ -23,6 +23,7 @@ from pydantic import ConfigDict, Field
 
 from index import DocumentIndex
 from llma import LLMAConfig
+from rag.inputs import check_question
 from rag.pipeline import RAGPipeline
 from rag.prompt import SYSTEM_WITH_PASSAGES, passage_block
 from rag.types import Answer, AnswerDelta
@@ -144,4 +145,6 @@ def make_chain(retriever: BaseRetriever, model: LLMAChatModel) -> Runnable[str, 
         to_prompt = RunnableLambda(lambda x: {"context": format_documents(x["docs"]), "question": x["question"]})
         return to_prompt | PROMPT | model.bind(references=references)
 
-    return RunnableParallel(docs=retriever, question=RunnablePassthrough()) | RunnableLambda(answer_step)
+    # The question is checked (and cleaned) before retrieval: an empty one fails at once.
+    return (RunnableLambda(check_question) | RunnableParallel(docs=retriever, question=RunnablePassthrough())
+            | RunnableLambda(answer_step))

@@ -12,6 +12,7 @@ from index import DocumentIndex, Embedder, load_index
 from llma import Engine, LLMAConfig, LoadedModel, load_model
 from rag.cache import AnswerCache
 from rag.generation import Request, run
+from rag.inputs import check_history, check_messages, check_question, check_reference_texts
 from rag.prompt import Prompt, Turn, build_prompt, parse_history, render
 from rag.references import TokenizedText, build_references
 from rag.types import Answer, AnswerDelta, Comparison, Passage, RagSettings, SourceText
@@ -27,12 +28,6 @@ def retrieve(index: DocumentIndex, question: str, k: int, min_score: float | Non
     return [Passage(id=f"passage:{n}", number=n, text=hit.chunk.text.strip(), source=hit.chunk.source,
                     title=hit.chunk.title or hit.chunk.source, score=hit.score, chunk_id=hit.chunk.id)
             for n, hit in enumerate(hits, start=1)]
-
-
-def check_question(question: str) -> str:
-    if not isinstance(question, str) or not question.strip():
-        raise ValueError("the question is empty: type a question")
-    return question.strip()
 
 
 def _turn_source(turn: Turn) -> SourceText:
@@ -89,6 +84,7 @@ class RAGPipeline:
     def prepare(self, question: str, history: History = (), settings: RagSettings = RagSettings()) -> Request:
         """Retrieval, prompt and references for a question (no decoding)."""
         question = check_question(question)
+        history = check_history(history)
         passages = retrieve(self.index, question, settings.top_k, settings.min_score) \
             if self.index is not None and settings.top_k > 0 else []
         prompt = build_prompt(self.tokenizer, question, parse_history(history), passages,
@@ -102,7 +98,7 @@ class RAGPipeline:
         """Deltas as the answer grows. An empty question raises here, at once; other bad input on
         the first `next()`."""
         question = check_question(question)
-        return self._stream(question, history, settings)
+        return self._stream(question, check_history(history), settings)
 
     def _stream(self, question: str, history: History, settings: RagSettings) -> Iterator[AnswerDelta]:
         with self._lock:
@@ -129,9 +125,11 @@ class RAGPipeline:
                         refs_from_prompt: bool = True) -> Iterator[AnswerDelta]:
         """Generate for ready chat messages with the chat template, copying from `references`
         (ids "reference:<i>"); for the LangChain model."""
-        if not messages:
-            raise ValueError("no messages to answer")
-        return self._stream_messages([dict(m) for m in messages], list(references), config, tuple(stop), refs_from_prompt)
+        checked = check_messages(messages)
+        texts = check_reference_texts(references, config.max_reference_tokens)
+        if isinstance(stop, (str, bytes)) or not all(isinstance(s, str) and s for s in stop):
+            raise ValueError("stop must be a list of non-empty strings")
+        return self._stream_messages(checked, texts, config, tuple(stop), refs_from_prompt)
 
     def _stream_messages(self, messages: list[dict[str, str]], references: list[str], config: LLMAConfig,
                          stop: tuple[str, ...], refs_from_prompt: bool) -> Iterator[AnswerDelta]:

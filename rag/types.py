@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from llma import LLMAConfig
+from llma.checks import check_finite, check_int
 
 SourceKind = Literal["passage", "history", "cache", "reference"]
 
@@ -28,12 +29,17 @@ class RagSettings:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = no retrieval), got {self.top_k}")
+        check_int("top_k", self.top_k, 0)
+        if self.min_score is not None:
+            check_finite("min_score", self.min_score)
+        check_finite("cache_threshold", self.cache_threshold)
         if not -1.0 <= self.cache_threshold <= 1.0:
             raise ValueError(f"cache_threshold is a cosine similarity in [-1, 1], got {self.cache_threshold}")
-        if any(not s for s in self.stop):
-            raise ValueError("stop strings must not be empty")
+        if not isinstance(self.llma, LLMAConfig):
+            raise ValueError(f"llma must be an LLMAConfig, got {type(self.llma).__name__}")
+        if isinstance(self.stop, (str, bytes)) or not all(isinstance(s, str) and s for s in self.stop):
+            raise ValueError(f"stop must be a tuple of non-empty strings, got {self.stop!r}")
+        object.__setattr__(self, "stop", tuple(self.stop))  # frozen: a list given is stored as a tuple
 
 
 @dataclass(frozen=True)

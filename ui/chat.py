@@ -13,7 +13,9 @@ MAX_QUESTION_CHARS = 4000
 
 def check_question(message: str | None, max_chars: int = MAX_QUESTION_CHARS) -> tuple[str, str | None]:
     """(question, None) when it can be asked, else ("", reason to show the user)."""
-    question = (message or "").strip()
+    from rag.inputs import clean_text  # late: rag imports torch, and the page should come up first
+
+    question = clean_text(message if isinstance(message, str) else "").strip()
     if not question:
         return "", "Type a question first."
     if len(question) > max_chars:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import html
 import re
 
+import pytest
+
 # top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history
 SETTINGS = dict(top_k=2, min_n=2, max_n=4, k=8, adaptive=True, max_new_tokens=40,
                 temperature=0.0, use_llma=True, use_history=True)
@@ -71,3 +73,26 @@ def test_unsupported_upload_gets_a_clear_message(client, live_app, tmp_path):
     message, _ = client.predict([handle_file(str(bad))], api_name="/add_documents")
     assert "Not added: malware.exe: unsupported file type '.exe'" in message
     assert not (live_app.docs / "uploads" / "malware.exe").exists()
+
+
+def test_bad_uploads_lose_nothing_already_indexed(client, live_app, tmp_path):
+    """A PDF that is not one is saved but skipped by the indexer, with the reason; a 25 MB file is
+    refused by the server before it is stored; the documents indexed before still answer."""
+    from gradio_client import handle_file
+
+    from index import load_index
+
+    before = load_index(live_app.index).sources
+    fake = tmp_path / "report.pdf"
+    fake.write_bytes(b"this is not a PDF at all")
+    message, _ = client.predict([handle_file(str(fake))], api_name="/add_documents")
+    assert "Skipped uploads/report.pdf: invalid PDF" in message, message
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as fh:
+        fh.truncate(25 * 2**20)
+    with pytest.raises(Exception, match="(?i)too large|exceeds|maximum"):
+        client.predict([handle_file(str(huge))], api_name="/add_documents")
+    assert not (live_app.docs / "uploads" / "huge.txt").exists()
+    assert load_index(live_app.index).sources == before
+    updates = ask(client, "Are leading zeros allowed in a decimal integer literal?", max_new_tokens=8)
+    assert text_of(updates[-1][0][-1]).strip()

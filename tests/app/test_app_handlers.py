@@ -92,7 +92,7 @@ def test_history_is_passed_on_the_next_turn(harness):
     assert settings.use_history_refs is False
 
 
-@pytest.mark.parametrize("message", ["", "  \n\t ", "x" * 100_000])
+@pytest.mark.parametrize("message", ["", "  \n\t ", "x" * 100_000, "\x00\x01\x1b[31m\x7f"])
 def test_empty_and_huge_messages_never_reach_the_model(harness, message):
     calls = len(harness.pipe.calls)
     ask(harness.client(), message)

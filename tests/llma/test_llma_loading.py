@@ -32,10 +32,14 @@ def test_local_folder(tmp_path):
 
 
 def test_missing_models_give_clear_errors(tmp_path):
-    with pytest.raises(ModelNotFoundError, match="offline"):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
         load_model(str(tmp_path / "no-such-model"), device="cpu")
     with pytest.raises(ModelNotFoundError, match="offline"):
         load_model("nobody/unknown-model-id", device="cpu")
+    (tmp_path / "not-a-model").mkdir()
+    (tmp_path / "not-a-model" / "notes.txt").write_text("hello")
+    with pytest.raises(ModelNotFoundError, match="holds no model"):
+        load_model(str(tmp_path / "not-a-model"), device="cpu")
     not_gguf = tmp_path / "weights.bin"
     not_gguf.write_bytes(b"\0" * 10)
     with pytest.raises(ModelNotFoundError, match="not a .gguf"):
@@ -43,6 +47,8 @@ def test_missing_models_give_clear_errors(tmp_path):
 
 
 def test_device_and_dtype_resolution():
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(None).type in ("cpu", "cuda")
     assert resolve_dtype(None, torch.device("cpu")) == torch.float32

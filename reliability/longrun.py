@@ -1,0 +1,183 @@
+"""Long run: many consecutive questions through one RAG pipeline; does memory or the KV cache grow?
+
+    python -m reliability.longrun --questions 500 --json benchmarks/reliability/longrun.json
+
+Real data: SQuAD v1.1 dev articles become the documents (one .txt per article, indexed once into
+artifacts/), and their questions, taken round-robin across articles, are asked in order. Each answer
+is checked to be complete; after each, the process's RSS, the tokens held in the KV cache and (on
+CUDA) the GPU memory in use are recorded. A leak shows as growth over the second half of the run.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+
+from reliability.report import REPORT_DIR, ROOT, header, rss_mb, write_report
+
+log = logging.getLogger(__name__)
+
+SQUAD = ROOT.parent / "shared" / "data" / "squad-v1.1-dev" / "dev-v1.1.json"
+WORK_DIR = ROOT / "artifacts" / "longrun"
+MAX_GROWTH_MB = 50.0  # RSS growth over the second half above this counts as a leak
+
+
+@dataclass
+class Sample:
+    question: int
+    rss_mb: float
+    kv_tokens: int
+    cuda_mb: float | None
+    gc_objects: int | None = None
+
+
+@dataclass
+class LongRun:
+    answered: int = 0
+    failed: list[dict[str, object]] = field(default_factory=list)
+    incomplete: int = 0
+    latencies_s: list[float] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    tokens: int = 0
+    cache_hits_used: int = 0
+
+
+def squad_corpus(path: Path, articles: int, docs_dir: Path) -> list[str]:
+    """Write `articles` SQuAD articles as documents; return their questions, round-robin."""
+    data = json.loads(path.read_text(encoding="utf-8"))["data"][:articles]
+    docs_dir.mkdir(parents=True, exist_ok=True)
+    per_article = []
+    for article in data:
+        text = "\n\n".join(p["context"] for p in article["paragraphs"])
+        (docs_dir / f"{article['title']}.txt").write_text(text, encoding="utf-8")
+        per_article.append([qa["question"] for p in article["paragraphs"] for qa in p["qas"]])
+    return [q for row in zip_longest(*per_article) for q in row if q]
+
+
+def _cuda_mb() -> float | None:
+    import torch
+
+    return torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None
+
+
+def sample(pipe: object, question: int, with_gc: bool) -> Sample:
+    backend = pipe.engine.backend  # type: ignore[attr-defined]
+    return Sample(question, rss_mb(), int(getattr(backend, "cached", 0)), _cuda_mb(),
+                  len(gc.get_objects()) if with_gc else None)
+
+
+def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_every: int = 50) -> LongRun:
+    """Ask every question in turn; failures are recorded, never raised."""
+    result = LongRun()
+    result.samples.append(sample(pipe, 0, True))
+    for n, question in enumerate(questions, start=1):
+        started = time.perf_counter()
+        try:
+            answer = pipe.answer(question, settings=settings)  # type: ignore[attr-defined]
+        except Exception as exc:  # a long run must report every failure, not stop at the first
+            log.exception("question %d failed", n)
+            result.failed.append({"question": n, "text": question, "error": f"{type(exc).__name__}: {exc}"})
+            continue
+        result.latencies_s.append(time.perf_counter() - started)
+        result.answered += 1
+        result.tokens += int(answer.stats["tokens"])
+        result.cache_hits_used += any(k.startswith("cache:") for k in answer.sources)
+        complete = bool(answer.text.strip()) and answer.stop_reason in ("eos", "max_new_tokens", "stop_string")
+        result.incomplete += not complete
+        result.samples.append(sample(pipe, n, n % gc_every == 0))
+    return result
+
+
+def growth(samples: Sequence[Sample]) -> dict[str, float]:
+    """RSS after warm-up, at the end, its maximum, and growth and slope over the second half."""
+    rss = [s.rss_mb for s in samples]
+    half = samples[len(samples) // 2:]
+    xs, ys = [s.question for s in half], [s.rss_mb for s in half]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mean_x) ** 2 for x in xs) or 1.0
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var
+    warm = samples[min(len(samples) - 1, max(1, len(samples) // 10))].rss_mb
+    return {"rss_start_mb": rss[0], "rss_after_warmup_mb": warm, "rss_end_mb": rss[-1], "rss_max_mb": max(rss),
+            "second_half_growth_mb": ys[-1] - ys[0], "second_half_slope_mb_per_100q": 100 * slope}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+def summary(result: LongRun, context_length: int) -> dict[str, object]:
+    kv = [s.kv_tokens for s in result.samples]
+    cuda = [s.cuda_mb for s in result.samples if s.cuda_mb is not None]
+    objects = [s.gc_objects for s in result.samples if s.gc_objects is not None]
+    return {"answered": result.answered, "failed": len(result.failed), "incomplete": result.incomplete,
+            "tokens": result.tokens, "answers_using_a_cached_answer": result.cache_hits_used,
+            "latency_p50_s": percentile(result.latencies_s, 50), "latency_p90_s": percentile(result.latencies_s, 90),
+            "latency_max_s": max(result.latencies_s, default=float("nan")),
+            **growth(result.samples), "kv_tokens_max": max(kv), "kv_tokens_last": kv[-1],
+            "context_length": context_length,
+            "cuda_mb_start": cuda[0] if cuda else None, "cuda_mb_end": cuda[-1] if cuda else None,
+            "cuda_mb_max": max(cuda) if cuda else None,
+            "gc_objects_first": objects[0] if objects else None, "gc_objects_last": objects[-1] if objects else None}
+
+
+def leaked(figures: dict[str, object]) -> bool:
+    return float(figures["second_half_growth_mb"]) > MAX_GROWTH_MB  # type: ignore[arg-type]
+
+
+def markdown(report: dict[str, object]) -> str:
+    f = report["figures"]
+    assert isinstance(f, dict)
+    rows = "\n".join(f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in f.items())
+    return (f"# Long run: {report['questions']} consecutive questions\n\n`{report['command']}`\n\n"
+            f"{report['machine']}, device {report['device']}, {report['date']}, commit {report['git_commit']}\n\n"
+            f"| figure | value |\n|---|---|\n{rows}\n\nVerdict: {report['verdict']}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m reliability.longrun", description=__doc__.splitlines()[0])
+    p.add_argument("--questions", type=int, default=500)
+    p.add_argument("--articles", type=int, default=12, help="SQuAD articles to index")
+    p.add_argument("--data", type=Path, default=SQUAD)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--json", type=Path, default=REPORT_DIR / "longrun.json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from index import build_index
+    from llma import LLMAConfig
+    from rag import RAGPipeline, RagSettings
+
+    questions = squad_corpus(args.data, args.articles, WORK_DIR / "docs")[: args.questions]
+    build_index(WORK_DIR / "docs", WORK_DIR / "index", progress=False)
+    pipe = RAGPipeline.from_paths(str(WORK_DIR / "index"), device=args.device)
+    settings = RagSettings(top_k=args.top_k, llma=LLMAConfig(max_new_tokens=args.max_new_tokens))
+    started = time.monotonic()
+    result = run_questions(pipe, questions, settings)
+    figures = {**summary(result, pipe.engine.context_length), "wall_s": time.monotonic() - started}
+    verdict = "FAIL" if result.failed or result.incomplete or leaked(figures) else "PASS"
+    report = {**header("python -m reliability.longrun " + " ".join(argv if argv is not None else sys.argv[1:])),
+              "device": str(pipe.loaded.device), "questions": len(questions), "settings": repr(settings),
+              "figures": figures, "verdict": verdict, "failures": result.failed[:20],
+              "samples": [asdict(s) for s in result.samples]}
+    write_report(args.json, report, markdown(report))
+    print(markdown(report))
+    return 0 if verdict == "PASS" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

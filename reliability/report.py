@@ -1,0 +1,43 @@
+"""What every reliability report carries: where and when it ran, and how it is written."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+REPORT_DIR = ROOT / "benchmarks" / "reliability"
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def header(command: str) -> dict[str, object]:
+    """The machine, the date, the commit and the exact command, for the top of a report."""
+    return {"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+                       f"{psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.system()}",
+            "python": platform.python_version(), "git_commit": _git_commit()}
+
+
+def rss_mb(pid: int | None = None) -> float:
+    """Resident memory of a process (default: this one) in MiB."""
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def write_report(path: Path, report: dict[str, object], markdown: str) -> None:
+    """The figures as JSON at `path` and as markdown beside it (.md)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown)

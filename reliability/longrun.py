@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
+from tqdm import tqdm
+
 from reliability.report import REPORT_DIR, ROOT, header, rss_mb, write_report
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ MAX_GROWTH_MB = 50.0  # RSS growth over the second half above this counts as a l
 class Sample:
     question: int
     rss_mb: float
-    kv_tokens: int
+    kv_tokens: int  # tokens held in the KV cache after the answer
+    answer_tokens: int  # that answer's prompt + output: the KV cache must hold no more than this
+    answer_cache: int  # entries in the pipeline's answer cache (bounded by its capacity)
     cuda_mb: float | None
     gc_objects: int | None = None
 
@@ -68,17 +72,18 @@ def _cuda_mb() -> float | None:
     return torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def sample(pipe: object, question: int, with_gc: bool) -> Sample:
+def sample(pipe: object, question: int, answer_tokens: int, with_gc: bool) -> Sample:
     backend = pipe.engine.backend  # type: ignore[attr-defined]
-    return Sample(question, rss_mb(), int(getattr(backend, "cached", 0)), _cuda_mb(),
-                  len(gc.get_objects()) if with_gc else None)
+    return Sample(question, rss_mb(), int(getattr(backend, "cached", 0)), answer_tokens,
+                  len(pipe.cache), _cuda_mb(), len(gc.get_objects()) if with_gc else None)  # type: ignore[attr-defined]
 
 
-def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_every: int = 50) -> LongRun:
+def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_every: int = 50,
+                  progress: bool = False) -> LongRun:
     """Ask every question in turn; failures are recorded, never raised."""
     result = LongRun()
-    result.samples.append(sample(pipe, 0, True))
-    for n, question in enumerate(questions, start=1):
+    result.samples.append(sample(pipe, 0, 0, True))
+    for n, question in enumerate(tqdm(questions, desc="questions", disable=not progress), start=1):
         started = time.perf_counter()
         try:
             answer = pipe.answer(question, settings=settings)  # type: ignore[attr-defined]
@@ -92,7 +97,8 @@ def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_e
         result.cache_hits_used += any(k.startswith("cache:") for k in answer.sources)
         complete = bool(answer.text.strip()) and answer.stop_reason in ("eos", "max_new_tokens", "stop_string")
         result.incomplete += not complete
-        result.samples.append(sample(pipe, n, n % gc_every == 0))
+        held = int(answer.stats["prompt_tokens"]) + int(answer.stats["tokens"])
+        result.samples.append(sample(pipe, n, held, n % gc_every == 0))
     return result
 
 
@@ -116,6 +122,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summary(result: LongRun, context_length: int) -> dict[str, object]:
     kv = [s.kv_tokens for s in result.samples]
+    excess = max((s.kv_tokens - s.answer_tokens for s in result.samples[1:]), default=0)
     cuda = [s.cuda_mb for s in result.samples if s.cuda_mb is not None]
     objects = [s.gc_objects for s in result.samples if s.gc_objects is not None]
     return {"answered": result.answered, "failed": len(result.failed), "incomplete": result.incomplete,
@@ -123,6 +130,8 @@ def summary(result: LongRun, context_length: int) -> dict[str, object]:
             "latency_p50_s": percentile(result.latencies_s, 50), "latency_p90_s": percentile(result.latencies_s, 90),
             "latency_max_s": max(result.latencies_s, default=float("nan")),
             **growth(result.samples), "kv_tokens_max": max(kv), "kv_tokens_last": kv[-1],
+            "kv_tokens_beyond_last_answer_max": excess,
+            "answer_cache_max": max(s.answer_cache for s in result.samples),
             "context_length": context_length,
             "cuda_mb_start": cuda[0] if cuda else None, "cuda_mb_end": cuda[-1] if cuda else None,
             "cuda_mb_max": max(cuda) if cuda else None,
@@ -130,7 +139,9 @@ def summary(result: LongRun, context_length: int) -> dict[str, object]:
 
 
 def leaked(figures: dict[str, object]) -> bool:
-    return float(figures["second_half_growth_mb"]) > MAX_GROWTH_MB  # type: ignore[arg-type]
+    """RSS grew over the second half, or the KV cache held more than the last answer."""
+    return (float(figures["second_half_growth_mb"]) > MAX_GROWTH_MB  # type: ignore[arg-type]
+            or int(figures["kv_tokens_beyond_last_answer_max"]) > 0)  # type: ignore[call-overload]
 
 
 def markdown(report: dict[str, object]) -> str:
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = RAGPipeline.from_paths(str(WORK_DIR / "index"), device=args.device)
     settings = RagSettings(top_k=args.top_k, llma=LLMAConfig(max_new_tokens=args.max_new_tokens))
     started = time.monotonic()
-    result = run_questions(pipe, questions, settings)
+    result = run_questions(pipe, questions, settings, progress=True)
     figures = {**summary(result, pipe.engine.context_length), "wall_s": time.monotonic() - started}
     verdict = "FAIL" if result.failed or result.incomplete or leaked(figures) else "PASS"
     report = {**header("python -m reliability.longrun " + " ".join(argv if argv is not None else sys.argv[1:])),

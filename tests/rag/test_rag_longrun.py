@@ -1,0 +1,20 @@
+"""Short version of `python -m reliability.longrun` (500 questions): many consecutive answers from
+one pipeline; none fails, the KV cache never holds more than the last answer, the answer cache stays
+within its capacity and memory does not keep growing."""
+from __future__ import annotations
+
+from rag import RAGPipeline
+from rag_fixtures import QUESTIONS, small
+from reliability.longrun import growth, run_questions
+
+VARIANTS = ["{}", "Please answer: {}", "{} Answer briefly.", "Quick question. {}", "{} Thanks!"]
+
+
+def test_thirty_consecutive_questions_leak_nothing(pipe: RAGPipeline) -> None:
+    questions = [v.format(q) for v in VARIANTS for q in QUESTIONS] * 2  # 30, repeats hit the cache
+    result = run_questions(pipe, questions, small(6, use_answer_cache=True), gc_every=10)
+    assert result.failed == [] and result.incomplete == 0 and result.answered == 30
+    for s in result.samples[1:]:
+        assert 0 < s.kv_tokens <= s.answer_tokens  # only the last answer's tokens are held
+        assert s.answer_cache <= pipe.cache.capacity
+    assert growth(result.samples)["second_half_growth_mb"] < 100  # loose: allocator noise on a short run

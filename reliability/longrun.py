@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 SQUAD = ROOT.parent / "shared" / "data" / "squad-v1.1-dev" / "dev-v1.1.json"
 WORK_DIR = ROOT / "artifacts" / "longrun"
-MAX_GROWTH_MB = 50.0  # RSS growth over the second half above this counts as a leak
+MAX_GROWTH_MB = 50.0  # RSS (or GPU memory) growth over the second half above this counts as a leak
 
 
 @dataclass
@@ -102,17 +102,22 @@ def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_e
     return result
 
 
-def growth(samples: Sequence[Sample]) -> dict[str, float]:
-    """RSS after warm-up, at the end, its maximum, and growth and slope over the second half."""
-    rss = [s.rss_mb for s in samples]
-    half = samples[len(samples) // 2:]
-    xs, ys = [s.question for s in half], [s.rss_mb for s in half]
+def growth(points: Sequence[tuple[int, float]], unit: str = "mb") -> dict[str, float]:
+    """(run index, value) points: the value at the start, after warm-up (a tenth of the run), at the
+    end, its maximum, and its growth and least-squares slope over the second half."""
+    half = points[len(points) // 2:]
+    xs, ys = [x for x, _ in half], [y for _, y in half]
     mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mean_x) ** 2 for x in xs) or 1.0
     slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var
-    warm = samples[min(len(samples) - 1, max(1, len(samples) // 10))].rss_mb
-    return {"rss_start_mb": rss[0], "rss_after_warmup_mb": warm, "rss_end_mb": rss[-1], "rss_max_mb": max(rss),
-            "second_half_growth_mb": ys[-1] - ys[0], "second_half_slope_mb_per_100q": 100 * slope}
+    warm = points[min(len(points) - 1, max(1, len(points) // 10))][1]
+    return {f"start_{unit}": points[0][1], f"after_warmup_{unit}": warm, f"end_{unit}": points[-1][1],
+            f"max_{unit}": max(y for _, y in points), f"second_half_growth_{unit}": ys[-1] - ys[0],
+            f"second_half_slope_{unit}_per_100": 100 * slope}
+
+
+def prefixed(prefix: str, figures: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}_{k}": v for k, v in figures.items()}
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -123,24 +128,25 @@ def percentile(values: Sequence[float], q: float) -> float:
 def summary(result: LongRun, context_length: int) -> dict[str, object]:
     kv = [s.kv_tokens for s in result.samples]
     excess = max((s.kv_tokens - s.answer_tokens for s in result.samples[1:]), default=0)
-    cuda = [s.cuda_mb for s in result.samples if s.cuda_mb is not None]
+    cuda = [(s.question, s.cuda_mb) for s in result.samples if s.cuda_mb is not None]
     objects = [s.gc_objects for s in result.samples if s.gc_objects is not None]
     return {"answered": result.answered, "failed": len(result.failed), "incomplete": result.incomplete,
             "tokens": result.tokens, "answers_using_a_cached_answer": result.cache_hits_used,
             "latency_p50_s": percentile(result.latencies_s, 50), "latency_p90_s": percentile(result.latencies_s, 90),
             "latency_max_s": max(result.latencies_s, default=float("nan")),
-            **growth(result.samples), "kv_tokens_max": max(kv), "kv_tokens_last": kv[-1],
+            **prefixed("rss", growth([(s.question, s.rss_mb) for s in result.samples])),
+            "kv_tokens_max": max(kv), "kv_tokens_last": kv[-1],
             "kv_tokens_beyond_last_answer_max": excess,
             "answer_cache_max": max(s.answer_cache for s in result.samples),
             "context_length": context_length,
-            "cuda_mb_start": cuda[0] if cuda else None, "cuda_mb_end": cuda[-1] if cuda else None,
-            "cuda_mb_max": max(cuda) if cuda else None,
+            **(prefixed("cuda", growth(cuda)) if cuda else {}),
             "gc_objects_first": objects[0] if objects else None, "gc_objects_last": objects[-1] if objects else None}
 
 
 def leaked(figures: dict[str, object]) -> bool:
     """RSS grew over the second half, or the KV cache held more than the last answer."""
-    return (float(figures["second_half_growth_mb"]) > MAX_GROWTH_MB  # type: ignore[arg-type]
+    return (float(figures["rss_second_half_growth_mb"]) > MAX_GROWTH_MB  # type: ignore[arg-type]
+            or float(figures.get("cuda_second_half_growth_mb", 0.0)) > MAX_GROWTH_MB  # type: ignore[arg-type]
             or int(figures["kv_tokens_beyond_last_answer_max"]) > 0)  # type: ignore[call-overload]
 
 

@@ -155,7 +155,7 @@ def markdown(report: dict[str, object]) -> str:
     assert isinstance(f, dict)
     rows = "\n".join(f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in f.items())
     return (f"# Long run: {report['questions']} consecutive questions\n\n`{report['command']}`\n\n"
-            f"{report['machine']}, device {report['device']}, {report['date']}, commit {report['git_commit']}\n\n"
+            f"{report['machine']}, device {report['device']} ({report['torch_threads']} torch threads), {report['date']}, commit {report['git_commit']}\n\n"
             f"| figure | value |\n|---|---|\n{rows}\n\nVerdict: {report['verdict']}\n")
 
 
@@ -167,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--json", type=Path, default=REPORT_DIR / "longrun.json")
     return p
 
@@ -175,10 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
     from index import build_index
     from llma import LLMAConfig
     from rag import RAGPipeline, RagSettings
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     questions = squad_corpus(args.data, args.articles, WORK_DIR / "docs")[: args.questions]
     build_index(WORK_DIR / "docs", WORK_DIR / "index", progress=False)
     pipe = RAGPipeline.from_paths(str(WORK_DIR / "index"), device=args.device)
@@ -188,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {**summary(result, pipe.engine.context_length), "wall_s": time.monotonic() - started}
     verdict = "FAIL" if result.failed or result.incomplete or leaked(figures) else "PASS"
     report = {**header("python -m reliability.longrun " + " ".join(argv if argv is not None else sys.argv[1:])),
-              "device": str(pipe.loaded.device), "questions": len(questions), "settings": repr(settings),
+              "device": str(pipe.loaded.device), "torch_threads": torch.get_num_threads(), "questions": len(questions), "settings": repr(settings),
               "figures": figures, "verdict": verdict, "failures": result.failed[:20],
               "samples": [asdict(s) for s in result.samples]}
     write_report(args.json, report, markdown(report))

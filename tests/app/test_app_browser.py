@@ -70,7 +70,9 @@ def test_empty_message_shows_a_warning(page):
 
 def test_example_question_streams_a_highlighted_answer(page):
     page.get_by_text(EXAMPLE).first.click()
-    assert page.input_value("#llma-input textarea") == EXAMPLE
+    # Gradio fills the textbox from the example through its own event round trip: wait for it
+    # (asserting at once failed on a loaded CI machine).
+    sync_api.expect(page.locator("#llma-input textarea")).to_have_value(EXAMPLE, timeout=30_000)
     ask_and_wait(page)
     bot = page.locator("#llma-chat [data-testid='bot']").last
     assert bot.inner_text().strip()

@@ -15,6 +15,9 @@ REPORT_DIR = ROOT / "benchmarks" / "reliability"
 
 
 def _git_commit() -> str:
+    """HEAD's short hash; LLMA_GIT_COMMIT names it where the tree travelled without .git (GPU machine)."""
+    if os.environ.get("LLMA_GIT_COMMIT"):
+        return os.environ["LLMA_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, timeout=10)

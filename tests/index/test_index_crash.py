@@ -18,11 +18,11 @@ def test_sigkilled_builds_leave_a_or_b_and_recover(tmp_path):
                                 max_bytes=4000)  # small files: a short test
 
     runs = report["runs"]
-    assert [run["mode"] for run in runs] == ["uniform", "save", "uniform"]
+    assert report["summary"]["killed"] == 3, runs  # builds that finished first do not count
     for run in runs:
         assert run["outcome"] in {"A", "B", "error"}, run
         assert run["recovery_ok"], run
     # The save-window kill must really have hit a running build, after its first new file.
-    save = runs[1]
-    assert save["killed"] and save["phase"] != "before save", save
+    saves = [run for run in runs if run["mode"] == "save" and run["killed"]]
+    assert saves and all(run["phase"] != "before save" for run in saves), runs
     assert report["summary"]["failures"] == 0

@@ -215,10 +215,13 @@ def run_campaign(src: Path, work: Path, runs: int, seed: int, files: int = 16,
 
 
 def summarize(records: list[dict], wall_s: float) -> dict:
+    """Outcomes, phases and modes count the killed builds only; failures and recovery count all."""
+    killed = [r for r in records if r["killed"]]
+
     def count(key: str) -> dict[str, int]:
-        return {v: sum(r[key] == v for r in records) for v in sorted({r[key] for r in records})}
+        return {v: sum(r[key] == v for r in killed) for v in sorted({r[key] for r in killed})}
     return {"runs": len(records), "outcomes": count("outcome"), "phases": count("phase"),
-            "modes": count("mode"), "killed": sum(r["killed"] for r in records),
+            "modes": count("mode"), "killed": len(killed),
             "recovery_ok": sum(r["recovery_ok"] for r in records),
             "failures": sum(not r["ok"] for r in records), "wall_s": round(wall_s, 1)}
 

@@ -52,7 +52,7 @@ def test_follow_up_turn_and_compare_with_greedy(client):
 
 
 def test_empty_and_huge_messages_do_not_crash(client):
-    for message in ["", "   \n ", "x" * 100_000, "<script>alert(1)</script>" * 4000]:
+    for message in ["", "   \n ", "why " * 250_000, "<script>alert(1)</script>" * 4000]:  # 1 MB
         ask(client, message)  # answered with a warning; no exception
     # The app still answers afterwards.
     updates = ask(client, "Which scope does a nonlocal name refer to?", max_new_tokens=8)

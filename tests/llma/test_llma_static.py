@@ -57,6 +57,28 @@ def test_logits_match_hf_backend_fp32():
     assert a.shape == (12, 97) and a.dtype == torch.float32 and st.cached == 32
 
 
+def test_prefill_is_padded_to_a_few_shapes_and_the_padding_is_never_read():
+    """On CUDA every new prefill shape kept host memory for good (RSS grew ~0.75 MB per new prompt
+    length over 500 SQuAD prompts, benchmarks/reliability/engine_cuda_before_fix.md): prompts are
+    padded to multiples of 64. The logits, and the steps after, still match the HF model's."""
+    model = _tiny().model
+    st, hf = StaticBackend(model, block=BLOCK), HFBackend(model)
+    shapes, layers = [], st._layers
+
+    def spy(x, *args, **kwargs):
+        if not kwargs.get("step"):
+            shapes.append(x.shape[0])
+        return layers(x, *args, **kwargs)
+
+    st._layers = spy
+    for n in (1, 5, 63, 64, 65, 130):
+        prompt, more = _ids(n, n), _ids(BLOCK + 3, n + 1)
+        torch.testing.assert_close(st.prefill(prompt), hf.prefill(prompt), atol=1e-4, rtol=1e-4)
+        assert st.cached == n
+        torch.testing.assert_close(st.forward(more), hf.forward(more), atol=1e-4, rtol=1e-4)
+    assert shapes == [64, 64, 64, 64, 128, 192]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_block_rows_bit_identical_to_one_token_steps(dtype):
     if not _row_invariant(dtype, BLOCK):

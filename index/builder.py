@@ -175,7 +175,10 @@ def _save(files: list[_FileChunks], out_dir: Path, docs_dir: Path, embedder: Emb
           chunk_size: int, chunk_overlap: int, hnsw_threshold: int, report: BuildReport) -> None:
     report.index_type = index_type_for(report.num_chunks, hnsw_threshold)
     if not (report.added or report.updated or report.removed) and _same_layout(out_dir, report):
-        return  # nothing changed: keep the folder as it is
+        # Nothing changed: keep the index as it is, but clear what a killed build left beside it
+        # (found by `python -m reliability.crash`: a kill between commit and cleanup).
+        store.remove_stale(out_dir)
+        return
     embeddings = np.concatenate([f.vectors for f in files if f.vectors is not None])
     faiss_index, _ = build_faiss(embeddings, hnsw_threshold)
     manifest = store.Manifest(

@@ -144,6 +144,13 @@ def save(out_dir: Path, manifest: Manifest, chunks: list[Chunk],
     _remove_other_generations(out_dir, {entry["name"] for entry in manifest.data_files.values()})
 
 
+def remove_stale(out_dir: Path) -> None:
+    """Remove the data files that the manifest does not name: what a build killed after its commit
+    (the old generation) or while writing (its new files) left. Call under the build lock."""
+    manifest = read_manifest(out_dir)
+    _remove_other_generations(out_dir, {entry["name"] for entry in manifest.data_files.values()})
+
+
 def _remove_other_generations(out_dir: Path, keep: set[str]) -> None:
     """Old generations and leftovers of crashed builds; best effort."""
     for path in out_dir.iterdir():

@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--malloc-trim", action="store_true", help="return freed heap to the OS before each RSS reading")
     p.add_argument("--json", type=Path, default=REPORT_DIR / "engine_run.json")
     args = p.parse_args(argv)
+    # Taken first: the commit and date the run started from, even if HEAD moves while it runs.
+    head = header("python -m reliability.engine_run " + " ".join(argv if argv is not None else sys.argv[1:]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     run = run_engine(engine, prompts, LLMAConfig(max_new_tokens=args.max_new_tokens), args.abandon_every,
                      progress=True, trim=args.malloc_trim)
     found = figures(run)
-    report = {**header("python -m reliability.engine_run " + " ".join(argv if argv is not None else sys.argv[1:])),
+    report = {**head,
               "device": str(loaded.device), "dtype": str(loaded.dtype), "backend": type(engine.backend).__name__,
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU",
               "torch": torch.__version__, "figures": found, "verdict": verdict(run, found),

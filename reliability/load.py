@@ -278,6 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     args = parse_args(argv)
     command = "python -m reliability.load " + shlex.join(sys.argv[1:] if argv is None else argv)
+    head = header(command)  # taken first: the commit and date the run started from
 
     def load(url: str, pid: int | None) -> dict[str, Any]:
         return run_load(url, pid, args.users, args.minutes * 60, load_questions(),
@@ -288,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         with app_server(args.docs, args.index, args.max_new_tokens) as (url, pid):
             report = load(url, pid)
-    report = {**header(command), **report}
+    report = {**head, **report}
     markdown = to_markdown(report)
     write_report(args.json, report, markdown)
     print(markdown)

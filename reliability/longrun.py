@@ -174,6 +174,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # Taken first: the commit and date the run started from, even if HEAD moves while it runs.
+    head = header("python -m reliability.longrun " + " ".join(argv if argv is not None else sys.argv[1:]))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_questions(pipe, questions, settings, progress=True)
     figures = {**summary(result, pipe.engine.context_length), "wall_s": time.monotonic() - started}
     verdict = "FAIL" if result.failed or result.incomplete or leaked(figures) else "PASS"
-    report = {**header("python -m reliability.longrun " + " ".join(argv if argv is not None else sys.argv[1:])),
+    report = {**head,
               "device": str(pipe.loaded.device), "torch_threads": torch.get_num_threads(), "questions": len(questions), "settings": repr(settings),
               "figures": figures, "verdict": verdict, "failures": result.failed[:20],
               "samples": [asdict(s) for s in result.samples]}

@@ -50,6 +50,20 @@ def test_crash_mid_write_keeps_previous_index(corpus, idx, embedder, monkeypatch
     assert {p.name for p in idx.iterdir()} == live | {"manifest.json", store.LOCK}
 
 
+def test_an_unchanged_rebuild_removes_what_a_killed_build_left(corpus, idx, embedder):
+    """A build SIGKILLed between its commit and its cleanup leaves the old generation's files; the
+    next build finds nothing to re-embed and must still remove them."""
+    before = sorted(p.name for p in idx.iterdir())
+    leftovers = ["chunks-1-dead.jsonl", "index-1-dead.faiss", "embeddings-1-dead.npy",
+                 "manifest.json.tmp-1-dead"]
+    for name in leftovers:
+        (idx / name).write_bytes(b"left by a killed build")
+    report = build_index(corpus, idx, embedder=embedder, progress=False)
+    assert report.added == report.updated == report.removed == []
+    assert sorted(p.name for p in idx.iterdir()) == before
+    assert len(load_index(idx)) == report.num_chunks
+
+
 def test_missing_folder_and_manifest(idx, tmp_path):
     with pytest.raises(IndexMissingError, match=f"no index folder .*{FIX}"):
         load_index(tmp_path / "nowhere")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from reliability.report import REPORT_DIR, ROOT, header, rss_mb, write_report
+from reliability.report import REPORT_DIR, ROOT, figure_table, header, rss_mb, write_report
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +153,9 @@ def leaked(figures: dict[str, object]) -> bool:
 def markdown(report: dict[str, object]) -> str:
     f = report["figures"]
     assert isinstance(f, dict)
-    rows = "\n".join(f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in f.items())
     return (f"# Long run: {report['questions']} consecutive questions\n\n`{report['command']}`\n\n"
             f"{report['machine']}, device {report['device']} ({report['torch_threads']} torch threads), {report['date']}, commit {report['git_commit']}\n\n"
-            f"| figure | value |\n|---|---|\n{rows}\n\nVerdict: {report['verdict']}\n")
+            f"{figure_table(f)}\n\nVerdict: {report['verdict']}\n")
 
 
 def _parser() -> argparse.ArgumentParser:

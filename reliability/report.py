@@ -44,3 +44,9 @@ def write_report(path: Path, report: dict[str, object], markdown: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     path.with_suffix(".md").write_text(markdown)
+
+
+def figure_table(figures: dict[str, object]) -> str:
+    """A markdown table of name -> value, floats to two decimals."""
+    rows = (f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in figures.items())
+    return "| figure | value |\n|---|---|\n" + "\n".join(rows)

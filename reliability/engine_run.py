@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from reliability.longrun import MAX_GROWTH_MB, SQUAD, growth, percentile, prefixed
-from reliability.report import REPORT_DIR, figure_table, header, rss_mb, write_report
+from reliability.report import REPORT_DIR, header, rss_mb, run_markdown, write_report
 
 log = logging.getLogger(__name__)
 ABANDON_AFTER_STEPS = 3
@@ -136,9 +136,8 @@ def verdict(run: EngineRun, found: dict[str, object]) -> str:
 def markdown(report: dict[str, object]) -> str:
     found = report["figures"]
     assert isinstance(found, dict)
-    return (f"# Engine long run: {found['generations']} generations on {report['device']}\n\n`{report['command']}`\n\n"
-            f"{report['machine']}, {report['gpu']}, {report['date']}, commit {report['git_commit']}, "
-            f"backend {report['backend']}\n\n{figure_table(found)}\n\nVerdict: {report['verdict']}\n")
+    return run_markdown(f"Engine long run: {found['generations']} generations on {report['device']}",
+                        f"{report['machine']}, {report['gpu']}, backend {report['backend']}", report)
 
 
 def main(argv: list[str] | None = None) -> int:

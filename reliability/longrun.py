@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from reliability.report import REPORT_DIR, ROOT, figure_table, header, rss_mb, write_report
+from reliability.report import REPORT_DIR, ROOT, header, rss_mb, run_markdown, write_report
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +151,9 @@ def leaked(figures: dict[str, object]) -> bool:
 
 
 def markdown(report: dict[str, object]) -> str:
-    f = report["figures"]
-    assert isinstance(f, dict)
-    return (f"# Long run: {report['questions']} consecutive questions\n\n`{report['command']}`\n\n"
-            f"{report['machine']}, device {report['device']} ({report['torch_threads']} torch threads), {report['date']}, commit {report['git_commit']}\n\n"
-            f"{figure_table(f)}\n\nVerdict: {report['verdict']}\n")
+    return run_markdown(f"Long run: {report['questions']} consecutive questions",
+                        f"{report['machine']}, device {report['device']} ({report['torch_threads']} torch threads)",
+                        report)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -46,7 +46,13 @@ def write_report(path: Path, report: dict[str, object], markdown: str) -> None:
     path.with_suffix(".md").write_text(markdown)
 
 
-def figure_table(figures: dict[str, object]) -> str:
-    """A markdown table of name -> value, floats to two decimals."""
-    rows = (f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in figures.items())
-    return "| figure | value |\n|---|---|\n" + "\n".join(rows)
+def run_markdown(title: str, where: str, report: dict[str, object]) -> str:
+    """A long run's report: title, command, where and when, its figures (floats to two decimals)
+    and its verdict."""
+    figures = report["figures"]
+    assert isinstance(figures, dict)
+    rows = "\n".join(f"| {k} | {v:.2f} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in figures.items())
+    return (f"# {title}\n\n`{report['command']}`\n\n{where}, {report['date']}, commit "
+            f"{report['git_commit']}\n\n| figure | value |\n|---|---|\n{rows}\n\n"
+            f"Verdict: {report['verdict']}\n")

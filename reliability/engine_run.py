@@ -11,7 +11,6 @@ pipeline's own long run (retrieval, answer cache) is `python -m reliability.long
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import logging
 import os
@@ -24,7 +23,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from reliability.longrun import MAX_GROWTH_MB, SQUAD, growth, percentile, prefixed
-from reliability.report import REPORT_DIR, header, rss_mb, run_markdown, write_report
+from reliability.report import REPORT_DIR, header, rss_mb, run_markdown, trim_heap, write_report
 
 log = logging.getLogger(__name__)
 ABANDON_AFTER_STEPS = 3
@@ -73,18 +72,10 @@ def _generate(engine: object, prompt: object, config: object, abandon: bool) -> 
     return tokens, steps
 
 
-def _trim_heap() -> None:
-    """Give freed heap pages back to the OS (glibc), so RSS shows memory in use, not fragmentation."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        log.warning("malloc_trim is not available here; RSS includes freed heap pages")
-
-
 def _point(n: int, kv: int, held: int, trim: bool) -> Point:
     gc.collect()
     if trim:
-        _trim_heap()
+        trim_heap()
     return Point(n, rss_mb(), kv, held, *_cuda(), len(gc.get_objects()))
 
 

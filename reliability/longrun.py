@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from reliability.report import REPORT_DIR, ROOT, header, rss_mb, run_markdown, write_report
+from reliability.report import REPORT_DIR, ROOT, header, rss_mb, run_markdown, trim_heap, write_report
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +72,22 @@ def _cuda_mb() -> float | None:
     return torch.cuda.memory_allocated() / 2**20 if torch.cuda.is_available() else None
 
 
-def sample(pipe: object, question: int, answer_tokens: int, with_gc: bool) -> Sample:
+def sample(pipe: object, question: int, answer_tokens: int, with_gc: bool, trim: bool = False) -> Sample:
+    """The state after one answer; `trim`: collect garbage and give freed heap back to the OS first,
+    so that RSS shows memory in use rather than fragmentation."""
+    if trim:
+        gc.collect()
+        trim_heap()
     backend = pipe.engine.backend  # type: ignore[attr-defined]
     return Sample(question, rss_mb(), int(getattr(backend, "cached", 0)), answer_tokens,
                   len(pipe.cache), _cuda_mb(), len(gc.get_objects()) if with_gc else None)  # type: ignore[attr-defined]
 
 
 def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_every: int = 50,
-                  progress: bool = False) -> LongRun:
+                  progress: bool = False, trim: bool = False) -> LongRun:
     """Ask every question in turn; failures are recorded, never raised."""
     result = LongRun()
-    result.samples.append(sample(pipe, 0, 0, True))
+    result.samples.append(sample(pipe, 0, 0, True, trim))
     for n, question in enumerate(tqdm(questions, desc="questions", disable=not progress), start=1):
         started = time.perf_counter()
         try:
@@ -98,7 +103,7 @@ def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_e
         complete = bool(answer.text.strip()) and answer.stop_reason in ("eos", "max_new_tokens", "stop_string")
         result.incomplete += not complete
         held = int(answer.stats["prompt_tokens"]) + int(answer.stats["tokens"])
-        result.samples.append(sample(pipe, n, held, n % gc_every == 0))
+        result.samples.append(sample(pipe, n, held, n % gc_every == 0, trim))
     return result
 
 
@@ -165,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--malloc-trim", action="store_true", help="return freed heap to the OS before each RSS reading")
     p.add_argument("--json", type=Path, default=REPORT_DIR / "longrun.json")
     return p
 
@@ -188,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     pipe = RAGPipeline.from_paths(str(WORK_DIR / "index"), device=args.device)
     settings = RagSettings(top_k=args.top_k, llma=LLMAConfig(max_new_tokens=args.max_new_tokens))
     started = time.monotonic()
-    result = run_questions(pipe, questions, settings, progress=True)
+    result = run_questions(pipe, questions, settings, progress=True, trim=args.malloc_trim)
     figures = {**summary(result, pipe.engine.context_length), "wall_s": time.monotonic() - started}
     verdict = "FAIL" if result.failed or result.incomplete or leaked(figures) else "PASS"
     report = {**head,

@@ -1,8 +1,10 @@
 """What every reliability report carries: where and when it ran, and how it is written."""
 from __future__ import annotations
 
+import ctypes
 import datetime
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -12,6 +14,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_DIR = ROOT / "benchmarks" / "reliability"
+log = logging.getLogger(__name__)
 
 
 def _git_commit() -> str:
@@ -37,6 +40,14 @@ def header(command: str) -> dict[str, object]:
 def rss_mb(pid: int | None = None) -> float:
     """Resident memory of a process (default: this one) in MiB."""
     return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc), so RSS shows memory in use, not fragmentation."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        log.warning("malloc_trim is not available here; RSS includes freed heap pages")
 
 
 def write_report(path: Path, report: dict[str, object], markdown: str) -> None:

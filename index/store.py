@@ -141,13 +141,14 @@ def save(out_dir: Path, manifest: Manifest, chunks: list[Chunk],
         manifest.data_files[role] = {"name": name, "sha256": _sha256_file(path)}
     manifest.created_at = time.time()
     _write_manifest(manifest, out_dir, gen)
-    _remove_other_generations(out_dir, {entry["name"] for entry in manifest.data_files.values()})
+    remove_stale(out_dir, manifest)
 
 
-def remove_stale(out_dir: Path) -> None:
-    """Remove the data files that the manifest does not name: what a build killed after its commit
-    (the old generation) or while writing (its new files) left. Call under the build lock."""
-    manifest = read_manifest(out_dir)
+def remove_stale(out_dir: Path, manifest: Manifest | None = None) -> None:
+    """Remove the data files that the manifest (default: the one on disk) does not name: the old
+    generation after a commit, or what a build killed after its commit or while writing left.
+    Call under the build lock."""
+    manifest = manifest or read_manifest(out_dir)
     _remove_other_generations(out_dir, {entry["name"] for entry in manifest.data_files.values()})
 
 

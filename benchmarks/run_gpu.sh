@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Issue #3's GPU proof in one call (results: benchmarks/GPU.md). On the device machine, after staging
-# the model (../shared/gpu/README.md) and copying the data sets into .gpu/data (rag.jsonl, dev-v1.1.json):
-#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu.sh
+# Issue #3's GPU proof (results: benchmarks/GPU.md). On the device machine, after staging the model
+# (../shared/gpu/README.md) and copying the data sets into .gpu/data (rag.jsonl, dev-v1.1.json):
+#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu.sh [STEP...]
+# STEPs (default: all, in this order): smoke choose forced free squad steps. Two device calls fit
+# the 600 s limit: `smoke choose forced`, then `free squad steps` (the choice waits in /tmp between).
 # Each bench stops taking new prompts after its --time-budget (every method keeps the same prompts);
 # the HF methods (eager, ~20 tok/s there) and the eager static ones (name@static) run on the first
 # --hf-limit / --also-limit prompts only (speed ratios compare the same prompts).
@@ -9,34 +11,45 @@ set -o pipefail
 OUT=${OUT:-/tmp/gpu_out}
 DATA=${DATA:-.gpu/data}
 RES=/tmp/gpu_res
+STEPS=${*:-smoke choose forced free squad steps}
 mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LLMA_CACHE_DIR=${LLMA_CACHE_DIR:-/tmp/llmacache}
 BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backend static --max-new-tokens 128"
 BENCH="$BENCH --variant llma_k32:min_n=1,k=32,adaptive=false"
 keep() { cp $RES/*.json "$OUT"/ 2>/dev/null; }  # each result back at once (at most 8 files come back)
+has() { [[ " $STEPS " == *" $1 "* ]]; }
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv
-  python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-  # Smoke test first: the static backend's tests, the CUDA one included (stop at once if it fails).
-  timeout 120 python3 -m pytest -q -x tests/llma/test_llma_static.py -k "cuda or bit_identical or backend_choice" \
-    || { echo "SMOKE TEST FAILED"; exit 1; }
-  # Attention kernel and torch.compile for the graphs: the fastest variant that stays bitwise row-invariant.
-  CHOICE=$(timeout 240 python3 -m llma.gpu_bench --choose --data $DATA/rag.jsonl --json $RES/gpu_choice.json \
-           | tee /dev/stderr | grep '^CHOICE' | tail -1)
+  python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers',
+              transformers.__version__, 'triton', triton.__version__)"
+  if has smoke; then  # the static backend's tests, the CUDA ones included (stop at once if one fails)
+    timeout 150 python3 -m pytest -q -x tests/llma/test_llma_static.py tests/llma/test_llma_split_attention.py \
+      -k "cuda or bit_identical or backend_choice" || { echo "SMOKE TEST FAILED"; exit 1; }
+  fi
+  if has choose; then  # attention kernel and torch.compile: the fastest variant still bitwise row-invariant
+    timeout 300 python3 -m llma.gpu_bench --choose --data $DATA/rag.jsonl --json $RES/gpu_choice.json \
+      | tee /dev/stderr | grep '^CHOICE' | tail -1 > $RES/choice.txt; keep
+  fi
+  CHOICE=$(cat $RES/choice.txt 2>/dev/null)
   export LLMA_STATIC_ATTENTION=$(echo "$CHOICE" | sed -n 's/.*attention=\([a-z]*\).*/\1/p')
   export LLMA_STATIC_COMPILE=$(echo "$CHOICE" | sed -n 's/.*compile=\([01]\).*/\1/p')
-  export LLMA_FLASH_SPLITS=$(echo "$CHOICE" | sed -n 's/.*splits=\([0-9]*\).*/\1/p')
   export LLMA_STATIC_ATTENTION=${LLMA_STATIC_ATTENTION:-sdpa} LLMA_STATIC_COMPILE=${LLMA_STATIC_COMPILE:-0}
-  export LLMA_FLASH_SPLITS=${LLMA_FLASH_SPLITS:-0}
-  echo "using LLMA_STATIC_ATTENTION=$LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE=$LLMA_STATIC_COMPILE" \
-       "LLMA_FLASH_SPLITS=$LLMA_FLASH_SPLITS"; keep
-  timeout 170 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 3 --also-limit 10 --time-budget 100 \
-    --json $RES/gpu_rag_forced.json; keep
-  timeout 160 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 3 --also-limit 10 --time-budget 90 \
-    --json $RES/gpu_rag_free.json; keep
-  timeout 150 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 5 --also-limit 30 --time-budget 70 \
-    --json $RES/gpu_squad.json; keep
-  LLMA_STATIC_COMPILE=0 timeout 130 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json \
-    --prompts 10 --sizes 1,2,4,8,16,32,64; keep
-} 2>&1 | tee "$OUT/log.txt"
+  echo "using LLMA_STATIC_ATTENTION=$LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE=$LLMA_STATIC_COMPILE"
+  if has forced; then
+    timeout 200 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 3 --also-limit 10 --time-budget 100 \
+      --json $RES/gpu_rag_forced.json; keep
+  fi
+  if has free; then
+    timeout 180 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 3 --also-limit 10 --time-budget 90 \
+      --json $RES/gpu_rag_free.json; keep
+  fi
+  if has squad; then
+    timeout 170 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 5 --also-limit 30 --time-budget 70 \
+      --json $RES/gpu_squad.json; keep
+  fi
+  if has steps; then
+    LLMA_STATIC_COMPILE=0 timeout 150 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json \
+      --prompts 10 --sizes 1,2,4,8,16,32,64; keep
+  fi
+} 2>&1 | tee -a "$OUT/log.txt"
 exit 0

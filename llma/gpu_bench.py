@@ -34,7 +34,6 @@ from llma.verifier import ForcedVerifier
 log = logging.getLogger(__name__)
 SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64)
 ATTENTION = os.environ.get("LLMA_STATIC_ATTENTION", "sdpa")  # the step sweeps run without torch.compile
-SPLITS = int(os.environ.get("LLMA_FLASH_SPLITS", "0"))
 SEVEN_B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, max_position_embeddings=4096)
 
@@ -93,7 +92,7 @@ def step_costs(model, prompt: list[int], device: torch.device, length: int, size
     for n in sizes:
         rows["hf_eager"][n] = timed(hf_runner(model, prompt, n), device, reps=max(3, reps // 4))
     for name, graphs in backends.items():
-        backend = StaticBackend(model, graphs=graphs, max_len=length, attention=ATTENTION, flash_splits=SPLITS)
+        backend = StaticBackend(model, graphs=graphs, max_len=length, attention=ATTENTION)
         with torch.no_grad():
             for n in sizes:
                 rows[name][n] = timed(block_runner(backend, n, length), device, reps=reps)
@@ -122,33 +121,31 @@ def choose(loaded: LoadedModel, prompt: list[int], more: list[int]) -> dict:
     """Attention kernel and torch.compile for the graphs: the fastest variant whose block rows are
     bitwise equal to one-token steps on a real prompt (printed as a CHOICE line for run_gpu.sh)."""
     rows: list[dict] = []
-    variants = [("flash", False, 0), ("flash", True, 0), ("flash", True, 4), ("flash", True, 8),
-                ("flash", True, 16), ("sdpa", False, 0), ("sdpa", True, 0)]
-    for attention, compiled, splits in variants:
+    variants = [("split", False), ("split", True), ("flash", False), ("flash", True), ("sdpa", False), ("sdpa", True)]
+    for attention, compiled in variants:
         works = [r for r in rows if r.get("bitwise")]
-        if (compiled or splits) and not any(r["attention"] == attention for r in works):
-            continue  # compile (or split) only a kernel that works
-        if attention == "sdpa" and compiled and any(r["attention"] == "flash" for r in works):
-            continue  # sdpa + compile only where flash failed (each compile costs tens of seconds)
+        if compiled and not any(r["attention"] == attention for r in works):
+            continue  # compile only a kernel that works
+        if attention == "sdpa" and compiled and any(r["attention"] in ("flash", "split") for r in works):
+            continue  # sdpa + compile only where the others failed (each compile costs tens of seconds)
         t0 = time.perf_counter()
         try:
-            backend = StaticBackend(loaded.model, graphs=True, attention=attention, compile=compiled,
-                                    flash_splits=splits)
+            backend = StaticBackend(loaded.model, graphs=True, attention=attention, compile=compiled)
             if backend.attention != attention:
                 raise RuntimeError(f"{attention} unusable")
             probe = identity_probe(backend, prompt, more)
             backend.prefill(prompt)
             step_ms = timed(lambda: (backend.forward([7]), backend.trim(len(prompt))), loaded.device, reps=50)
             ok = probe["one_by_one_equals_one_forward"] and probe["one_by_one_equals_chunks"]
-            rows.append({"attention": attention, "compile": compiled, "splits": splits, "bitwise": ok,
+            rows.append({"attention": attention, "compile": compiled, "bitwise": ok,
                          "step_ms": step_ms,
                          "setup_s": round(time.perf_counter() - t0, 1), "attention_length": backend._L})
         except Exception as err:  # noqa: BLE001
-            rows.append({"attention": attention, "compile": compiled, "splits": splits, "error": str(err)[:300]})
+            rows.append({"attention": attention, "compile": compiled, "error": str(err)[:300]})
         print(rows[-1], flush=True)
-    good = [r for r in rows if r.get("bitwise")] or [{"attention": "sdpa", "compile": False, "splits": 0}]
+    good = [r for r in rows if r.get("bitwise")] or [{"attention": "sdpa", "compile": False}]
     best = min(good, key=lambda r: r.get("step_ms", 0))
-    print(f"CHOICE attention={best['attention']} compile={int(best['compile'])} splits={best['splits']}", flush=True)
+    print(f"CHOICE attention={best['attention']} compile={int(best['compile'])}", flush=True)
     return {"prompt_tokens": len(prompt), "variants": rows, "choice": best}
 
 
@@ -241,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     modes = (True, False) if dev.type == "cuda" else (False,)
-    report["identity_probe"] = [identity_probe(StaticBackend(loaded.model, graphs=g, attention=ATTENTION,
-                                                             flash_splits=SPLITS),
+    report["identity_probe"] = [identity_probe(StaticBackend(loaded.model, graphs=g, attention=ATTENTION),
                                                prompts[0].prompt, probe_tokens) for g in modes]
     print(json.dumps(report["identity_probe"]), flush=True)
     sizes = [int(n) for n in args.sizes.split(",")]

@@ -30,7 +30,7 @@ from llma.static.support import unsupported_reason
 log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = 32  # the last token and up to 31 drafted tokens (a multiple of 8: no ragged GEMM tile rows)
-ATTENTION = ("sdpa", "bmm", "flash")
+ATTENTION = ("sdpa", "bmm", "flash", "split")
 PREFILL_PAD = 64  # prompt lengths are padded to a multiple of this (see prefill)
 
 # One layer's weights; q, k and v (and gate and up) projections in one matrix each: one GEMM each.
@@ -42,17 +42,18 @@ class StaticBackend:
 
     def __init__(self, model: PreTrainedModel, *, block: int = DEFAULT_BLOCK, graphs: bool | None = None,
                  max_len: int | None = None, min_bucket: int = 128, attention: str = "sdpa",
-                 compile: bool = False, flash_splits: int = 0) -> None:
+                 compile: bool = False) -> None:
         """`attention` in a step: "sdpa" (fused kernel over L keys with a mask), "bmm" (scores GEMM,
-        softmax, values GEMM) or "flash" (CUDA: flash attention reading only the keys before each
-        query, via a key count on the device, in `flash_splits` fixed key ranges if > 0; falls back
-        to "sdpa" if its self-check fails). `compile`: torch.compile the pure parts of each layer."""
+        softmax, values GEMM), "flash" (CUDA: flash attention reading only the keys before each
+        query, via a key count on the device) or "split" (Triton split-KV kernels reading only those
+        keys, llma/static/split_attention.py); "flash" and "split" fall back to "sdpa" if their
+        self-check fails. `compile`: torch.compile the pure parts of each layer."""
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"StaticBackend cannot run {type(model).__name__}: {reason}")
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
-        self.attention, self.compile, self.flash_splits = attention, compile, flash_splits
+        self.attention, self.compile = attention, compile
         self._pre_c, self._post_c = ((torch.compile(f, fullgraph=True, dynamic=False) for f in (self._pre, self._post))
                                      if compile else (self._pre, self._post))
         c, inner = model.config, model.model
@@ -82,7 +83,8 @@ class StaticBackend:
         self._len, self._reserve, self._L = 0, 256, min_bucket
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._cu: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
-        if attention == "flash" and not self._flash_ok():
+        self._split: dict[int, Callable[..., torch.Tensor]] = {}
+        if attention in ("flash", "split") and not self._attention_ok():
             self.attention = "sdpa"
 
     @staticmethod
@@ -119,7 +121,7 @@ class StaticBackend:
 
     def _bucket(self, need: int) -> int:
         """Attention length for `need` keys: powers of two to 512, then multiples of 512 (flash: all)."""
-        if self.attention == "flash" or need > self.capacity:
+        if self.attention in ("flash", "split") or need > self.capacity:
             return self.capacity
         size = self.min_bucket
         while size < min(need, 512):
@@ -219,7 +221,7 @@ class StaticBackend:
         positions = inp[b] + self.arange[:b]
         if self.attention == "flash":
             used = (inp[b:] + b).to(torch.int32)  # keys [0, pos + block): bottom-right causal per query
-        else:
+        elif self.attention == "sdpa" or self.attention == "bmm":
             allowed = self.arange[:length][None, :] <= positions[:, None]  # [block, L]: causal by position
             mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
             mask = mask.masked_fill_(~allowed, float("-inf")).repeat(groups, 1)[None, None]  # rows (group, slot)
@@ -229,6 +231,8 @@ class StaticBackend:
             self.v[i].index_copy_(1, positions, v.transpose(0, 1))
             if self.attention == "flash":
                 return self._flash(q, self.k[i].transpose(0, 1), self.v[i].transpose(0, 1), used).reshape(b, -1)
+            if self.attention == "split":
+                return self._split_kernel(b)(q, self.k[i], self.v[i], inp[b:]).reshape(b, -1)
             q = q.view(b, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * b, d)
             keys, values = self.k[i, :, :length], self.v[i, :, :length]
             if self.attention == "bmm":
@@ -250,26 +254,37 @@ class StaticBackend:
         if (n, keys) not in self._cu:  # made in the warm-up, never during a graph capture
             self._cu[n, keys] = tuple(torch.tensor([0, m], dtype=torch.int32, device=q.device) for m in (n, keys))
         cu_q, cu_k = self._cu[n, keys]
-        splits = {"num_splits": self.flash_splits} if self.flash_splits else {}
         return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, n, keys, 0.0, True, False,
-                                                       scale=self.scale, seqused_k=used, **splits)[0]
+                                                       scale=self.scale, seqused_k=used)[0]
 
-    def _flash_ok(self) -> bool:
-        """Does flash attention with a device key count work here and agree with masked SDPA?"""
+    def _split_kernel(self, block: int) -> Callable[..., torch.Tensor]:
+        """The split-KV attention for `block` rows (its buffers made in the warm-up, never in a capture)."""
+        if block not in self._split:
+            from llma.static.split_attention import SplitAttention  # needs triton: imported only if chosen
+
+            self._split[block] = SplitAttention(block, self.heads, self.kv_heads, self.head_dim, self.capacity,
+                                                self.scale, self.device)
+        return self._split[block]
+
+    def _attention_ok(self) -> bool:
+        """Does the chosen step attention work here and agree with masked SDPA (8 rows at 92..99)?"""
         try:
             g, opts = torch.Generator(device=self.device).manual_seed(0), {"dtype": self.dtype, "device": self.device}
-            # The layouts of a step: q a slice of the q/k/v rows, k and v [kv_heads, keys, d] transposed.
+            # The layouts of a step: q a slice of the q/k/v rows, k and v [kv_heads, keys, d].
             q = torch.randn(8, self.heads + 2, self.head_dim, generator=g, **opts)[:, : self.heads]
-            k, v = (torch.randn(self.kv_heads, 256, self.head_dim, generator=g, **opts).transpose(0, 1) for _ in "kv")
-            out = self._flash(q, k, v, torch.tensor([100], dtype=torch.int32, device=self.device))
-            mask = torch.arange(256, device=self.device)[None] <= torch.arange(92, 100, device=self.device)[:, None]
-            kr, vr = (t.transpose(0, 1).repeat_interleave(self.heads // self.kv_heads, 0) for t in (k, v))
+            k, v = (torch.randn(self.kv_heads, self.capacity, self.head_dim, generator=g, **opts) for _ in "kv")
+            if self.attention == "flash":
+                out = self._flash(q, k.transpose(0, 1), v.transpose(0, 1),
+                                  torch.tensor([100], dtype=torch.int32, device=self.device))
+            else:
+                out = self._split_kernel(8)(q, k, v, torch.tensor([92], device=self.device))
+            mask = self.arange[None] <= torch.arange(92, 100, device=self.device)[:, None]
+            kr, vr = (t.repeat_interleave(self.heads // self.kv_heads, 0) for t in (k, v))
             ref = F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, attn_mask=mask, scale=self.scale)
             torch.testing.assert_close(out, ref.transpose(0, 1), atol=2e-2, rtol=2e-2)
             return True
         except Exception as err:  # noqa: BLE001 (any failure: use the portable path)
-            log.warning("flash attention with a device key count unusable here (%s); using sdpa",
-                        str(err).split("\n")[0][:200])
+            log.warning("%s attention unusable here (%s); using sdpa", self.attention, str(err).split("\n")[0][:200])
             return False
 
     def _run(self, block_ids: list[int], pos: int, block: int, length: int) -> torch.Tensor:

@@ -76,10 +76,9 @@ def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int)
     from llma.static.backend import StaticBackend
 
     graphs = choice != "static"
-    # LLMA_STATIC_ATTENTION (+ LLMA_FLASH_SPLITS): the attention kernel; LLMA_STATIC_COMPILE=1: torch.compile
+    # LLMA_STATIC_ATTENTION: the attention kernel; LLMA_STATIC_COMPILE=1: torch.compile
     # (graphs only). benchmarks/run_gpu.sh chooses them on the GPU with `python -m llma.gpu_bench --choose`.
     options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "flash" if cuda else "sdpa"),
-               "flash_splits": int(os.environ.get("LLMA_FLASH_SPLITS", "0")),
                "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1", **options}
     return StaticBackend(model, graphs=graphs, **options)
 

@@ -114,6 +114,10 @@ def test_attention_lengths_and_kernel_fallback(caplog):
         flash = StaticBackend(model, block=BLOCK, attention="flash")  # a CUDA kernel: sdpa on CPU
     assert flash.attention == ("flash" if torch.cuda.is_available() and model.device.type == "cuda" else "sdpa")
     assert "using sdpa" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="llma.static"):  # Triton kernels: CUDA only (8-wide heads too narrow)
+        split = StaticBackend(model, block=BLOCK, attention="split")
+    assert split.attention == "sdpa" and "split attention unusable" in caplog.text
     with pytest.raises(ValueError, match="attention"):
         StaticBackend(model, attention="fast")
 

@@ -1,0 +1,122 @@
+"""Split-KV attention for the static backend's fixed query block, in Triton.
+
+Why: flash attention over a block of 2+ query rows runs one thread block per head (9 for SmolLM2)
+over all the keys in use, so most of the GPU idles: measured ~30 us per layer more than a 1-row
+step at 2k keys (benchmarks/GPU.md). Here the keys are cut into fixed chunks by absolute position
+(chunk j holds keys [j * chunk, (j + 1) * chunk)); one program per (head, chunk) computes each
+row's partial softmax over its chunk, and a second kernel combines the chunks in a fixed order.
+
+Lossless by construction: a row's result depends only on its own query, its position and the
+cache. Chunk bounds do not move with the block's start; keys a row may not see add exact zeros
+(and tiles or chunks that no row sees are skipped, which changes nothing), so a token verified in
+row 5 of an LLMA block gets the same bits as the same token in row 0 of a greedy step.
+
+On CUDA the kernels are compiled by Triton. On CPU they run only in Triton's interpreter
+(TRITON_INTERPRET=1 set before triton is imported; slow): the test suite checks their logic so.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+CHUNK = 128  # keys per chunk: ~9 active chunks per head at 1k keys, ~80 programs for SmolLM2
+BLOCK_N = 64  # keys per tile inside a chunk
+
+
+@triton.jit
+def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
+             stride_qr, stride_qh, stride_kh, stride_kn, n_keys, n_chunks, rows, scale,
+             GROUPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
+             D: tl.constexpr, PRECISION: tl.constexpr):
+    """Program (head h, chunk j): for each row r, the max m, the sum of exponentials (stored in l)
+    and the unnormalised output acc of softmax(q_r . k) over chunk j's keys at positions <= pos + r."""
+    h, j = tl.program_id(0), tl.program_id(1)
+    pos = tl.load(pos_ptr)
+    last = pos + rows - 1  # the block's last position: keys after it are seen by no row
+    start = j * CHUNK
+    if start <= last:
+        r, d = tl.arange(0, BLOCK_M), tl.arange(0, D)
+        q = tl.load(q_ptr + r[:, None] * stride_qr + h * stride_qh + d[None, :], mask=r[:, None] < rows, other=0.0)
+        kv = (h // GROUPS) * stride_kh
+        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        total = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        for t in range(0, CHUNK, BLOCK_N):
+            if start + t <= last:
+                n = start + t + tl.arange(0, BLOCK_N)
+                inside = n[:, None] < n_keys
+                k = tl.load(k_ptr + kv + n[:, None] * stride_kn + d[None, :], mask=inside, other=0.0)
+                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+                s = tl.where(n[None, :] <= pos + r[:, None], s, float("-inf"))
+                m_new = tl.maximum(m, tl.max(s, 1))
+                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: p = 0
+                p = tl.exp(s - m_safe[:, None])
+                alpha = tl.exp(m - m_safe)
+                v = tl.load(v_ptr + kv + n[:, None] * stride_kn + d[None, :], mask=inside, other=0.0)
+                total = total * alpha + tl.sum(p, 1)
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
+                m = m_new
+        at = (h * n_chunks + j) * BLOCK_M + r
+        tl.store(m_ptr + at, m)
+        tl.store(l_ptr + at, total)
+        tl.store(acc_ptr + at[:, None] * D + d[None, :], acc)
+
+
+@triton.jit
+def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, out_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
+             stride_or, stride_oh, n_chunks,
+             BLOCK_M: tl.constexpr, CHUNKS: tl.constexpr, CHUNK: tl.constexpr, D: tl.constexpr):
+    """Program (head h, row r): the chunks holding keys the row sees (a fixed set for its position),
+    rescaled to their common max and summed in chunk order."""
+    h, r = tl.program_id(0), tl.program_id(1)
+    pos = tl.load(pos_ptr)
+    c, d = tl.arange(0, CHUNKS), tl.arange(0, D)
+    seen = (c * CHUNK <= pos + r) & (c < n_chunks)  # each such chunk holds a seen key: its m is finite
+    at = (h * n_chunks + c) * BLOCK_M + r
+    m = tl.load(m_ptr + at, mask=seen, other=float("-inf"))
+    w = tl.where(seen, tl.exp(m - tl.max(m, 0)), 0.0)
+    total = tl.load(l_ptr + at, mask=seen, other=0.0)
+    acc = tl.load(acc_ptr + at[:, None] * D + d[None, :], mask=seen[:, None], other=0.0)
+    out = tl.sum(acc * w[:, None], 0) / tl.sum(total * w, 0)
+    tl.store(out_ptr + r * stride_or + h * stride_oh + d, out.to(out_ptr.dtype.element_ty))
+
+
+class SplitAttention:
+    """Buffers and launches for one (block, key capacity) shape; reused by every layer and step."""
+
+    def __init__(self, block: int, heads: int, kv_heads: int, head_dim: int, capacity: int,
+                 scale: float, device: torch.device) -> None:
+        if block > 128 or head_dim not in (16, 32, 64, 128, 256):
+            raise ValueError(f"split attention needs a block <= 128 and a power-of-two head size 16-256, "
+                             f"got block {block}, head size {head_dim}")
+        self.block, self.heads, self.groups, self.head_dim = block, heads, heads // kv_heads, head_dim
+        self.rows = max(16, triton.next_power_of_2(block))  # tl.dot needs 16+ rows
+        self.n_chunks = -(-capacity // CHUNK)
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("split attention runs on CUDA, or on CPU in Triton's interpreter "
+                             "(TRITON_INTERPRET=1 before triton is imported: for tests)")
+        self.scale = scale
+        f32 = {"dtype": torch.float32, "device": device}
+        self.m = torch.empty(heads * self.n_chunks * self.rows, **f32)
+        self.l = torch.empty_like(self.m)
+        self.acc = torch.empty(heads * self.n_chunks * self.rows * head_dim, **f32)
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """q [block, heads, head_dim] (rows in position order from `pos`, a 1-element device tensor);
+        k, v [kv_heads, capacity, head_dim], already holding the block's keys. Returns [block, heads, head_dim]."""
+        b, d = q.shape[0], self.head_dim
+        if q.stride(-1) != 1 or k.stride(-1) != 1 or k.stride() != v.stride() or b != self.block:
+            raise ValueError("split attention: unexpected layout or block size")
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        precision = "ieee" if q.dtype == torch.float32 else "tf32"
+        _partial[(self.heads, self.n_chunks)](
+            q, k, v, pos, self.m, self.l, self.acc, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+            k.shape[1], self.n_chunks, b, self.scale,
+            GROUPS=self.groups, BLOCK_M=self.rows, BLOCK_N=BLOCK_N, CHUNK=CHUNK, D=d, PRECISION=precision)
+        _combine[(self.heads, b)](
+            self.m, self.l, self.acc, pos, out, out.stride(0), out.stride(1), self.n_chunks,
+            BLOCK_M=self.rows, CHUNKS=triton.next_power_of_2(self.n_chunks), CHUNK=CHUNK, D=d)
+        return out

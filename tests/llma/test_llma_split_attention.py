@@ -1,0 +1,128 @@
+"""The split-KV Triton attention (llma/static/split_attention.py), run on CPU in Triton's interpreter.
+
+The interpreter must be switched on before triton is imported, and a GPU machine may use the real
+kernels in the same test process, so the parent run starts a child pytest on this file with
+TRITON_INTERPRET=1; the child runs the checks. The kernels' arithmetic in the interpreter is numpy's
+(fp32 here), not the GPU's, so these tests check the logic: the right keys, masks, chunk bounds and
+combine, rows independent of the block, LLMA equal to greedy. The GPU run checks the bits in bf16.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from llma.engine import Engine, LLMAConfig
+from llma.loading import LoadedModel
+from llma.static import StaticBackend
+
+BLOCK = 8
+
+
+def _tiny(device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """A random-weight Llama with 16-wide heads (tl.dot needs 16+), logits far apart."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=200,
+                         initializer_range=0.5, bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    model = LlamaForCausalLM(config).eval().to(device, dtype)
+    return LoadedModel(model=model, tokenizer=None, name="tiny-llama-16", device=torch.device(device), dtype=dtype)
+
+
+def _llma_equals_greedy(loaded: LoadedModel, backend: StaticBackend) -> None:
+    engine = Engine(loaded, backend=backend)
+    prompt = list(range(7, 31))
+    config = LLMAConfig(min_n=1, k=7, adaptive=False, max_new_tokens=24)
+    greedy = engine.generate(prompt, None, config.greedy()).tokens
+    refs = {"answer": greedy[2:], "noise": list(range(60, 90))}
+    events = list(engine.stream(prompt, refs, config))
+    assert [t for e in events for t in e.new_tokens] == greedy
+    assert sum(e.accepted for e in events) > 5  # drafts were really verified in blocks
+
+
+if os.environ.get("TRITON_INTERPRET") != "1":
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    def test_cuda_split_attention_rows_bitwise_and_llma_equals_greedy():
+        loaded = _tiny("cuda", torch.bfloat16)
+        backend = StaticBackend(loaded.model, block=BLOCK, attention="split")  # graphs: auto on CUDA
+        assert backend.attention == "split" and backend.graphs
+        prompt, more = list(range(5, 25)), list(range(30, 41))
+        backend.prefill(prompt)
+        one_by_one = torch.cat([backend.forward([t]) for t in more])
+        backend.trim(len(prompt))
+        assert torch.equal(backend.forward(more), one_by_one)  # rows 1..7 of a block = 1-token steps
+        _llma_equals_greedy(loaded, backend)
+
+    def test_split_attention_in_the_triton_interpreter():
+        env = {**os.environ, "TRITON_INTERPRET": "1"}
+        child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
+                               cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
+                               text=True, timeout=900)
+        assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
+        assert child.stdout.strip().splitlines()[-1].startswith("4 passed"), child.stdout[-2000:]
+
+else:
+    import torch.nn.functional as F
+
+    from llma.backend import HFBackend
+    from llma.static.split_attention import CHUNK, SplitAttention
+
+    HEADS, KV_HEADS, D, CAPACITY = 6, 2, 32, 3 * CHUNK
+    SCALE = D ** -0.5
+
+    def _cache(seed=0):
+        g = torch.Generator().manual_seed(seed)
+        return (torch.randn(KV_HEADS, CAPACITY, D, generator=g) for _ in "kv")
+
+    def _reference(q, k, v, pos):
+        """Masked SDPA: row r sees keys at positions <= pos + r."""
+        mask = torch.arange(CAPACITY)[None] <= (pos + torch.arange(q.shape[0]))[:, None]
+        kr, vr = (t.repeat_interleave(HEADS // KV_HEADS, 0) for t in (k, v))
+        return F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, attn_mask=mask, scale=SCALE).transpose(0, 1)
+
+    def test_matches_masked_attention_at_chunk_edges():
+        k, v = _cache()
+        attention = SplitAttention(BLOCK, HEADS, KV_HEADS, D, CAPACITY, SCALE, torch.device("cpu"))
+        # q a slice of the q/k/v rows, as in a step (not contiguous)
+        q = torch.randn(BLOCK, HEADS + 2 * KV_HEADS, D, generator=torch.Generator().manual_seed(1))[:, :HEADS]
+        # the first key alone; a block across a chunk edge; one ending at the last key
+        for pos in (0, CHUNK - 3, CHUNK, 2 * CHUNK + 60, CAPACITY - BLOCK):
+            torch.testing.assert_close(attention(q, k, v, torch.tensor([pos])), _reference(q, k, v, pos),
+                                       atol=1e-5, rtol=1e-5)
+
+    def test_a_row_gets_the_same_bits_wherever_it_sits_in_the_block():
+        """Greedy verifies a token in row 0, LLMA in row r of a block that starts earlier. The dots run
+        on numpy here, whose matrix product is not row-invariant, so the data make every dot exact in
+        any order (integer q and k; each value column fed by at most two keys per tile): what is
+        checked is the kernels' own logic, that no row's chunks, tiles or masks depend on the block."""
+        g = torch.Generator().manual_seed(3)
+        q = torch.randint(-2, 3, (BLOCK, HEADS, D), generator=g).float()
+        k = torch.randint(-2, 3, (KV_HEADS, CAPACITY, D), generator=g).float()
+        v = (torch.arange(CAPACITY)[:, None] % D == torch.arange(D)[None]).float().expand(KV_HEADS, -1, -1)
+        v = (v * torch.rand(KV_HEADS, CAPACITY, 1, generator=g)).contiguous()
+        attention = SplitAttention(BLOCK, HEADS, KV_HEADS, D, CAPACITY, 0.125, torch.device("cpu"))
+        for start in (9, CHUNK - 4):  # inside one chunk; across a chunk edge (rows see different chunks)
+            together = attention(q, k, v, torch.tensor([start]))
+            for r in range(BLOCK):
+                alone = torch.zeros_like(q)
+                alone[0] = q[r]  # a greedy step: row 0 at this row's position, padding behind it
+                assert torch.equal(attention(alone, k, v, torch.tensor([start + r]))[0], together[r])
+
+    def test_static_backend_logits_match_the_hf_model():
+        model = _tiny().model
+        split, hf = StaticBackend(model, block=BLOCK, attention="split"), HFBackend(model)
+        assert split.attention == "split"
+        prompt, more = list(range(3, 40)), list(range(50, 62))  # 12 tokens: two blocks
+        torch.testing.assert_close(split.prefill(prompt), hf.prefill(prompt), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(split.forward(more), hf.forward(more), atol=1e-4, rtol=1e-4)
+
+    def test_llma_equals_greedy_through_split_attention():
+        loaded = _tiny()
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split"))

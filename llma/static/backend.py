@@ -24,14 +24,13 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from llma.backend import context_length_of
+from llma.backend import context_length_of, padded_length
 from llma.static.support import unsupported_reason
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = 32  # the last token and up to 31 drafted tokens (a multiple of 8: no ragged GEMM tile rows)
 ATTENTION = ("sdpa", "bmm", "flash", "split")
-PREFILL_PAD = 64  # prompt lengths are padded to a multiple of this (see prefill)
 
 # One layer's weights; q, k and v (and gate and up) projections in one matrix each: one GEMM each.
 _Layer = namedtuple("_Layer", "in_norm qkv qkv_bias o_t o_bias post_norm gate_up down_t")
@@ -134,11 +133,10 @@ class StaticBackend:
         if not 0 < n <= self._context_length:
             raise ValueError(f"prefill needs 1 to {self._context_length} tokens, got {n}")
         self._L = self._bucket(n + self._reserve + self.block)
-        # Padded to a multiple of PREFILL_PAD: a bounded set of shapes. Every new shape costs host
-        # memory for good (measured on CUDA: ~0.75 MB each, RSS grew with every new prompt length).
-        # Causal attention keeps the padding out of the real rows; its keys land past the sequence,
-        # where later steps overwrite them before reading (as in the graph warm-up).
-        m = min(-(-n // PREFILL_PAD) * PREFILL_PAD, self.capacity)
+        # Padded (llma.backend.PREFILL_PAD): a bounded set of shapes, as every new shape costs host
+        # memory for good. Causal attention keeps the padding out of the real rows; its keys land
+        # past the sequence, where later steps overwrite them before reading (as in the graph warm-up).
+        m = padded_length(n, self.capacity)
         tokens = torch.tensor(list(ids) + [0] * (m - n), dtype=torch.long, device=self.device)
         x = self._layers(F.embedding(tokens, self.embed), self.cos[:m, None], self.sin[:m, None],
                          self._prefill_attention(m))

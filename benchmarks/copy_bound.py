@@ -1,0 +1,76 @@
+"""The most tokens per forward any reference-copying drafter could reach in forced decoding.
+
+    python benchmarks/copy_bound.py --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/copy_bound.json
+
+In forced decoding the output is fixed (the target), so how many tokens a step can accept depends
+only on the target and the references. An oracle drafter that knows the target drafts, at each
+position, the longest run of the coming target tokens found verbatim in the references or in the
+output so far (capped at the block: 31 drafted tokens), and the step adds the model's own token.
+Jumping as far as possible is optimal here (the reach can only grow with the position), so this
+counts the fewest forwards any copy-based drafter with that block can need: LLMA's speedup over
+greedy on the same backend cannot exceed the resulting tokens per forward. No model is run, only
+the tokenizer.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llma.bench_data import bench_prompts  # noqa: E402
+from llma.loading import load_model  # noqa: E402
+
+
+def longest_copy(target: list[int], at: int, sources: list[list[int]], cap: int) -> int:
+    """Length of the longest target[at:at + n] (n <= cap) that occurs in one of the sources."""
+    best = 0
+    for src in sources:
+        for s in range(len(src)):
+            n = 0
+            while n < cap and at + n < len(target) and s + n < len(src) and src[s + n] == target[at + n]:
+                n += 1
+            best = max(best, n)
+    return best
+
+
+def fewest_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:
+    """Forwards an oracle drafter needs for `target`: each accepts its longest copy, then one token."""
+    at, forwards = 0, 0
+    while at < len(target):
+        copied = longest_copy(target, at, [*refs, target[:at]], min(cap, len(target) - at - 1))
+        at += copied + 1
+        forwards += 1
+    return forwards
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--block", type=int, default=32, help="query block: at most block - 1 drafted tokens")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    name, prompts = bench_prompts(load_model(device="cpu").tokenizer, args.data, args.limit)
+    tokens = forwards = 0
+    for p in prompts:
+        if p.target is None:
+            raise SystemExit(f"{args.data} has no forced targets")
+        target = p.target[: args.max_new_tokens]
+        tokens += len(target)
+        forwards += fewest_forwards(target, list(p.references.values()), args.block - 1)
+    report = {"command": "python benchmarks/copy_bound.py " + " ".join(sys.argv[1:]), "dataset": name,
+              "prompts": len(prompts), "block": args.block, "target_tokens": tokens, "oracle_forwards": forwards,
+              "oracle_tokens_per_forward": round(tokens / forwards, 3)}
+    print(json.dumps(report, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,10 +90,11 @@ def test_hf_backend_pads_the_prefill_and_drops_the_padding():
         logits = hf.prefill(prompt)
         assert hf.cached == n
         with torch.no_grad():
-            torch.testing.assert_close(logits, model(input_ids=torch.tensor([prompt])).logits[0, -1:], atol=1e-5, rtol=1e-5)
+            alone = model(input_ids=torch.tensor([prompt])).logits[0, -1:]
+            torch.testing.assert_close(logits, alone, atol=1e-5, rtol=1e-5)
             # the next tokens continue from the prompt, not from the padding
-            torch.testing.assert_close(hf.forward(more), model(input_ids=torch.tensor([prompt + more])).logits[0, -3:],
-                                       atol=1e-4, rtol=1e-4)
+            after = model(input_ids=torch.tensor([prompt + more])).logits[0, -3:]
+            torch.testing.assert_close(hf.forward(more), after, atol=1e-4, rtol=1e-4)
     hook.remove()
     assert seen[::4] == [64, 64, 64, 128]  # the prefills (then a reference run, a step, a reference run)
 

@@ -16,10 +16,9 @@ from transformers import DynamicCache, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
-# Prompts are run padded to a multiple of this many tokens. Every new input shape costs host memory
-# for good in the kernels' caches (measured: ~0.75 MB per new prompt length on CUDA, ~0.07 MB on
-# this CPU; benchmarks/reliability/), so a long-running server would grow with every new prompt
-# length; padded, it sees at most context / PREFILL_PAD prefill shapes.
+# Prompts are run padded to a multiple of this many tokens, so a server sees at most
+# context / PREFILL_PAD prefill shapes: on CUDA every new prefill shape kept ~0.75 MB of host memory
+# for good (benchmarks/reliability/engine_cuda_before_fix.md).
 PREFILL_PAD = 64
 
 

@@ -80,8 +80,8 @@ def test_prefill_is_padded_to_a_few_shapes_and_the_padding_is_never_read():
 
 
 def test_hf_backend_pads_the_prefill_and_drops_the_padding():
-    """The generic loop pads too: on this CPU each new prompt length kept ~0.07 MB for good
-    (RELIABILITY.md). The model sees multiples of 64 tokens; the cache keeps only the prompt."""
+    """The generic loop pads its prompts as the static backend does (a bounded set of prefill
+    shapes). The model sees multiples of 64 tokens; the cache keeps only the prompt."""
     model = _tiny().model
     hf, seen = HFBackend(model), []
     hook = model.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True)

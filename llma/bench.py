@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,7 +86,8 @@ def engine_runner(engine: Engine, config: LLMAConfig, forced: bool) -> Runner:
     return run
 
 
-def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> dict[str, Runner]:
+def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tuple[dict[str, Runner], list[Engine]]:
+    """The runners by name, and the engines they use (for the warm-up)."""
     forced = args.mode == "forced"
     base = LLMAConfig(max_new_tokens=args.max_new_tokens, min_n=args.min_n, max_n=args.max_n, k=args.k,
                       adaptive=not args.fixed_k, policy=args.policy)
@@ -97,8 +98,10 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> di
     }
     # Forced mode: HF prompt lookup, like HF greedy, decodes freely to the target's length.
     table["hf_prompt_lookup"] = hf_runner(loaded, args.max_new_tokens, forced, lookup=args.k)
+    engines = [engine]
     for backend in args.also_backend:  # the same two methods through another backend: greedy@static, ...
         other = Engine(loaded, backend=backend)
+        engines.append(other)
         table[f"greedy@{backend}"] = engine_runner(other, base.greedy(), forced)
         table[f"llma@{backend}"] = engine_runner(other, base, forced)
     for spec in args.variant:
@@ -107,14 +110,15 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> di
         typed = {k: type(getattr(base, k))(v if k != "adaptive" and k != "copy_from_output" else v == "true")
                  for k, v in overrides.items()}
         table[name] = engine_runner(engine, LLMAConfig(**{**base.__dict__, **typed}), forced)
-    return table
+    return table, engines
 
 
 def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torch.device,
             hf_limit: int | None = None, budget_s: float | None = None,
-            also_limit: int | None = None) -> dict[str, MethodRun]:
+            also_limit: int | None = None, engines: Sequence[Engine] = ()) -> dict[str, MethodRun]:
     """`hf_limit`, `also_limit`: the HF methods (slow on a GPU) and the name@backend methods run on
-    the first `hf_limit` (`also_limit`) prompts only.
+    the first `hf_limit` (`also_limit`) prompts only. `engines`: every prompt is prefilled once
+    through each, untimed, so that no method pays for capturing a prefill shape's CUDA graph.
     `budget_s`: start no new prompt after this many seconds (every method keeps the same prompts)."""
     runs = {name: MethodRun() for name in runners}
     # Warm-up, untimed (allocations, kernel selection; CUDA graphs for the shortest and longest prompt).
@@ -124,6 +128,9 @@ def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torc
             for p in {len(p.prompt): p for p in (min(prompts, key=lambda p: len(p.prompt)),
                                                   max(prompts, key=lambda p: len(p.prompt)))}.values():
                 runner(p)
+    for engine in engines:
+        for p in prompts:
+            engine.backend.prefill(p.prompt)
     start = time.perf_counter()
     for i, p in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
         if budget_s is not None and time.perf_counter() - start > budget_s:
@@ -249,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
                      "transformers": transformers.__version__},
     }
     print(f"device: {report['device']}, dtype {report['dtype']}, {len(prompts)} prompts", flush=True)
-    runs = measure(methods(loaded, engine, args), prompts, loaded.device, args.hf_limit, args.time_budget,
-                   args.also_limit)
+    runners, engines = methods(loaded, engine, args)
+    runs = measure(runners, prompts, loaded.device, args.hf_limit, args.time_budget, args.also_limit, engines)
     report["n_prompts"] = len(runs["greedy"].outputs)
     report["results"] = summarise(runs)
     print(markdown(report))

@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -89,15 +90,18 @@ def hf_runner(model, prompt: list[int], n: int):
 def step_costs(model, prompt: list[int], device: torch.device, length: int, sizes=SIZES, reps: int = 20) -> dict:
     backends = {"static-graphs": True, "static": False} if device.type == "cuda" else {"static": False}
     rows = {name: {} for name in ("hf_eager", *backends)}
+    prefill_ms = {}
     for n in sizes:
         rows["hf_eager"][n] = timed(hf_runner(model, prompt, n), device, reps=max(3, reps // 4))
     for name, graphs in backends.items():
         backend = StaticBackend(model, graphs=graphs, max_len=length, attention=ATTENTION)
         with torch.no_grad():
+            prefill_ms[name] = timed(partial(backend.prefill, prompt), device, reps=reps)
             for n in sizes:
                 rows[name][n] = timed(block_runner(backend, n, length), device, reps=reps)
         del backend
-    return {"attention_length": length, "prompt_tokens_for_hf": len(prompt), "ms_per_step": rows}
+    return {"attention_length": length, "prompt_tokens_for_hf": len(prompt), "ms_per_step": rows,
+            "prefill_ms": prefill_ms}
 
 
 @torch.no_grad()
@@ -153,6 +157,8 @@ def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str) ->
     engine = Engine(loaded, backend=backend)
     configs = {"greedy": LLMAConfig(enabled=False), "llma": LLMAConfig(),
                "llma_k32": LLMAConfig(min_n=1, k=32, adaptive=False)}
+    for p in prompts:  # untimed: each prefill shape's CUDA graph is captured here, not in a timed run
+        engine.backend.prefill(p.prompt)
     results = {}
     for name, config in configs.items():
         tokens = forwards = 0
@@ -203,6 +209,9 @@ def markdown(report: dict) -> str:
                   "| query tokens | " + " | ".join(table) + " |", "|---" * (len(table) + 1) + "|"]
         for n in next(iter(table.values())):
             lines.append(f"| {n} | " + " | ".join(str(col[n]) for col in table.values()) + " |")
+        if "prefill_ms" in costs:
+            lines += ["", f"Prefill of the {costs['prompt_tokens_for_hf']}-token prompt, ms: "
+                      + ", ".join(f"{k} {v}" for k, v in costs["prefill_ms"].items())]
     for name, run in report.get("forced_decoding", {}).items():
         lines += ["", f"## Forced decoding, {name}: {run['n_prompts']} rag.jsonl prompts, backend {run['backend']}",
                   "", "| method | tok/s | tokens/forward | speedup vs greedy |", "|---|---|---|---|"]

@@ -11,13 +11,14 @@ backend is bit-identical to greedy through it, in any dtype. The KV cache is pre
 ([layers, kv_heads, capacity, head_dim]) and written by position; `trim` only moves the position:
 a query never sees keys past its own position, so stale or padding entries are never read.
 Attention covers a key length L fixed per sequence (chosen at prefill from the prompt and the
-reserved new tokens; "flash" attention reads only the keys in use), so on CUDA each (block, L) step
-is captured once in a CUDA graph and replayed. The prefill runs eagerly, one causal forward.
+reserved new tokens; "flash" and "split" attention read only the keys in use), so on CUDA each
+(block, L) step is captured once in a CUDA graph and replayed. The prefill is one causal forward
+over the prompt padded to a multiple of PREFILL_PAD; on CUDA it too is a graph, one per padded
+length (a prompt costs one replay instead of hundreds of kernel launches).
 """
 from __future__ import annotations
 
 import logging
-from collections import namedtuple
 from collections.abc import Callable, Sequence
 
 import torch
@@ -25,16 +26,15 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from llma.backend import context_length_of, padded_length
+from llma.static.attention import flash, works
+from llma.static.graphs import capture
 from llma.static.support import unsupported_reason
+from llma.static.weights import pack_layer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = 32  # the last token and up to 31 drafted tokens (a multiple of 8: no ragged GEMM tile rows)
 ATTENTION = ("sdpa", "bmm", "flash", "split")
-
-# One layer's weights; q, k and v (and gate and up) projections in one matrix each: one GEMM each.
-_Layer = namedtuple("_Layer", "in_norm qkv qkv_bias o_t o_bias post_norm gate_up down_t")
-
 
 class StaticBackend:
     """The Backend protocol over a static KV cache and fixed-shape steps (see the module docstring)."""
@@ -71,7 +71,7 @@ class StaticBackend:
         with torch.no_grad():
             self.embed, self.lm_head, self.norm = (w.detach() for w in (
                 inner.embed_tokens.weight, model.lm_head.weight, inner.norm.weight))
-            self.layers = [self._layer(layer) for layer in inner.layers]
+            self.layers = [pack_layer(layer) for layer in inner.layers]
             # Capacity: any block starting inside the context fits; a multiple of 64 keeps views aligned.
             self.capacity = -(-(self._context_length + block) // 64) * 64
             shape = (len(self.layers), self.kv_heads, self.capacity, self.head_dim)
@@ -81,20 +81,14 @@ class StaticBackend:
             self.cos, self.sin = self._rope_tables(model)
         self._len, self._reserve, self._L = 0, 256, min_bucket
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._prefills: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._pool = torch.cuda.graph_pool_handle() if self.graphs else None  # shared by the prefill graphs
         self._cu: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
         self._split: dict[int, Callable[..., torch.Tensor]] = {}
-        if attention in ("flash", "split") and not self._attention_ok():
+        if attention in ("flash", "split") and not works(attention, self._fast_attention(), self.heads,
+                                                         self.kv_heads, self.head_dim, self.capacity,
+                                                         self.scale, self.dtype, self.device):
             self.attention = "sdpa"
-
-    @staticmethod
-    def _layer(layer: torch.nn.Module) -> _Layer:
-        a, mlp = layer.self_attn, layer.mlp
-        projs = (a.q_proj, a.k_proj, a.v_proj)
-        bias = torch.cat([p.bias for p in projs]) if a.q_proj.bias is not None else None
-        return _Layer(layer.input_layernorm.weight.detach(), torch.cat([p.weight for p in projs]), bias,
-                      a.o_proj.weight.detach().t(), None if a.o_proj.bias is None else a.o_proj.bias.detach(),
-                      layer.post_attention_layernorm.weight.detach(),
-                      torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), mlp.down_proj.weight.detach().t())
 
     def _rope_tables(self, model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin per position, as the model's own rotary module computes them (HF's values)."""
@@ -137,11 +131,30 @@ class StaticBackend:
         # memory for good. Causal attention keeps the padding out of the real rows; its keys land
         # past the sequence, where later steps overwrite them before reading (as in the graph warm-up).
         m = padded_length(n, self.capacity)
-        tokens = torch.tensor(list(ids) + [0] * (m - n), dtype=torch.long, device=self.device)
-        x = self._layers(F.embedding(tokens, self.embed), self.cos[:m, None], self.sin[:m, None],
-                         self._prefill_attention(m))
+        tokens = torch.tensor(list(ids) + [0] * (m - n), dtype=torch.long)
+        x = self._prefill_graph(tokens) if self.graphs else self._prefill_states(tokens.to(self.device))
         self._len = n
         return F.linear(x[n - 1 : n], self.lm_head).float()
+
+    def _prefill_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The last hidden states of a padded prompt (a device tensor); writes its keys and values at [0, m)."""
+        m = tokens.shape[0]
+        return self._layers(F.embedding(tokens, self.embed), self.cos[:m, None], self.sin[:m, None],
+                            self._prefill_attention(m))
+
+    def _prefill_graph(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`_prefill_states` replayed from a graph captured at the padded length's first use. At most
+        capacity / PREFILL_PAD graphs; they share one memory pool, and each output is read (the
+        last row's logits) before the next prefill replays."""
+        m = tokens.shape[0]
+        if m not in self._prefills:
+            static = torch.zeros(m, dtype=torch.long, device=self.device)  # its warm-up writes only [0, m)
+            self._prefills[m] = (*capture(self._prefill_states, static, self._pool), static)
+            log.info("captured a CUDA graph for the prefill of %d (padded) tokens", m)
+        graph, out, static = self._prefills[m]
+        static.copy_(tokens)
+        graph.replay()
+        return out
 
     @torch.no_grad()
     def forward(self, ids: Sequence[int]) -> torch.Tensor:
@@ -228,7 +241,8 @@ class StaticBackend:
             self.k[i].index_copy_(1, positions, k.transpose(0, 1))
             self.v[i].index_copy_(1, positions, v.transpose(0, 1))
             if self.attention == "flash":
-                return self._flash(q, self.k[i].transpose(0, 1), self.v[i].transpose(0, 1), used).reshape(b, -1)
+                k_all, v_all = self.k[i].transpose(0, 1), self.v[i].transpose(0, 1)
+                return flash(q, k_all, v_all, used, self.scale, self._cu).reshape(b, -1)
             if self.attention == "split":
                 return self._split_kernel(b)(q, self.k[i], self.v[i], inp[b:]).reshape(b, -1)
             q = q.view(b, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * b, d)
@@ -245,16 +259,6 @@ class StaticBackend:
                          self.sin[positions][:, None], attend, step=True)
         return F.linear(x, self.lm_head)
 
-    def _flash(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
-        """Flash attention (varlen form, one sequence): q [n, heads, d]; k, v [keys, kv_heads, d] of
-        which the first `used` count; query i sees keys < used - n + i + 1."""
-        n, keys = q.shape[0], k.shape[0]
-        if (n, keys) not in self._cu:  # made in the warm-up, never during a graph capture
-            self._cu[n, keys] = tuple(torch.tensor([0, m], dtype=torch.int32, device=q.device) for m in (n, keys))
-        cu_q, cu_k = self._cu[n, keys]
-        return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, n, keys, 0.0, True, False,
-                                                       scale=self.scale, seqused_k=used)[0]
-
     def _split_kernel(self, block: int) -> Callable[..., torch.Tensor]:
         """The split-KV attention for `block` rows (its buffers made in the warm-up, never in a capture)."""
         if block not in self._split:
@@ -264,26 +268,12 @@ class StaticBackend:
                                                 self.scale, self.device)
         return self._split[block]
 
-    def _attention_ok(self) -> bool:
-        """Does the chosen step attention work here and agree with masked SDPA (8 rows at 92..99)?"""
-        try:
-            g, opts = torch.Generator(device=self.device).manual_seed(0), {"dtype": self.dtype, "device": self.device}
-            # The layouts of a step: q a slice of the q/k/v rows, k and v [kv_heads, keys, d].
-            q = torch.randn(8, self.heads + 2, self.head_dim, generator=g, **opts)[:, : self.heads]
-            k, v = (torch.randn(self.kv_heads, self.capacity, self.head_dim, generator=g, **opts) for _ in "kv")
-            if self.attention == "flash":
-                out = self._flash(q, k.transpose(0, 1), v.transpose(0, 1),
-                                  torch.tensor([100], dtype=torch.int32, device=self.device))
-            else:
-                out = self._split_kernel(8)(q, k, v, torch.tensor([92], device=self.device))
-            mask = self.arange[None] <= torch.arange(92, 100, device=self.device)[:, None]
-            kr, vr = (t.repeat_interleave(self.heads // self.kv_heads, 0) for t in (k, v))
-            ref = F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, attn_mask=mask, scale=self.scale)
-            torch.testing.assert_close(out, ref.transpose(0, 1), atol=2e-2, rtol=2e-2)
-            return True
-        except Exception as err:  # noqa: BLE001 (any failure: use the portable path)
-            log.warning("%s attention unusable here (%s); using sdpa", self.attention, str(err).split("\n")[0][:200])
-            return False
+    def _fast_attention(self) -> Callable[..., torch.Tensor]:
+        """The chosen "flash" or "split" attention in the common form of llma.static.attention.Attend."""
+        if self.attention == "flash":
+            return lambda q, k, v, pos: flash(q, k.transpose(0, 1), v.transpose(0, 1),
+                                              (pos + q.shape[0]).to(torch.int32), self.scale, self._cu)
+        return lambda q, k, v, pos: self._split_kernel(q.shape[0])(q, k, v, pos)
 
     def _run(self, block_ids: list[int], pos: int, block: int, length: int) -> torch.Tensor:
         inp = torch.tensor(block_ids + [pos], dtype=torch.long)
@@ -301,15 +291,7 @@ class StaticBackend:
         if key not in self._graphs:
             static_inp = torch.zeros(block + 1, dtype=torch.long, device=self.device)
             static_inp[block] = pos
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    self._step(static_inp, length)
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = self._step(static_inp, length)
+            graph, out = capture(lambda inp: self._step(inp, length), static_inp)
             self._graphs[key] = (graph, static_inp, out)
             log.info("captured a CUDA graph for block %d, attention length %d", block, length)
         return self._graphs[key]

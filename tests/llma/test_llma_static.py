@@ -249,3 +249,19 @@ def test_cuda_graphs_llma_bit_identical_to_greedy():
         assert engine.generate(prompt, refs, config).tokens == greedy
     eager = Engine(loaded, backend="static")
     assert eager.generate(prompt, refs, CONFIGS[1]).tokens == eager.generate(prompt, None, CONFIGS[1].greedy()).tokens
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_prefill_graphs_agree_with_the_eager_prefill():
+    """One graph per padded prompt length, in a shared memory pool: replaying another length's graph
+    in between changes nothing, and the graph leaves the cache as the eager prefill does."""
+    loaded = _tiny()
+    loaded.model.to("cuda")
+    graphs, eager = StaticBackend(loaded.model, graphs=True), StaticBackend(loaded.model, graphs=False)
+    long, short = _ids(70, 1), _ids(20, 2)  # padded to 128 and to 64
+    first = graphs.prefill(long).clone()
+    graphs.prefill(short)
+    again = graphs.prefill(long)
+    assert torch.equal(first, again) and sorted(graphs._prefills) == [64, 128]
+    torch.testing.assert_close(again, eager.prefill(long), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(graphs.forward([5, 6]), eager.forward([5, 6]), atol=1e-4, rtol=1e-4)

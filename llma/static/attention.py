@@ -1,0 +1,46 @@
+"""The step attentions that read only the keys in use ("flash", "split"), and their self-check."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+# attend(q [rows, heads, d], k and v [kv_heads, keys, d], pos: a 1-element device tensor) -> [rows, heads, d]:
+# row r sees the keys at positions <= pos + r.
+Attend = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, used: torch.Tensor, scale: float,
+          cu: dict[tuple[int, int], tuple[torch.Tensor, ...]]) -> torch.Tensor:
+    """Flash attention (varlen form, one sequence): q [n, heads, d]; k, v [keys, kv_heads, d] of which
+    the first `used` count; query i sees keys < used - n + i + 1. `cu` caches the sequence offsets,
+    made in a warm-up, never during a graph capture."""
+    n, keys = q.shape[0], k.shape[0]
+    if (n, keys) not in cu:
+        cu[n, keys] = tuple(torch.tensor([0, m], dtype=torch.int32, device=q.device) for m in (n, keys))
+    cu_q, cu_k = cu[n, keys]
+    return torch.ops.aten._flash_attention_forward(q, k, v, cu_q, cu_k, n, keys, 0.0, True, False,
+                                                   scale=scale, seqused_k=used)[0]
+
+
+def works(name: str, attend: Attend, heads: int, kv_heads: int, head_dim: int, capacity: int, scale: float,
+          dtype: torch.dtype, device: torch.device) -> bool:
+    """Does `attend` run here and agree with masked SDPA (8 rows at positions 92..99)?"""
+    try:
+        g, opts = torch.Generator(device=device).manual_seed(0), {"dtype": dtype, "device": device}
+        # The layouts of a step: q a slice of the q/k/v rows, k and v [kv_heads, keys, d].
+        q = torch.randn(8, heads + 2, head_dim, generator=g, **opts)[:, :heads]
+        k, v = (torch.randn(kv_heads, capacity, head_dim, generator=g, **opts) for _ in "kv")
+        out = attend(q, k, v, torch.tensor([92], device=device))
+        mask = torch.arange(capacity, device=device)[None] <= torch.arange(92, 100, device=device)[:, None]
+        kr, vr = (t.repeat_interleave(heads // kv_heads, 0) for t in (k, v))
+        ref = F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, attn_mask=mask, scale=scale)
+        torch.testing.assert_close(out, ref.transpose(0, 1), atol=2e-2, rtol=2e-2)
+        return True
+    except Exception as err:  # noqa: BLE001 (any failure: use the portable path)
+        log.warning("%s attention unusable here (%s); using sdpa", name, str(err).split("\n")[0][:200])
+        return False

@@ -10,6 +10,11 @@ Jumping as far as possible is optimal here (the reach can only grow with the pos
 counts the fewest forwards any copy-based drafter with that block can need: LLMA's speedup over
 greedy on the same backend cannot exceed the resulting tokens per forward. No model is run, only
 the tokenizer.
+
+A second, tighter bound for drafters that find their copy by matching the output's suffix (LLMA's
+n-gram match, at any n >= 1): at each step, the best of all reference positions that follow an
+occurrence of the output's last token, chosen perfectly. No such drafter can beat it, whatever
+its n-gram lengths, policy or copy length.
 """
 from __future__ import annotations
 
@@ -47,6 +52,26 @@ def fewest_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:
     return forwards
 
 
+def common_prefix(a: list[int], start: int, b: list[int], at: int, cap: int) -> int:
+    n = 0
+    while n < cap and start + n < len(a) and at + n < len(b) and a[start + n] == b[at + n]:
+        n += 1
+    return n
+
+
+def anchored_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:
+    """Forwards for the perfect choice among suffix-anchored copies: the prefill gives the first
+    token; each step copies from the best position that follows the last token, then adds one."""
+    at, forwards = 1, 1
+    while at < len(target):
+        limit = min(cap, len(target) - at - 1)
+        copied = max((common_prefix(src, s, target, at, limit) for src in [*refs, target[:at]]
+                      for s in range(1, len(src)) if src[s - 1] == target[at - 1]), default=0)
+        at += copied + 1
+        forwards += 1
+    return forwards
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -56,16 +81,18 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     name, prompts = bench_prompts(load_model(device="cpu").tokenizer, args.data, args.limit)
-    tokens = forwards = 0
+    tokens = forwards = anchored = 0
     for p in prompts:
         if p.target is None:
             raise SystemExit(f"{args.data} has no forced targets")
         target = p.target[: args.max_new_tokens]
         tokens += len(target)
         forwards += fewest_forwards(target, list(p.references.values()), args.block - 1)
+        anchored += anchored_forwards(target, list(p.references.values()), args.block - 1)
     report = {"command": "python benchmarks/copy_bound.py " + " ".join(sys.argv[1:]), "dataset": name,
               "prompts": len(prompts), "block": args.block, "target_tokens": tokens, "oracle_forwards": forwards,
-              "oracle_tokens_per_forward": round(tokens / forwards, 3)}
+              "oracle_tokens_per_forward": round(tokens / forwards, 3), "suffix_anchored_forwards": anchored,
+              "suffix_anchored_tokens_per_forward": round(tokens / anchored, 3)}
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rag import RAGPipeline
 from rag_fixtures import QUESTIONS, small
-from reliability.longrun import growth, run_questions
+from reliability.longrun import growth, longest_inputs, run_questions
 
 VARIANTS = ["{}", "Please answer: {}", "{} Answer briefly.", "Quick question. {}", "{} Thanks!"]
 
@@ -19,3 +19,12 @@ def test_thirty_consecutive_questions_leak_nothing(pipe: RAGPipeline) -> None:
         assert s.answer_cache <= pipe.cache.capacity
     rss = growth([(s.question, s.rss_mb) for s in result.samples])
     assert rss["second_half_growth_mb"] < 100  # loose: allocator noise on a short run
+
+
+def test_the_warm_up_asks_the_longest_prompt_and_the_longest_question(pipe: RAGPipeline) -> None:
+    settings = small(6)
+    questions = [QUESTIONS[0], QUESTIONS[1] + " " + "Please be precise. " * 20, QUESTIONS[2]]
+    warm, tokens = longest_inputs(pipe, questions, settings)
+    assert warm == [questions[1]]  # both the longest prompt and the longest text: asked once
+    assert tokens == len(pipe.prepare(questions[1], settings=settings).prompt_ids)
+    assert tokens > max(len(pipe.prepare(q, settings=settings).prompt_ids) for q in (questions[0], questions[2]))

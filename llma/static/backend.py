@@ -13,8 +13,8 @@ a query never sees keys past its own position, so stale or padding entries are n
 Attention covers a key length L fixed per sequence (chosen at prefill from the prompt and the
 reserved new tokens; "flash" and "split" attention read only the keys in use), so on CUDA each
 (block, L) step is captured once in a CUDA graph and replayed. The prefill is one causal forward
-over the prompt padded to a multiple of PREFILL_PAD; on CUDA it too is a graph, one per padded
-length (a prompt costs one replay instead of hundreds of kernel launches).
+over the padded prompt; on CUDA it too is a graph, one per padded length (a prompt costs one
+replay instead of hundreds of kernel launches).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from transformers import PreTrainedModel
 
 from llma.backend import context_length_of, padded_length
 from llma.static.attention import flash, works
-from llma.static.graphs import capture
+from llma.static.graphs import capture, graph_length
 from llma.static.support import unsupported_reason
 from llma.static.weights import pack_layer
 
@@ -83,6 +83,7 @@ class StaticBackend:
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._prefills: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None  # shared by the prefill graphs
+        self._side = torch.cuda.Stream(self.device) if self.graphs else None  # every capture's warm-up
         self._cu: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
         self._split: dict[int, Callable[..., torch.Tensor]] = {}
         if attention in ("flash", "split") and not works(attention, self._fast_attention(), self.heads,
@@ -127,10 +128,11 @@ class StaticBackend:
         if not 0 < n <= self._context_length:
             raise ValueError(f"prefill needs 1 to {self._context_length} tokens, got {n}")
         self._L = self._bucket(n + self._reserve + self.block)
-        # Padded (llma.backend.PREFILL_PAD): a bounded set of shapes, as every new shape costs host
-        # memory for good. Causal attention keeps the padding out of the real rows; its keys land
-        # past the sequence, where later steps overwrite them before reading (as in the graph warm-up).
-        m = padded_length(n, self.capacity)
+        # Padded: a bounded set of shapes, as every new shape costs host memory for good (eager: to a
+        # multiple of PREFILL_PAD; graphs: to a graph_length, as each graph also holds GPU memory).
+        # Causal attention keeps the padding out of the real rows; its keys land past the sequence,
+        # where later steps overwrite them before reading (as in the graph warm-up).
+        m = (graph_length if self.graphs else padded_length)(n, self.capacity)
         tokens = torch.tensor(list(ids) + [0] * (m - n), dtype=torch.long)
         x = self._prefill_graph(tokens) if self.graphs else self._prefill_states(tokens.to(self.device))
         self._len = n
@@ -143,13 +145,13 @@ class StaticBackend:
                             self._prefill_attention(m))
 
     def _prefill_graph(self, tokens: torch.Tensor) -> torch.Tensor:
-        """`_prefill_states` replayed from a graph captured at the padded length's first use. At most
-        capacity / PREFILL_PAD graphs; they share one memory pool, and each output is read (the
-        last row's logits) before the next prefill replays."""
+        """`_prefill_states` replayed from a graph captured at the padded length's first use (two
+        per doubling, llma.static.graphs.graph_length); they share one memory pool, and each output
+        is read (the last row's logits) before the next prefill replays."""
         m = tokens.shape[0]
         if m not in self._prefills:
             static = torch.zeros(m, dtype=torch.long, device=self.device)  # its warm-up writes only [0, m)
-            self._prefills[m] = (*capture(self._prefill_states, static, self._pool), static)
+            self._prefills[m] = (*capture(self._prefill_states, static, self._side, self._pool), static)
             log.info("captured a CUDA graph for the prefill of %d (padded) tokens", m)
         graph, out, static = self._prefills[m]
         static.copy_(tokens)
@@ -291,7 +293,7 @@ class StaticBackend:
         if key not in self._graphs:
             static_inp = torch.zeros(block + 1, dtype=torch.long, device=self.device)
             static_inp[block] = pos
-            graph, out = capture(lambda inp: self._step(inp, length), static_inp)
+            graph, out = capture(lambda inp: self._step(inp, length), static_inp, self._side)
             self._graphs[key] = (graph, static_inp, out)
             log.info("captured a CUDA graph for block %d, attention length %d", block, length)
         return self._graphs[key]

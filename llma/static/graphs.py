@@ -6,14 +6,25 @@ from collections.abc import Callable
 import torch
 
 
-def capture(fn: Callable[[torch.Tensor], torch.Tensor], static_inp: torch.Tensor,
+def graph_length(n: int, limit: int) -> int:
+    """The prefill length captured for an `n`-token prompt: the first of 64, 96, 128, 192, 256, 384,
+    ... (powers of two and their midpoints) that holds it, at most `limit`. So a server captures
+    two prefill graphs per doubling of the prompt length, each padding a prompt by less than half."""
+    size = 64
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size // 3 * 4
+    return max(n, min(size, limit))
+
+
+def capture(fn: Callable[[torch.Tensor], torch.Tensor], static_inp: torch.Tensor, stream: torch.cuda.Stream,
             pool: tuple[int, int] | None = None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
     """`fn(static_inp)` captured in a CUDA graph; returns the graph and its output tensor, which each
-    replay overwrites. Two warm-up runs on a side stream first: lazy allocations, kernel selection and
-    torch.compile must not happen inside the capture. `pool`: a memory pool shared with other graphs
-    (safe when each replay's output is read before another graph of the pool replays)."""
+    replay overwrites. Two warm-up runs on the side `stream` first: lazy allocations, kernel selection
+    and torch.compile must not happen inside the capture. Pass the same stream to every capture:
+    cuBLAS keeps a workspace (up to 32 MB) for each stream it ran on, for good. `pool`: a memory pool
+    shared with other graphs (safe when each replay's output is read before another graph of the
+    pool replays)."""
     device = static_inp.device
-    stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
         for _ in range(2):

@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     lengths = range(FIRST_LENGTH, FIRST_LENGTH + args.lengths)
     figures: dict[str, object] = {"prefill_pad": PREFILL_PAD, "lengths_per_way": args.lengths,
-                                  "first_length": lengths.start}
+                                  "first_length": lengths.start,
+                                  "MKL_DISABLE_FAST_MM": os.environ.get("MKL_DISABLE_FAST_MM", "(unset)")}
     # Each way gets lengths of its own, never seen by the process before.
     ways = (("exact", exact, False), ("exact_below_longest", exact, True), ("padded", padded, False),
             ("padded_below_longest", padded, True))

@@ -118,7 +118,7 @@ def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torc
             also_limit: int | None = None, engines: Sequence[Engine] = ()) -> dict[str, MethodRun]:
     """`hf_limit`, `also_limit`: the HF methods (slow on a GPU) and the name@backend methods run on
     the first `hf_limit` (`also_limit`) prompts only. `engines`: every prompt is prefilled once
-    through each, untimed, so that no method pays for capturing a prefill shape's CUDA graph.
+    through each that uses CUDA graphs, untimed, so that no method pays for a prefill graph's capture.
     `budget_s`: start no new prompt after this many seconds (every method keeps the same prompts)."""
     runs = {name: MethodRun() for name in runners}
     # Warm-up, untimed (allocations, kernel selection; CUDA graphs for the shortest and longest prompt).
@@ -129,7 +129,7 @@ def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torc
                                                   max(prompts, key=lambda p: len(p.prompt)))}.values():
                 runner(p)
     for engine in engines:
-        for p in prompts:
+        for p in prompts if getattr(engine.backend, "graphs", False) else ():
             engine.backend.prefill(p.prompt)
     start = time.perf_counter()
     for i, p in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):

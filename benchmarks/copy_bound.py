@@ -30,16 +30,17 @@ from llma.bench_data import bench_prompts  # noqa: E402
 from llma.loading import load_model  # noqa: E402
 
 
+def common_prefix(a: list[int], start: int, b: list[int], at: int, cap: int) -> int:
+    """How many tokens (at most cap) a[start:] and b[at:] share from their start."""
+    n = 0
+    while n < cap and start + n < len(a) and at + n < len(b) and a[start + n] == b[at + n]:
+        n += 1
+    return n
+
+
 def longest_copy(target: list[int], at: int, sources: list[list[int]], cap: int) -> int:
     """Length of the longest target[at:at + n] (n <= cap) that occurs in one of the sources."""
-    best = 0
-    for src in sources:
-        for s in range(len(src)):
-            n = 0
-            while n < cap and at + n < len(target) and s + n < len(src) and src[s + n] == target[at + n]:
-                n += 1
-            best = max(best, n)
-    return best
+    return max((common_prefix(src, s, target, at, cap) for src in sources for s in range(len(src))), default=0)
 
 
 def fewest_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:
@@ -50,13 +51,6 @@ def fewest_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:
         at += copied + 1
         forwards += 1
     return forwards
-
-
-def common_prefix(a: list[int], start: int, b: list[int], at: int, cap: int) -> int:
-    n = 0
-    while n < cap and start + n < len(a) and at + n < len(b) and a[start + n] == b[at + n]:
-        n += 1
-    return n
 
 
 def anchored_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:

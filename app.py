@@ -149,6 +149,14 @@ def build_ui(service: Service, examples: list[str] | None = None,
         done = service.ready.is_set() or service.error is not None
         return service.status, gr.Timer(active=not done)
 
+    def draft_values():
+        """The loaded model's drafting defaults into the settings: they depend on its backend (on a
+        GPU every step verifies a fixed block, so full-block copies; the sliders start at the CPU's)."""
+        defaults = getattr(service.pipe, "draft_defaults", None) if service.ready.is_set() else None
+        if defaults is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        return defaults.min_n, defaults.k, defaults.adaptive
+
     with gr.Blocks(title="llma-rag: document QA with LLMA") as demo:
         state = gr.State({"display": [], "history": []})
         gr.Markdown("## llma-rag · document QA with LLMA (Inference with Reference)\n"
@@ -184,6 +192,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
                     sources = gr.HTML(highlight.render_sources([]), elem_id="llma-sources")
                 with gr.Accordion("Settings", open=False):
                     top_k = gr.Slider(0, 10, value=4, step=1, label="Passages (top k)")
+                    # Drafting: the HF loop's defaults until the model is loaded (draft_values).
                     min_n = gr.Slider(1, 8, value=2, step=1, label="Min n-gram")
                     max_n = gr.Slider(1, 8, value=4, step=1, label="Max n-gram")
                     k = gr.Slider(1, 64, value=8, step=1, label="Copy length k")
@@ -213,9 +222,11 @@ def build_ui(service: Service, examples: list[str] | None = None,
         clear_btn.click(clear, None, [chatbot, state, sources, stats_box, plot, compare_box],
                         queue=False, api_name=False)
         timer = gr.Timer(1.0)
+        drafting = [min_n, k, adaptive]
         timer.tick(poll_status, None, [status, timer], queue=False, show_progress="hidden",
-                   api_name=False)
+                   api_name=False).then(draft_values, None, drafting, queue=False, api_name=False)
         demo.load(poll_status, None, [status, timer], queue=False, api_name="status")
+        demo.load(draft_values, None, drafting, queue=False, api_name="draft_defaults")
     return demo
 
 

@@ -15,7 +15,10 @@ STEPS=${*:-smoke choose forced free squad steps}
 mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LLMA_CACHE_DIR=${LLMA_CACHE_DIR:-/tmp/llmacache}
 BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backend static --max-new-tokens 128"
-BENCH="$BENCH --variant llma_k32:min_n=1,k=32,adaptive=false"
+# llma: the static backend's drafting defaults (llma.engine.fixed_block_defaults); llma_hf_defaults:
+# the HF loop's (the defaults before stop 11); llma_k32: the best variant of the runs before that.
+BENCH="$BENCH --variant llma_hf_defaults:min_n=2,k=8,adaptive=true,policy=recent"
+BENCH="$BENCH --variant llma_k32:min_n=1,k=32,adaptive=false,policy=recent"
 keep() { cp $RES/*.json "$OUT"/ 2>/dev/null; }  # each result back at once (at most 8 files come back)
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 {

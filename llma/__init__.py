@@ -1,6 +1,6 @@
 """LLMA: lossless acceleration of LLM decoding by copying from references (token ids in and out)."""
 from llma.backend import Backend, HFBackend
-from llma.engine import OUTPUT_REF, Engine, LLMAConfig
+from llma.engine import OUTPUT_REF, DraftDefaults, Engine, LLMAConfig
 from llma.decoder import Decoder, StopConfig, collect
 from llma.loading import DEFAULT_MODEL, LoadedModel, ModelNotFoundError, load_model
 from llma.proposer import CopyLength, Proposer, ReferenceIndex
@@ -8,7 +8,8 @@ from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
 from llma.verifier import ForcedVerifier, GreedyVerifier, SamplingConfig, SamplingVerifier, count_accepted
 
 __all__ = [
-    "Backend", "HFBackend", "Engine", "LLMAConfig", "OUTPUT_REF", "Decoder", "StopConfig", "collect", "DEFAULT_MODEL", "LoadedModel",
+    "Backend", "HFBackend", "Engine", "LLMAConfig", "DraftDefaults", "OUTPUT_REF", "Decoder", "StopConfig",
+    "collect", "DEFAULT_MODEL", "LoadedModel",
     "ModelNotFoundError", "load_model", "CopyLength", "Proposer", "ReferenceIndex", "CopiedSpan",
     "DecodeResult", "DecodeStats", "Draft", "StepEvent", "ForcedVerifier", "GreedyVerifier",
     "SamplingConfig", "SamplingVerifier", "count_accepted",

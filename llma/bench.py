@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,8 +26,9 @@ import transformers
 from tqdm import tqdm
 
 from llma.bench_data import BenchPrompt, bench_prompts
-from llma.engine import Engine, LLMAConfig
+from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
+from llma.proposer import POLICIES
 from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
@@ -89,15 +90,14 @@ def engine_runner(engine: Engine, config: LLMAConfig, forced: bool) -> Runner:
 def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tuple[dict[str, Runner], list[Engine]]:
     """The runners by name, and the engines they use (for the warm-up)."""
     forced = args.mode == "forced"
-    base = LLMAConfig(max_new_tokens=args.max_new_tokens, min_n=args.min_n, max_n=args.max_n, k=args.k,
-                      adaptive=not args.fixed_k, policy=args.policy)
+    base = base_config(args)
     table: dict[str, Runner] = {
         "hf_greedy": hf_runner(loaded, args.max_new_tokens, forced),
         "greedy": engine_runner(engine, base.greedy(), forced),
         "llma": engine_runner(engine, base, forced),
     }
     # Forced mode: HF prompt lookup, like HF greedy, decodes freely to the target's length.
-    table["hf_prompt_lookup"] = hf_runner(loaded, args.max_new_tokens, forced, lookup=args.k)
+    table["hf_prompt_lookup"] = hf_runner(loaded, args.max_new_tokens, forced, lookup=args.k or HF_DEFAULTS.k)
     engines = [engine]
     for backend in args.also_backend:  # the same two methods through another backend: greedy@static, ...
         other = Engine(loaded, backend=backend)
@@ -107,10 +107,27 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tu
     for spec in args.variant:
         name, _, settings = spec.partition(":")
         overrides = dict(kv.split("=") for kv in settings.split(",") if kv)
-        typed = {k: type(getattr(base, k))(v if k != "adaptive" and k != "copy_from_output" else v == "true")
-                 for k, v in overrides.items()}
-        table[name] = engine_runner(engine, LLMAConfig(**{**base.__dict__, **typed}), forced)
+        table[name] = engine_runner(engine, replace(base, **{k: _typed(k, v) for k, v in overrides.items()}), forced)
     return table, engines
+
+
+def base_config(args: argparse.Namespace) -> LLMAConfig:
+    """The `llma` method's settings: what the command line sets, the engine's defaults for the rest."""
+    return LLMAConfig(max_new_tokens=args.max_new_tokens, min_n=args.min_n, max_n=args.max_n, k=args.k,
+                      adaptive=False if args.fixed_k else None, policy=args.policy)
+
+
+def _typed(name: str, value: str) -> object:
+    """A --variant value as its LLMAConfig field's type."""
+    if name in ("adaptive", "copy_from_output"):
+        return value == "true"
+    return value if name == "policy" else int(value)
+
+
+def draft_settings(engine: Engine, config: LLMAConfig) -> dict[str, object]:
+    """The drafting settings `config` runs with on `engine` (its None fields resolved)."""
+    resolved = engine.resolve(config)
+    return {name: getattr(resolved, name) for name in ("min_n", "max_n", "k", "adaptive", "k_max", "policy")}
 
 
 def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torch.device,
@@ -192,6 +209,8 @@ def markdown(report: dict[str, object]) -> str:
              "", f"Device: {report['device']}. Command: `{report['command']}`", "",
              f"Our greedy/llma: backend {report.get('backend')}; name@backend: the same through that backend; "
              "own greedy: greedy through the same backend. Speedups compare the same prompts.", "",
+             f"LLMA drafting settings (on our backend; what the command leaves unset is the backend's "
+             f"default): {report.get('llma_settings', 'not recorded')}", "",
              "| method | prompts | tok/s | tokens/forward | acceptance | speedup vs our greedy | vs HF greedy | "
              "identical to our greedy | to own greedy | to HF greedy |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
@@ -216,11 +235,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--max-passages", type=int, default=10)
     ap.add_argument("--refs", choices=("prompt", "alone"), default="prompt")
-    ap.add_argument("--min-n", type=int, default=LLMAConfig.min_n)
+    ap.add_argument("--min-n", type=int, default=None, help="default: the backend's (llma.engine.DraftDefaults)")
     ap.add_argument("--max-n", type=int, default=LLMAConfig.max_n)
-    ap.add_argument("-k", type=int, default=LLMAConfig.k)
-    ap.add_argument("--fixed-k", action="store_true", help="fixed copy length instead of adaptive")
-    ap.add_argument("--policy", default=LLMAConfig.policy)
+    ap.add_argument("-k", type=int, default=None, help="default: the backend's")
+    ap.add_argument("--fixed-k", action="store_true", help="fixed copy length (default: the backend's choice)")
+    ap.add_argument("--policy", default=None, choices=POLICIES, help="default: the backend's")
     ap.add_argument("--backend", default="auto", help="our greedy/llma: auto, hf, static, static-graphs")
     ap.add_argument("--also-backend", action="append", default=[], help="add greedy@B and llma@B")
     ap.add_argument("--hf-limit", type=int, default=None, help="run the HF methods on the first N prompts only")
@@ -250,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,
         "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "refs": args.refs,
         "backend": getattr(engine.backend, "name", type(engine.backend).__name__), "hf_limit": args.hf_limit,
-        "also_limit": args.also_limit,
+        "also_limit": args.also_limit, "llma_settings": draft_settings(engine, base_config(args)),
         "command": "python -m llma.bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},

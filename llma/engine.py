@@ -31,19 +31,20 @@ OUTPUT_REF = "output"
 class LLMAConfig:
     """Decoding settings. `enabled=False` gives plain greedy (or sampling) through the same loop.
 
-    n-gram range, copy length and policy defaults were chosen with `python -m llma.bench` (README).
+    `min_n`, `k`, `adaptive` and `policy` left at None take the engine's defaults for its backend
+    (`DraftDefaults`, chosen with `python -m llma.bench`; `Engine.resolve` fills them in).
     `copy_from_output` also lets the answer copy from itself (reference id "output").
     `temperature` 0 means greedy; above 0, lossless speculative sampling with `seed`.
     `max_reference_tokens` bounds the references of one generation (their n-gram index lives in RAM).
     """
 
     enabled: bool = True
-    min_n: int = 2
+    min_n: int | None = None
     max_n: int = 4
-    k: int = 8
-    adaptive: bool = True
+    k: int | None = None
+    adaptive: bool | None = None
     k_max: int = 32
-    policy: Policy = "recent"
+    policy: Policy | None = None
     copy_from_output: bool = True
     max_new_tokens: int = 256
     temperature: float = 0.0
@@ -55,16 +56,22 @@ class LLMAConfig:
 
     def __post_init__(self) -> None:
         for name in ("min_n", "max_n", "k", "k_max", "max_new_tokens", "top_k", "max_reference_tokens"):
-            check_int(name, getattr(self, name))
+            if getattr(self, name) is not None:
+                check_int(name, getattr(self, name))
+        if self.adaptive is not None and not isinstance(self.adaptive, bool):
+            raise ValueError(f"adaptive must be True, False or None (the backend's default), got {self.adaptive!r}")
         if self.seed is not None:
             check_int("seed", self.seed, 0)
         check_finite("temperature", self.temperature)
         check_finite("top_p", self.top_p)
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        # Build the parts once here so bad settings fail at once, with the parts' own messages.
-        CopyLength(self.k, self.adaptive, min(2, self.k), max(self.k, self.k_max))
-        ReferenceIndex(min_n=self.min_n, max_n=self.max_n, policy=self.policy)
+        # Build the parts once here so bad settings fail at once, with the parts' own messages
+        # (the defaults of either backend, filled in, are valid with any valid explicit setting).
+        k = self.k if self.k is not None else HF_DEFAULTS.k
+        CopyLength(k, bool(self.adaptive), min(2, k), max(k, self.k_max))
+        min_n = self.min_n if self.min_n is not None else min(HF_DEFAULTS.min_n, self.max_n)
+        ReferenceIndex(min_n=min_n, max_n=self.max_n, policy=self.policy or HF_DEFAULTS.policy)
         StopConfig(self.max_new_tokens, frozenset(), self.stop_sequences)
         if self.temperature > 0:
             SamplingConfig(self.temperature, self.top_k, self.top_p)
@@ -72,6 +79,44 @@ class LLMAConfig:
     def greedy(self) -> LLMAConfig:
         """The same settings with the proposer off: the baseline."""
         return replace(self, enabled=False)
+
+    def copy_length(self) -> CopyLength:
+        """The copy-length schedule of a resolved config (k and adaptive set)."""
+        if self.k is None or self.adaptive is None:
+            raise ValueError("copy_length() needs k and adaptive set: resolve the config first")
+        return CopyLength(self.k, self.adaptive, min(2, self.k), max(self.k, self.k_max))
+
+
+@dataclass(frozen=True)
+class DraftDefaults:
+    """What `LLMAConfig` fields left at None become on one kind of backend."""
+
+    min_n: int
+    k: int
+    adaptive: bool
+    policy: Policy
+
+    def apply(self, config: LLMAConfig) -> LLMAConfig:
+        """`config` with its None drafting fields set; a default min_n is capped at the config's max_n."""
+        return replace(
+            config,
+            min_n=config.min_n if config.min_n is not None else min(self.min_n, config.max_n),
+            k=config.k if config.k is not None else self.k,
+            adaptive=config.adaptive if config.adaptive is not None else self.adaptive,
+            policy=config.policy or self.policy,
+        )
+
+
+# The generic HF loop: every drafted token costs compute there, so drafts start short and adapt
+# (chosen on CPU: benchmarks/cpu_rag_*.md).
+HF_DEFAULTS = DraftDefaults(min_n=2, k=8, adaptive=True, policy="recent")
+
+
+def fixed_block_defaults(max_draft: int) -> DraftDefaults:
+    """A fixed query block (llma.static): every step runs the whole block, so a draft that fills it
+    costs nothing extra, and 1-gram matches and the occurrence with the longest tail find the most
+    copies (forced rag.jsonl: 3.07 tokens per forward, against 2.24 with the HF defaults; GPU.md)."""
+    return DraftDefaults(min_n=1, k=max_draft, adaptive=False, policy="longest")
 
 
 class Engine:
@@ -95,14 +140,24 @@ class Engine:
     def context_length(self) -> int:
         return self.backend.context_length
 
+    @property
+    def draft_defaults(self) -> DraftDefaults:
+        """The drafting settings that this engine's backend runs best with (see `LLMAConfig`)."""
+        max_draft = getattr(self.backend, "max_draft", None)  # only a fixed-block backend has one
+        return HF_DEFAULTS if max_draft is None else fixed_block_defaults(max_draft)
+
+    def resolve(self, config: LLMAConfig) -> LLMAConfig:
+        """`config` with the drafting settings it leaves at None taken from `draft_defaults`."""
+        return self.draft_defaults.apply(config)
+
     def proposer(self, references: Mapping[RefId, Sequence[int]], config: LLMAConfig) -> Proposer | None:
         if not config.enabled:
             return None
         if config.copy_from_output and OUTPUT_REF in references:
             raise ValueError(f"reference id {OUTPUT_REF!r} is reserved for the answer itself")
+        config = self.resolve(config)
         index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy)
-        copy = CopyLength(config.k, config.adaptive, min(2, config.k), max(config.k, config.k_max))
-        return Proposer(index, copy, OUTPUT_REF if config.copy_from_output else None)
+        return Proposer(index, config.copy_length(), OUTPUT_REF if config.copy_from_output else None)
 
     def verifier(self, config: LLMAConfig) -> Verifier:
         if config.temperature == 0:

@@ -27,7 +27,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from llma.bench import write_report
 from llma.bench_data import bench_prompts
-from llma.engine import Engine, LLMAConfig
+from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
 from llma.static import StaticBackend
 from llma.verifier import ForcedVerifier
@@ -155,8 +155,9 @@ def choose(loaded: LoadedModel, prompt: list[int], more: list[int]) -> dict:
 
 def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str) -> dict:
     engine = Engine(loaded, backend=backend)
-    configs = {"greedy": LLMAConfig(enabled=False), "llma": LLMAConfig(),
-               "llma_k32": LLMAConfig(min_n=1, k=32, adaptive=False)}
+    configs = {"greedy": LLMAConfig(enabled=False), "llma": LLMAConfig(),  # llma: the backend's defaults
+               "llma_hf_defaults": HF_DEFAULTS.apply(LLMAConfig()),
+               "llma_k32": LLMAConfig(min_n=1, k=32, adaptive=False, policy="recent")}
     for p in prompts:  # untimed: each prefill shape's CUDA graph is captured here, not in a timed run
         engine.backend.prefill(p.prompt)
     results = {}

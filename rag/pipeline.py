@@ -9,7 +9,7 @@ from dataclasses import replace
 from transformers import PreTrainedTokenizerBase
 
 from index import DocumentIndex, Embedder, load_index
-from llma import Engine, LLMAConfig, LoadedModel, load_model
+from llma import DraftDefaults, Engine, LLMAConfig, LoadedModel, load_model
 from rag.cache import AnswerCache
 from rag.generation import Request, run
 from rag.inputs import check_history, check_messages, check_question, check_reference_texts
@@ -64,6 +64,11 @@ class RAGPipeline:
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
         return self.loaded.tokenizer
+
+    @property
+    def draft_defaults(self) -> DraftDefaults:
+        """What LLMAConfig's unset drafting fields become with this model's backend."""
+        return self.engine.draft_defaults
 
     def _budget(self, config: LLMAConfig) -> int:
         budget = self.engine.context_length - config.max_new_tokens

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 
@@ -76,6 +77,8 @@ class FakePipeline:
         self.calls: list[tuple[str, list, Any]] = []
         self.index = None
         self.active = self.max_active = 0
+        # As a GPU's static backend would report them (RAGPipeline.draft_defaults).
+        self.draft_defaults = SimpleNamespace(min_n=1, k=31, adaptive=False, policy="longest")
 
     def passages(self) -> list[FakePassage]:
         return [FakePassage("passage:1", 1, PASSAGE_TEXT, "typesmapping.md", "Mapping types", 0.81,

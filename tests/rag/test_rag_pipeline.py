@@ -107,3 +107,10 @@ def test_a_question_longer_than_the_context_is_refused(pipe: RAGPipeline) -> Non
 def test_max_new_tokens_filling_the_context_is_refused(pipe: RAGPipeline) -> None:
     with pytest.raises(ValueError, match="leaves no room"):
         pipe.answer("why?", settings=RagSettings(llma=LLMAConfig(max_new_tokens=pipe.engine.context_length)))
+
+
+def test_the_pipeline_reports_its_backends_drafting_defaults(pipe: RAGPipeline) -> None:
+    """On CPU the generic HF loop runs: short adaptive drafts (the app's settings show these)."""
+    defaults = pipe.draft_defaults
+    assert defaults == pipe.engine.draft_defaults
+    assert (defaults.min_n, defaults.k, defaults.adaptive, defaults.policy) == (2, 8, True, "recent")

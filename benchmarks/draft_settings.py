@@ -1,0 +1,106 @@
+"""Tokens per forward of LLMA's drafting settings in forced decoding, on a fixed 32-row block.
+
+    python benchmarks/draft_settings.py --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/draft_settings.json
+
+In forced decoding the output is the target, and a step accepts the drafted tokens that match it:
+how many tokens each forward adds depends only on the target, the references and the drafter, not
+on the model. So this runs the real decoder loop, proposer and forced verifier over a backend that
+computes nothing (its logits are never read) with the static backend's limit of 31 drafted tokens
+per step, and counts forwards. It chose the static backend's drafting defaults
+(llma.engine.fixed_block_defaults); on the GPU, `python -m llma.bench --mode forced` measures the
+same tokens per forward with the real model (benchmarks/GPU.md). Only the tokenizer is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
+from llma.decoder import Decoder, StopConfig  # noqa: E402
+from llma.engine import OUTPUT_REF  # noqa: E402
+from llma.loading import load_model  # noqa: E402
+from llma.proposer import POLICIES, CopyLength, Proposer, ReferenceIndex  # noqa: E402
+from llma.verifier import ForcedVerifier  # noqa: E402
+
+BLOCK = 32  # llma.static.backend.DEFAULT_BLOCK: the last token and up to 31 drafted ones
+
+
+class CountingBackend:
+    """The Backend protocol with a fixed block and no model: forced decoding never reads logits."""
+
+    def __init__(self, block: int = BLOCK) -> None:
+        self.block, self._len = block, 0
+        self._logits = torch.zeros(block, 1)
+
+    context_length = property(lambda self: 1 << 20)
+    cached = property(lambda self: self._len)
+    max_draft = property(lambda self: self.block - 1)
+
+    def prefill(self, ids: Sequence[int]) -> torch.Tensor:
+        self._len = len(ids)
+        return self._logits[:1]
+
+    def forward(self, ids: Sequence[int]) -> torch.Tensor:
+        self._len += len(ids)
+        return self._logits[: len(ids)]
+
+    def trim(self, length: int) -> None:
+        self._len = length
+
+
+def tokens_per_forward(prompts: list[BenchPrompt], eos: frozenset[int], max_new: int, min_n: int, max_n: int,
+                       k: int, adaptive: bool, policy: str) -> float:
+    decoder, tokens, forwards = Decoder(CountingBackend()), 0, 0
+    for p in prompts:
+        target = p.target[:max_new]
+        index = ReferenceIndex(p.references, min_n=min_n, max_n=max_n, policy=policy)
+        proposer = Proposer(index, CopyLength(k, adaptive, min(2, k), BLOCK - 1), OUTPUT_REF)
+        for event in decoder.stream(p.prompt, proposer=proposer, verifier=ForcedVerifier(target),
+                                    stop=StopConfig(len(target), eos)):
+            tokens, forwards = tokens + len(event.new_tokens), forwards + 1
+    return tokens / forwards
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="rag.jsonl (its targets: result.text)")
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    loaded = load_model(device="cpu")  # for its tokenizer and EOS ids; the model itself never runs
+    _, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit)
+    eos = loaded.model.generation_config.eos_token_id
+    eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
+    grid = [(2, 4, 8, True, "recent")]  # the HF loop's defaults (llma.engine.HF_DEFAULTS)
+    grid += [(min_n, max_n, BLOCK - 1, False, policy)
+             for policy, min_n, max_n in itertools.product(POLICIES, (1, 2), (3, 4, 8))]
+    grid += [(1, 4, 8, True, policy) for policy in POLICIES]
+    rows = []
+    for min_n, max_n, k, adaptive, policy in grid:
+        tpf = tokens_per_forward(prompts, eos_ids, args.max_new_tokens, min_n, max_n, k, adaptive, policy)
+        rows.append({"min_n": min_n, "max_n": max_n, "k": k, "adaptive": adaptive, "policy": policy,
+                     "tokens_per_forward": round(tpf, 3)})
+        print(f"{tpf:.3f} tokens/forward: min_n={min_n} max_n={max_n} k={k} adaptive={adaptive} policy={policy}",
+              flush=True)
+    best = max(rows, key=lambda r: r["tokens_per_forward"])
+    print(f"best: {best}")
+    report = {"data": str(args.data), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+              "block": BLOCK, "command": "python benchmarks/draft_settings.py " + " ".join(argv or sys.argv[1:]),
+              "rows": rows, "best": best}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

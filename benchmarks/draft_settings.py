@@ -58,16 +58,29 @@ class CountingBackend:
 
 
 def tokens_per_forward(prompts: list[BenchPrompt], eos: frozenset[int], max_new: int, min_n: int, max_n: int,
-                       k: int, adaptive: bool, policy: str) -> float:
+                       k: int, adaptive: bool, policy: str, prefer: bool) -> float:
+    """`prefer`: the answer's own occurrences first, as the engine has it (llma.engine.Engine.proposer)."""
     decoder, tokens, forwards = Decoder(CountingBackend()), 0, 0
     for p in prompts:
         target = p.target[:max_new]
-        index = ReferenceIndex(p.references, min_n=min_n, max_n=max_n, policy=policy)
+        index = ReferenceIndex(p.references, min_n=min_n, max_n=max_n, policy=policy,
+                               prefer=OUTPUT_REF if prefer else None)
         proposer = Proposer(index, CopyLength(k, adaptive, min(2, k), BLOCK - 1), OUTPUT_REF)
         for event in decoder.stream(p.prompt, proposer=proposer, verifier=ForcedVerifier(target),
                                     stop=StopConfig(len(target), eos)):
             tokens, forwards = tokens + len(event.new_tokens), forwards + 1
     return tokens / forwards
+
+
+def markdown(report: dict[str, object]) -> str:
+    lines = [f"# Drafting settings, forced decoding: tokens per forward ({report['prompts']} prompts)", "",
+             f"Data {report['data']}, block {report['block']}, max {report['max_new_tokens']} new tokens. "
+             f"Command: `{report['command']}`", "",
+             "| min_n | max_n | k | adaptive | policy | answer's own occurrences first | tokens/forward |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['min_n']} | {r['max_n']} | {r['k']} | {r['adaptive']} | {r['policy']} | {r['prefer_answer']} | "
+              f"{r['tokens_per_forward']} |" for r in report["rows"]]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,17 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     _, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit)
     eos = loaded.model.generation_config.eos_token_id
     eos_ids = frozenset(eos if isinstance(eos, list) else [eos])
-    grid = [(2, 4, 8, True, "recent")]  # the HF loop's defaults (llma.engine.HF_DEFAULTS)
-    grid += [(min_n, max_n, BLOCK - 1, False, policy)
-             for policy, min_n, max_n in itertools.product(POLICIES, (1, 2), (3, 4, 8))]
-    grid += [(1, 4, 8, True, policy) for policy in POLICIES]
+    grid = [(2, 4, 8, True, "recent", True)]  # the HF loop's defaults (llma.engine.HF_DEFAULTS)
+    grid += [(min_n, max_n, BLOCK - 1, False, policy, prefer)
+             for policy, min_n, max_n, prefer in itertools.product(POLICIES, (1, 2), (3, 4, 8), (True, False))
+             if prefer or policy != "recent"]  # with "recent" the answer's occurrences are the latest anyway
+    grid += [(1, 4, 8, True, policy, True) for policy in POLICIES]
     rows = []
-    for min_n, max_n, k, adaptive, policy in grid:
-        tpf = tokens_per_forward(prompts, eos_ids, args.max_new_tokens, min_n, max_n, k, adaptive, policy)
+    for min_n, max_n, k, adaptive, policy, prefer in grid:
+        tpf = tokens_per_forward(prompts, eos_ids, args.max_new_tokens, min_n, max_n, k, adaptive, policy, prefer)
         rows.append({"min_n": min_n, "max_n": max_n, "k": k, "adaptive": adaptive, "policy": policy,
-                     "tokens_per_forward": round(tpf, 3)})
-        print(f"{tpf:.3f} tokens/forward: min_n={min_n} max_n={max_n} k={k} adaptive={adaptive} policy={policy}",
-              flush=True)
+                     "prefer_answer": prefer, "tokens_per_forward": round(tpf, 3)})
+        print(f"{tpf:.3f} tokens/forward: min_n={min_n} max_n={max_n} k={k} adaptive={adaptive} policy={policy} "
+              f"prefer_answer={prefer}", flush=True)
     best = max(rows, key=lambda r: r["tokens_per_forward"])
     print(f"best: {best}")
     report = {"data": str(args.data), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
@@ -99,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
               "rows": rows, "best": best}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(markdown(report))
     return 0
 
 

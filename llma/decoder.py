@@ -78,7 +78,10 @@ class Decoder:
         t0 = time.perf_counter()
         output: list[int] = []
 
-        accepted, token = verifier.verify(self.backend.prefill(prompt), (), 0)
+        logits = self.backend.prefill(prompt)  # on a GPU: queued, the host goes on at once
+        if proposer is not None:
+            proposer.prepare()  # e.g. its reference index, built while the GPU prefills
+        accepted, token = verifier.verify(logits, (), 0)
         step, draft, last_t = 0, None, t0
         while True:
             before = len(output)

@@ -33,7 +33,8 @@ class LLMAConfig:
 
     `min_n`, `k`, `adaptive` and `policy` left at None take the engine's defaults for its backend
     (`DraftDefaults`, chosen with `python -m llma.bench`; `Engine.resolve` fills them in).
-    `copy_from_output` also lets the answer copy from itself (reference id "output").
+    `copy_from_output` also lets the answer copy from itself (reference id "output"); where the
+    answer already holds the matched n-gram, its latest occurrence there wins over `policy`.
     `temperature` 0 means greedy; above 0, lossless speculative sampling with `seed`.
     `max_reference_tokens` bounds the references of one generation (their n-gram index lives in RAM).
     """
@@ -156,8 +157,10 @@ class Engine:
         if config.copy_from_output and OUTPUT_REF in references:
             raise ValueError(f"reference id {OUTPUT_REF!r} is reserved for the answer itself")
         config = self.resolve(config)
-        index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy)
-        return Proposer(index, config.copy_length(), OUTPUT_REF if config.copy_from_output else None)
+        output = OUTPUT_REF if config.copy_from_output else None
+        index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy,
+                               prefer=output)
+        return Proposer(index, config.copy_length(), output)
 
     def verifier(self, config: LLMAConfig) -> Verifier:
         if config.temperature == 0:

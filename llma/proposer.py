@@ -8,7 +8,7 @@ no per-step rebuild, unlike the paper's reference code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Literal
@@ -28,6 +28,10 @@ class ReferenceIndex:
     - "recent": the occurrence indexed last (latest reference added, latest position);
     - "first": the earliest occurrence in the earliest reference;
     - "longest": the occurrence with the most tokens after it (ties: earliest).
+    `prefer`: a reference whose latest occurrence of the n-gram, where it has one, wins over the
+    policy's choice: the answer itself, so that an answer repeating its own words goes on copying
+    them (forced and free rag.jsonl: more tokens per forward than any policy alone,
+    benchmarks/draft_settings.md).
 
     An n-gram maps to `end`, the index just after it, where the copy starts. "recent" needs only the
     latest occurrence overall; "first" and "longest" only each reference's first occurrence (it has
@@ -43,29 +47,38 @@ class ReferenceIndex:
         min_n: int = 1,
         max_n: int = 4,
         policy: Policy = "recent",
+        prefer: RefId | None = None,
     ) -> None:
         if min_n < 1 or max_n < min_n:
             raise ValueError(f"need 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-        self.min_n, self.max_n, self.policy = min_n, max_n, policy
+        self.min_n, self.max_n, self.policy, self.prefer = min_n, max_n, policy, prefer
         # Insertion order is creation order: the "earliest reference" of first/longest.
         self._refs: dict[RefId, list[int]] = {}
         self._last: dict[tuple[int, ...], tuple[RefId, int]] = {}  # "recent"
         self._first: dict[RefId, dict[tuple[int, ...], int]] = {}  # "first", "longest"
-        for ref_id, tokens in (references or {}).items():
-            self.extend(ref_id, tokens)
+        self._preferred: dict[tuple[int, ...], int] = {}  # latest occurrence in `prefer`
+        # Checked now, indexed at `build()` or first use: a decoder builds it while a GPU prefills.
+        self._pending = [(ref_id, _checked(ref_id, tokens)) for ref_id, tokens in (references or {}).items()]
 
     @property
     def references(self) -> Mapping[RefId, Sequence[int]]:
+        self.build()
         return self._refs
+
+    def build(self) -> None:
+        """Index the constructor's references now (else it happens on first use)."""
+        pending, self._pending = self._pending, []
+        for ref_id, tokens in pending:
+            self._index(ref_id, tokens)
 
     def extend(self, ref_id: RefId, tokens: Iterable[int]) -> None:
         """Append tokens to reference `ref_id` (created if new), indexing only the new n-grams."""
-        tokens = list(tokens)
-        bad = next((t for t in tokens if not isinstance(t, int) or isinstance(t, bool)), None)
-        if bad is not None:
-            raise ValueError(f"reference {ref_id!r}: token ids must be ints, got {bad!r}")
+        self.build()
+        self._index(ref_id, _checked(ref_id, tokens))
+
+    def _index(self, ref_id: RefId, tokens: list[int]) -> None:
         ref = self._refs.setdefault(ref_id, [])
         first = self._first.setdefault(ref_id, {})
         old = len(ref)
@@ -74,6 +87,9 @@ class ReferenceIndex:
         # copy (a growing reference never matches itself emptily): ends old..len-1 are new.
         for n in range(self.min_n, self.max_n + 1):
             ngrams, ends = _ngrams(ref, n, max(old, n))
+            if ref_id == self.prefer:
+                ngrams = list(ngrams)
+                self._preferred.update(zip(ngrams, ends))
             if self.policy == "recent":  # later ends overwrite earlier ones: the latest wins
                 self._last.update(zip(ngrams, zip(repeat(ref_id), ends)))
             else:  # reversed, so the earliest new end wins; an n-gram already indexed keeps its own
@@ -87,6 +103,7 @@ class ReferenceIndex:
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        self.build()
         for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
             found = self._find(tuple(context[len(context) - n :]), k)
             if found is None:
@@ -98,6 +115,8 @@ class ReferenceIndex:
         return None
 
     def _find(self, ngram: tuple[int, ...], k: int) -> tuple[RefId, int] | None:
+        if ngram in self._preferred:
+            return self.prefer, self._preferred[ngram]
         if self.policy == "recent":
             return self._last.get(ngram)
         found = [(ref_id, first[ngram]) for ref_id, first in self._first.items() if ngram in first]
@@ -107,7 +126,15 @@ class ReferenceIndex:
         return max(found, key=lambda item: min(k, len(self._refs[item[0]]) - item[1]))
 
 
-def _ngrams(ref: list[int], n: int, first_end: int) -> tuple[Iterator[tuple[int, ...]], range]:
+def _checked(ref_id: RefId, tokens: Iterable[int]) -> list[int]:
+    tokens = list(tokens)
+    bad = next((t for t in tokens if not isinstance(t, int) or isinstance(t, bool)), None)
+    if bad is not None:
+        raise ValueError(f"reference {ref_id!r}: token ids must be ints, got {bad!r}")
+    return tokens
+
+
+def _ngrams(ref: list[int], n: int, first_end: int) -> tuple[Iterable[tuple[int, ...]], range]:
     """The n-grams `ref[e - n : e]` for e in [first_end, len(ref)), with those ends (zip of shifted
     slices: the tuples are made in C, several times faster than slicing each one)."""
     ends = range(first_end, len(ref))
@@ -164,6 +191,10 @@ class Proposer:
         """A draft of at most min(current k, budget) tokens, or None when nothing matches."""
         k = min(self.copy.current, budget)
         return self.index.lookup(context, k, stop_tokens) if k > 0 else None
+
+    def prepare(self) -> None:
+        """Called by the decoder while the prefill runs (on a GPU the host is idle then)."""
+        self.index.build()
 
     def observe(self, new_tokens: Sequence[int]) -> None:
         """Called by the decoder with each step's new output tokens."""

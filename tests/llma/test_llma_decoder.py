@@ -128,3 +128,31 @@ def test_forced_decoding_follows_the_target():
     assert result.tokens == target
     with pytest.raises(ValueError, match="past the end"):
         ForcedVerifier([1]).verify(torch.zeros(1, 4), (), 1)
+
+
+def test_the_reference_index_is_built_between_the_prefill_and_its_first_read():
+    """On a GPU the prefill is queued and the host is free until its logits are read: the decoder
+    builds the proposer's index then, so it costs no wall time."""
+    order = []
+
+    class Recording(ScriptedBackend):
+        def prefill(self, ids):
+            order.append("prefill")
+            return super().prefill(ids)
+
+    class RecordingProposer(Proposer):
+        def prepare(self):
+            order.append("prepare")
+            super().prepare()
+
+    class RecordingVerifier(ForcedVerifier):
+        def verify(self, logits, draft, position):
+            order.append("verify")
+            return super().verify(logits, draft, position)
+
+    index = ReferenceIndex({"a": [10, 11, 12]}, min_n=1)
+    events = list(Decoder(Recording(SCRIPT, eos=EOS)).stream(
+        PROMPT, proposer=RecordingProposer(index, CopyLength(k=3)), verifier=RecordingVerifier(SCRIPT),
+        stop=StopConfig(max_new_tokens=len(SCRIPT))))
+    assert order[:3] == ["prefill", "prepare", "verify"]
+    assert [t for e in events for t in e.new_tokens] == SCRIPT and sum(e.accepted for e in events) == 2

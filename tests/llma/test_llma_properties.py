@@ -110,7 +110,11 @@ def check_lookup(index: ReferenceIndex, oracle: Oracle, context: list[int], k: i
     assert (draft.ref_id, draft.offset) in occ
     rank = {r: i for i, r in enumerate(oracle.refs)}
     policy = index.policy
-    if policy == "recent":
+    preferred = [o for o in occ if index.prefer is not None and o[0] == index.prefer]
+    if preferred:
+        # The preferred reference holds the n-gram: its latest occurrence, whatever the policy.
+        assert (draft.ref_id, draft.offset) == max(preferred, key=lambda o: o[1])
+    elif policy == "recent":
         # The occurrence indexed last (latest append), whatever the order references grew in.
         assert (draft.ref_id, draft.offset) == max(occ, key=lambda o: oracle.times[o])
     elif policy == "first":
@@ -247,6 +251,24 @@ def test_interleaved_growth_equals_bulk_build(params, initial, ops, data):
         expected = check_lookup(bulk, oracle, context, k, stop, strict_ref_order=True)
         assert index.lookup(context, k, stop) == expected
         check_lookup(index, oracle, context, k, stop, strict_ref_order=True)
+
+
+@FAST
+@given(params=index_params(), prefer=st.sampled_from(REF_IDS), initial=initial_st, ops=ops_st, data=st.data())
+def test_a_preferred_reference_wins_where_it_holds_the_ngram(params, prefer, initial, ops, data):
+    """`prefer` (the engine's answer reference): its latest occurrence beats the policy's choice;
+    elsewhere the policy decides as without it. Grown in any order, checked against the oracle."""
+    min_n, max_n, policy = params
+    index = ReferenceIndex(initial, min_n=min_n, max_n=max_n, policy=policy, prefer=prefer)
+    oracle = Oracle()
+    for ref_id, toks in initial.items():
+        oracle.extend(ref_id, toks)
+    for ref_id, toks in ops:
+        index.extend(ref_id, toks)
+        oracle.extend(ref_id, toks)
+    for context, k, stop in data.draw(queries(oracle.refs)):
+        draft = check_lookup(index, oracle, context, k, stop, strict_ref_order=policy != "recent")
+        event(f"preferred: {draft is not None and draft.ref_id == prefer}")
 
 
 @FAST

@@ -132,3 +132,12 @@ def test_proposer_respects_budget_and_observes_output():
     assert proposer.propose([1], budget=0) is None
     proposer.observe([7, 8, 9])
     assert proposer.propose([7], budget=4) == Draft((8, 9), "out", 1, 1)
+
+
+def test_a_preferred_reference_wins_where_it_has_the_ngram():
+    # [4] is in "a" (4 tokens to copy after it) and twice in the answer "out" (1 token after each).
+    index = ReferenceIndex({"a": [4, 5, 6, 7, 8]}, min_n=1, max_n=1, policy="longest", prefer="out")
+    assert index.lookup([4], k=4) == Draft((5, 6, 7, 8), "a", 1, 1)  # "out" does not exist yet
+    index.extend("out", [4, 9, 4, 3])
+    assert index.lookup([4], k=4) == Draft((3,), "out", 3, 1)  # its latest occurrence, not a's longer one
+    assert index.lookup([6], k=2) == Draft((7, 8), "a", 3, 1)  # only in "a": the policy decides

@@ -80,16 +80,21 @@ class ReferenceIndex:
 
     def _index(self, ref_id: RefId, tokens: list[int]) -> None:
         ref = self._refs.setdefault(ref_id, [])
-        first = self._first.setdefault(ref_id, {})
         old = len(ref)
         ref.extend(tokens)
         # An n-gram is indexed only once a token follows it, so every occurrence has something to
         # copy (a growing reference never matches itself emptily): ends old..len-1 are new.
+        if ref_id == self.prefer:
+            # It wins wherever it holds an n-gram, so the policy's tables never need it; it is the
+            # answer, growing a few tokens a step, where a plain loop is the fastest. Later ends
+            # overwrite earlier ones: the latest wins.
+            for end in range(max(old, self.min_n), len(ref)):
+                for n in range(self.min_n, min(self.max_n, end) + 1):
+                    self._preferred[tuple(ref[end - n : end])] = end
+            return
+        first = self._first.setdefault(ref_id, {})
         for n in range(self.min_n, self.max_n + 1):
             ngrams, ends = _ngrams(ref, n, max(old, n))
-            if ref_id == self.prefer:
-                ngrams = list(ngrams)
-                self._preferred.update(zip(ngrams, ends))
             if self.policy == "recent":  # later ends overwrite earlier ones: the latest wins
                 self._last.update(zip(ngrams, zip(repeat(ref_id), ends)))
             else:  # reversed, so the earliest new end wins; an n-gram already indexed keeps its own

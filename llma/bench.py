@@ -11,7 +11,6 @@ Writes JSON (`--json`) and a markdown table beside it (same name, .md).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -26,6 +25,7 @@ import transformers
 from tqdm import tqdm
 
 from llma.bench_data import BenchPrompt, bench_prompts
+from llma.bench_report import markdown, write_report
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
 from llma.proposer import POLICIES
@@ -204,24 +204,6 @@ def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
     return rows
 
 
-def markdown(report: dict[str, object]) -> str:
-    lines = [f"# {report['dataset']} ({report['mode']} decoding), {report['n_prompts']} prompts",
-             "", f"Device: {report['device']}. Command: `{report['command']}`", "",
-             f"Our greedy/llma: backend {report.get('backend')}; name@backend: the same through that backend; "
-             "own greedy: greedy through the same backend. Speedups compare the same prompts.", "",
-             f"LLMA drafting settings (on our backend; what the command leaves unset is the backend's "
-             f"default): {report.get('llma_settings', 'not recorded')}", "",
-             "| method | prompts | tok/s | tokens/forward | acceptance | speedup vs our greedy | vs HF greedy | "
-             "identical to our greedy | to own greedy | to HF greedy |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in report["results"]:
-        lines.append(f"| {r['method']} | {r['prompts']} | {r['tokens_per_s']} | {r['tokens_per_forward'] or '-'} | "
-                     f"{r['acceptance_rate'] or '-'} | {r['speedup_vs_greedy']}x | {r['speedup_vs_hf_greedy']}x | "
-                     f"{r['identical_to_greedy']:.0%} | {r['identical_to_own_greedy']:.0%} | "
-                     f"{r['identical_to_hf_greedy']:.0%} |")
-    lines += ["", f"Versions: {report['versions']}", ""]
-    return "\n".join(lines)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m llma.bench", description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="rag.jsonl (LLMA paper) or SQuAD dev json")
@@ -283,13 +265,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_report(args.json, report, markdown(report))
     return 0
-
-
-def write_report(path: Path, report: dict[str, object], table: str) -> None:
-    """The results as JSON at `path` and the markdown table beside it (.md)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    path.with_suffix(".md").write_text(table)
 
 
 if __name__ == "__main__":

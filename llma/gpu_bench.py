@@ -25,7 +25,7 @@ import torch
 import transformers
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from llma.bench import write_report
+from llma.bench_report import write_report
 from llma.bench_data import bench_prompts
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
@@ -218,6 +218,7 @@ def markdown(report: dict) -> str:
                   "", "| method | tok/s | tokens/forward | speedup vs greedy |", "|---|---|---|---|"]
         for m, r in run["methods"].items():
             lines.append(f"| {m} | {r['tokens_per_s']} | {r['tokens_per_forward']} | {r['speedup_vs_greedy']}x |")
+    lines += ["", f"Commit {report.get('commit') or 'not recorded'}."]
     return "\n".join(lines) + "\n"
 
 

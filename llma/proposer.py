@@ -30,8 +30,8 @@ class ReferenceIndex:
     - "longest": the occurrence with the most tokens after it (ties: earliest).
     `prefer`: a reference whose latest occurrence of the n-gram, where it has one, wins over the
     policy's choice: the answer itself, so that an answer repeating its own words goes on copying
-    them (forced and free rag.jsonl: more tokens per forward than any policy alone,
-    benchmarks/draft_settings.md).
+    them (rag.jsonl, tokens per forward: 3.10 forced, benchmarks/draft_settings.md, and 2.73 free
+    on the GPU, benchmarks/GPU.md, against at most 3.07 and 2.70 for a policy alone).
 
     An n-gram maps to `end`, the index just after it, where the copy starts. "recent" needs only the
     latest occurrence overall; "first" and "longest" only each reference's first occurrence (it has

@@ -152,6 +152,7 @@ def _hf_greedy(model, prompt, n):
 CONFIGS = [
     LLMAConfig(min_n=1, max_n=4, k=16, adaptive=False, copy_from_output=False, max_new_tokens=40),
     LLMAConfig(min_n=2, max_n=4, k=4, adaptive=True, k_max=32, max_new_tokens=40),
+    LLMAConfig(max_new_tokens=40),  # this backend's defaults: fill the block, "longest", the answer first
 ]
 
 

@@ -169,6 +169,17 @@ ops_st = st.lists(st.tuples(st.sampled_from(REF_IDS), st.lists(st.integers(0, VO
                   max_size=8)
 
 
+def grown(initial: dict, ops: list, **index_kwargs: object) -> tuple[ReferenceIndex, Oracle]:
+    """An index and the oracle, both built from `initial` then grown by `ops` in order."""
+    index, oracle = ReferenceIndex(initial, **index_kwargs), Oracle()
+    for ref_id, toks in initial.items():
+        oracle.extend(ref_id, toks)
+    for ref_id, toks in ops:
+        index.extend(ref_id, toks)
+        oracle.extend(ref_id, toks)
+    return index, oracle
+
+
 @FAST
 @given(params=index_params(), initial=initial_st, ops=ops_st, data=st.data())
 def test_lookup_matches_brute_force_oracle_while_references_grow(params, initial, ops, data):
@@ -235,13 +246,7 @@ def test_interleaved_growth_equals_bulk_build(params, initial, ops, data):
     grew, the answer must be that of an index built from the final references at once.
     ('recent' is defined by indexing time, so interleaved growth legitimately differs there.)"""
     min_n, max_n, policy = params
-    index = ReferenceIndex(initial, min_n=min_n, max_n=max_n, policy=policy)
-    oracle = Oracle()
-    for ref_id, toks in initial.items():
-        oracle.extend(ref_id, toks)
-    for ref_id, toks in ops:
-        index.extend(ref_id, toks)
-        oracle.extend(ref_id, toks)
+    index, oracle = grown(initial, ops, min_n=min_n, max_n=max_n, policy=policy)
     bulk = ReferenceIndex(oracle.refs, min_n=min_n, max_n=max_n, policy=policy)
     if data is None:  # the explicit example: the one query that shows the bug
         probes = [([1], 1, frozenset())]
@@ -259,13 +264,7 @@ def test_a_preferred_reference_wins_where_it_holds_the_ngram(params, prefer, ini
     """`prefer` (the engine's answer reference): its latest occurrence beats the policy's choice;
     elsewhere the policy decides as without it. Grown in any order, checked against the oracle."""
     min_n, max_n, policy = params
-    index = ReferenceIndex(initial, min_n=min_n, max_n=max_n, policy=policy, prefer=prefer)
-    oracle = Oracle()
-    for ref_id, toks in initial.items():
-        oracle.extend(ref_id, toks)
-    for ref_id, toks in ops:
-        index.extend(ref_id, toks)
-        oracle.extend(ref_id, toks)
+    index, oracle = grown(initial, ops, min_n=min_n, max_n=max_n, policy=policy, prefer=prefer)
     for context, k, stop in data.draw(queries(oracle.refs)):
         draft = check_lookup(index, oracle, context, k, stop, strict_ref_order=policy != "recent")
         event(f"preferred: {draft is not None and draft.ref_id == prefer}")

@@ -29,10 +29,16 @@ def check_finite(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
+def all_ints(values: Sequence[object]) -> bool:
+    """Every value exactly an int (not a bool, not a subclass): a quick check done in C."""
+    return set(map(type, values)) <= {int}
+
+
 def check_token_ids(name: str, ids: Sequence[int], vocab_size: int) -> None:
     """Every id an int in [0, vocab_size)."""
-    # Fast path, in C: it runs on every prompt and reference (a loop cost ~0.5 ms a prompt on a GPU).
-    if all(type(t) is int for t in ids) and (not ids or (min(ids) >= 0 and max(ids) < vocab_size)):
+    # Fast path, in C: it runs on every prompt and reference before the prefill can start (a Python
+    # loop over them cost ~0.5 ms a prompt on the GPU machine, 1% of an LLMA answer there).
+    if all_ints(ids) and (not ids or (min(ids) >= 0 and max(ids) < vocab_size)):
         return
     for i, token in enumerate(ids):
         if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < vocab_size:

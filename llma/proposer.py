@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Literal
 
+from llma.checks import all_ints
 from llma.types import Draft, RefId
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ class ReferenceIndex:
         self._last: dict[tuple[int, ...], tuple[RefId, int]] = {}  # "recent"
         self._first: dict[RefId, dict[tuple[int, ...], int]] = {}  # "first", "longest"
         self._preferred: dict[tuple[int, ...], int] = {}  # latest occurrence in `prefer`
-        # Checked now, indexed at `build()` or first use: a decoder builds it while a GPU prefills.
-        self._pending = [(ref_id, _checked(ref_id, tokens)) for ref_id, tokens in (references or {}).items()]
+        # Checked and indexed at `build()` or first use: a decoder builds it while a GPU prefills.
+        self._pending = list((references or {}).items())
 
     @property
     def references(self) -> Mapping[RefId, Sequence[int]]:
@@ -69,10 +70,10 @@ class ReferenceIndex:
         return self._refs
 
     def build(self) -> None:
-        """Index the constructor's references now (else it happens on first use)."""
+        """Check and index the constructor's references now (else it happens on first use)."""
         pending, self._pending = self._pending, []
         for ref_id, tokens in pending:
-            self._index(ref_id, tokens)
+            self._index(ref_id, _checked(ref_id, tokens))
 
     def extend(self, ref_id: RefId, tokens: Iterable[int]) -> None:
         """Append tokens to reference `ref_id` (created if new), indexing only the new n-grams."""
@@ -134,6 +135,8 @@ class ReferenceIndex:
 
 def _checked(ref_id: RefId, tokens: Iterable[int]) -> list[int]:
     tokens = list(tokens)
+    if all_ints(tokens):  # the common case, in C; the loop below names the culprit
+        return tokens
     bad = next((t for t in tokens if not isinstance(t, int) or isinstance(t, bool)), None)
     if bad is not None:
         raise ValueError(f"reference {ref_id!r}: token ids must be ints, got {bad!r}")

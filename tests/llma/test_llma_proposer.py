@@ -99,8 +99,11 @@ def test_bad_index_arguments(kwargs):
 
 
 def test_bad_tokens_and_k():
+    index = ReferenceIndex({"a": [1, "x"]})  # checked with the indexing, at first use
     with pytest.raises(ValueError, match="ints"):
-        ReferenceIndex({"a": [1, "x"]})
+        index.lookup([1], k=1)
+    with pytest.raises(ValueError, match="ints"):
+        ReferenceIndex().extend("a", [2, True])
     with pytest.raises(ValueError, match="k must be"):
         ReferenceIndex({"a": [1, 2]}).lookup([1], k=0)
     with pytest.raises(ValueError, match="copy length"):

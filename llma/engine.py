@@ -32,7 +32,8 @@ class LLMAConfig:
     """Decoding settings. `enabled=False` gives plain greedy (or sampling) through the same loop.
 
     `min_n`, `k`, `adaptive` and `policy` left at None take the engine's defaults for its backend
-    (`DraftDefaults`, chosen with `python -m llma.bench`; `Engine.resolve` fills them in).
+    (`DraftDefaults`, chosen with `python -m llma.bench` and `benchmarks/draft_settings.py`;
+    `Engine.resolve` fills them in).
     `copy_from_output` also lets the answer copy from itself (reference id "output"); where the
     answer already holds the matched n-gram, its latest occurrence there wins over `policy`.
     `temperature` 0 means greedy; above 0, lossless speculative sampling with `seed`.

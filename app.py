@@ -152,9 +152,9 @@ def build_ui(service: Service, examples: list[str] | None = None,
     def draft_values():
         """The loaded model's drafting defaults into the settings: they depend on its backend (on a
         GPU every step verifies a fixed block, so full-block copies; the sliders start at the CPU's)."""
-        defaults = getattr(service.pipe, "draft_defaults", None) if service.ready.is_set() else None
-        if defaults is None:
+        if not service.ready.is_set():
             return gr.skip(), gr.skip(), gr.skip()
+        defaults = service.pipe.draft_defaults
         return defaults.min_n, defaults.k, defaults.adaptive
 
     with gr.Blocks(title="llma-rag: document QA with LLMA") as demo:

@@ -26,12 +26,14 @@ def markdown(report: dict[str, object]) -> str:
 
 
 def commit() -> str | None:
-    """The code's commit: LLMA_GIT_COMMIT where the tree travelled without .git (the GPU machine)."""
+    """The code's commit: LLMA_GIT_COMMIT where the tree travelled without .git (the GPU machine).
+    (reliability/report.py keeps its own: importing llma there would load torch into light tools.)"""
     if os.environ.get("LLMA_GIT_COMMIT"):
         return os.environ["LLMA_GIT_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-    except OSError:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
 

@@ -10,6 +10,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -70,10 +71,9 @@ class LLMAConfig:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         # Build the parts once here so bad settings fail at once, with the parts' own messages
         # (the defaults of either backend, filled in, are valid with any valid explicit setting).
-        k = self.k if self.k is not None else HF_DEFAULTS.k
-        CopyLength(k, bool(self.adaptive), min(2, k), max(k, self.k_max))
-        min_n = self.min_n if self.min_n is not None else min(HF_DEFAULTS.min_n, self.max_n)
-        ReferenceIndex(min_n=min_n, max_n=self.max_n, policy=self.policy or HF_DEFAULTS.policy)
+        drafting = HF_DEFAULTS.values(self)
+        _copy_length(drafting["k"], drafting["adaptive"], self.k_max)
+        ReferenceIndex(min_n=drafting["min_n"], max_n=self.max_n, policy=drafting["policy"])
         StopConfig(self.max_new_tokens, frozenset(), self.stop_sequences)
         if self.temperature > 0:
             SamplingConfig(self.temperature, self.top_k, self.top_p)
@@ -86,7 +86,12 @@ class LLMAConfig:
         """The copy-length schedule of a resolved config (k and adaptive set)."""
         if self.k is None or self.adaptive is None:
             raise ValueError("copy_length() needs k and adaptive set: resolve the config first")
-        return CopyLength(self.k, self.adaptive, min(2, self.k), max(self.k, self.k_max))
+        return _copy_length(self.k, self.adaptive, self.k_max)
+
+
+def _copy_length(k: int, adaptive: bool, k_max: int) -> CopyLength:
+    # Adaptive copies shrink to 2 at least (or k, if smaller) and grow to k_max (or k, if larger).
+    return CopyLength(k, adaptive, min(2, k), max(k, k_max))
 
 
 @dataclass(frozen=True)
@@ -98,15 +103,18 @@ class DraftDefaults:
     adaptive: bool
     policy: Policy
 
+    def values(self, config: LLMAConfig) -> dict[str, Any]:
+        """`config`'s drafting fields, the None ones set; a default min_n is capped at its max_n."""
+        return {
+            "min_n": config.min_n if config.min_n is not None else min(self.min_n, config.max_n),
+            "k": config.k if config.k is not None else self.k,
+            "adaptive": config.adaptive if config.adaptive is not None else self.adaptive,
+            "policy": config.policy or self.policy,
+        }
+
     def apply(self, config: LLMAConfig) -> LLMAConfig:
-        """`config` with its None drafting fields set; a default min_n is capped at the config's max_n."""
-        return replace(
-            config,
-            min_n=config.min_n if config.min_n is not None else min(self.min_n, config.max_n),
-            k=config.k if config.k is not None else self.k,
-            adaptive=config.adaptive if config.adaptive is not None else self.adaptive,
-            policy=config.policy or self.policy,
-        )
+        """`config` with its None drafting fields set (`values`)."""
+        return replace(config, **self.values(config))
 
 
 # The generic HF loop: every drafted token costs compute there, so drafts start short and adapt

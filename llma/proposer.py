@@ -71,6 +71,8 @@ class ReferenceIndex:
 
     def build(self) -> None:
         """Check and index the constructor's references now (else it happens on first use)."""
+        if not self._pending:  # called before every lookup: nothing to do but this test
+            return
         pending, self._pending = self._pending, []
         for ref_id, tokens in pending:
             self._index(ref_id, _checked(ref_id, tokens))

@@ -37,9 +37,9 @@ BLOCK = 32  # llma.static.backend.DEFAULT_BLOCK: the last token and up to 31 dra
 class CountingBackend:
     """The Backend protocol with a fixed block and no model: forced decoding never reads logits."""
 
-    def __init__(self, block: int = BLOCK) -> None:
-        self.block, self._len = block, 0
-        self._logits = torch.zeros(block, 1)
+    def __init__(self, block: int = BLOCK, rows: int = 1) -> None:
+        self.block, self.rows, self._len = block, rows, 0
+        self._logits = torch.zeros(rows, block, 1)
 
     context_length = property(lambda self: 1 << 20)
     cached = property(lambda self: self._len)
@@ -51,20 +51,28 @@ class CountingBackend:
 
     def forward(self, ids: Sequence[int]) -> torch.Tensor:
         self._len += len(ids)
-        return self._logits[: len(ids)]
+        return self._logits[0, : len(ids)]
+
+    def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        self._len += max(map(len, rows))
+        return self._logits[: len(rows)]
+
+    def keep(self, row: int, length: int) -> None:
+        self._len = length
 
     def trim(self, length: int) -> None:
         self._len = length
 
 
 def tokens_per_forward(prompts: list[BenchPrompt], eos: frozenset[int], max_new: int, min_n: int, max_n: int,
-                       k: int, adaptive: bool, policy: str, prefer: bool) -> float:
-    """`prefer`: the answer's own occurrences first, as the engine has it (llma.engine.Engine.proposer)."""
-    decoder, tokens, forwards = Decoder(CountingBackend()), 0, 0
+                       k: int, adaptive: bool, policy: str, prefer: bool, rows: int = 1) -> float:
+    """`prefer`: the answer's own occurrences first, as the engine has it (llma.engine.Engine.proposer).
+    `rows`: drafts verified side by side per step (llma.static with rows > 1)."""
+    decoder, tokens, forwards = Decoder(CountingBackend(rows=rows)), 0, 0
     for p in prompts:
         target = p.target[:max_new]
         index = ReferenceIndex(p.references, min_n=min_n, max_n=max_n, policy=policy,
-                               prefer=OUTPUT_REF if prefer else None)
+                               prefer=OUTPUT_REF if prefer else None, candidates=rows)
         proposer = Proposer(index, CopyLength(k, adaptive, min(2, k), BLOCK - 1), OUTPUT_REF)
         for event in decoder.stream(p.prompt, proposer=proposer, verifier=ForcedVerifier(target),
                                     stop=StopConfig(len(target), eos)):

@@ -2,8 +2,8 @@
 # Issue #3's GPU proof (results: benchmarks/GPU.md). On the device machine, after staging the model
 # (../shared/gpu/README.md) and copying the data sets into .gpu/data (rag.jsonl, dev-v1.1.json):
 #   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu.sh [STEP...]
-# STEPs (default: all, in this order): smoke choose forced free squad steps. Two device calls fit
-# the 600 s limit: `smoke choose forced`, then `free squad steps` (the choice waits in /tmp between).
+# STEPs (default: all, in this order): smoke choose forced free squad steps. Three device calls fit
+# the 600 s limit: `smoke choose forced`, `free squad`, `steps` (the choice waits in /tmp between).
 # Each bench stops taking new prompts after its --time-budget (every method keeps the same prompts);
 # the HF methods (eager, ~20 tok/s there) and the eager static ones (name@static) run on the first
 # --hf-limit / --also-limit prompts only (speed ratios compare the same prompts).
@@ -17,8 +17,10 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LLMA_CAC
 BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backend static --max-new-tokens 128"
 # llma: the static backend's drafting defaults (llma.engine.fixed_block_defaults); llma_hf_defaults:
 # the HF loop's (the defaults before stop 11); llma_k32: the best variant of the runs before that.
-BENCH="$BENCH --variant llma_hf_defaults:min_n=2,k=8,adaptive=true,policy=recent"
-BENCH="$BENCH --variant llma_k32:min_n=1,k=32,adaptive=false,policy=recent"
+# (Until stop 11 also --variant llma_hf_defaults:min_n=2,k=8,adaptive=true,policy=recent and
+#  llma_k32:min_n=1,k=32,adaptive=false,policy=recent: benchmarks/gpu_881f814/, GPU.md.)
+# greedy+rowsN / llma+rowsN: N drafts verified side by side per step (greedy runs the same N rows).
+BENCH="$BENCH --rows 4 --rows 8 --rows 16"
 keep() { cp $RES/*.json "$OUT"/ 2>/dev/null; }  # each result back at once (at most 8 files come back)
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 {
@@ -26,7 +28,8 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers',
               transformers.__version__, 'triton', triton.__version__)"
   if has smoke; then  # the static backend's tests, the CUDA ones included (stop at once if one fails)
-    timeout 150 python3 -m pytest -q -x tests/llma/test_llma_static.py tests/llma/test_llma_split_attention.py \
+    timeout 200 python3 -m pytest -q -x tests/llma/test_llma_static.py tests/llma/test_llma_split_attention.py \
+      tests/llma/test_llma_static_rows.py \
       -k "cuda or bit_identical or backend_choice" || { echo "SMOKE TEST FAILED"; exit 1; }
   fi
   if has choose; then  # attention kernel and torch.compile: the fastest variant still bitwise row-invariant
@@ -39,15 +42,15 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   export LLMA_STATIC_ATTENTION=${LLMA_STATIC_ATTENTION:-sdpa} LLMA_STATIC_COMPILE=${LLMA_STATIC_COMPILE:-0}
   echo "using LLMA_STATIC_ATTENTION=$LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE=$LLMA_STATIC_COMPILE"
   if has forced; then
-    timeout 200 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 3 --also-limit 10 --time-budget 100 \
+    timeout 300 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 3 --also-limit 10 --time-budget 160 \
       --json $RES/gpu_rag_forced.json; keep
   fi
   if has free; then
-    timeout 180 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 3 --also-limit 10 --time-budget 90 \
+    timeout 290 $BENCH --data $DATA/rag.jsonl --mode free --limit 100 --hf-limit 3 --also-limit 10 --time-budget 150 \
       --json $RES/gpu_rag_free.json; keep
   fi
   if has squad; then
-    timeout 170 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 5 --also-limit 30 --time-budget 70 \
+    timeout 260 $BENCH --data $DATA/dev-v1.1.json --mode free --limit 100 --hf-limit 5 --also-limit 30 --time-budget 120 \
       --json $RES/gpu_squad.json; keep
   fi
   if has steps; then

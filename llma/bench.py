@@ -29,6 +29,7 @@ from llma.bench_report import markdown, write_report
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
 from llma.proposer import POLICIES
+from llma.static import select_backend
 from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,11 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tu
         engines.append(other)
         table[f"greedy@{backend}"] = engine_runner(other, base.greedy(), forced)
         table[f"llma@{backend}"] = engine_runner(other, base, forced)
+    for rows in args.rows:  # several drafts verified side by side; greedy runs the same rows
+        other = Engine(loaded, backend=select_backend(loaded.model, args.backend, rows=rows))
+        engines.append(other)
+        table[f"greedy+rows{rows}"] = engine_runner(other, base.greedy(), forced)
+        table[f"llma+rows{rows}"] = engine_runner(other, base, forced)
     for spec in args.variant:
         name, _, settings = spec.partition(":")
         overrides = dict(kv.split("=") for kv in settings.split(",") if kv)
@@ -179,12 +185,20 @@ def _tps(run: MethodRun, n: int) -> float:
     return sum(len(o) for o in run.outputs[:n]) / sum(run.times[:n]) if run.times else 0.0
 
 
+def _own_greedy(name: str) -> str:
+    """Greedy through the same backend: greedy@static for llma@static, greedy+rows8 for llma+rows8."""
+    for mark in ("@", "+"):
+        if mark in name:
+            return "greedy" + mark + name.split(mark, 1)[1]
+    return "greedy"
+
+
 def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
     greedy, hf = runs["greedy"], runs["hf_greedy"]
     rows = []
     for name, run in runs.items():
         tps, n = (run.tokens / run.wall_s if run.wall_s else 0.0), len(run.outputs)
-        own = runs.get("greedy@" + name.split("@")[1], greedy) if "@" in name else greedy
+        own = runs.get(_own_greedy(name), greedy)
         divergences = [_first_divergence(o, g) for o, g in zip(run.outputs, greedy.outputs)]
         rows.append({
             "method": name,
@@ -194,6 +208,8 @@ def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
             "tokens_per_forward": round(run.tokens / run.forwards, 3) if run.forwards else None,
             "acceptance_rate": round(run.accepted / run.proposed, 3) if run.proposed else None,
             "speedup_vs_greedy": round(_tps(run, n) / _tps(greedy, n), 3),
+            "speedup_vs_own_greedy": round(_tps(run, n) / _tps(own, n), 3),
+            "ms_per_forward": round(1000 * run.wall_s / run.forwards, 3) if run.forwards else None,
             "speedup_vs_hf_greedy": round(_tps(run, len(hf.outputs)) / _tps(hf, len(hf.outputs)), 3),
             "identical_to_greedy": sum(d is None for d in divergences) / len(divergences),
             "identical_to_own_greedy": sum(o == g for o, g in zip(run.outputs, own.outputs)) / n,
@@ -224,6 +240,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--policy", default=None, choices=POLICIES, help="default: the backend's")
     ap.add_argument("--backend", default="auto", help="our greedy/llma: auto, hf, static, static-graphs")
     ap.add_argument("--also-backend", action="append", default=[], help="add greedy@B and llma@B")
+    ap.add_argument("--rows", action="append", type=int, default=[],
+                    help="add greedy+rowsN and llma+rowsN: --backend with N drafts verified per step")
     ap.add_argument("--hf-limit", type=int, default=None, help="run the HF methods on the first N prompts only")
     ap.add_argument("--also-limit", type=int, default=None, help="run name@backend methods on N prompts only")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; then stop taking new prompts")

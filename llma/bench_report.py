@@ -11,14 +11,17 @@ def markdown(report: dict[str, object]) -> str:
     lines = [f"# {report['dataset']} ({report['mode']} decoding), {report['n_prompts']} prompts",
              "", f"Device: {report['device']}. Command: `{report['command']}`", "",
              f"Our greedy/llma: backend {report.get('backend')}; name@backend: the same through that backend; "
-             "own greedy: greedy through the same backend. Speedups compare the same prompts.", "",
+             "name+rowsN: the same with N drafts verified side by side per step; own greedy: greedy through "
+             "the same backend (and rows). Speedups compare the same prompts.", "",
              f"LLMA drafting settings (on our backend; what the command leaves unset is the backend's "
              f"default): {report.get('llma_settings', 'not recorded')}", "",
              "| method | prompts | tok/s | tokens/forward | acceptance | speedup vs our greedy | vs HF greedy | "
-             "identical to our greedy | to own greedy | to HF greedy |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "vs own greedy | ms/forward | identical to our greedy | to own greedy | to HF greedy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         lines.append(f"| {r['method']} | {r['prompts']} | {r['tokens_per_s']} | {r['tokens_per_forward'] or '-'} | "
                      f"{r['acceptance_rate'] or '-'} | {r['speedup_vs_greedy']}x | {r['speedup_vs_hf_greedy']}x | "
+                     f"{r.get('speedup_vs_own_greedy', '-')}x | {r.get('ms_per_forward') or '-'} | "
                      f"{r['identical_to_greedy']:.0%} | {r['identical_to_own_greedy']:.0%} | "
                      f"{r['identical_to_hf_greedy']:.0%} |")
     lines += ["", f"Commit {report.get('commit') or 'not recorded'}.", "", f"Versions: {report['versions']}", ""]

@@ -82,7 +82,7 @@ class Decoder:
         if proposer is not None:
             proposer.prepare()  # e.g. its reference index, built while the GPU prefills
         accepted, token = verifier.verify(logits, (), 0)
-        step, draft, last_t = 0, None, t0
+        step, draft, last_t, candidates = 0, None, t0, 0
         while True:
             before = len(output)
             new = [*(draft.tokens[:accepted] if draft else ()), token]
@@ -100,30 +100,58 @@ class Decoder:
                 step=step, new_tokens=tuple(output[before:]), proposed=len(draft) if draft else 0,
                 accepted=kept, span=_span(draft, kept, before) if draft and kept else None,
                 elapsed_s=now - t0, step_s=now - last_t, finished=ended is not None, stop_reason=reason,
+                candidates=candidates,
             )
             if ended:
                 return
             if proposer is not None:
                 proposer.observe(new)
             step, last_t = step + 1, now
-            draft = self._propose(proposer, prompt + output, stop.max_new_tokens - len(output), stop_ids)
-            logits = self.backend.forward([output[-1], *(draft.tokens if draft else ())])
-            accepted, token = verifier.verify(logits, draft.tokens if draft else (), len(output))
+            count = self._candidates(verifier)
+            drafts = self._propose(proposer, prompt + output, stop.max_new_tokens - len(output), stop_ids, count)
+            draft, accepted, token = self._verify(drafts, output[-1], len(prompt) + len(output), len(output),
+                                                  verifier)
+            candidates = len(drafts)
             if proposer is not None and draft:
                 proposer.feedback(len(draft), accepted)
-            self.backend.trim(len(prompt) + len(output) + accepted)
 
-    def _propose(
-        self, proposer: Proposer | None, sequence: list[int], remaining: int, stop_ids: Collection[int]
-    ) -> Draft | None:
+    def _candidates(self, verifier: Verifier) -> int:
+        """Drafts to verify per step: as many as the backend has rows for (llma.static with
+        rows > 1), if the verifier can choose among them (deterministic rules only)."""
+        rows = getattr(self.backend, "rows", 1)
+        return rows if rows > 1 and hasattr(verifier, "verify_rows") else 1
+
+    def _propose(self, proposer: Proposer | None, sequence: list[int], remaining: int,
+                 stop_ids: Collection[int], count: int) -> list[Draft]:
         if proposer is None:
-            return None
+            return []
         # Room for the draft: the step also emits one token of its own, and the forward pass must fit
         # the context window after the cached tokens and the last token.
         room = min(remaining - 1, self.backend.context_length - self.backend.cached - 1)
         # A backend with a fixed query block (llma.static) says how long a draft fits in one block.
         room = min(room, getattr(self.backend, "max_draft", room))
-        return proposer.propose(sequence, room, stop_ids) if room > 0 else None
+        if room <= 0:
+            return []
+        if count > 1:
+            return proposer.propose_many(sequence, room, stop_ids, count)
+        draft = proposer.propose(sequence, room, stop_ids)
+        return [draft] if draft else []
+
+    def _verify(self, drafts: list[Draft], last: int, cached: int, position: int,
+                verifier: Verifier) -> tuple[Draft | None, int, int]:
+        """One forward over [last token + draft] (one row per draft where there are several), the
+        accepted prefix, and the cache cut back to it: (the draft kept, accepted, next token).
+        `cached`: the sequence length with `last`; `position`: `last`'s successor's output index."""
+        if len(drafts) > 1:
+            logits = self.backend.forward_rows([[last, *d.tokens] for d in drafts])
+            row, accepted, token = verifier.verify_rows(logits, [d.tokens for d in drafts], position)
+            self.backend.keep(row, cached + accepted)
+            return drafts[row], accepted, token
+        draft = drafts[0] if drafts else None
+        logits = self.backend.forward([last, *(draft.tokens if draft else ())])
+        accepted, token = verifier.verify(logits, draft.tokens if draft else (), position)
+        self.backend.trim(cached + accepted)
+        return draft, accepted, token
 
     def generate(
         self,

@@ -8,7 +8,7 @@ no per-step rebuild, unlike the paper's reference code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Literal
@@ -50,17 +50,25 @@ class ReferenceIndex:
         max_n: int = 4,
         policy: Policy = "recent",
         prefer: RefId | None = None,
+        candidates: int = 1,
     ) -> None:
+        """`candidates` > 1 also keeps every occurrence of every n-gram, for `lookup_many`."""
         if min_n < 1 or max_n < min_n:
             raise ValueError(f"need 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+        if not isinstance(candidates, int) or candidates < 1:
+            raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
         self.min_n, self.max_n, self.policy, self.prefer = min_n, max_n, policy, prefer
+        self.candidates = candidates
         # Insertion order is creation order: the "earliest reference" of first/longest.
         self._refs: dict[RefId, list[int]] = {}
         self._last: dict[tuple[int, ...], tuple[RefId, int]] = {}  # "recent"
         self._first: dict[RefId, dict[tuple[int, ...], int]] = {}  # "first", "longest"
         self._preferred: dict[tuple[int, ...], int] = {}  # latest occurrence in `prefer`
+        # candidates > 1: every occurrence, in indexing order (`prefer`'s own table: all its ends).
+        self._all: dict[tuple[int, ...], list[tuple[RefId, int]]] = {}
+        self._preferred_all: dict[tuple[int, ...], list[int]] = {}
         # Checked and indexed at `build()` or first use: a decoder builds it while a GPU prefills.
         self._pending = list((references or {}).items())
 
@@ -94,11 +102,18 @@ class ReferenceIndex:
             # overwrite earlier ones: the latest wins.
             for end in range(max(old, self.min_n), len(ref)):
                 for n in range(self.min_n, min(self.max_n, end) + 1):
-                    self._preferred[tuple(ref[end - n : end])] = end
+                    key = tuple(ref[end - n : end])
+                    self._preferred[key] = end
+                    if self.candidates > 1:
+                        self._preferred_all.setdefault(key, []).append(end)
             return
         first = self._first.setdefault(ref_id, {})
         for n in range(self.min_n, self.max_n + 1):
             ngrams, ends = _ngrams(ref, n, max(old, n))
+            if self.candidates > 1:
+                ngrams = list(ngrams)
+                for key, end in zip(ngrams, ends):
+                    self._all.setdefault(key, []).append((ref_id, end))
             if self.policy == "recent":  # later ends overwrite earlier ones: the latest wins
                 self._last.update(zip(ngrams, zip(repeat(ref_id), ends)))
             else:  # reversed, so the earliest new end wins; an n-gram already indexed keeps its own
@@ -122,6 +137,46 @@ class ReferenceIndex:
             cut = next((i + 1 for i, t in enumerate(tokens) if t in stop_tokens), len(tokens))
             return Draft(tokens=tuple(tokens[:cut]), ref_id=ref_id, offset=start, match_len=n)
         return None
+
+    def lookup_many(self, context: Sequence[int], k: int, stop_tokens: Collection[int] = (),
+                    count: int | None = None) -> list[Draft]:
+        """Up to `count` (default: `candidates`) drafts of up to `k` tokens, in the order `lookup`
+        ranks them: the longest matched suffix first, within it the preferred reference's latest
+        occurrences, then the policy's order over all occurrences; then shorter suffixes. The first is
+        `lookup`'s draft. A draft that one already chosen starts with is skipped (it cannot be
+        accepted further), so each is worth its row in a step that verifies them all."""
+        count = self.candidates if count is None else count
+        if k < 1 or count < 1:
+            raise ValueError(f"k and count must be >= 1, got k={k}, count={count}")
+        first = self.lookup(context, k, stop_tokens)
+        if first is None or count == 1 or self.candidates == 1:
+            return [first] if first else []
+        drafts = [first]
+        for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
+            for ref_id, start in self._starts(tuple(context[len(context) - n :]), k):
+                tokens = self._refs[ref_id][start : start + k]
+                cut = next((i + 1 for i, t in enumerate(tokens) if t in stop_tokens), len(tokens))
+                draft = tuple(tokens[:cut])
+                if any(d.tokens[: len(draft)] == draft for d in drafts):
+                    continue
+                drafts.append(Draft(tokens=draft, ref_id=ref_id, offset=start, match_len=n))
+                if len(drafts) == count:
+                    return drafts
+        return drafts
+
+    def _starts(self, ngram: tuple[int, ...], k: int) -> Iterator[tuple[RefId, int]]:
+        """Every copy start after `ngram`, in `lookup_many`'s order."""
+        yield from ((self.prefer, end) for end in reversed(self._preferred_all.get(ngram, ())))
+        found = self._all.get(ngram, [])
+        if self.policy == "recent":
+            yield from reversed(found)
+        elif self.policy == "first":
+            yield from found
+        else:  # "longest": most tokens to copy (capped at k), ties earliest; full-length ones need no sort
+            refs = self._refs  # lazily: a step usually stops after the first few
+            yield from (item for item in found if len(refs[item[0]]) - item[1] >= k)
+            rest = [item for item in found if len(refs[item[0]]) - item[1] < k]
+            yield from sorted(rest, key=lambda item: item[1] - len(refs[item[0]]))
 
     def _find(self, ngram: tuple[int, ...], k: int) -> tuple[RefId, int] | None:
         if ngram in self._preferred:
@@ -202,6 +257,12 @@ class Proposer:
         """A draft of at most min(current k, budget) tokens, or None when nothing matches."""
         k = min(self.copy.current, budget)
         return self.index.lookup(context, k, stop_tokens) if k > 0 else None
+
+    def propose_many(self, context: Sequence[int], budget: int, stop_tokens: Collection[int] = (),
+                     count: int = 1) -> list[Draft]:
+        """Up to `count` drafts to verify side by side (a backend with several rows per step)."""
+        k = min(self.copy.current, budget)
+        return self.index.lookup_many(context, k, stop_tokens, count) if k > 0 else []
 
     def prepare(self) -> None:
         """Called by the decoder while the prefill runs (on a GPU the host is idle then)."""

@@ -53,6 +53,7 @@ class StepEvent:
     step_s: float
     finished: bool = False
     stop_reason: str | None = None
+    candidates: int = 0  # drafts verified side by side in this forward (the kept one is `proposed` long)
 
 
 @dataclass

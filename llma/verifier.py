@@ -23,9 +23,25 @@ def count_accepted(draft: Sequence[int], targets: Sequence[int]) -> int:
     return n
 
 
+def best_row(accepted: Sequence[int]) -> int:
+    """The candidate that keeps the most drafted tokens; the first of equals (pure)."""
+    return max(range(len(accepted)), key=accepted.__getitem__)
+
+
 class Verifier(Protocol):
     def verify(self, logits: torch.Tensor, draft: Sequence[int], position: int) -> tuple[int, int]:
         """`logits`: [len(draft) + 1, vocab]; `position`: output index of the first row's token."""
+        ...
+
+
+class RowsVerifier(Verifier, Protocol):
+    """A verifier that can choose among several drafts verified side by side. Only a deterministic
+    rule can: keeping the best of several sampled checks would bias sampling."""
+
+    def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
+                    position: int) -> tuple[int, int, int]:
+        """`logits`: [len(drafts), rows, vocab], row r of candidate c after `drafts[c][:r]`.
+        Returns (candidate, accepted, next_token)."""
         ...
 
 
@@ -40,6 +56,13 @@ class GreedyVerifier:
         targets = logits.argmax(dim=-1).tolist()
         accepted = count_accepted(draft, targets)
         return accepted, targets[accepted]
+
+    def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
+                    position: int) -> tuple[int, int, int]:
+        targets = logits.argmax(dim=-1).tolist()  # one transfer for every candidate
+        accepted = [count_accepted(d, t) for d, t in zip(drafts, targets)]
+        best = best_row(accepted)
+        return best, accepted[best], targets[best][accepted[best]]
 
 
 @dataclass
@@ -60,6 +83,12 @@ class ForcedVerifier:
         if accepted == len(wanted):  # the target ends inside the draft
             return accepted - 1, wanted[-1]
         return accepted, wanted[accepted]
+
+    def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
+                    position: int) -> tuple[int, int, int]:
+        results = [self.verify(logits[0], d, position) for d in drafts]  # the logits are not read
+        best = best_row([accepted for accepted, _ in results])
+        return best, *results[best]
 
 
 @dataclass(frozen=True)

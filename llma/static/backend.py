@@ -15,6 +15,11 @@ reserved new tokens; "flash" and "split" attention read only the keys in use), s
 (block, L) step is captured once in a CUDA graph and replayed. The prefill is one causal forward
 over the padded prompt; on CUDA it too is a graph, one per padded length (a prompt costs one
 replay instead of hundreds of kernel launches).
+
+With `rows` > 1 every step runs `rows` blocks side by side, each on its own copy of the cache
+([layers, rows, kv_heads, capacity, head_dim]): `forward_rows` verifies several drafts at once
+and `keep` copies the chosen block's new entries to the other copies. Greedy steps through such a
+backend run the same block in every row, so greedy and LLMA still run the same shapes.
 """
 from __future__ import annotations
 
@@ -29,19 +34,19 @@ from llma.backend import context_length_of, padded_length
 from llma.static.attention import flash, works
 from llma.static.graphs import capture, graph_length
 from llma.static.support import unsupported_reason
-from llma.static.weights import pack_layer
+from llma.static.weights import LlamaWeights
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = 32  # the last token and up to 31 drafted tokens (a multiple of 8: no ragged GEMM tile rows)
 ATTENTION = ("sdpa", "bmm", "flash", "split")
 
-class StaticBackend:
+class StaticBackend(LlamaWeights):
     """The Backend protocol over a static KV cache and fixed-shape steps (see the module docstring)."""
 
     def __init__(self, model: PreTrainedModel, *, block: int = DEFAULT_BLOCK, graphs: bool | None = None,
                  max_len: int | None = None, min_bucket: int = 128, attention: str = "sdpa",
-                 compile: bool = False) -> None:
+                 compile: bool = False, rows: int = 1) -> None:
         """`attention` in a step: "sdpa" (fused kernel over L keys with a mask), "bmm" (scores GEMM,
         softmax, values GEMM), "flash" (CUDA: flash attention reading only the keys before each
         query, via a key count on the device) or "split" (Triton split-KV kernels reading only those
@@ -52,34 +57,24 @@ class StaticBackend:
             raise ValueError(f"StaticBackend cannot run {type(model).__name__}: {reason}")
         if attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
-        self.attention, self.compile = attention, compile
-        self._pre_c, self._post_c = ((torch.compile(f, fullgraph=True, dynamic=False) for f in (self._pre, self._post))
-                                     if compile else (self._pre, self._post))
-        c, inner = model.config, model.model
+        if not isinstance(rows, int) or not 1 <= rows <= 64 or (rows > 1 and attention == "flash"):
+            raise ValueError(f"rows must be an int in 1..64 (1 with flash attention), got {rows!r}")
+        self.attention, self.compile, self.rows = attention, compile, rows
         self.device, self.block, self.min_bucket = model.device, block, min_bucket
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.graphs and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
-        self.name = ("static-graphs" if self.graphs else "static") + ("+compile" if compile else "")
+        self.name = ("static-graphs" if self.graphs else "static") + ("+compile" if compile else "") + (
+            f"+rows{rows}" if rows > 1 else "")
         self._context_length = min(context_length_of(model), max_len or 16384)
-        attn = inner.layers[0].self_attn
-        self.heads, self.kv_heads = c.num_attention_heads, c.num_key_value_heads
-        self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // self.heads
-        self.scale = getattr(attn, "scaling", self.head_dim ** -0.5)
-        self.eps = inner.norm.variance_epsilon if hasattr(inner.norm, "variance_epsilon") else c.rms_norm_eps
-        self.dtype = model.lm_head.weight.dtype
+        # Capacity: any block starting inside the context fits; a multiple of 64 keeps views aligned.
+        self.capacity = -(-(self._context_length + block) // 64) * 64
         with torch.no_grad():
-            self.embed, self.lm_head, self.norm = (w.detach() for w in (
-                inner.embed_tokens.weight, model.lm_head.weight, inner.norm.weight))
-            self.layers = [pack_layer(layer) for layer in inner.layers]
-            # Capacity: any block starting inside the context fits; a multiple of 64 keeps views aligned.
-            self.capacity = -(-(self._context_length + block) // 64) * 64
-            shape = (len(self.layers), self.kv_heads, self.capacity, self.head_dim)
+            self._load(model, self.capacity, compile)
+            shape = (len(self.layers), rows, self.kv_heads, self.capacity, self.head_dim)
             self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
             self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
-            self.arange = torch.arange(self.capacity, device=self.device)
-            self.cos, self.sin = self._rope_tables(model)
-        self._len, self._reserve, self._L = 0, 256, min_bucket
+        self._len, self._reserve, self._L, self._start = 0, 256, min_bucket, 0
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._prefills: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None  # shared by the prefill graphs
@@ -90,15 +85,6 @@ class StaticBackend:
                                                          self.kv_heads, self.head_dim, self.capacity,
                                                          self.scale, self.dtype, self.device):
             self.attention = "sdpa"
-
-    def _rope_tables(self, model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin per position, as the model's own rotary module computes them (HF's values)."""
-        positions = self.arange[None]
-        dummy = torch.zeros(1, dtype=self.dtype, device=self.device)
-        cos, sin = (t[0] for t in model.model.rotary_emb(dummy, positions))
-        half = self.head_dim // 2
-        # rotate_half(x) * sin == swap_halves(x) * [-sin_1, sin_2], exactly (a sign flip is exact).
-        return cos.contiguous(), torch.cat((-sin[:, :half], sin[:, half:]), -1).contiguous()
 
     # --- the Backend protocol ---
     context_length = property(lambda self: self._context_length)
@@ -141,8 +127,11 @@ class StaticBackend:
     def _prefill_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """The last hidden states of a padded prompt (a device tensor); writes its keys and values at [0, m)."""
         m = tokens.shape[0]
-        return self._layers(F.embedding(tokens, self.embed), self.cos[:m, None], self.sin[:m, None],
-                            self._prefill_attention(m))
+        x = self._layers(F.embedding(tokens, self.embed), self.cos[:m, None], self.sin[:m, None],
+                         self._prefill_attention(m))
+        if self.rows > 1:  # every row's copy of the cache starts from the prompt
+            self.k[:, 1:, :, :m], self.v[:, 1:, :, :m] = self.k[:, :1, :, :m], self.v[:, :1, :, :m]
+        return x
 
     def _prefill_graph(self, tokens: torch.Tensor) -> torch.Tensor:
         """`_prefill_states` replayed from a graph captured at the padded length's first use (two
@@ -173,49 +162,51 @@ class StaticBackend:
             if pos + self.block > self._L:
                 self._L = self._bucket(pos + self.block)
                 log.debug("sequence outgrew its reservation; attention length now %d", self._L)
-            out = self._run(chunk + [0] * (self.block - len(chunk)), pos, self.block, self._L)
+            out = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
             rows.append(out[: len(chunk)].to(torch.float32, copy=True))
         self._len += len(ids)
         return rows[0] if len(rows) == 1 else torch.cat(rows)
+
+    @torch.no_grad()
+    def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Up to `self.rows` token lists of up to `block` tokens each, all appended after the cached
+        tokens, in one step: logits [len(rows), longest, vocab]. Follow with `keep`."""
+        rows = [list(r) for r in rows]
+        longest = max(map(len, rows), default=0)
+        if not 1 <= len(rows) <= self.rows or not 1 <= min(map(len, rows)) <= longest <= self.block:
+            raise ValueError(f"forward_rows needs 1 to {self.rows} rows of 1 to {self.block} tokens")
+        if self._len == 0 or self._len + longest > self._context_length:
+            raise ValueError(f"{longest} tokens on {self._len} cached (0: no prefill yet) exceed the context "
+                             f"{self._context_length} or come before a prefill")
+        if self._len + self.block > self._L:
+            self._L = self._bucket(self._len + self.block)
+        padded = [r + [0] * (self.block - len(r)) for r in rows]
+        padded += padded[:1] * (self.rows - len(rows))  # spare rows repeat the first: same keys at `pos`
+        out = self._run([t for r in padded for t in r], self._len, self.block, self._L)
+        self._start, self._len = self._len, self._len + longest
+        return out.view(self.rows, self.block, -1)[: len(rows), :longest].to(torch.float32, copy=True)
+
+    def keep(self, row: int, length: int) -> None:
+        """After `forward_rows`: keep `row`'s tokens up to `length` in the sequence, in every copy."""
+        if not 0 <= row < self.rows or not self._start < length <= self._len:
+            raise ValueError(f"keep needs a row < {self.rows} and a length in ({self._start}, {self._len}]")
+        # The kept row's new entries overwrite the others' (cloned first: source and target overlap).
+        s = slice(self._start, length)
+        for cache in (self.k, self.v):
+            cache[:, :, :, s] = cache[:, row : row + 1, :, s].clone()
+        self._len = length
 
     def trim(self, length: int) -> None:
         if not 0 <= length <= self._len:
             raise ValueError(f"cannot trim a cache of {self._len} tokens to {length}")
         self._len = length  # rollback is moving the position: nothing is copied or cleared
 
-    # --- the model ---
-    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                step: bool = False) -> torch.Tensor:
-        pre, post = (self._pre_c, self._post_c) if step else (self._pre, self._post)
-        for i, w in enumerate(self.layers):
-            q, k, v = pre(x, w.in_norm, w.qkv, w.qkv_bias, cos, sin)
-            x = post(x, attend(i, q, k, v), w.o_t, w.o_bias, w.post_norm, w.gate_up, w.down_t)
-        return F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
-
-    def _pre(self, x, in_norm, qkv_w, qkv_b, cos, sin):  # noqa: ANN001, ANN202 (pure: compiled as is)
-        """Norm, q/k/v projection, rotary embedding: q [n, heads, d], k and v [n, kv_heads, d]."""
-        n, h, kv, half = x.shape[0], self.heads, self.kv_heads, self.head_dim // 2
-        y = F.rms_norm(x, (x.shape[-1],), in_norm, self.eps)
-        qkv = F.linear(y, qkv_w, qkv_b).view(n, h + 2 * kv, self.head_dim)
-        qk = qkv[:, : h + kv]
-        qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), -1) * sin
-        return qk[:, :h], qk[:, h:], qkv[:, h + kv :]
-
-    def _post(self, x, attn, o_t, o_bias, post_norm, gate_up, down_t):  # noqa: ANN001, ANN202
-        """Output projection and residual, norm, gated MLP and residual."""
-        x = torch.addmm(x, attn, o_t)
-        if o_bias is not None:
-            x = x + o_bias
-        gate, up = F.linear(F.rms_norm(x, (x.shape[-1],), post_norm, self.eps), gate_up).chunk(2, -1)
-        return torch.addmm(x, F.silu(gate) * up, down_t)
-
     def _prefill_attention(self, n: int) -> Callable[..., torch.Tensor]:
         groups = self.heads // self.kv_heads
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             k, v = k.transpose(0, 1), v.transpose(0, 1)  # [kv_heads, n, head_dim]
-            self.k[i, :, :n], self.v[i, :, :n] = k, v
+            self.k[i, 0, :, :n], self.v[i, 0, :, :n] = k, v
             if groups > 1:
                 k, v = k.repeat_interleave(groups, 0), v.repeat_interleave(groups, 0)
             out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k[None], v[None], is_causal=True,
@@ -225,40 +216,42 @@ class StaticBackend:
         return attend
 
     def _step(self, inp: torch.Tensor, length: int) -> torch.Tensor:
-        """One fixed-shape step: `inp` = [block ids..., start position]; returns [block, vocab] logits.
+        """One fixed-shape step: `inp` = [ids of each row's block..., start position]; returns
+        [rows * block, vocab] logits.
 
         No host synchronisation and no data-dependent shapes inside: safe to capture in a CUDA graph.
         """
-        b, kv, d = inp.shape[0] - 1, self.kv_heads, self.head_dim
-        groups = self.heads // kv
-        positions = inp[b] + self.arange[:b]
+        b, r, kv, d = self.block, self.rows, self.kv_heads, self.head_dim
+        n, groups = r * b, self.heads // kv
+        positions = inp[n] + self.arange[:b]
         if self.attention == "flash":
-            used = (inp[b:] + b).to(torch.int32)  # keys [0, pos + block): bottom-right causal per query
+            used = (inp[n:] + b).to(torch.int32)  # keys [0, pos + block): bottom-right causal per query
         elif self.attention == "sdpa" or self.attention == "bmm":
             allowed = self.arange[:length][None, :] <= positions[:, None]  # [block, L]: causal by position
             mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
             mask = mask.masked_fill_(~allowed, float("-inf")).repeat(groups, 1)[None, None]  # rows (group, slot)
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            self.k[i].index_copy_(1, positions, k.transpose(0, 1))
-            self.v[i].index_copy_(1, positions, v.transpose(0, 1))
-            if self.attention == "flash":
-                k_all, v_all = self.k[i].transpose(0, 1), self.v[i].transpose(0, 1)
+            self.k[i].index_copy_(2, positions, k.view(r, b, kv, d).transpose(1, 2))
+            self.v[i].index_copy_(2, positions, v.view(r, b, kv, d).transpose(1, 2))
+            if self.attention == "flash":  # one row (checked in __init__)
+                k_all, v_all = self.k[i, 0].transpose(0, 1), self.v[i, 0].transpose(0, 1)
                 return flash(q, k_all, v_all, used, self.scale, self._cu).reshape(b, -1)
             if self.attention == "split":
-                return self._split_kernel(b)(q, self.k[i], self.v[i], inp[b:]).reshape(b, -1)
-            q = q.view(b, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * b, d)
-            keys, values = self.k[i, :, :length], self.v[i, :, :length]
+                return self._split_kernel(b)(q, self.k[i], self.v[i], inp[n:]).reshape(n, -1)
+            q = q.view(r, b, kv, groups, d).permute(0, 2, 3, 1, 4).reshape(r * kv, groups * b, d)
+            keys, values = self.k[i, :, :, :length].flatten(0, 1), self.v[i, :, :, :length].flatten(0, 1)
             if self.attention == "bmm":
                 scores = torch.baddbmm(mask[0], q, keys.transpose(1, 2), alpha=self.scale)
                 out = torch.bmm(torch.softmax(scores, -1), values)
             else:
                 out = F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=mask,
                                                      scale=self.scale)
-            return out.view(kv, groups, b, d).permute(2, 0, 1, 3).reshape(b, -1)
+            return out.view(r, kv, groups, b, d).permute(0, 3, 1, 2, 4).reshape(n, -1)
 
-        x = self._layers(F.embedding(inp[:b], self.embed), self.cos[positions][:, None],
-                         self.sin[positions][:, None], attend, step=True)
+        at = positions.repeat(r) if r > 1 else positions  # each row's block covers the same positions
+        x = self._layers(F.embedding(inp[:n], self.embed), self.cos[at][:, None], self.sin[at][:, None],
+                         attend, step=True)
         return F.linear(x, self.lm_head)
 
     def _split_kernel(self, block: int) -> Callable[..., torch.Tensor]:
@@ -267,7 +260,7 @@ class StaticBackend:
             from llma.static.split_attention import SplitAttention  # needs triton: imported only if chosen
 
             self._split[block] = SplitAttention(block, self.heads, self.kv_heads, self.head_dim, self.capacity,
-                                                self.scale, self.device)
+                                                self.scale, self.device, self.rows)
         return self._split[block]
 
     def _fast_attention(self) -> Callable[..., torch.Tensor]:
@@ -275,9 +268,17 @@ class StaticBackend:
         if self.attention == "flash":
             return lambda q, k, v, pos: flash(q, k.transpose(0, 1), v.transpose(0, 1),
                                               (pos + q.shape[0]).to(torch.int32), self.scale, self._cu)
-        return lambda q, k, v, pos: self._split_kernel(q.shape[0])(q, k, v, pos)
+
+        def split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+            from llma.static.split_attention import SplitAttention  # one block, for the self-check
+
+            return SplitAttention(q.shape[0], self.heads, self.kv_heads, self.head_dim, k.shape[1], self.scale,
+                                  self.device)(q, k, v, pos)
+
+        return split
 
     def _run(self, block_ids: list[int], pos: int, block: int, length: int) -> torch.Tensor:
+        """One step over `block_ids` (every row's block, rows * block ids) from `pos`."""
         inp = torch.tensor(block_ids + [pos], dtype=torch.long)
         if not self.graphs:
             return self._step(inp.to(self.device), length)
@@ -291,8 +292,8 @@ class StaticBackend:
         positions >= `pos` (past the sequence), which later steps overwrite before reading."""
         key = (block, length)
         if key not in self._graphs:
-            static_inp = torch.zeros(block + 1, dtype=torch.long, device=self.device)
-            static_inp[block] = pos
+            static_inp = torch.zeros(self.rows * block + 1, dtype=torch.long, device=self.device)
+            static_inp[-1] = pos
             graph, out = capture(lambda inp: self._step(inp, length), static_inp, self._side)
             self._graphs[key] = (graph, static_inp, out)
             log.info("captured a CUDA graph for block %d, attention length %d", block, length)

@@ -9,7 +9,9 @@ row's partial softmax over its chunk, and a second kernel combines the chunks in
 Lossless by construction: a row's result depends only on its own query, its position and the
 cache. Chunk bounds do not move with the block's start; keys a row may not see add exact zeros
 (and tiles or chunks that no row sees are skipped, which changes nothing), so a token verified in
-row 5 of an LLMA block gets the same bits as the same token in row 0 of a greedy step.
+row 5 of an LLMA block gets the same bits as the same token in row 0 of a greedy step. With a
+batch of blocks (a backend verifying several drafts side by side, each on its own copy of the
+cache) a third program index picks the block: the same arithmetic on another block's data.
 
 On CUDA the kernels are compiled by Triton. On CPU they run only in Triton's interpreter
 (TRITON_INTERPRET=1 set before triton is imported; slow): the test suite checks their logic so.
@@ -28,12 +30,15 @@ BLOCK_N = 64  # keys per tile inside a chunk
 
 @triton.jit
 def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
-             stride_qr, stride_qh, stride_kh, stride_kn, n_keys, n_chunks, rows, scale,
+             stride_qr, stride_qh, stride_kb, stride_kh, stride_kn, n_keys, n_chunks, rows, heads, scale,
              GROUPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
              D: tl.constexpr, PRECISION: tl.constexpr):
-    """Program (head h, chunk j): for each row r, the max m, the sum of exponentials (stored in l)
-    and the unnormalised output acc of softmax(q_r . k) over chunk j's keys at positions <= pos + r."""
-    h, j = tl.program_id(0), tl.program_id(1)
+    """Program (head h, chunk j, block b): for each row r, the max m, the sum of exponentials (stored
+    in l) and the unnormalised output acc of softmax(q_r . k) over chunk j's keys at positions <= pos + r."""
+    h, j, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    q_ptr += b * rows * stride_qr  # block b's rows, and its own cache
+    k_ptr += b * stride_kb
+    v_ptr += b * stride_kb
     pos = tl.load(pos_ptr)
     last = pos + rows - 1  # the block's last position: keys after it are seen by no row
     start = j * CHUNK
@@ -59,7 +64,7 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN00
                 total = total * alpha + tl.sum(p, 1)
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
                 m = m_new
-        at = (h * n_chunks + j) * BLOCK_M + r
+        at = ((b * heads + h) * n_chunks + j) * BLOCK_M + r
         tl.store(m_ptr + at, m)
         tl.store(l_ptr + at, total)
         tl.store(acc_ptr + at[:, None] * D + d[None, :], acc)
@@ -67,32 +72,34 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN00
 
 @triton.jit
 def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, out_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
-             stride_or, stride_oh, n_chunks,
+             stride_or, stride_oh, n_chunks, rows, heads,
              BLOCK_M: tl.constexpr, CHUNKS: tl.constexpr, CHUNK: tl.constexpr, D: tl.constexpr):
-    """Program (head h, row r): the chunks holding keys the row sees (a fixed set for its position),
-    rescaled to their common max and summed in chunk order."""
-    h, r = tl.program_id(0), tl.program_id(1)
+    """Program (head h, row r, block b): the chunks holding keys the row sees (a fixed set for its
+    position), rescaled to their common max and summed in chunk order."""
+    h, r, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     pos = tl.load(pos_ptr)
     c, d = tl.arange(0, CHUNKS), tl.arange(0, D)
     seen = (c * CHUNK <= pos + r) & (c < n_chunks)  # each such chunk holds a seen key: its m is finite
-    at = (h * n_chunks + c) * BLOCK_M + r
+    at = ((b * heads + h) * n_chunks + c) * BLOCK_M + r
     m = tl.load(m_ptr + at, mask=seen, other=float("-inf"))
     w = tl.where(seen, tl.exp(m - tl.max(m, 0)), 0.0)
     total = tl.load(l_ptr + at, mask=seen, other=0.0)
     acc = tl.load(acc_ptr + at[:, None] * D + d[None, :], mask=seen[:, None], other=0.0)
     out = tl.sum(acc * w[:, None], 0) / tl.sum(total * w, 0)
-    tl.store(out_ptr + r * stride_or + h * stride_oh + d, out.to(out_ptr.dtype.element_ty))
+    tl.store(out_ptr + (b * rows + r) * stride_or + h * stride_oh + d, out.to(out_ptr.dtype.element_ty))
 
 
 class SplitAttention:
-    """Buffers and launches for one (block, key capacity) shape; reused by every layer and step."""
+    """Buffers and launches for one (block, key capacity, batch of blocks) shape; reused by every
+    layer and step."""
 
     def __init__(self, block: int, heads: int, kv_heads: int, head_dim: int, capacity: int,
-                 scale: float, device: torch.device) -> None:
+                 scale: float, device: torch.device, batch: int = 1) -> None:
         if block > 128 or head_dim not in (16, 32, 64, 128, 256):
             raise ValueError(f"split attention needs a block <= 128 and a power-of-two head size 16-256, "
                              f"got block {block}, head size {head_dim}")
         self.block, self.heads, self.groups, self.head_dim = block, heads, heads // kv_heads, head_dim
+        self.batch = batch
         self.rows = max(16, triton.next_power_of_2(block))  # tl.dot needs 16+ rows
         self.n_chunks = -(-capacity // CHUNK)
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -100,23 +107,26 @@ class SplitAttention:
                              "(TRITON_INTERPRET=1 before triton is imported: for tests)")
         self.scale = scale
         f32 = {"dtype": torch.float32, "device": device}
-        self.m = torch.empty(heads * self.n_chunks * self.rows, **f32)
+        self.m = torch.empty(batch * heads * self.n_chunks * self.rows, **f32)
         self.l = torch.empty_like(self.m)
-        self.acc = torch.empty(heads * self.n_chunks * self.rows * head_dim, **f32)
+        self.acc = torch.empty(batch * heads * self.n_chunks * self.rows * head_dim, **f32)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """q [block, heads, head_dim] (rows in position order from `pos`, a 1-element device tensor);
-        k, v [kv_heads, capacity, head_dim], already holding the block's keys. Returns [block, heads, head_dim]."""
-        b, d = q.shape[0], self.head_dim
-        if q.stride(-1) != 1 or k.stride(-1) != 1 or k.stride() != v.stride() or b != self.block:
-            raise ValueError("split attention: unexpected layout or block size")
+        """q [batch * block, heads, head_dim] (each block's rows in position order from `pos`, a
+        1-element device tensor); k, v [batch, kv_heads, capacity, head_dim] (or, for one block,
+        [kv_heads, capacity, head_dim]), already holding the blocks' keys. Returns q's shape."""
+        k, v = (k[None], v[None]) if k.dim() == 3 else (k, v)
+        b, d = self.block, self.head_dim
+        if (q.stride(-1) != 1 or k.stride(-1) != 1 or k.stride() != v.stride() or q.shape[0] != b * self.batch
+                or k.shape[0] != self.batch):
+            raise ValueError("split attention: unexpected layout, block size or batch")
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         precision = "ieee" if q.dtype == torch.float32 else "tf32"
-        _partial[(self.heads, self.n_chunks)](
+        _partial[(self.heads, self.n_chunks, self.batch)](
             q, k, v, pos, self.m, self.l, self.acc, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-            k.shape[1], self.n_chunks, b, self.scale,
+            k.stride(2), k.shape[2], self.n_chunks, b, self.heads, self.scale,
             GROUPS=self.groups, BLOCK_M=self.rows, BLOCK_N=BLOCK_N, CHUNK=CHUNK, D=d, PRECISION=precision)
-        _combine[(self.heads, b)](
-            self.m, self.l, self.acc, pos, out, out.stride(0), out.stride(1), self.n_chunks,
+        _combine[(self.heads, b, self.batch)](
+            self.m, self.l, self.acc, pos, out, out.stride(0), out.stride(1), self.n_chunks, b, self.heads,
             BLOCK_M=self.rows, CHUNKS=triton.next_power_of_2(self.n_chunks), CHUNK=CHUNK, D=d)
         return out

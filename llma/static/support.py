@@ -78,8 +78,10 @@ def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int)
     graphs = choice != "static"
     # LLMA_STATIC_ATTENTION: the attention kernel; LLMA_STATIC_COMPILE=1: torch.compile
     # (graphs only). benchmarks/run_gpu.sh chooses them on the GPU with `python -m llma.gpu_bench --choose`.
+    # LLMA_STATIC_ROWS: drafts verified side by side per step (see StaticBackend's `rows`).
     options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "flash" if cuda else "sdpa"),
-               "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1", **options}
+               "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1",
+               "rows": int(os.environ.get("LLMA_STATIC_ROWS", "1")), **options}
     return StaticBackend(model, graphs=graphs, **options)
 
 

@@ -77,3 +77,28 @@ def tiny_llama(vocab: int = 97, context: int = 64, seed: int = 0, init: float = 
     model.generation_config.pad_token_id = 0
     return LoadedModel(model=model, tokenizer=None, name="tiny-llama", device=torch.device("cpu"),
                        dtype=torch.float32)
+
+
+class ScriptedRowsBackend(ScriptedBackend):
+    """`ScriptedBackend` that verifies several drafts side by side, as llma.static with rows > 1."""
+
+    def __init__(self, script: Sequence[int], rows: int = 3, **kwargs: int) -> None:
+        super().__init__(script, **kwargs)
+        self.rows, self.row_counts = rows, []
+        self._candidates: list[list[int]] = []
+
+    def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        assert 1 <= len(rows) <= self.rows
+        self.row_counts.append(len(rows))
+        start, longest = len(self.seq), max(map(len, rows))
+        out = torch.zeros(len(rows), longest, self.vocab)
+        for i, row in enumerate(rows):
+            self.seq[start:] = row
+            out[i, : len(row)] = self._logits(start)
+        self._candidates, self.seq[start:] = [list(r) for r in rows], [0] * longest
+        return out
+
+    def keep(self, row: int, length: int) -> None:
+        start = len(self.seq) - max(map(len, self._candidates))
+        self.seq[start:] = self._candidates[row]
+        self.trim(length)

@@ -5,20 +5,20 @@ import torch
 from llma.decoder import Decoder, StopConfig
 from llma.proposer import CopyLength, Proposer, ReferenceIndex
 from llma.types import CopiedSpan
-from llma.verifier import ForcedVerifier
-from llma_fixtures import ScriptedBackend
+from llma.verifier import ForcedVerifier, GreedyVerifier, best_row
+from llma_fixtures import ScriptedBackend, ScriptedRowsBackend
 
 PROMPT = [5, 6, 7]
 SCRIPT = [10, 11, 12, 13, 14, 15]
 EOS = 2
 
 
-def run(backend, refs=None, k=3, stop=None, **index_kwargs):
+def run(backend, refs=None, k=3, stop=None, verifier=None, **index_kwargs):
     proposer = None
     if refs is not None:
         proposer = Proposer(ReferenceIndex(refs, **{"min_n": 1, **index_kwargs}), CopyLength(k=k))
     stop = stop or StopConfig(max_new_tokens=50, eos_token_ids=frozenset({EOS}))
-    return list(Decoder(backend).stream(PROMPT, proposer=proposer, stop=stop))
+    return list(Decoder(backend).stream(PROMPT, proposer=proposer, stop=stop, verifier=verifier))
 
 
 def test_exact_event_sequence():
@@ -156,3 +156,31 @@ def test_the_reference_index_is_built_between_the_prefill_and_its_first_read():
         stop=StopConfig(max_new_tokens=len(SCRIPT))))
     assert order[:3] == ["prefill", "prepare", "verify"]
     assert [t for e in events for t in e.new_tokens] == SCRIPT and sum(e.accepted for e in events) == 2
+
+
+def test_several_rows_verify_several_drafts_and_keep_the_best():
+    # After 10: "a" has the longer tail, so one draft per step copies its wrong 99 98 97; with rows,
+    # "b"'s 11 12 13 is verified beside it and kept. The output is the same either way.
+    refs = {"a": [10, 99, 98, 97, 96], "b": [10, 11, 12, 13]}
+    single = run(ScriptedBackend(SCRIPT, eos=EOS), refs, policy="longest", candidates=3)
+    backend = ScriptedRowsBackend(SCRIPT, rows=3, eos=EOS)
+    events = run(backend, refs, policy="longest", candidates=3)
+    tokens = [t for e in events for t in e.new_tokens]
+    assert tokens == [t for e in single for t in e.new_tokens] == [*SCRIPT, EOS]
+    assert len(events) < len(single)
+    assert (events[1].new_tokens, events[1].candidates, events[1].span) == ((11, 12, 13, 14), 2,
+                                                                             CopiedSpan("b", 1, 4, 1, 4))
+    assert backend.row_counts[0] == 2 and events[0].candidates == 0
+    forced = run(ScriptedRowsBackend(SCRIPT, rows=3, eos=EOS), refs, policy="longest", candidates=3,
+                 verifier=ForcedVerifier([*SCRIPT, EOS]))
+    assert [e.new_tokens for e in forced] == [e.new_tokens for e in events]
+
+
+def test_verify_rows_keeps_the_candidate_with_the_most_accepted():
+    assert best_row([0, 2, 2, 1]) == 1  # the first of equals
+    logits = torch.full((3, 3, 20), -1.0)
+    for row, wanted in enumerate([[4, 9, 9], [4, 5, 6], [4, 5, 9]]):
+        logits[row, range(3), wanted] = 1.0
+    drafts = [(7, 7), (4, 5), (4, 8)]
+    assert GreedyVerifier().verify_rows(logits, drafts, 0) == (1, 2, 6)
+    assert ForcedVerifier([4, 5, 9]).verify_rows(logits, drafts, 0) == (1, 2, 9)

@@ -144,3 +144,33 @@ def test_a_preferred_reference_wins_where_it_has_the_ngram():
     index.extend("out", [4, 9, 4, 3])
     assert index.lookup([4], k=4) == Draft((3,), "out", 3, 1)  # its latest occurrence, not a's longer one
     assert index.lookup([6], k=2) == Draft((7, 8), "a", 3, 1)  # only in "a": the policy decides
+
+
+def test_lookup_many_ranks_candidates_and_skips_dominated_ones():
+    refs = {"a": [4, 5, 6, 1, 4, 5, 6, 2], "b": [9, 4, 5, 7, 7, 7, 7], "c": [0, 5, 3, 3, 3, 3]}
+    index = ReferenceIndex(refs, min_n=1, max_n=2, policy="longest", candidates=8)
+    drafts = index.lookup_many([8, 4, 5], k=3)
+    assert drafts[0] == index.lookup([8, 4, 5], k=3)  # the single draft comes first
+    # [4, 5] first: a:2 (6 1 4), b:3 (7 7 7), a:6 (6 2, shorter tail); then [5] alone: c:2 (3 3 3).
+    # a:6's continuation differs from a:2's after one token, so it stays.
+    assert [(d.ref_id, d.offset, d.tokens, d.match_len) for d in drafts] == [
+        ("a", 2, (6, 1, 4), 2), ("b", 3, (7, 7, 7), 2), ("a", 6, (6, 2), 2), ("c", 2, (3, 3, 3), 1)]
+    assert len(index.lookup_many([8, 4, 5], k=3, count=2)) == 2
+    # A draft that another one starts with adds nothing: [6] after a's second [4, 5] at k=1.
+    assert [d.tokens for d in index.lookup_many([4, 5], k=1)] == [(6,), (7,), (3,)]
+    # Stop tokens cut each draft, as in lookup.
+    assert [d.tokens for d in index.lookup_many([4, 5], k=3, stop_tokens={1})][:1] == [(6, 1)]
+    assert index.lookup_many([42], k=3) == []
+    one = ReferenceIndex(refs, min_n=1, max_n=2, policy="longest")  # candidates=1 keeps no full table
+    assert one.lookup_many([8, 4, 5], k=3, count=4) == drafts[:1]
+    with pytest.raises(ValueError, match="candidates"):
+        ReferenceIndex(refs, candidates=0)
+
+
+def test_lookup_many_takes_the_answers_own_occurrences_first_latest_first():
+    index = ReferenceIndex({"a": [3, 8, 8]}, min_n=1, max_n=1, policy="recent", prefer="out", candidates=4)
+    index.extend("out", [3, 1, 3, 2, 3])
+    assert [(d.ref_id, d.tokens) for d in index.lookup_many([3], k=2)] == [
+        ("out", (2, 3)), ("out", (1, 3)), ("a", (8, 8))]
+    proposer = Proposer(index, CopyLength(k=2))
+    assert proposer.propose_many([3], budget=1, count=2) == index.lookup_many([3], k=1, count=2)

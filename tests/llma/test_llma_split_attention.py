@@ -59,6 +59,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         backend.trim(len(prompt))
         assert torch.equal(backend.forward(more), one_by_one)  # rows 1..7 of a block = 1-token steps
         _llma_equals_greedy(loaded, backend)
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", rows=3))
 
     def test_split_attention_in_the_triton_interpreter():
         env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -66,7 +67,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
                                cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
                                text=True, timeout=900)
         assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
-        assert child.stdout.strip().splitlines()[-1].startswith("4 passed"), child.stdout[-2000:]
+        assert child.stdout.strip().splitlines()[-1].startswith("6 passed"), child.stdout[-2000:]
 
 else:
     import torch.nn.functional as F
@@ -126,3 +127,24 @@ else:
     def test_llma_equals_greedy_through_split_attention():
         loaded = _tiny()
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split"))
+
+    def test_a_batch_of_blocks_gets_each_blocks_own_result():
+        """Several blocks side by side, each on its own cache (a backend with rows > 1): block b's
+        rows get the bits that block alone gets (the same data: exact dots, as above)."""
+        g = torch.Generator().manual_seed(4)
+        q = torch.randint(-2, 3, (3 * BLOCK, HEADS, D), generator=g).float()
+        k = torch.randint(-2, 3, (3, KV_HEADS, CAPACITY, D), generator=g).float()
+        v = torch.rand(3, KV_HEADS, CAPACITY, D, generator=g)
+        batched = SplitAttention(BLOCK, HEADS, KV_HEADS, D, CAPACITY, 0.125, torch.device("cpu"), batch=3)
+        alone = SplitAttention(BLOCK, HEADS, KV_HEADS, D, CAPACITY, 0.125, torch.device("cpu"))
+        pos = torch.tensor([CHUNK - 4])
+        out = batched(q, k, v, pos)
+        for b in range(3):
+            rows = slice(b * BLOCK, (b + 1) * BLOCK)
+            assert torch.equal(out[rows], alone(q[rows], k[b], v[b], pos))
+        with pytest.raises(ValueError, match="batch"):
+            batched(q[:BLOCK], k, v, pos)
+
+    def test_llma_with_several_rows_equals_greedy_through_split_attention():
+        loaded = _tiny()
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", rows=3))

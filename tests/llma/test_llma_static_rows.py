@@ -1,0 +1,128 @@
+"""The static backend with several rows per step: drafts verified side by side (llma.static, rows > 1).
+
+Each row is a block on its own copy of the cache; greedy steps run the same block in every row, so
+greedy and LLMA run the same shapes, and LLMA is bit-identical to greedy through the same backend.
+On CPU in fp32 (the bitwise checks skip where this CPU's matrix product is not row-invariant).
+"""
+import pytest
+import torch
+
+from llma.engine import Engine, LLMAConfig
+from llma.static import StaticBackend, select_backend
+from llma_fixtures import SHARED_DATA
+from test_llma_static import _hf_greedy, _ids, _row_invariant, _tiny
+
+BLOCK, ROWS = 8, 3
+
+
+def test_forward_rows_equal_one_row_forwards_and_keep_syncs_every_copy():
+    if not _row_invariant(torch.float32, BLOCK * ROWS):
+        pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK * ROWS} rows")
+    st = StaticBackend(_tiny().model, block=BLOCK, rows=ROWS)
+    prompt, drafts = _ids(20, 1), [_ids(5, 2), _ids(8, 3), _ids(1, 4)]
+    st.prefill(prompt)
+    alone = []
+    for d in drafts:
+        alone.append(st.forward(d))
+        st.trim(20)
+    logits = st.forward_rows(drafts)
+    assert logits.shape[:2] == (3, 8) and st.cached == 28
+    for d, one, rows in zip(drafts, alone, logits):
+        assert torch.equal(rows[: len(d)], one)
+    st.keep(1, 25)  # the second draft's first 5 tokens
+    assert st.cached == 25
+    for cache in (st.k, st.v):
+        assert all(torch.equal(cache[:, r, :, :25], cache[:, 1, :, :25]) for r in range(ROWS))
+    st.trim(20)  # and on from there as if the kept tokens had been fed alone
+    expected = st.forward(drafts[1][:5] + [7])[-1]
+    st.trim(20)
+    st.forward_rows(drafts)
+    st.keep(1, 25)
+    assert torch.equal(st.forward([7])[0], expected)
+
+
+def test_rows_bad_input():
+    model = _tiny().model
+    with pytest.raises(ValueError, match="rows"):
+        StaticBackend(model, rows=0)
+    with pytest.raises(ValueError, match="rows"):
+        StaticBackend(model, rows=2, attention="flash")
+    st = StaticBackend(model, block=BLOCK, rows=2)
+    with pytest.raises(ValueError, match="before a prefill"):
+        st.forward_rows([[1]])
+    st.prefill(_ids(10, 5))
+    for bad in ([], [[1]] * 3, [[1] * (BLOCK + 1)], [[1], []]):
+        with pytest.raises(ValueError, match="forward_rows needs"):
+            st.forward_rows(bad)
+    st.forward_rows([[1, 2], [3]])
+    with pytest.raises(ValueError, match="keep needs"):
+        st.keep(2, 11)
+    with pytest.raises(ValueError, match="keep needs"):
+        st.keep(0, 13)
+    assert select_backend(model, "static", rows=2).rows == 2
+
+
+def test_llma_with_rows_bit_identical_to_greedy_and_uses_them():
+    loaded = _tiny()
+    engine = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK, rows=ROWS))
+    single = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK))
+    prompt = _ids(24, 8)
+    config = LLMAConfig(max_new_tokens=40)
+    greedy = engine.generate(prompt, None, config.greedy()).tokens
+    assert greedy == _hf_greedy(loaded.model, prompt, 40)
+    # The answer in pieces among noise: a token often recurs, so a step has several drafts to try.
+    refs = {"noise": _ids(60, 9), "a": greedy[3:12] + _ids(10, 10), "b": greedy[10:30], "c": greedy[25:]}
+    events = list(engine.stream(prompt, refs, config))
+    assert [t for e in events for t in e.new_tokens] == greedy
+    assert max(e.candidates for e in events) == ROWS
+    alone = single.generate(prompt, refs, config)
+    assert alone.tokens == greedy and len(events) <= alone.stats.forward_passes
+
+
+def test_sampling_on_a_rows_backend_verifies_one_draft():
+    loaded = _tiny()
+    engine = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK, rows=ROWS))
+    prompt = _ids(24, 8)
+    refs = {"noise": _ids(60, 9)}
+    config = LLMAConfig(max_new_tokens=20, temperature=0.8, seed=3)
+    events = list(engine.stream(prompt, refs, config))
+    assert max(e.candidates for e in events) <= 1
+    again = [t for e in engine.stream(prompt, refs, config) for t in e.new_tokens]
+    assert again == [t for e in events for t in e.new_tokens]  # seeded: reproducible
+
+
+def _rag_prompts(tok, n):
+    """The first `n` rag.jsonl prompts (the LLMA paper's own retrieval set) with their passages."""
+    from llma.bench_data import bench_prompts
+
+    return bench_prompts(tok, SHARED_DATA / "llma-rag" / "rag.jsonl", n)[1]
+
+
+def test_smollm_with_rows_identical_to_greedy_fp32(smollm):
+    """The real default model, fp32 on CPU, two rag.jsonl prompts: LLMA verifying 4 drafts per step
+    gives greedy's tokens and needs no more forwards than with one draft."""
+    rows = StaticBackend(smollm.model, block=16, rows=4, max_len=2048)
+    one = StaticBackend(smollm.model, block=16, max_len=2048)
+    config = LLMAConfig(max_new_tokens=48)
+    for p in _rag_prompts(smollm.tokenizer, 2):
+        greedy = Engine(smollm, backend=rows).generate(p.prompt, p.references, config.greedy()).tokens
+        llma = Engine(smollm, backend=rows).generate(p.prompt, p.references, config)
+        single = Engine(smollm, backend=one).generate(p.prompt, p.references, config)
+        assert llma.tokens == greedy == single.tokens
+        assert llma.stats.forward_passes <= single.stats.forward_passes
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_with_rows_llma_bit_identical_to_greedy():
+    loaded = _tiny(torch.bfloat16)
+    loaded.model.to("cuda")
+    loaded.device = torch.device("cuda")
+    engine = Engine(loaded, backend=select_backend(loaded.model, "static-graphs", rows=4))
+    assert engine.backend.name.endswith("+rows4") and engine.backend.graphs
+    prompt = _ids(24, 11)
+    config = LLMAConfig(max_new_tokens=40)
+    greedy = engine.generate(prompt, None, config.greedy()).tokens
+    refs = {"noise": _ids(60, 9), "a": greedy[3:12] + _ids(10, 10), "b": greedy[10:30], "c": greedy[25:]}
+    events = list(engine.stream(prompt, refs, config))
+    assert [t for e in events for t in e.new_tokens] == greedy
+    assert max(e.candidates for e in events) > 1

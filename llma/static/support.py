@@ -78,10 +78,12 @@ def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int)
     graphs = choice != "static"
     # LLMA_STATIC_ATTENTION: the attention kernel; LLMA_STATIC_COMPILE=1: torch.compile
     # (graphs only). benchmarks/run_gpu.sh chooses them on the GPU with `python -m llma.gpu_bench --choose`.
-    # LLMA_STATIC_ROWS: drafts verified side by side per step (see StaticBackend's `rows`).
-    options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "flash" if cuda else "sdpa"),
-               "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1",
-               "rows": int(os.environ.get("LLMA_STATIC_ROWS", "1")), **options}
+    # LLMA_STATIC_ROWS: drafts verified side by side per step (see StaticBackend's `rows`; flash
+    # attention takes one row, so the default kernel for several is split-KV).
+    rows = int(options.pop("rows", os.environ.get("LLMA_STATIC_ROWS", "1")))
+    options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "sdpa" if not cuda else "flash" if rows == 1
+                                           else "split"),
+               "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1", "rows": rows, **options}
     return StaticBackend(model, graphs=graphs, **options)
 
 

@@ -62,7 +62,8 @@ def block_runner(backend: StaticBackend, block: int, length: int):
     """One static step of `block` query slots at position `length - block` (attending to ~`length` keys)."""
     pos = max(0, length - block)
     length = backend._bucket(max(length, block))
-    ids = torch.randint(0, backend.embed.shape[0], (block,), generator=torch.Generator().manual_seed(block))
+    ids = torch.randint(0, backend.embed.shape[0], (backend.rows * block,),
+                        generator=torch.Generator().manual_seed(block))
     inp = torch.cat([ids, torch.tensor([pos])])
     if backend.graphs:
         graph, static_inp, _ = backend._graph(block, length, pos)

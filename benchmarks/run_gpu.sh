@@ -55,7 +55,7 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   fi
   if has steps; then
     LLMA_STATIC_COMPILE=0 timeout 150 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json \
-      --prompts 10 --sizes 1,2,4,8,16,32,64; keep
+      --prompts 10 --sizes 1,2,4,8,16,32,64 --rows 4,8; keep
   fi
 } 2>&1 | tee -a "$OUT/log.txt"
 exit 0

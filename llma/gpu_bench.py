@@ -18,6 +18,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from llma.bench_report import write_report
 from llma.bench_data import bench_prompts
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
-from llma.static import StaticBackend
+from llma.static import StaticBackend, select_backend
 from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
@@ -154,15 +155,22 @@ def choose(loaded: LoadedModel, prompt: list[int], more: list[int]) -> dict:
     return {"prompt_tokens": len(prompt), "variants": rows, "choice": best}
 
 
-def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str) -> dict:
+def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str, rows: Sequence[int] = ()) -> dict:
+    """Our greedy and LLMA (defaults and two earlier settings); with `rows`, greedy+rowsN and
+    llma+rowsN through a backend verifying N drafts side by side (greedy there runs N rows too)."""
     engine = Engine(loaded, backend=backend)
     configs = {"greedy": LLMAConfig(enabled=False), "llma": LLMAConfig(),  # llma: the backend's defaults
                "llma_hf_defaults": HF_DEFAULTS.apply(LLMAConfig()),
                "llma_k32": LLMAConfig(min_n=1, k=32, adaptive=False, policy="recent")}
-    for p in prompts:  # untimed: each prefill shape's CUDA graph is captured here, not in a timed run
-        engine.backend.prefill(p.prompt)
+    runs = [(name, engine, config) for name, config in configs.items()]
+    for n in rows:
+        several = Engine(loaded, backend=select_backend(loaded.model, backend, rows=n))
+        runs += [(f"greedy+rows{n}", several, LLMAConfig(enabled=False)), (f"llma+rows{n}", several, LLMAConfig())]
+    for e in {id(e): e for _, e, _ in runs}.values():
+        for p in prompts:  # untimed: each prefill shape's CUDA graph is captured here, not in a timed run
+            e.backend.prefill(p.prompt)
     results = {}
-    for name, config in configs.items():
+    for name, engine, config in runs:
         tokens = forwards = 0
         wall = 0.0
         for i, p in enumerate([prompts[0], *prompts]):  # the first is an untimed warm-up
@@ -177,8 +185,10 @@ def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str) ->
                 tokens, forwards = tokens + len(result.tokens), forwards + result.stats.forward_passes
         results[name] = {"tokens": tokens, "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 1),
                          "tokens_per_forward": round(tokens / forwards, 3)}
-    for row in results.values():
+    for name, row in results.items():
         row["speedup_vs_greedy"] = round(row["tokens_per_s"] / results["greedy"]["tokens_per_s"], 3)
+        own = results["greedy+" + name.split("+")[1] if "+" in name else "greedy"]
+        row["speedup_vs_own_greedy"] = round(row["tokens_per_s"] / own["tokens_per_s"], 3)
     return {"backend": getattr(engine.backend, "name", "hf"), "n_prompts": len(prompts), "max_new_tokens": max_new,
             "methods": results}
 
@@ -216,9 +226,11 @@ def markdown(report: dict) -> str:
                       + ", ".join(f"{k} {v}" for k, v in costs["prefill_ms"].items())]
     for name, run in report.get("forced_decoding", {}).items():
         lines += ["", f"## Forced decoding, {name}: {run['n_prompts']} rag.jsonl prompts, backend {run['backend']}",
-                  "", "| method | tok/s | tokens/forward | speedup vs greedy |", "|---|---|---|---|"]
+                  "", "| method | tok/s | tokens/forward | speedup vs greedy | vs own greedy (same rows) |",
+                  "|---|---|---|---|---|"]
         for m, r in run["methods"].items():
-            lines.append(f"| {m} | {r['tokens_per_s']} | {r['tokens_per_forward']} | {r['speedup_vs_greedy']}x |")
+            lines.append(f"| {m} | {r['tokens_per_s']} | {r['tokens_per_forward']} | {r['speedup_vs_greedy']}x | "
+                         f"{r.get('speedup_vs_own_greedy', '-')}x |")
     lines += ["", f"Commit {report.get('commit') or 'not recorded'}."]
     return "\n".join(lines) + "\n"
 
@@ -235,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="query block sizes to time")
     ap.add_argument("--choose", action="store_true", help="only choose the attention kernel and compile")
+    ap.add_argument("--rows", default="", help="also forced-decode with N drafts per step, e.g. 4,8")
     args = ap.parse_args(argv)
     loaded = load_model(device=args.device)
     dev = loaded.device
@@ -265,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         report["step_costs"][big.name] = step_costs(big.model, prompts[0].prompt, dev, args.length, sizes, reps=10)
         print(markdown(report), flush=True)
         backend = "static-graphs" if dev.type == "cuda" else "static"
-        report["forced_decoding"] = {big.name: forced_decoding(big, prompts, args.max_new_tokens, backend)}
+        rows = [int(n) for n in args.rows.split(",") if n]
+        report["forced_decoding"] = {big.name: forced_decoding(big, prompts, args.max_new_tokens, backend, rows)}
     print(markdown(report))
     write_report(args.json, report, markdown(report))
     return 0

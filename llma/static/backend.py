@@ -221,8 +221,9 @@ class StaticBackend(LlamaWeights):
 
         No host synchronisation and no data-dependent shapes inside: safe to capture in a CUDA graph.
         """
-        b, r, kv, d = self.block, self.rows, self.kv_heads, self.head_dim
-        n, groups = r * b, self.heads // kv
+        r, kv, d = self.rows, self.kv_heads, self.head_dim
+        n, groups = inp.shape[0] - 1, self.heads // kv
+        b = n // r  # the block (gpu_bench times other sizes than self.block)
         positions = inp[n] + self.arange[:b]
         if self.attention == "flash":
             used = (inp[n:] + b).to(torch.int32)  # keys [0, pos + block): bottom-right causal per query

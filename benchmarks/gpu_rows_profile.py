@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from llma.bench_report import commit
 from llma.gpu_bench import block_runner, random_llama, timed
 from llma.static import StaticBackend
 
@@ -57,7 +58,8 @@ def main() -> None:
     ap.add_argument("--rows", default="1,2,4,8,16")
     args = ap.parse_args()
     report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                    "command": "python3 benchmarks/gpu_rows_profile.py --json ... --rows " + args.rows, "rows": {}}
+                    "command": "python3 benchmarks/gpu_rows_profile.py --json ... --rows " + args.rows, "commit": commit(),
+                    "rows": {}}
     model = random_llama(SMOL, 49152, DEV, torch.bfloat16).model
     for rows in (int(r) for r in args.rows.split(",")):
         backend = StaticBackend(model, graphs=True, attention="split", compile=True, rows=rows)

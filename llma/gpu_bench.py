@@ -189,7 +189,7 @@ def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str, ro
         row["speedup_vs_greedy"] = round(row["tokens_per_s"] / results["greedy"]["tokens_per_s"], 3)
         own = results["greedy+" + name.split("+")[1] if "+" in name else "greedy"]
         row["speedup_vs_own_greedy"] = round(row["tokens_per_s"] / own["tokens_per_s"], 3)
-    return {"backend": getattr(engine.backend, "name", "hf"), "n_prompts": len(prompts), "max_new_tokens": max_new,
+    return {"backend": getattr(runs[0][1].backend, "name", "hf"), "n_prompts": len(prompts), "max_new_tokens": max_new,
             "methods": results}
 
 

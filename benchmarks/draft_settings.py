@@ -8,7 +8,8 @@ on the model. So this runs the real decoder loop, proposer and forced verifier o
 computes nothing (its logits are never read) with the static backend's limit of 31 drafted tokens
 per step, and counts forwards. It chose the static backend's drafting defaults
 (llma.engine.fixed_block_defaults); on the GPU, `python -m llma.bench --mode forced` measures the
-same tokens per forward with the real model (benchmarks/GPU.md). Only the tokenizer is loaded.
+same tokens per forward with the real model (benchmarks/GPU.md). Also with several drafts verified
+per step (the backend's `rows`). Only the tokenizer is loaded.
 """
 from __future__ import annotations
 
@@ -88,6 +89,10 @@ def markdown(report: dict[str, object]) -> str:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['min_n']} | {r['max_n']} | {r['k']} | {r['adaptive']} | {r['policy']} | {r['prefer_answer']} | "
               f"{r['tokens_per_forward']} |" for r in report["rows"]]
+    several = report.get("drafts_per_step_tokens_per_forward", {})
+    lines += ["", "With the static backend's defaults (min_n 1, max_n 4, k 31, longest, the answer first) and N drafts "
+              "verified side by side per step (`StaticBackend(rows=N)`):", "", "| drafts per step | tokens/forward |",
+              "|---|---|"] + [f"| {n} | {tpf} |" for n, tpf in several.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -116,9 +121,13 @@ def main(argv: list[str] | None = None) -> int:
               f"prefer_answer={prefer}", flush=True)
     best = max(rows, key=lambda r: r["tokens_per_forward"])
     print(f"best: {best}")
+    # The static backend's defaults with N drafts verified side by side per step (StaticBackend(rows=N)).
+    several = {str(n): round(tokens_per_forward(prompts, eos_ids, args.max_new_tokens, 1, 4, BLOCK - 1, False,
+                                                "longest", True, rows=n), 3) for n in (1, 2, 4, 8, 16)}
+    print(f"drafts per step -> tokens/forward: {several}")
     report = {"data": str(args.data), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
               "block": BLOCK, "command": "python benchmarks/draft_settings.py " + " ".join(argv or sys.argv[1:]),
-              "rows": rows, "best": best}
+              "rows": rows, "best": best, "drafts_per_step_tokens_per_forward": several}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         args.json.with_suffix(".md").write_text(markdown(report))

@@ -1,0 +1,80 @@
+"""Tokens per forward if several drafts shared the one fixed query block (forced decoding, no model).
+
+    python benchmarks/draft_packing.py --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/draft_packing.json
+
+A different way to verify several drafts per step than `StaticBackend(rows=N)` (a block per draft):
+pack them into the one block, draft i cut to `caps[i]` tokens, all within the block's 31 drafted
+tokens (or a larger block's). Not built (it needs an attention kernel that reads each draft's keys
+at the positions a greedy step would use); this counts what it could give at best, as
+`draft_settings.py` does: forced decoding, the drafts of `ReferenceIndex.lookup_many` with the
+static backend's defaults, the best accepted prefix per step. Only the tokenizer is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
+from llma.engine import OUTPUT_REF  # noqa: E402
+from llma.loading import load_model  # noqa: E402
+from llma.proposer import ReferenceIndex  # noqa: E402
+from llma.verifier import count_accepted  # noqa: E402
+
+PACKINGS = {31: [(31,), (16, 15), (20, 11), (24, 7), (16, 8, 7), (16, 8, 4, 3), (20, 4, 4, 3), (8, 8, 8, 7)],
+            63: [(31, 31), (31, 16, 16), (31, 16, 8, 8), (31, 8, 6, 6, 6, 6)],
+            127: [(31, 31, 31, 31), (31, 16, 16, 16, 16, 16, 16), (31, 16, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8)]}
+
+
+def tokens_per_forward(prompts: list[BenchPrompt], caps: tuple[int, ...], total: int, max_new: int) -> float:
+    tokens = forwards = 0
+    for p in prompts:
+        target = p.target[:max_new]
+        index = ReferenceIndex(p.references, min_n=1, max_n=4, policy="longest", prefer=OUTPUT_REF,
+                               candidates=max(2, len(caps)))
+        out = target[:1]  # the prefill's token
+        index.extend(OUTPUT_REF, out)
+        forwards += 1
+        while len(out) < len(target):
+            room = len(target) - len(out) - 1  # a draft past the target's end cannot be accepted
+            drafts = index.lookup_many(p.prompt + out, min(31, room), count=len(caps)) if room > 0 else []
+            best, budget = 0, total  # the block's drafted slots, shared by the drafts
+            for draft, cap in zip(drafts, caps):
+                cut = draft.tokens[: min(cap, budget)]
+                budget -= len(cut)
+                best = max(best, count_accepted(cut, target[len(out):]))
+            new = target[len(out) : len(out) + best + 1]
+            out += new
+            index.extend(OUTPUT_REF, new)
+            forwards += 1
+        tokens += len(target)
+    return tokens / forwards
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--limit", type=int, default=100)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    _, prompts = bench_prompts(load_model(device="cpu").tokenizer, args.data, args.limit)
+    results = []
+    for total, packings in PACKINGS.items():
+        for caps in packings:
+            tpf = round(tokens_per_forward(prompts, caps, total, args.max_new_tokens), 3)
+            results.append({"drafted_tokens_per_step": total, "caps": list(caps), "tokens_per_forward": tpf})
+            print(f"{total} drafted tokens, caps {caps}: {tpf} tokens/forward", flush=True)
+    report = {"command": "python benchmarks/draft_packing.py " + " ".join(argv or sys.argv[1:]),
+              "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

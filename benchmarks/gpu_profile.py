@@ -24,8 +24,8 @@ SMOL = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_a
 DEV = torch.device("cuda")
 
 
-def kernel_profile(backend: StaticBackend, block: int, length: int, steps: int = 5) -> dict:
-    run = block_runner(backend, block, length)
+def kernel_times(run, steps: int = 5) -> list[tuple[str, int, float]]:
+    """(kernel, launches per call, GPU us per call) of `run()`, the costliest first."""
     run()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -34,7 +34,11 @@ def kernel_profile(backend: StaticBackend, block: int, length: int, steps: int =
         torch.cuda.synchronize()
     rows = [(e.key, e.count // steps, e.self_device_time_total / steps) for e in prof.key_averages()
             if e.self_device_time_total > 0]
-    rows.sort(key=lambda r: -r[2])
+    return sorted(rows, key=lambda r: -r[2])
+
+
+def kernel_profile(backend: StaticBackend, block: int, length: int, steps: int = 5) -> dict:
+    rows = kernel_times(block_runner(backend, block, length), steps)
     return {"kernels_per_step": sum(r[1] for r in rows), "gpu_us_per_step": round(sum(r[2] for r in rows), 1),
             "top": [(k[:90], n, round(us, 1)) for k, n, us in rows[:25]]}
 

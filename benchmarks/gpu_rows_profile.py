@@ -14,15 +14,12 @@ import json
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.gpu_profile import DEV, SMOL, kernel_times
 from llma.bench_report import commit
 from llma.gpu_bench import block_runner, random_llama, timed
 from llma.static import StaticBackend
 
-SMOL = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-            num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True)
-DEV = torch.device("cuda")
 
 
 def kind(name: str) -> str:
@@ -33,23 +30,14 @@ def kind(name: str) -> str:
     return "other"
 
 
-def breakdown(run, steps: int = 5) -> dict:
-    run()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            run()
-        torch.cuda.synchronize()
+def breakdown(run) -> dict:
+    rows = kernel_times(run)
     kinds: dict[str, float] = {}
-    top = []
-    for e in prof.key_averages():
-        if e.self_device_time_total > 0:
-            us = e.self_device_time_total / steps
-            kinds[kind(e.key)] = kinds.get(kind(e.key), 0.0) + us
-            top.append((e.key[:80], e.count // steps, round(us, 1)))
-    top.sort(key=lambda r: -r[2])
+    for key, _, us in rows:
+        kinds[kind(key)] = kinds.get(kind(key), 0.0) + us
     return {"gpu_us_by_kind": {k: round(v, 1) for k, v in kinds.items()},
-            "gpu_us_total": round(sum(kinds.values()), 1), "top": top[:12]}
+            "gpu_us_total": round(sum(kinds.values()), 1),
+            "top": [(key[:80], n, round(us, 1)) for key, n, us in rows[:12]]}
 
 
 def main() -> None:
@@ -58,8 +46,8 @@ def main() -> None:
     ap.add_argument("--rows", default="1,2,4,8,16")
     args = ap.parse_args()
     report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                    "command": "python3 benchmarks/gpu_rows_profile.py --json ... --rows " + args.rows, "commit": commit(),
-                    "rows": {}}
+                    "command": "python3 benchmarks/gpu_rows_profile.py --json ... --rows " + args.rows,
+                    "commit": commit(), "rows": {}}
     model = random_llama(SMOL, 49152, DEV, torch.bfloat16).model
     for rows in (int(r) for r in args.rows.split(",")):
         backend = StaticBackend(model, graphs=True, attention="split", compile=True, rows=rows)

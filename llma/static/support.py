@@ -80,7 +80,12 @@ def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int)
     # (graphs only). benchmarks/run_gpu.sh chooses them on the GPU with `python -m llma.gpu_bench --choose`.
     # LLMA_STATIC_ROWS: drafts verified side by side per step (see StaticBackend's `rows`; flash
     # attention takes one row, so the default kernel for several is split-KV).
-    rows = int(options.pop("rows", os.environ.get("LLMA_STATIC_ROWS", "1")))
+    rows = options.pop("rows", None)
+    if rows is None:
+        rows = os.environ.get("LLMA_STATIC_ROWS", "1")
+        if not rows.isdigit():
+            raise ValueError(f"LLMA_STATIC_ROWS must be a whole number of rows (drafts per step), got {rows!r}")
+        rows = int(rows)  # StaticBackend checks the range
     options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "sdpa" if not cuda else "flash" if rows == 1
                                            else "split"),
                "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1", "rows": rows, **options}

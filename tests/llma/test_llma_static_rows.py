@@ -62,6 +62,16 @@ def test_rows_bad_input():
     assert select_backend(model, "static", rows=2).rows == 2
 
 
+def test_rows_from_the_environment(monkeypatch):
+    model = _tiny().model
+    monkeypatch.setenv("LLMA_STATIC_ROWS", "3")
+    assert select_backend(model, "static").rows == 3
+    assert select_backend(model, "hf").__class__.__name__ == "HFBackend"  # rows concern the static backend only
+    monkeypatch.setenv("LLMA_STATIC_ROWS", "many")
+    with pytest.raises(ValueError, match="LLMA_STATIC_ROWS"):
+        select_backend(model, "static")
+
+
 def test_llma_with_rows_bit_identical_to_greedy_and_uses_them():
     loaded = _tiny()
     engine = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK, rows=ROWS))

@@ -74,7 +74,7 @@ class StaticBackend(LlamaWeights):
             shape = (len(self.layers), rows, self.kv_heads, self.capacity, self.head_dim)
             self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
             self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self._len, self._reserve, self._L, self._start = 0, 256, min_bucket, 0
+        self._len, self._reserve, self._L, self._start = 0, 256, min_bucket, None
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._prefills: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None  # shared by the prefill graphs
@@ -90,9 +90,7 @@ class StaticBackend(LlamaWeights):
     context_length = property(lambda self: self._context_length)
     cached = property(lambda self: self._len)  # tokens in the cache
 
-    @property
-    def max_draft(self) -> int:  # a draft this long fits one block with the last token
-        return self.block - 1
+    max_draft = property(lambda self: self.block - 1)  # a draft this long fits one block with the last token
 
     def reserve(self, new_tokens: int) -> None:
         """Tokens the next generation may add after its prompt: sizes the attention length L, fixed for
@@ -188,18 +186,19 @@ class StaticBackend(LlamaWeights):
 
     def keep(self, row: int, length: int) -> None:
         """After `forward_rows`: keep `row`'s tokens up to `length` in the sequence, in every copy."""
-        if not 0 <= row < self.rows or not self._start < length <= self._len:
-            raise ValueError(f"keep needs a row < {self.rows} and a length in ({self._start}, {self._len}]")
+        if self._start is None or not 0 <= row < self.rows or not self._start < length <= self._len:
+            raise ValueError(f"keep needs a forward_rows before it, a row < {self.rows} and a length in "
+                             f"({self._start}, {self._len}]")
         # The kept row's new entries overwrite the others' (cloned first: source and target overlap).
         s = slice(self._start, length)
         for cache in (self.k, self.v):
             cache[:, :, :, s] = cache[:, row : row + 1, :, s].clone()
-        self._len = length
+        self._len, self._start = length, None
 
     def trim(self, length: int) -> None:
         if not 0 <= length <= self._len:
             raise ValueError(f"cannot trim a cache of {self._len} tokens to {length}")
-        self._len = length  # rollback is moving the position: nothing is copied or cleared
+        self._len, self._start = length, None  # rollback is moving the position: nothing is copied or cleared
 
     def _prefill_attention(self, n: int) -> Callable[..., torch.Tensor]:
         groups = self.heads // self.kv_heads

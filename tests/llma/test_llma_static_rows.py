@@ -59,6 +59,9 @@ def test_rows_bad_input():
         st.keep(2, 11)
     with pytest.raises(ValueError, match="keep needs"):
         st.keep(0, 13)
+    st.keep(0, 11)
+    with pytest.raises(ValueError, match="keep needs a forward_rows"):
+        st.keep(0, 11)  # once per forward_rows
     assert select_backend(model, "static", rows=2).rows == 2
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from llma.backend import Backend
 from llma.proposer import Proposer
 from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
-from llma.verifier import GreedyVerifier, Verifier
+from llma.verifier import GreedyVerifier, RowsVerifier, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,7 @@ class Decoder:
             proposer.prepare()  # e.g. its reference index, built while the GPU prefills
         accepted, token = verifier.verify(logits, (), 0)
         step, draft, last_t, candidates = 0, None, t0, 0
+        count = self._candidates(verifier)
         while True:
             before = len(output)
             new = [*(draft.tokens[:accepted] if draft else ()), token]
@@ -107,7 +108,6 @@ class Decoder:
             if proposer is not None:
                 proposer.observe(new)
             step, last_t = step + 1, now
-            count = self._candidates(verifier)
             drafts = self._propose(proposer, prompt + output, stop.max_new_tokens - len(output), stop_ids, count)
             draft, accepted, token = self._verify(drafts, output[-1], len(prompt) + len(output), len(output),
                                                   verifier)
@@ -119,7 +119,7 @@ class Decoder:
         """Drafts to verify per step: as many as the backend has rows for (llma.static with
         rows > 1), if the verifier can choose among them (deterministic rules only)."""
         rows = getattr(self.backend, "rows", 1)
-        return rows if rows > 1 and hasattr(verifier, "verify_rows") else 1
+        return rows if rows > 1 and isinstance(verifier, RowsVerifier) else 1
 
     def _propose(self, proposer: Proposer | None, sequence: list[int], remaining: int,
                  stop_ids: Collection[int], count: int) -> list[Draft]:
@@ -138,7 +138,7 @@ class Decoder:
         return [draft] if draft else []
 
     def _verify(self, drafts: list[Draft], last: int, cached: int, position: int,
-                verifier: Verifier) -> tuple[Draft | None, int, int]:
+                verifier: Verifier | RowsVerifier) -> tuple[Draft | None, int, int]:
         """One forward over [last token + draft] (one row per draft where there are several), the
         accepted prefix, and the cache cut back to it: (the draft kept, accepted, next token).
         `cached`: the sequence length with `last`; `position`: `last`'s successor's output index."""

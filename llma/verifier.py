@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -34,6 +34,7 @@ class Verifier(Protocol):
         ...
 
 
+@runtime_checkable
 class RowsVerifier(Verifier, Protocol):
     """A verifier that can choose among several drafts verified side by side. Only a deterministic
     rule can: keeping the best of several sampled checks would bias sampling."""

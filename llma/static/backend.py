@@ -72,8 +72,7 @@ class StaticBackend(LlamaWeights):
         with torch.no_grad():
             self._load(model, self.capacity, compile)
             shape = (len(self.layers), rows, self.kv_heads, self.capacity, self.head_dim)
-            self.k = torch.zeros(shape, dtype=self.dtype, device=self.device)
-            self.v = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            self.k, self.v = (torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in "kv")
         self._len, self._reserve, self._L, self._start = 0, 256, min_bucket, None
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._prefills: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
@@ -81,9 +80,9 @@ class StaticBackend(LlamaWeights):
         self._side = torch.cuda.Stream(self.device) if self.graphs else None  # every capture's warm-up
         self._cu: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
         self._split: dict[int, Callable[..., torch.Tensor]] = {}
-        if attention in ("flash", "split") and not works(attention, self._fast_attention(), self.heads,
-                                                         self.kv_heads, self.head_dim, self.capacity,
-                                                         self.scale, self.dtype, self.device):
+        if attention in ("flash", "split") and not works(attention, self._fast_attention(), self.heads, self.kv_heads,
+                                                         self.head_dim, self.capacity, self.scale, self.dtype,
+                                                         self.device):
             self.attention = "sdpa"
 
     # --- the Backend protocol ---
@@ -150,20 +149,27 @@ class StaticBackend(LlamaWeights):
         ids = list(ids)
         if not ids:
             raise ValueError("forward() needs at least one token")
-        if self._len == 0 or self._len + len(ids) > self._context_length:
-            raise ValueError(f"{len(ids)} tokens on {self._len} cached (0: no prefill yet) exceed the context "
-                             f"{self._context_length} or come before a prefill")
+        self._check_room(len(ids))
         rows = []
         for start in range(0, len(ids), self.block):
             chunk = ids[start : start + self.block]
             pos = self._len + start
-            if pos + self.block > self._L:
-                self._L = self._bucket(pos + self.block)
-                log.debug("sequence outgrew its reservation; attention length now %d", self._L)
+            self._fit(pos)
             out = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
             rows.append(out[: len(chunk)].to(torch.float32, copy=True))
         self._len += len(ids)
         return rows[0] if len(rows) == 1 else torch.cat(rows)
+
+    def _check_room(self, n: int) -> None:
+        if self._len == 0 or self._len + n > self._context_length:
+            raise ValueError(f"{n} tokens on {self._len} cached (0: no prefill yet) exceed the context "
+                             f"{self._context_length} or come before a prefill")
+
+    def _fit(self, pos: int) -> None:
+        """Grow the attention length if a block from `pos` would outgrow it (past the reservation)."""
+        if pos + self.block > self._L:
+            self._L = self._bucket(pos + self.block)
+            log.debug("sequence outgrew its reservation; attention length now %d", self._L)
 
     @torch.no_grad()
     def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -173,11 +179,8 @@ class StaticBackend(LlamaWeights):
         longest = max(map(len, rows), default=0)
         if not 1 <= len(rows) <= self.rows or not 1 <= min(map(len, rows)) <= longest <= self.block:
             raise ValueError(f"forward_rows needs 1 to {self.rows} rows of 1 to {self.block} tokens")
-        if self._len == 0 or self._len + longest > self._context_length:
-            raise ValueError(f"{longest} tokens on {self._len} cached (0: no prefill yet) exceed the context "
-                             f"{self._context_length} or come before a prefill")
-        if self._len + self.block > self._L:
-            self._L = self._bucket(self._len + self.block)
+        self._check_room(longest)
+        self._fit(self._len)
         padded = [r + [0] * (self.block - len(r)) for r in rows]
         padded += padded[:1] * (self.rows - len(rows))  # spare rows repeat the first: same keys at `pos`
         out = self._run([t for r in padded for t in r], self._len, self.block, self._L)

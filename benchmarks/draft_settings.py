@@ -9,7 +9,8 @@ computes nothing (its logits are never read) with the static backend's limit of 
 per step, and counts forwards. It chose the static backend's drafting defaults
 (llma.engine.fixed_block_defaults); on the GPU, `python -m llma.bench --mode forced` measures the
 same tokens per forward with the real model (benchmarks/GPU.md). Also with several drafts verified
-per step (the backend's `rows`). Only the tokenizer is loaded.
+per step: side by side (the backend's `rows`) or packed into the one block (its `tree`, with the
+caps of llma.static.tree.draft_caps). Only the tokenizer is loaded.
 """
 from __future__ import annotations
 
@@ -30,21 +31,25 @@ from llma.decoder import Decoder, StopConfig  # noqa: E402
 from llma.engine import OUTPUT_REF  # noqa: E402
 from llma.loading import load_model  # noqa: E402
 from llma.proposer import POLICIES, CopyLength, Proposer, ReferenceIndex  # noqa: E402
+from llma.static.tree import draft_caps  # noqa: E402
 from llma.verifier import ForcedVerifier  # noqa: E402
 
 BLOCK = 32  # llma.static.backend.DEFAULT_BLOCK: the last token and up to 31 drafted ones
+PACKED = [(32, n) for n in (2, 4, 6, 8, 11)] + [(64, n) for n in (6, 9, 12)]  # (block, drafts) for tree=N
 
 
 class CountingBackend:
     """The Backend protocol with a fixed block and no model: forced decoding never reads logits."""
 
-    def __init__(self, block: int = BLOCK, rows: int = 1) -> None:
-        self.block, self.rows, self._len = block, rows, 0
-        self._logits = torch.zeros(rows, block, 1)
+    def __init__(self, block: int = BLOCK, rows: int = 1, tree: int = 0) -> None:
+        self.block, self.rows, self.tree, self._len = block, rows, tree, 0
+        self.draft_caps = draft_caps(block, tree) if tree else None
+        self._logits = torch.zeros(max(rows, tree), block, 1)
 
     context_length = property(lambda self: 1 << 20)
     cached = property(lambda self: self._len)
     max_draft = property(lambda self: self.block - 1)
+    drafts_per_step = property(lambda self: self.tree or self.rows)
 
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
         self._len = len(ids)
@@ -66,15 +71,17 @@ class CountingBackend:
 
 
 def tokens_per_forward(prompts: list[BenchPrompt], eos: frozenset[int], max_new: int, min_n: int, max_n: int,
-                       k: int, adaptive: bool, policy: str, prefer: bool, rows: int = 1) -> float:
+                       k: int, adaptive: bool, policy: str, prefer: bool, rows: int = 1, tree: int = 0,
+                       block: int = BLOCK) -> float:
     """`prefer`: the answer's own occurrences first, as the engine has it (llma.engine.Engine.proposer).
-    `rows`: drafts verified side by side per step (llma.static with rows > 1)."""
-    decoder, tokens, forwards = Decoder(CountingBackend(rows=rows)), 0, 0
+    `rows`: drafts verified side by side per step (llma.static with rows > 1); `tree`: drafts packed
+    into the one block of `block` rows."""
+    decoder, tokens, forwards = Decoder(CountingBackend(block, rows, tree)), 0, 0
     for p in prompts:
         target = p.target[:max_new]
         index = ReferenceIndex(p.references, min_n=min_n, max_n=max_n, policy=policy,
-                               prefer=OUTPUT_REF if prefer else None, candidates=rows)
-        proposer = Proposer(index, CopyLength(k, adaptive, min(2, k), BLOCK - 1), OUTPUT_REF)
+                               prefer=OUTPUT_REF if prefer else None, candidates=tree or rows)
+        proposer = Proposer(index, CopyLength(k, adaptive, min(2, k), block - 1), OUTPUT_REF)
         for event in decoder.stream(p.prompt, proposer=proposer, verifier=ForcedVerifier(target),
                                     stop=StopConfig(len(target), eos)):
             tokens, forwards = tokens + len(event.new_tokens), forwards + 1
@@ -93,6 +100,11 @@ def markdown(report: dict[str, object]) -> str:
     lines += ["", "With the static backend's defaults (min_n 1, max_n 4, k 31, longest, the answer first) and N drafts "
               "verified side by side per step (`StaticBackend(rows=N)`):", "", "| drafts per step | tokens/forward |",
               "|---|---|"] + [f"| {n} | {tpf} |" for n, tpf in several.items()]
+    packed = report.get("packed_tokens_per_forward", [])
+    lines += ["", "The same, the drafts packed into the one block (`StaticBackend(tree=N)`; the later drafts' "
+              "lengths from `llma.static.tree.draft_caps`, the first takes what they leave):", "",
+              "| block | drafts per step | draft lengths | tokens/forward |", "|---|---|---|---|"]
+    lines += [f"| {r['block']} | {r['drafts']} | {r['caps']} | {r['tokens_per_forward']} |" for r in packed]
     return "\n".join(lines) + "\n"
 
 
@@ -125,9 +137,15 @@ def main(argv: list[str] | None = None) -> int:
     several = {str(n): round(tokens_per_forward(prompts, eos_ids, args.max_new_tokens, 1, 4, BLOCK - 1, False,
                                                 "longest", True, rows=n), 3) for n in (1, 2, 4, 8, 16)}
     print(f"drafts per step -> tokens/forward: {several}")
+    packed = [{"block": block, "drafts": n, "caps": list(draft_caps(block, n)),
+               "tokens_per_forward": round(tokens_per_forward(prompts, eos_ids, args.max_new_tokens, 1, 4, block - 1,
+                                                              False, "longest", True, tree=n, block=block), 3)}
+              for block, n in PACKED]
+    print(f"packed: {packed}")
     report = {"data": str(args.data), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
               "block": BLOCK, "command": "python benchmarks/draft_settings.py " + " ".join(argv or sys.argv[1:]),
-              "rows": rows, "best": best, "drafts_per_step_tokens_per_forward": several}
+              "rows": rows, "best": best, "drafts_per_step_tokens_per_forward": several,
+              "packed_tokens_per_forward": packed}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         args.json.with_suffix(".md").write_text(markdown(report))

@@ -19,8 +19,10 @@ BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backen
 # the HF loop's (the defaults before stop 11); llma_k32: the best variant of the runs before that.
 # (Until stop 11 also --variant llma_hf_defaults:min_n=2,k=8,adaptive=true,policy=recent and
 #  llma_k32:min_n=1,k=32,adaptive=false,policy=recent: benchmarks/gpu_881f814/, GPU.md.)
-# greedy+rowsN / llma+rowsN: N drafts verified side by side per step (greedy runs the same N rows).
-BENCH="$BENCH --rows 4 --rows 8 --rows 16"
+# greedy+treeN / llma+treeN: N drafts packed into the one block per step (greedy runs the same packed
+# kernels); N/B: in a block of B rows. (At f357927 also --rows 4 --rows 8 --rows 16, N drafts side by
+# side: benchmarks/gpu_f357927/, GPU.md.)
+BENCH="$BENCH --tree 4 --tree 8 --tree 9/64"
 keep() { cp $RES/*.json "$OUT"/ 2>/dev/null; }  # each result back at once (at most 8 files come back)
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 {
@@ -29,7 +31,7 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
               transformers.__version__, 'triton', triton.__version__)"
   if has smoke; then  # the static backend's tests, the CUDA ones included (stop at once if one fails)
     timeout 200 python3 -m pytest -q -x tests/llma/test_llma_static.py tests/llma/test_llma_split_attention.py \
-      tests/llma/test_llma_static_rows.py \
+      tests/llma/test_llma_static_rows.py tests/llma/test_llma_static_tree.py \
       -k "cuda or bit_identical or backend_choice" || { echo "SMOKE TEST FAILED"; exit 1; }
   fi
   if has choose; then  # attention kernel and torch.compile: the fastest variant still bitwise row-invariant
@@ -55,7 +57,7 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   fi
   if has steps; then
     LLMA_STATIC_COMPILE=0 timeout 150 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json \
-      --prompts 10 --sizes 1,2,4,8,16,32,64 --rows 4,8; keep
+      --prompts 10 --sizes 1,2,4,8,16,32,64 --rows 4 --tree 8; keep
   fi
 } 2>&1 | tee -a "$OUT/log.txt"
 exit 0

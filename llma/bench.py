@@ -105,11 +105,15 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tu
         engines.append(other)
         table[f"greedy@{backend}"] = engine_runner(other, base.greedy(), forced)
         table[f"llma@{backend}"] = engine_runner(other, base, forced)
-    for rows in args.rows:  # several drafts verified side by side; greedy runs the same rows
-        other = Engine(loaded, backend=select_backend(loaded.model, args.backend, rows=rows))
-        engines.append(other)
-        table[f"greedy+rows{rows}"] = engine_runner(other, base.greedy(), forced)
-        table[f"llma+rows{rows}"] = engine_runner(other, base, forced)
+    # Several drafts per step: side by side (rows) or packed into the block (tree); greedy runs the same.
+    for option, specs in (("rows", args.rows), ("tree", args.tree)):
+        for spec in specs:  # N, or N/B: N drafts in a query block of B rows (both greedy and LLMA)
+            n, _, block = spec.partition("/")
+            sizes = {option: int(n), **({"block": int(block)} if block else {})}
+            other = Engine(loaded, backend=select_backend(loaded.model, args.backend, **sizes))
+            engines.append(other)
+            table[f"greedy+{option}{spec}"] = engine_runner(other, base.greedy(), forced)
+            table[f"llma+{option}{spec}"] = engine_runner(other, base, forced)
     for spec in args.variant:
         name, _, settings = spec.partition(":")
         overrides = dict(kv.split("=") for kv in settings.split(",") if kv)
@@ -185,8 +189,16 @@ def _tps(run: MethodRun, n: int) -> float:
     return sum(len(o) for o in run.outputs[:n]) / sum(run.times[:n]) if run.times else 0.0
 
 
+def _sizes(spec: str) -> str:
+    """--rows/--tree: N or N/B, whole numbers (the backend checks their range)."""
+    if not all(part.isdigit() for part in spec.split("/")) or spec.count("/") > 1:
+        raise argparse.ArgumentTypeError(f"expected N or N/B (drafts, block rows), got {spec!r}")
+    return spec
+
+
 def _own_greedy(name: str) -> str:
-    """Greedy through the same backend: greedy@static for llma@static, greedy+rows8 for llma+rows8."""
+    """Greedy through the same backend: greedy@static for llma@static, greedy+rows8 for llma+rows8
+    (and greedy+tree6 for llma+tree6)."""
     for mark in ("@", "+"):
         if mark in name:
             return "greedy" + mark + name.split(mark, 1)[1]
@@ -240,8 +252,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--policy", default=None, choices=POLICIES, help="default: the backend's")
     ap.add_argument("--backend", default="auto", help="our greedy/llma: auto, hf, static, static-graphs")
     ap.add_argument("--also-backend", action="append", default=[], help="add greedy@B and llma@B")
-    ap.add_argument("--rows", action="append", type=int, default=[],
-                    help="add greedy+rowsN and llma+rowsN: --backend with N drafts verified per step")
+    ap.add_argument("--rows", action="append", type=_sizes, default=[],
+                    help="add greedy+rowsN and llma+rowsN: --backend with N drafts verified per step "
+                         "(N/B: in query blocks of B rows)")
+    ap.add_argument("--tree", action="append", type=_sizes, default=[],
+                    help="add greedy+treeN and llma+treeN: --backend with N drafts packed in its block (N/B: "
+                         "a block of B rows)")
     ap.add_argument("--hf-limit", type=int, default=None, help="run the HF methods on the first N prompts only")
     ap.add_argument("--also-limit", type=int, default=None, help="run name@backend methods on N prompts only")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; then stop taking new prompts")

@@ -116,10 +116,11 @@ class Decoder:
                 proposer.feedback(len(draft), accepted)
 
     def _candidates(self, verifier: Verifier) -> int:
-        """Drafts to verify per step: as many as the backend has rows for (llma.static with
-        rows > 1), if the verifier can choose among them (deterministic rules only)."""
-        rows = getattr(self.backend, "rows", 1)
-        return rows if rows > 1 and isinstance(verifier, RowsVerifier) else 1
+        """Drafts to verify per step: as many as the backend takes (llma.static with rows > 1, or
+        with a tree of drafts packed in its block), if the verifier can choose among them
+        (deterministic rules only)."""
+        most = getattr(self.backend, "drafts_per_step", 1)
+        return most if most > 1 and isinstance(verifier, RowsVerifier) else 1
 
     def _propose(self, proposer: Proposer | None, sequence: list[int], remaining: int,
                  stop_ids: Collection[int], count: int) -> list[Draft]:
@@ -132,8 +133,9 @@ class Decoder:
         room = min(room, getattr(self.backend, "max_draft", room))
         if room <= 0:
             return []
-        if count > 1:
-            return proposer.propose_many(sequence, room, stop_ids, count)
+        if count > 1:  # drafts packed into one block share it: the backend says how (draft_caps)
+            return proposer.propose_many(sequence, room, stop_ids, count,
+                                         getattr(self.backend, "draft_caps", None) or ())
         draft = proposer.propose(sequence, room, stop_ids)
         return [draft] if draft else []
 

@@ -168,9 +168,9 @@ class Engine:
             raise ValueError(f"reference id {OUTPUT_REF!r} is reserved for the answer itself")
         config = self.resolve(config)
         output = OUTPUT_REF if config.copy_from_output else None
-        # A backend with several rows per step verifies that many drafts at once (greedy only:
-        # choosing the best of several sampled checks would bias sampling).
-        candidates = getattr(self.backend, "rows", 1) if config.temperature == 0 else 1
+        # A backend with several rows per step (or drafts packed per block) verifies that many drafts
+        # at once (greedy only: choosing the best of several sampled checks would bias sampling).
+        candidates = getattr(self.backend, "drafts_per_step", 1) if config.temperature == 0 else 1
         index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy,
                                prefer=output, candidates=candidates)
         return Proposer(index, config.copy_length(), output)

@@ -155,17 +155,20 @@ def choose(loaded: LoadedModel, prompt: list[int], more: list[int]) -> dict:
     return {"prompt_tokens": len(prompt), "variants": rows, "choice": best}
 
 
-def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str, rows: Sequence[int] = ()) -> dict:
+def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str, rows: Sequence[int] = (),
+                    tree: Sequence[int] = ()) -> dict:
     """Our greedy and LLMA (defaults and two earlier settings); with `rows`, greedy+rowsN and
-    llma+rowsN through a backend verifying N drafts side by side (greedy there runs N rows too)."""
+    llma+rowsN through a backend verifying N drafts side by side (greedy there runs N rows too);
+    with `tree`, greedy+treeN and llma+treeN, N drafts packed into the one block."""
     engine = Engine(loaded, backend=backend)
     configs = {"greedy": LLMAConfig(enabled=False), "llma": LLMAConfig(),  # llma: the backend's defaults
                "llma_hf_defaults": HF_DEFAULTS.apply(LLMAConfig()),
                "llma_k32": LLMAConfig(min_n=1, k=32, adaptive=False, policy="recent")}
     runs = [(name, engine, config) for name, config in configs.items()]
-    for n in rows:
-        several = Engine(loaded, backend=select_backend(loaded.model, backend, rows=n))
-        runs += [(f"greedy+rows{n}", several, LLMAConfig(enabled=False)), (f"llma+rows{n}", several, LLMAConfig())]
+    for option, n in [*(("rows", n) for n in rows), *(("tree", n) for n in tree)]:
+        several = Engine(loaded, backend=select_backend(loaded.model, backend, **{option: n}))
+        runs += [(f"greedy+{option}{n}", several, LLMAConfig(enabled=False)),
+                 (f"llma+{option}{n}", several, LLMAConfig())]
     for e in {id(e): e for _, e, _ in runs}.values():
         for p in prompts:  # untimed: each prefill shape's CUDA graph is captured here, not in a timed run
             e.backend.prefill(p.prompt)
@@ -226,7 +229,7 @@ def markdown(report: dict) -> str:
                       + ", ".join(f"{k} {v}" for k, v in costs["prefill_ms"].items())]
     for name, run in report.get("forced_decoding", {}).items():
         lines += ["", f"## Forced decoding, {name}: {run['n_prompts']} rag.jsonl prompts, backend {run['backend']}",
-                  "", "| method | tok/s | tokens/forward | speedup vs greedy | vs own greedy (same rows) |",
+                  "", "| method | tok/s | tokens/forward | speedup vs greedy | vs own greedy (same rows or tree) |",
                   "|---|---|---|---|---|"]
         for m, r in run["methods"].items():
             lines.append(f"| {m} | {r['tokens_per_s']} | {r['tokens_per_forward']} | {r['speedup_vs_greedy']}x | "
@@ -248,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="query block sizes to time")
     ap.add_argument("--choose", action="store_true", help="only choose the attention kernel and compile")
     ap.add_argument("--rows", default="", help="also forced-decode with N drafts per step, e.g. 4,8")
+    ap.add_argument("--tree", default="", help="also forced-decode with N drafts packed per block, e.g. 6")
     args = ap.parse_args(argv)
     loaded = load_model(device=args.device)
     dev = loaded.device
@@ -278,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         report["step_costs"][big.name] = step_costs(big.model, prompts[0].prompt, dev, args.length, sizes, reps=10)
         print(markdown(report), flush=True)
         backend = "static-graphs" if dev.type == "cuda" else "static"
-        rows = [int(n) for n in args.rows.split(",") if n]
-        report["forced_decoding"] = {big.name: forced_decoding(big, prompts, args.max_new_tokens, backend, rows)}
+        rows, tree = ([int(n) for n in arg.split(",") if n] for arg in (args.rows, args.tree))
+        report["forced_decoding"] = {big.name: forced_decoding(big, prompts, args.max_new_tokens, backend, rows,
+                                                               tree)}
     print(markdown(report))
     write_report(args.json, report, markdown(report))
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 from typing import Literal
 
@@ -139,30 +139,38 @@ class ReferenceIndex:
         return None
 
     def lookup_many(self, context: Sequence[int], k: int, stop_tokens: Collection[int] = (),
-                    count: int | None = None) -> list[Draft]:
-        """Up to `count` (default: `candidates`) drafts of up to `k` tokens, in the order `lookup`
+                    count: int | None = None, caps: Sequence[int] = ()) -> list[Draft]:
+        """Up to `count` (default: `candidates`, or one per cap) drafts of up to `k` tokens, in the order `lookup`
         ranks them: the longest matched suffix first, within it the preferred reference's latest
         occurrences, then the policy's order over all occurrences; then shorter suffixes. The first is
         `lookup`'s draft. A draft that one already chosen starts with is skipped (it cannot be
-        accepted further), so each is worth its row in a step that verifies them all."""
-        count = self.candidates if count is None else count
+        accepted further), so each is worth its row in a step that verifies them all.
+
+        `caps` (drafts packed into one block, llma.static.tree): the i-th draft (i >= 1) holds at most
+        caps[i] tokens (and `k`), and all of them together at most caps[0], the block's drafted slots:
+        the first keeps what the later ones leave (it is the likeliest to be accepted in full)."""
+        count = (len(caps) if caps else self.candidates) if count is None else count
         if k < 1 or count < 1:
             raise ValueError(f"k and count must be >= 1, got k={k}, count={count}")
+        if caps and (len(caps) < count or caps[0] <= sum(caps[1:count])):
+            raise ValueError(f"caps needs one length per draft ({count}), the first more than the others' "
+                             f"sum, got {tuple(caps)}")
         first = self.lookup(context, k, stop_tokens)
         if first is None or count == 1 or self.candidates == 1:
             return [first] if first else []
         drafts = [first]
         for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
             for ref_id, start in self._starts(tuple(context[len(context) - n :]), k):
-                tokens = self._refs[ref_id][start : start + k]
+                limit = min(k, caps[len(drafts)]) if caps else k
+                tokens = self._refs[ref_id][start : start + limit]
                 cut = next((i + 1 for i, t in enumerate(tokens) if t in stop_tokens), len(tokens))
                 draft = tuple(tokens[:cut])
                 if any(d.tokens[: len(draft)] == draft for d in drafts):
                     continue
                 drafts.append(Draft(tokens=draft, ref_id=ref_id, offset=start, match_len=n))
                 if len(drafts) == count:
-                    return drafts
-        return drafts
+                    return _fit_first(drafts, caps[0]) if caps else drafts
+        return _fit_first(drafts, caps[0]) if caps else drafts
 
     def _starts(self, ngram: tuple[int, ...], k: int) -> Iterator[tuple[RefId, int]]:
         """Every copy start after `ngram`, in `lookup_many`'s order."""
@@ -188,6 +196,14 @@ class ReferenceIndex:
             return found[0] if found else None
         # "longest": the most tokens to copy (capped at k); max() keeps the earliest of equals.
         return max(found, key=lambda item: min(k, len(self._refs[item[0]]) - item[1]))
+
+
+def _fit_first(drafts: list[Draft], total: int) -> list[Draft]:
+    """Cut the first draft so that all of them hold at most `total` tokens (no-op if they fit)."""
+    room = total - sum(len(d.tokens) for d in drafts[1:])
+    if len(drafts[0].tokens) > room:
+        drafts[0] = replace(drafts[0], tokens=drafts[0].tokens[:room])
+    return drafts
 
 
 def _checked(ref_id: RefId, tokens: Iterable[int]) -> list[int]:
@@ -259,10 +275,11 @@ class Proposer:
         return self.index.lookup(context, k, stop_tokens) if k > 0 else None
 
     def propose_many(self, context: Sequence[int], budget: int, stop_tokens: Collection[int] = (),
-                     count: int = 1) -> list[Draft]:
-        """Up to `count` drafts to verify side by side (a backend with several rows per step)."""
+                     count: int = 1, caps: Sequence[int] = ()) -> list[Draft]:
+        """Up to `count` drafts to verify side by side (a backend with several rows per step), or
+        packed into one block within `budget` tokens together (`caps`: see `lookup_many`)."""
         k = min(self.copy.current, budget)
-        return self.index.lookup_many(context, k, stop_tokens, count) if k > 0 else []
+        return self.index.lookup_many(context, k, stop_tokens, count, caps) if k > 0 else []
 
     def prepare(self) -> None:
         """Called by the decoder while the prefill runs (on a GPU the host is idle then)."""

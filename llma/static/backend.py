@@ -20,6 +20,10 @@ With `rows` > 1 every step runs `rows` blocks side by side, each on its own copy
 ([layers, rows, kv_heads, capacity, head_dim]): `forward_rows` verifies several drafts at once
 and `keep` copies the chosen block's new entries to the other copies. Greedy steps through such a
 backend run the same block in every row, so greedy and LLMA still run the same shapes.
+
+With `tree` = N, `forward_rows` packs up to N drafts into the one block instead, on the one cache
+(llma/static/tree.py): the drafts share the step's cost, and `keep` moves the kept draft's keys
+into place. Every step, greedy's too, then runs the packed block's kernels.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from llma.backend import context_length_of, padded_length
 from llma.static.attention import flash, works
 from llma.static.graphs import capture, graph_length
 from llma.static.support import unsupported_reason
+from llma.static.tree import PackedBlock, draft_caps, pack, per_draft_attention, single
 from llma.static.weights import LlamaWeights
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,7 @@ class StaticBackend(LlamaWeights):
 
     def __init__(self, model: PreTrainedModel, *, block: int = DEFAULT_BLOCK, graphs: bool | None = None,
                  max_len: int | None = None, min_bucket: int = 128, attention: str = "sdpa",
-                 compile: bool = False, rows: int = 1) -> None:
+                 compile: bool = False, rows: int = 1, tree: int = 0) -> None:
         """`attention` in a step: "sdpa" (fused kernel over L keys with a mask), "bmm" (scores GEMM,
         softmax, values GEMM), "flash" (CUDA: flash attention reading only the keys before each
         query, via a key count on the device) or "split" (Triton split-KV kernels reading only those
@@ -59,13 +64,17 @@ class StaticBackend(LlamaWeights):
             raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
         if not isinstance(rows, int) or not 1 <= rows <= 64 or (rows > 1 and attention == "flash"):
             raise ValueError(f"rows must be an int in 1..64 (1 with flash attention), got {rows!r}")
-        self.attention, self.compile, self.rows = attention, compile, rows
+        if not isinstance(tree, int) or tree < 0 or (tree and (rows > 1 or attention not in ("sdpa", "split"))):
+            raise ValueError(f"tree must be an int >= 0 (drafts packed per block; one row, sdpa or split "
+                             f"attention), got {tree!r} with rows={rows}, attention={attention!r}")
+        self.attention, self.compile, self.rows, self.tree = attention, compile, rows, tree
+        self.draft_caps = draft_caps(block, tree) if tree else None  # checks that the drafts fit
         self.device, self.block, self.min_bucket = model.device, block, min_bucket
         self.graphs = self.device.type == "cuda" if graphs is None else graphs
         if self.graphs and self.device.type != "cuda":
             raise ValueError("CUDA graphs need a CUDA device")
         self.name = ("static-graphs" if self.graphs else "static") + ("+compile" if compile else "") + (
-            f"+rows{rows}" if rows > 1 else "")
+            f"+rows{rows}" if rows > 1 else "") + (f"+tree{tree}" if tree else "")
         self._context_length = min(context_length_of(model), max_len or 16384)
         # Capacity: any block starting inside the context fits; a multiple of 64 keeps views aligned.
         self.capacity = -(-(self._context_length + block) // 64) * 64
@@ -74,6 +83,7 @@ class StaticBackend(LlamaWeights):
             shape = (len(self.layers), rows, self.kv_heads, self.capacity, self.head_dim)
             self.k, self.v = (torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in "kv")
         self._len, self._reserve, self._L, self._start = 0, 256, min_bucket, None
+        self._packed: PackedBlock | None = None  # the last forward_rows' block, for keep (tree)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._prefills: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None  # shared by the prefill graphs
@@ -90,6 +100,7 @@ class StaticBackend(LlamaWeights):
     cached = property(lambda self: self._len)  # tokens in the cache
 
     max_draft = property(lambda self: self.block - 1)  # a draft this long fits one block with the last token
+    drafts_per_step = property(lambda self: self.tree or self.rows)
 
     def reserve(self, new_tokens: int) -> None:
         """Tokens the next generation may add after its prompt: sizes the attention length L, fixed for
@@ -155,7 +166,11 @@ class StaticBackend(LlamaWeights):
             chunk = ids[start : start + self.block]
             pos = self._len + start
             self._fit(pos)
-            out = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
+            if self.tree:  # consecutive tokens: one draft in a packed block (the same kernels as several)
+                packed = single(chunk, self.block, self.tree)
+                out = self._run(packed.ids, pos, self.block, self._L, packed.info())
+            else:
+                out = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
             rows.append(out[: len(chunk)].to(torch.float32, copy=True))
         self._len += len(ids)
         return rows[0] if len(rows) == 1 else torch.cat(rows)
@@ -173,25 +188,44 @@ class StaticBackend(LlamaWeights):
 
     @torch.no_grad()
     def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Up to `self.rows` token lists of up to `block` tokens each, all appended after the cached
-        tokens, in one step: logits [len(rows), longest, vocab]. Follow with `keep`."""
+        """Up to `drafts_per_step` token lists of up to `block` tokens each (tree: all starting with the
+        same token, `block` together), all appended after the cached tokens, in one step: logits
+        [len(rows), longest, vocab]. Follow with `keep`."""
         rows = [list(r) for r in rows]
-        longest = max(map(len, rows), default=0)
-        if not 1 <= len(rows) <= self.rows or not 1 <= min(map(len, rows)) <= longest <= self.block:
-            raise ValueError(f"forward_rows needs 1 to {self.rows} rows of 1 to {self.block} tokens")
+        longest, most = max(map(len, rows), default=0), self.drafts_per_step
+        if not 1 <= len(rows) <= most or not 1 <= min(map(len, rows)) <= longest <= self.block:
+            raise ValueError(f"forward_rows needs 1 to {most} rows of 1 to {self.block} tokens")
         self._check_room(longest)
         self._fit(self._len)
+        if self.tree:
+            return self._forward_packed(rows, longest)
         padded = [r + [0] * (self.block - len(r)) for r in rows]
         padded += padded[:1] * (self.rows - len(rows))  # spare rows repeat the first: same keys at `pos`
         out = self._run([t for r in padded for t in r], self._len, self.block, self._L)
         self._start, self._len = self._len, self._len + longest
         return out.view(self.rows, self.block, -1)[: len(rows), :longest].to(torch.float32, copy=True)
 
+    def _forward_packed(self, rows: list[list[int]], longest: int) -> torch.Tensor:
+        """forward_rows with the rows packed into one block (tree): each row's logits gathered."""
+        packed = pack(rows, self.block, self.tree)
+        out = self._run(packed.ids, self._len, self.block, self._L, packed.info())
+        index = [i + [0] * (longest - len(i)) for i in packed.index]  # rows past a draft: never read
+        self._start, self._len, self._packed = self._len, self._len + longest, packed
+        return out[torch.tensor(index, device=out.device)].to(torch.float32, copy=True)
+
     def keep(self, row: int, length: int) -> None:
         """After `forward_rows`: keep `row`'s tokens up to `length` in the sequence, in every copy."""
-        if self._start is None or not 0 <= row < self.rows or not self._start < length <= self._len:
-            raise ValueError(f"keep needs a forward_rows before it, a row < {self.rows} and a length in "
-                             f"({self._start}, {self._len}]")
+        if self._start is None or not 0 <= row < self.drafts_per_step or not self._start < length <= self._len:
+            raise ValueError(f"keep needs a forward_rows before it, a row < {self.drafts_per_step} and a length "
+                             f"in ({self._start}, {self._len}]")
+        if self.tree:  # the kept draft's keys move to the slots after the root (draft 0's already are)
+            n, shift = length - self._start - 1, self._packed.shift[row]
+            if n > 0 and shift > 0:
+                src, dst = self._start + 1 + shift, self._start + 1
+                for cache in (self.k, self.v):  # cloned first: source and target may overlap
+                    cache[:, 0, :, dst : dst + n] = cache[:, 0, :, src : src + n].clone()
+            self._len, self._start = length, None
+            return
         # The kept row's new entries overwrite the others' (cloned first: source and target overlap).
         s = slice(self._start, length)
         for cache in (self.k, self.v):
@@ -223,10 +257,12 @@ class StaticBackend(LlamaWeights):
 
         No host synchronisation and no data-dependent shapes inside: safe to capture in a CUDA graph.
         """
-        r, kv, d = self.rows, self.kv_heads, self.head_dim
-        n, groups = inp.shape[0] - 1, self.heads // kv
+        r, kv, d, tree = self.rows, self.kv_heads, self.head_dim, self.tree
+        n, groups = (inp.shape[0] - 1 - tree) // 3 if tree else inp.shape[0] - 1, self.heads // kv
         b = n // r  # the block (gpu_bench times other sizes than self.block)
-        positions = inp[n] + self.arange[:b]
+        slots = inp[n] + self.arange[:b]  # where the rows' keys go
+        positions = inp[n] + inp[n + 1 : n + 1 + b] if tree else slots  # a packed block's rows: their drafts'
+        owner, shift = inp[n + 1 + b : n + 1 + 2 * b], inp[n + 1 + 2 * b :]
         if self.attention == "flash":
             used = (inp[n:] + b).to(torch.int32)  # keys [0, pos + block): bottom-right causal per query
         elif self.attention == "sdpa" or self.attention == "bmm":
@@ -235,13 +271,17 @@ class StaticBackend(LlamaWeights):
             mask = mask.masked_fill_(~allowed, float("-inf")).repeat(groups, 1)[None, None]  # rows (group, slot)
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            self.k[i].index_copy_(2, positions, k.view(r, b, kv, d).transpose(1, 2))
-            self.v[i].index_copy_(2, positions, v.view(r, b, kv, d).transpose(1, 2))
+            self.k[i].index_copy_(2, slots, k.view(r, b, kv, d).transpose(1, 2))
+            self.v[i].index_copy_(2, slots, v.view(r, b, kv, d).transpose(1, 2))
             if self.attention == "flash":  # one row (checked in __init__)
                 k_all, v_all = self.k[i, 0].transpose(0, 1), self.v[i, 0].transpose(0, 1)
                 return flash(q, k_all, v_all, used, self.scale, self._cu).reshape(b, -1)
             if self.attention == "split":
-                return self._split_kernel(b)(q, self.k[i], self.v[i], inp[n:]).reshape(n, -1)
+                return self._split_kernel(b)(q, self.k[i], self.v[i], inp[n:], inp[n + 1 :] if tree else None
+                                             ).reshape(n, -1)
+            if tree:
+                return per_draft_attention(q, self.k[i, 0, :, :length], self.v[i, 0, :, :length], mask, shift,
+                                           owner, inp[n], self.scale, groups)
             q = q.view(r, b, kv, groups, d).permute(0, 2, 3, 1, 4).reshape(r * kv, groups * b, d)
             keys, values = self.k[i, :, :, :length].flatten(0, 1), self.v[i, :, :, :length].flatten(0, 1)
             if self.attention == "bmm":
@@ -263,7 +303,7 @@ class StaticBackend(LlamaWeights):
             from llma.static.split_attention import SplitAttention  # needs triton: imported only if chosen
 
             self._split[block] = SplitAttention(block, self.heads, self.kv_heads, self.head_dim, self.capacity,
-                                                self.scale, self.device, self.rows)
+                                                self.scale, self.device, self.rows, self.tree)
         return self._split[block]
 
     def _fast_attention(self) -> Callable[..., torch.Tensor]:
@@ -280,9 +320,11 @@ class StaticBackend(LlamaWeights):
 
         return split
 
-    def _run(self, block_ids: list[int], pos: int, block: int, length: int) -> torch.Tensor:
-        """One step over `block_ids` (every row's block, rows * block ids) from `pos`."""
-        inp = torch.tensor(block_ids + [pos], dtype=torch.long)
+    def _run(self, block_ids: list[int], pos: int, block: int, length: int, tree_info: Sequence[int] = ()
+             ) -> torch.Tensor:
+        """One step over `block_ids` (every row's block, rows * block ids) from `pos`; a packed block
+        (tree) also gives its `tree_info` (llma.static.tree.PackedBlock.info)."""
+        inp = torch.tensor([*block_ids, pos, *tree_info], dtype=torch.long)
         if not self.graphs:
             return self._step(inp.to(self.device), length)
         graph, static_inp, out = self._graph(block, length, pos)
@@ -295,7 +337,8 @@ class StaticBackend(LlamaWeights):
         positions >= `pos` (past the sequence), which later steps overwrite before reading."""
         key = (block, length)
         if key not in self._graphs:
-            static_inp = torch.zeros(self.rows * block + 1, dtype=torch.long, device=self.device)
+            extra = 2 * block + self.tree if self.tree else 0  # a packed block's rows and drafts
+            static_inp = torch.zeros(self.rows * block + 1 + extra, dtype=torch.long, device=self.device)
             static_inp[-1] = pos
             graph, out = capture(lambda inp: self._step(inp, length), static_inp, self._side)
             self._graphs[key] = (graph, static_inp, out)

@@ -29,21 +29,35 @@ BLOCK_N = 64  # keys per tile inside a chunk
 
 
 @triton.jit
-def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
+def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, tree_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN001, ANN202 (Triton)
              stride_qr, stride_qh, stride_kb, stride_kh, stride_kn, n_keys, n_chunks, rows, heads, scale,
              GROUPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
-             D: tl.constexpr, PRECISION: tl.constexpr):
+             D: tl.constexpr, PRECISION: tl.constexpr, TREE: tl.constexpr):
     """Program (head h, chunk j, block b): for each row r, the max m, the sum of exponentials (stored
-    in l) and the unnormalised output acc of softmax(q_r . k) over chunk j's keys at positions <= pos + r."""
+    in l) and the unnormalised output acc of softmax(q_r . k) over chunk j's keys at positions <= pos + r.
+
+    TREE (one block holding several drafts after the same last token, see SplitAttention): program
+    index 2 is a draft g instead; row r is at position pos + rel[r] and reads the keys after pos from
+    its draft's slots, so a chunk holding keys past pos is computed once per draft, for its rows."""
     h, j, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    q_ptr += b * rows * stride_qr  # block b's rows, and its own cache
-    k_ptr += b * stride_kb
-    v_ptr += b * stride_kb
+    r, d = tl.arange(0, BLOCK_M), tl.arange(0, D)
     pos = tl.load(pos_ptr)
     last = pos + rows - 1  # the block's last position: keys after it are seen by no row
     start = j * CHUNK
-    if start <= last:
-        r, d = tl.arange(0, BLOCK_M), tl.arange(0, D)
+    if TREE:
+        rel = tl.load(tree_ptr + r, mask=r < rows, other=0)
+        draft = tl.load(tree_ptr + rows + r, mask=r < rows, other=-1)
+        shift = tl.load(tree_ptr + 2 * rows + b)  # draft b's keys after pos: slot = position + shift
+        shared = start + CHUNK <= pos + 1  # every key at or before pos: the same for every draft
+        mine = tl.where(shared, r < rows, draft == b)  # rows past the block: no draft (-1)
+        run = (start <= last) & ((b == 0) | (start + CHUNK > pos + 1)) & (tl.max(mine.to(tl.int32), 0) > 0)
+        blk = 0  # one block, one cache
+    else:
+        rel, mine, shift, run, blk = r, r < rows, 0, start <= last, b
+    q_ptr += blk * rows * stride_qr  # block blk's rows, and its own cache
+    k_ptr += blk * stride_kb
+    v_ptr += blk * stride_kb
+    if run:
         q = tl.load(q_ptr + r[:, None] * stride_qr + h * stride_qh + d[None, :], mask=r[:, None] < rows, other=0.0)
         kv = (h // GROUPS) * stride_kh
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
@@ -51,35 +65,40 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN00
         acc = tl.zeros([BLOCK_M, D], tl.float32)
         for t in range(0, CHUNK, BLOCK_N):
             if start + t <= last:
-                n = start + t + tl.arange(0, BLOCK_N)
-                inside = n[:, None] < n_keys
-                k = tl.load(k_ptr + kv + n[:, None] * stride_kn + d[None, :], mask=inside, other=0.0)
+                n = start + t + tl.arange(0, BLOCK_N)  # key positions
+                if TREE:
+                    slot = tl.where(n > pos, n + shift, n)[:, None]
+                else:
+                    slot = n[:, None]
+                inside = slot < n_keys
+                k = tl.load(k_ptr + kv + slot * stride_kn + d[None, :], mask=inside, other=0.0)
                 s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-                s = tl.where(n[None, :] <= pos + r[:, None], s, float("-inf"))
+                s = tl.where(n[None, :] <= pos + rel[:, None], s, float("-inf"))
                 m_new = tl.maximum(m, tl.max(s, 1))
                 m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: p = 0
                 p = tl.exp(s - m_safe[:, None])
                 alpha = tl.exp(m - m_safe)
-                v = tl.load(v_ptr + kv + n[:, None] * stride_kn + d[None, :], mask=inside, other=0.0)
+                v = tl.load(v_ptr + kv + slot * stride_kn + d[None, :], mask=inside, other=0.0)
                 total = total * alpha + tl.sum(p, 1)
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
                 m = m_new
-        at = ((b * heads + h) * n_chunks + j) * BLOCK_M + r
-        tl.store(m_ptr + at, m)
-        tl.store(l_ptr + at, total)
-        tl.store(acc_ptr + at[:, None] * D + d[None, :], acc)
+        at = ((blk * heads + h) * n_chunks + j) * BLOCK_M + r
+        tl.store(m_ptr + at, m, mask=mine)  # TREE: another draft's program writes the other rows
+        tl.store(l_ptr + at, total, mask=mine)
+        tl.store(acc_ptr + at[:, None] * D + d[None, :], acc, mask=mine[:, None])
 
 
 @triton.jit
-def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, out_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
+def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, tree_ptr, out_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
              stride_or, stride_oh, n_chunks, rows, heads,
-             BLOCK_M: tl.constexpr, CHUNKS: tl.constexpr, CHUNK: tl.constexpr, D: tl.constexpr):
+             BLOCK_M: tl.constexpr, CHUNKS: tl.constexpr, CHUNK: tl.constexpr, D: tl.constexpr,
+             TREE: tl.constexpr):
     """Program (head h, row r, block b): the chunks holding keys the row sees (a fixed set for its
     position), rescaled to their common max and summed in chunk order."""
     h, r, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    pos = tl.load(pos_ptr)
+    pos = tl.load(pos_ptr) + (tl.load(tree_ptr + r) if TREE else r)  # the row's position
     c, d = tl.arange(0, CHUNKS), tl.arange(0, D)
-    seen = (c * CHUNK <= pos + r) & (c < n_chunks)  # each such chunk holds a seen key: its m is finite
+    seen = (c * CHUNK <= pos) & (c < n_chunks)  # each such chunk holds a seen key: its m is finite
     at = ((b * heads + h) * n_chunks + c) * BLOCK_M + r
     m = tl.load(m_ptr + at, mask=seen, other=float("-inf"))
     w = tl.where(seen, tl.exp(m - tl.max(m, 0)), 0.0)
@@ -91,15 +110,24 @@ def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, out_ptr,  # noqa: ANN001, ANN202 (a
 
 class SplitAttention:
     """Buffers and launches for one (block, key capacity, batch of blocks) shape; reused by every
-    layer and step."""
+    layer and step.
+
+    `tree` = N > 0: one block holds up to N drafts, all following the block's first row (the last
+    token, at `pos`): each call then takes `tree_info`, a device tensor of 2 * block + N ints:
+    per row its position after pos (`rel`), per row its draft, per draft the shift from a key's
+    position to its slot in the cache (the keys after pos: draft g's rows sit in the block's slots
+    from pos + 1 + shift[g]). A row then sees exactly the keys a one-draft block would have at its
+    position, in the same lanes, so its bits are those of greedy's step at that position."""
 
     def __init__(self, block: int, heads: int, kv_heads: int, head_dim: int, capacity: int,
-                 scale: float, device: torch.device, batch: int = 1) -> None:
+                 scale: float, device: torch.device, batch: int = 1, tree: int = 0) -> None:
         if block > 128 or head_dim not in (16, 32, 64, 128, 256):
             raise ValueError(f"split attention needs a block <= 128 and a power-of-two head size 16-256, "
                              f"got block {block}, head size {head_dim}")
+        if tree and batch != 1:
+            raise ValueError("split attention: a tree of drafts needs one block (batch 1)")
         self.block, self.heads, self.groups, self.head_dim = block, heads, heads // kv_heads, head_dim
-        self.batch = batch
+        self.batch, self.tree = batch, tree
         self.rows = max(16, triton.next_power_of_2(block))  # tl.dot needs 16+ rows
         self.n_chunks = -(-capacity // CHUNK)
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -111,22 +139,27 @@ class SplitAttention:
         self.l = torch.empty_like(self.m)
         self.acc = torch.empty(batch * heads * self.n_chunks * self.rows * head_dim, **f32)
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
+                 tree_info: torch.Tensor | None = None) -> torch.Tensor:
         """q [batch * block, heads, head_dim] (each block's rows in position order from `pos`, a
         1-element device tensor); k, v [batch, kv_heads, capacity, head_dim] (or, for one block,
         [kv_heads, capacity, head_dim]), already holding the blocks' keys. Returns q's shape."""
         k, v = (k[None], v[None]) if k.dim() == 3 else (k, v)
         b, d = self.block, self.head_dim
         if (q.stride(-1) != 1 or k.stride(-1) != 1 or k.stride() != v.stride() or q.shape[0] != b * self.batch
-                or k.shape[0] != self.batch):
-            raise ValueError("split attention: unexpected layout, block size or batch")
+                or k.shape[0] != self.batch or (tree_info is None) != (self.tree == 0)
+                or (tree_info is not None and tree_info.numel() != 2 * b + self.tree)):
+            raise ValueError("split attention: unexpected layout, block size, batch or tree")
+        info = pos if tree_info is None else tree_info  # an unused pointer when there is no tree
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         precision = "ieee" if q.dtype == torch.float32 else "tf32"
-        _partial[(self.heads, self.n_chunks, self.batch)](
-            q, k, v, pos, self.m, self.l, self.acc, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        tree = self.tree > 0
+        _partial[(self.heads, self.n_chunks, self.tree or self.batch)](
+            q, k, v, pos, info, self.m, self.l, self.acc, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             k.stride(2), k.shape[2], self.n_chunks, b, self.heads, self.scale,
-            GROUPS=self.groups, BLOCK_M=self.rows, BLOCK_N=BLOCK_N, CHUNK=CHUNK, D=d, PRECISION=precision)
+            GROUPS=self.groups, BLOCK_M=self.rows, BLOCK_N=BLOCK_N, CHUNK=CHUNK, D=d, PRECISION=precision,
+            TREE=tree)
         _combine[(self.heads, b, self.batch)](
-            self.m, self.l, self.acc, pos, out, out.stride(0), out.stride(1), self.n_chunks, b, self.heads,
-            BLOCK_M=self.rows, CHUNKS=triton.next_power_of_2(self.n_chunks), CHUNK=CHUNK, D=d)
+            self.m, self.l, self.acc, pos, info, out, out.stride(0), out.stride(1), self.n_chunks, b, self.heads,
+            BLOCK_M=self.rows, CHUNKS=triton.next_power_of_2(self.n_chunks), CHUNK=CHUNK, D=d, TREE=tree)
         return out

@@ -80,15 +80,23 @@ def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int)
     # (graphs only). benchmarks/run_gpu.sh chooses them on the GPU with `python -m llma.gpu_bench --choose`.
     # LLMA_STATIC_ROWS: drafts verified side by side per step (see StaticBackend's `rows`; flash
     # attention takes one row, so the default kernel for several is split-KV).
-    rows = options.pop("rows", None)
-    if rows is None:
-        rows = os.environ.get("LLMA_STATIC_ROWS", "1")
-        if not rows.isdigit():
-            raise ValueError(f"LLMA_STATIC_ROWS must be a whole number of rows (drafts per step), got {rows!r}")
-        rows = int(rows)  # StaticBackend checks the range
-    options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "sdpa" if not cuda else "flash" if rows == 1
-                                           else "split"),
-               "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1", "rows": rows, **options}
+    # LLMA_STATIC_TREE: drafts packed into the one block per step (StaticBackend's `tree`; split-KV
+    # attention on CUDA, as flash attention cannot read a draft's keys from its own slots).
+    rows, tree = (_whole(options.pop(name, None), f"LLMA_STATIC_{name.upper()}", default)
+                  for name, default in (("rows", "1"), ("tree", "0")))
+    options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "sdpa" if not cuda else "flash"
+                                           if rows == 1 and not tree else "split"),
+               "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1", "rows": rows, "tree": tree,
+               **options}
     return StaticBackend(model, graphs=graphs, **options)
 
 
+def _whole(given: int | None, variable: str, default: str) -> int:
+    """An option's value, else its environment variable's (a clear error if that is no whole number);
+    StaticBackend checks the range."""
+    if given is not None:
+        return given
+    value = os.environ.get(variable, default)
+    if not value.isdigit():
+        raise ValueError(f"{variable} must be a whole number (drafts per step), got {value!r}")
+    return int(value)

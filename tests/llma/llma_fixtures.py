@@ -80,16 +80,22 @@ def tiny_llama(vocab: int = 97, context: int = 64, seed: int = 0, init: float = 
 
 
 class ScriptedRowsBackend(ScriptedBackend):
-    """`ScriptedBackend` that verifies several drafts side by side, as llma.static with rows > 1."""
+    """`ScriptedBackend` that verifies several drafts side by side, as llma.static with rows > 1;
+    with `caps`, drafts packed into one block (llma.static with a tree): the decoder cuts them so."""
 
-    def __init__(self, script: Sequence[int], rows: int = 3, **kwargs: int) -> None:
+    def __init__(self, script: Sequence[int], rows: int = 3, caps: Sequence[int] | None = None,
+                 **kwargs: int) -> None:
         super().__init__(script, **kwargs)
-        self.rows, self.row_counts = rows, []
+        self.rows, self.row_counts, self.draft_caps = rows, [], caps
         self._candidates: list[list[int]] = []
+        self.drafts_seen: list[list[list[int]]] = []  # each forward_rows' rows
+
+    drafts_per_step = property(lambda self: self.rows)
 
     def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         assert 1 <= len(rows) <= self.rows
         self.row_counts.append(len(rows))
+        self.drafts_seen.append([list(r) for r in rows])
         start, longest = len(self.seq), max(map(len, rows))
         out = torch.zeros(len(rows), longest, self.vocab)
         for i, row in enumerate(rows):

@@ -10,6 +10,7 @@ def test_own_greedy_is_the_same_backend_and_rows():
     assert _own_greedy("llma") == "greedy"
     assert _own_greedy("llma@static") == "greedy@static"
     assert _own_greedy("llma+rows8") == "greedy+rows8"
+    assert _own_greedy("llma+tree6") == "greedy+tree6"
     assert _own_greedy("llma_k32") == "greedy"
 
 
@@ -39,10 +40,12 @@ def test_gpu_bench_forced_decoding_with_rows_on_cpu():
     loaded = tiny_llama(context=256)
     target = [(7 * i) % 97 for i in range(30)]
     prompt = BenchPrompt(prompt=list(range(3, 20)), references={"doc": target[5:25] + target[:8]}, target=target)
-    report = forced_decoding(loaded, [prompt], 30, "static", rows=[2])
+    report = forced_decoding(loaded, [prompt], 30, "static", rows=[2], tree=[3])
     methods = report["methods"]
     assert report["backend"] == "static"  # the base engine's, not the last one's
-    assert set(methods) == {"greedy", "llma", "llma_hf_defaults", "llma_k32", "greedy+rows2", "llma+rows2"}
+    assert set(methods) == {"greedy", "llma", "llma_hf_defaults", "llma_k32", "greedy+rows2", "llma+rows2",
+                            "greedy+tree3", "llma+tree3"}
     assert all(m["tokens"] == 30 for m in methods.values())
+    assert methods["llma+tree3"]["tokens_per_forward"] > 1 and methods["greedy+tree3"]["speedup_vs_own_greedy"] == 1
     assert methods["llma+rows2"]["tokens_per_forward"] >= methods["llma"]["tokens_per_forward"] > 1
     assert methods["greedy+rows2"]["speedup_vs_own_greedy"] == 1.0

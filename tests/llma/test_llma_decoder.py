@@ -176,6 +176,18 @@ def test_several_rows_verify_several_drafts_and_keep_the_best():
     assert [e.new_tokens for e in forced] == [e.new_tokens for e in events]
 
 
+def test_drafts_packed_in_one_block_are_cut_to_the_backends_caps():
+    # A packed block (llma.static with a tree): the later drafts hold at most their caps, all of them
+    # at most the first cap; the first keeps the rest. "b"'s 11 12 13 is cut to 11 12, "a"'s
+    # 99 98 97 96 to 99 98 97. Still the script's output, and "b"'s two tokens are the ones kept.
+    refs = {"a": [10, 99, 98, 97, 96], "b": [10, 11, 12, 13]}
+    backend = ScriptedRowsBackend(SCRIPT, rows=3, caps=(5, 2, 2), eos=EOS)
+    events = run(backend, refs, k=4, policy="longest", candidates=3)
+    assert [t for e in events for t in e.new_tokens] == [*SCRIPT, EOS]
+    assert [list(map(len, c)) for c in backend.drafts_seen][0] == [4, 3]  # the last token and each draft
+    assert (events[1].new_tokens, events[1].span) == ((11, 12, 13), CopiedSpan("b", 1, 3, 1, 3))
+
+
 def test_verify_rows_keeps_the_candidate_with_the_most_accepted():
     assert best_row([0, 2, 2, 1]) == 1  # the first of equals
     logits = torch.full((3, 3, 20), -1.0)

@@ -167,6 +167,23 @@ def test_lookup_many_ranks_candidates_and_skips_dominated_ones():
         ReferenceIndex(refs, candidates=0)
 
 
+def test_lookup_many_with_caps_packs_the_drafts_into_the_first_cap():
+    """Drafts packed into one block: each later draft within its cap (and k), all of them within
+    caps[0], the first keeping what the later ones leave; a draft cut to what another starts with is
+    skipped."""
+    refs = {"a": [4, 5, 6, 1, 4, 5, 6, 2], "b": [9, 4, 5, 7, 7, 7, 7], "c": [0, 5, 3, 3, 3, 3]}
+    index = ReferenceIndex(refs, min_n=1, max_n=2, policy="longest", candidates=8)
+    full = index.lookup_many([8, 4, 5], k=6)  # a:2, b:3, a:6, then [5] alone: c:2
+    assert [d.tokens for d in full] == [(6, 1, 4, 5, 6, 2), (7, 7, 7, 7), (6, 2), (3, 3, 3, 3)]
+    packed = index.lookup_many([8, 4, 5], k=6, caps=(6, 2, 1, 1))
+    # b:3 cut to 7 7; a:6 cut to 6 starts the first: skipped (and a:2, b:3 again under [5]); c:2 cut to 3
+    assert [(d.ref_id, d.tokens) for d in packed] == [("a", (6, 1, 4)), ("b", (7, 7)), ("c", (3,))]
+    assert [d.tokens for d in index.lookup_many([8, 4, 5], k=1, caps=(6, 2))] == [(6,), (7,)]  # each within k
+    for bad in ((6, 2), (3, 2, 1)):  # one per draft; the first must keep a token
+        with pytest.raises(ValueError, match="caps"):
+            index.lookup_many([8, 4, 5], k=6, count=3, caps=bad)
+
+
 def test_lookup_many_takes_the_answers_own_occurrences_first_latest_first():
     index = ReferenceIndex({"a": [3, 8, 8]}, min_n=1, max_n=1, policy="recent", prefer="out", candidates=4)
     index.extend("out", [3, 1, 3, 2, 3])

@@ -60,6 +60,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         assert torch.equal(backend.forward(more), one_by_one)  # rows 1..7 of a block = 1-token steps
         _llma_equals_greedy(loaded, backend)
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", rows=3))
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", tree=3))
 
     def test_split_attention_in_the_triton_interpreter():
         env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -67,13 +68,14 @@ if os.environ.get("TRITON_INTERPRET") != "1":
                                cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
                                text=True, timeout=900)
         assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
-        assert child.stdout.strip().splitlines()[-1].startswith("6 passed"), child.stdout[-2000:]
+        assert child.stdout.strip().splitlines()[-1].startswith("8 passed"), child.stdout[-2000:]
 
 else:
     import torch.nn.functional as F
 
     from llma.backend import HFBackend
     from llma.static.split_attention import CHUNK, SplitAttention
+    from llma.static.tree import pack, single
 
     HEADS, KV_HEADS, D, CAPACITY = 6, 2, 32, 3 * CHUNK
     SCALE = D ** -0.5
@@ -148,3 +150,34 @@ else:
     def test_llma_with_several_rows_equals_greedy_through_split_attention():
         loaded = _tiny()
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", rows=3))
+
+    def test_a_packed_block_gives_each_draft_the_rows_it_would_get_alone():
+        """Drafts packed into one block (a tree): each draft's rows get the bits of that draft alone in
+        a block, its keys in the slots after the root. Exact dots, as above: integer q and k, and value
+        columns one-hot by each key's position (in the block, its draft's position)."""
+        block, g = 16, torch.Generator().manual_seed(3)
+        q = torch.randint(-2, 3, (block, HEADS, D), generator=g).float()
+        k = torch.randint(-2, 3, (KV_HEADS, CAPACITY, D), generator=g).float()
+        tree = SplitAttention(block, HEADS, KV_HEADS, D, CAPACITY, 0.125, torch.device("cpu"), tree=4)
+        rows = [[1, 2, 3, 4, 5], [1, 6, 7], [1, 8], [1, 9, 10, 11, 12, 13]]
+        # inside a chunk; a draft across a chunk edge; the root last in a chunk; first in one
+        for pos in (9, CHUNK - 4, CHUNK - 1, CHUNK):
+            packed = pack(rows, block, 4)
+            column = torch.arange(CAPACITY) % D
+            column[pos : pos + block] = (pos + torch.tensor(packed.rel)) % D
+            v = (column[:, None] == torch.arange(D)[None]).float() * torch.rand(KV_HEADS, CAPACITY, 1, generator=g)
+            out = tree(q, k, v, torch.tensor([pos]), torch.tensor(packed.info()))
+            for index, shift in zip(packed.index, packed.shift):
+                n, src = len(index) - 1, pos + 1 + shift
+                k1, v1 = k.clone(), v.clone()
+                k1[:, pos + 1 : pos + 1 + n], v1[:, pos + 1 : pos + 1 + n] = k[:, src : src + n], v[:, src : src + n]
+                q1 = torch.zeros_like(q)
+                q1[: len(index)] = q[index]
+                alone = tree(q1, k1, v1, torch.tensor([pos]), torch.tensor(single([0] * len(index), block, 4).info()))
+                assert torch.equal(alone[: len(index)], out[index])
+        with pytest.raises(ValueError, match="tree"):
+            tree(q, k, v, torch.tensor([9]))  # a tree's attention needs its tree_info
+
+    def test_llma_with_a_tree_equals_greedy_through_split_attention():
+        loaded = _tiny()
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", tree=3))

@@ -1,0 +1,148 @@
+"""Several drafts packed into the static backend's one block (llma.static with `tree` = N).
+
+The drafts follow the same last token (the block's first row); each draft's rows read the keys after
+it from the draft's own slots, and `keep` moves the kept draft's keys into place. Greedy steps run the
+same packed kernels, so LLMA is bit-identical to greedy through the same backend. On CPU in fp32
+(SDPA, one attention per draft); the split-KV kernel's tree is tested in
+test_llma_split_attention.py, and on a GPU below.
+"""
+import pytest
+import torch
+
+from llma.engine import Engine, LLMAConfig
+from llma.static import StaticBackend, select_backend
+from llma.static.tree import draft_caps, pack, single
+from test_llma_static import _hf_greedy, _ids, _row_invariant, _tiny
+from test_llma_static_rows import _rag_prompts
+
+BLOCK, TREE = 16, 4
+
+
+def test_draft_caps_share_half_the_block_among_the_later_drafts():
+    assert draft_caps(32, 1) == (31,)
+    assert draft_caps(32, 6) == (31, 3, 3, 3, 3, 3)  # 15 slots for the five later drafts
+    assert draft_caps(32, 5) == (31, 4, 4, 4, 3)
+    assert draft_caps(16, 4) == (15, 3, 2, 2)
+    with pytest.raises(ValueError, match="at most 8 drafts"):
+        draft_caps(16, 9)
+
+
+def test_pack_lays_the_drafts_after_the_root():
+    p = pack([[7, 1, 2], [7, 3], [7, 4, 5, 6]], 8, 4)
+    assert p.ids == [7, 1, 2, 3, 4, 5, 6, 0]
+    assert p.rel == [0, 1, 2, 1, 1, 2, 3, 7]  # positions after the root; the padding row its own
+    assert p.draft == [0, 0, 0, 1, 2, 2, 2, 0]
+    assert p.shift == [0, 2, 3, 0]  # draft 1's first token sits 2 slots past its position
+    assert p.index == [[0, 1, 2], [0, 3], [0, 4, 5, 6]]
+    assert p.info() == p.rel + p.draft + p.shift
+    one = single([7, 1, 2], 4, 2)
+    assert (one.ids, one.rel, one.draft, one.shift, one.index) == ([7, 1, 2, 0], [0, 1, 2, 3], [0] * 4, [0, 0],
+                                                                   [[0, 1, 2]])
+    for bad in ([], [[7, 1], [8, 2]], [[7, 1, 2, 3, 4], [7, 5, 6, 7, 8]], [[7]] * 5, [[]]):
+        with pytest.raises(ValueError, match="packed block"):
+            pack(bad, 8, 4)
+
+
+def _packed_rows_equal_each_draft_alone(model, **options):
+    """forward_rows' logits equal each draft's alone, bitwise; after `keep` the sequence goes on as
+    if the kept draft's tokens had been fed alone."""
+    prompt = _ids(30, 1)
+    rows = [[5, 6, 7, 8], [5, 9, 10], [5, 11], [5, 12, 13, 14, 15]]
+    st = StaticBackend(model, block=BLOCK, tree=TREE, **options)
+    st.prefill(prompt)
+    logits = st.forward_rows(rows)
+    assert logits.shape[:2] == (4, 5) and st.cached == 35
+    alone = StaticBackend(model, block=BLOCK, tree=TREE, **options)
+    for row, got in zip(rows, logits):
+        alone.prefill(prompt)
+        assert torch.equal(got[: len(row)], alone.forward(row))
+    st.keep(3, 30 + 1 + 2)  # the last draft's first two tokens: their keys move after the root
+    assert st.cached == 33
+    alone.prefill(prompt)
+    alone.forward([5, 12, 13])
+    assert torch.equal(st.forward([14, 1, 2]), alone.forward([14, 1, 2]))
+
+
+def test_packed_rows_equal_each_draft_alone_and_keep_moves_the_kept_one():
+    if not _row_invariant(torch.float32, BLOCK):
+        pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK} rows")
+    _packed_rows_equal_each_draft_alone(_tiny().model)
+
+
+def test_tree_bad_input():
+    model = _tiny().model
+    for bad in ({"tree": -1}, {"tree": 2, "rows": 2}, {"tree": 2, "attention": "bmm"}, {"tree": 9, "block": 16}):
+        with pytest.raises(ValueError, match="tree|drafts"):
+            StaticBackend(model, **bad)
+    st = StaticBackend(model, block=8, tree=3)
+    st.prefill(_ids(10, 5))
+    with pytest.raises(ValueError, match="forward_rows needs"):
+        st.forward_rows([[1]] * 4)
+    with pytest.raises(ValueError, match="same token"):
+        st.forward_rows([[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match="at most 8 tokens"):
+        st.forward_rows([[1, 2, 3, 4, 5], [1, 6, 7, 8, 9]])
+    st.forward_rows([[1, 2], [1, 3]])
+    with pytest.raises(ValueError, match="keep needs"):
+        st.keep(3, 11)
+    st.keep(1, 12)
+    with pytest.raises(ValueError, match="keep needs a forward_rows"):
+        st.keep(1, 12)  # once per forward_rows
+    assert st.cached == 12 and st.drafts_per_step == 3 and st.name == "static+tree3"
+
+
+def test_tree_from_the_environment(monkeypatch):
+    model = _tiny().model
+    assert select_backend(model, "static", tree=4).draft_caps == draft_caps(32, 4)
+    monkeypatch.setenv("LLMA_STATIC_TREE", "6")
+    assert select_backend(model, "static").drafts_per_step == 6
+    monkeypatch.setenv("LLMA_STATIC_TREE", "six")
+    with pytest.raises(ValueError, match="LLMA_STATIC_TREE"):
+        select_backend(model, "static")
+
+
+def test_llma_with_a_tree_bit_identical_to_greedy_and_uses_it():
+    loaded = _tiny()
+    engine = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK, tree=TREE))
+    prompt = _ids(24, 8)
+    config = LLMAConfig(max_new_tokens=40)
+    greedy = engine.generate(prompt, None, config.greedy()).tokens
+    assert greedy == _hf_greedy(loaded.model, prompt, 40)
+    # The answer in pieces among noise: a token often recurs, so a step has several drafts to try.
+    refs = {"noise": _ids(60, 9), "a": greedy[3:12] + _ids(10, 10), "b": greedy[10:30], "c": greedy[25:]}
+    events = list(engine.stream(prompt, refs, config))
+    assert [t for e in events for t in e.new_tokens] == greedy
+    assert max(e.candidates for e in events) > 1
+    assert sum(e.accepted for e in events) > 10
+
+
+def test_smollm_with_a_tree_identical_to_greedy_fp32(smollm):
+    """The real default model, fp32 on CPU, two rag.jsonl prompts: LLMA with 6 drafts packed in the
+    block gives greedy's tokens, greedy through the tree backend gives plain greedy's."""
+    tree = StaticBackend(smollm.model, block=32, tree=6, max_len=2048)
+    one = StaticBackend(smollm.model, block=32, max_len=2048)
+    config = LLMAConfig(max_new_tokens=48)
+    for p in _rag_prompts(smollm.tokenizer, 2):
+        greedy = Engine(smollm, backend=tree).generate(p.prompt, p.references, config.greedy()).tokens
+        llma = list(Engine(smollm, backend=tree).stream(p.prompt, p.references, config))
+        assert [t for e in llma for t in e.new_tokens] == greedy
+        assert Engine(smollm, backend=one).generate(p.prompt, p.references, config.greedy()).tokens == greedy
+        assert max(e.candidates for e in llma) > 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graphs_with_a_tree_llma_bit_identical_to_greedy():
+    from test_llma_split_attention import _tiny as _tiny_16  # 16-wide heads, as split attention needs
+
+    loaded = _tiny_16("cuda", torch.bfloat16)
+    engine = Engine(loaded, backend=select_backend(loaded.model, "static-graphs", tree=4))
+    assert engine.backend.name.endswith("+tree4") and engine.backend.graphs
+    assert engine.backend.attention == "split"
+    _packed_rows_equal_each_draft_alone(loaded.model, attention="split")  # graphs: auto on CUDA
+    prompt = _ids(24, 11)
+    config = LLMAConfig(max_new_tokens=40)
+    greedy = engine.generate(prompt, None, config.greedy()).tokens
+    refs = {"noise": _ids(60, 9), "a": greedy[3:12] + _ids(10, 10), "b": greedy[10:30], "c": greedy[25:]}
+    events = list(engine.stream(prompt, refs, config))
+    assert [t for e in events for t in e.new_tokens] == greedy
+    assert max(e.candidates for e in events) > 1

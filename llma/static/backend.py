@@ -339,7 +339,7 @@ class StaticBackend(LlamaWeights):
         if key not in self._graphs:
             extra = 2 * block + self.tree if self.tree else 0  # a packed block's rows and drafts
             static_inp = torch.zeros(self.rows * block + 1 + extra, dtype=torch.long, device=self.device)
-            static_inp[-1] = pos
+            static_inp[self.rows * block] = pos  # the start position: after the ids
             graph, out = capture(lambda inp: self._step(inp, length), static_inp, self._side)
             self._graphs[key] = (graph, static_inp, out)
             log.info("captured a CUDA graph for block %d, attention length %d", block, length)

@@ -1,11 +1,13 @@
 """What a step with several rows (drafts verified side by side) costs on the GPU, and where it goes.
 
-    PYTHONPATH=. python3 benchmarks/gpu_rows_profile.py --json $OUT/gpu_rows_profile.json
+    PYTHONPATH=. python3 benchmarks/gpu_rows_profile.py --json $OUT/gpu_rows_profile.json [--tree 4,8]
 
 A SmolLM2-135M-shaped Llama with random weights in bf16 (no model file needed), the static backend as
 `python -m llma.bench` runs it on the GPU (CUDA graphs, split-KV attention, torch.compile), 8,192-token
 context, one 32-slot block per row at position ~1,000. Per row count: the replayed step's median wall
 time, and its kernels by kind (split-KV attention, matrix products, the rest) from the profiler.
+With --tree, the same for N drafts packed into the one block (StaticBackend(tree=N)): a greedy step
+(one draft) and a block full of drafts (each at its cap, llma.static.tree.draft_caps).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from benchmarks.gpu_profile import DEV, SMOL, kernel_times
 from llma.bench_report import commit
 from llma.gpu_bench import block_runner, random_llama, timed
 from llma.static import StaticBackend
+from llma.static.tree import draft_caps, pack, single
 
 
 
@@ -40,16 +43,38 @@ def breakdown(run) -> dict:
             "top": [(key[:80], n, round(us, 1)) for key, n, us in rows[:12]]}
 
 
+def tree_runner(backend: StaticBackend, pos: int, full: bool):
+    """A replay of the packed step at `pos`: one draft filling the block, or every draft at its cap."""
+    block, n = backend.block, backend.tree
+    caps = draft_caps(block, n)
+    later = [[1] + [7 + i] * c for i, c in enumerate(caps[1:])]
+    packed = pack([[1] + [5] * (caps[0] - sum(caps[1:])), *later], block, n) if full else single([1] * block, block, n)
+    length = backend._bucket(pos + block)
+    graph, static_inp, _ = backend._graph(block, length, pos)
+    static_inp.copy_(torch.tensor([*packed.ids, pos, *packed.info()]))
+    return graph.replay
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--rows", default="1,2,4,8,16")
+    ap.add_argument("--tree", default="", help="drafts packed per block, e.g. 4,8")
     args = ap.parse_args()
     report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                    "command": "python3 benchmarks/gpu_rows_profile.py --json ... --rows " + args.rows,
-                    "commit": commit(), "rows": {}}
+                    "command": f"python3 benchmarks/gpu_rows_profile.py --json ... --rows {args.rows} --tree {args.tree}",
+                    "commit": commit(), "rows": {}, "tree": {}}
     model = random_llama(SMOL, 49152, DEV, torch.bfloat16).model
-    for rows in (int(r) for r in args.rows.split(",")):
+    for n in (int(r) for r in args.tree.split(",") if r):
+        backend = StaticBackend(model, graphs=True, attention="split", compile=True, tree=n)
+        for full in (False, True):
+            run = tree_runner(backend, 1024, full)
+            report["tree"][f"{n} {'packed' if full else 'greedy'}"] = {"step_ms": timed(run, DEV, reps=50),
+                                                                       **breakdown(run)}
+            print(n, full, json.dumps(report["tree"][f"{n} {'packed' if full else 'greedy'}"]), flush=True)
+        del backend
+        torch.cuda.empty_cache()
+    for rows in (int(r) for r in args.rows.split(",") if r):
         backend = StaticBackend(model, graphs=True, attention="split", compile=True, rows=rows)
         run = block_runner(backend, 32, 1056)
         report["rows"][rows] = {"step_ms": timed(run, DEV, reps=50), **breakdown(run)}

@@ -66,8 +66,10 @@ class ReferenceIndex:
         self._last: dict[tuple[int, ...], tuple[RefId, int]] = {}  # "recent"
         self._first: dict[RefId, dict[tuple[int, ...], int]] = {}  # "first", "longest"
         self._preferred: dict[tuple[int, ...], int] = {}  # latest occurrence in `prefer`
-        # candidates > 1: every occurrence, in indexing order (`prefer`'s own table: all its ends).
-        self._all: dict[tuple[int, ...], list[tuple[RefId, int]]] = {}
+        # candidates > 1: every copy start, in indexing order, under the token before it (an n-gram's
+        # starts are those whose n - 1 tokens before match too: one table instead of one per n, the
+        # most of a prompt's indexing time otherwise); `prefer`'s own table: all its ends per n-gram.
+        self._after: dict[int, list[tuple[RefId, int]]] = {}
         self._preferred_all: dict[tuple[int, ...], list[int]] = {}
         # Checked and indexed at `build()` or first use: a decoder builds it while a GPU prefills.
         self._pending = list((references or {}).items())
@@ -108,12 +110,12 @@ class ReferenceIndex:
                         self._preferred_all.setdefault(key, []).append(end)
             return
         first = self._first.setdefault(ref_id, {})
+        if self.candidates > 1:
+            after = self._after
+            for end in range(max(old, 1), len(ref)):
+                after.setdefault(ref[end - 1], []).append((ref_id, end))
         for n in range(self.min_n, self.max_n + 1):
             ngrams, ends = _ngrams(ref, n, max(old, n))
-            if self.candidates > 1:
-                ngrams = list(ngrams)
-                for key, end in zip(ngrams, ends):
-                    self._all.setdefault(key, []).append((ref_id, end))
             if self.policy == "recent":  # later ends overwrite earlier ones: the latest wins
                 self._last.update(zip(ngrams, zip(repeat(ref_id), ends)))
             else:  # reversed, so the earliest new end wins; an n-gram already indexed keeps its own
@@ -158,15 +160,17 @@ class ReferenceIndex:
         first = self.lookup(context, k, stop_tokens)
         if first is None or count == 1 or self.candidates == 1:
             return [first] if first else []
-        drafts = [first]
+        drafts, chosen = [first], _prefixes(first.tokens)  # every prefix of a chosen draft: skipped
+        stops = frozenset(stop_tokens)
         for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
             for ref_id, start in self._starts(tuple(context[len(context) - n :]), k):
                 limit = min(k, caps[len(drafts)]) if caps else k
-                tokens = self._refs[ref_id][start : start + limit]
-                cut = next((i + 1 for i, t in enumerate(tokens) if t in stop_tokens), len(tokens))
-                draft = tuple(tokens[:cut])
-                if any(d.tokens[: len(draft)] == draft for d in drafts):
+                draft = tuple(self._refs[ref_id][start : start + limit])
+                if stops and not stops.isdisjoint(draft):
+                    draft = draft[: next(i + 1 for i, t in enumerate(draft) if t in stops)]
+                if draft in chosen:
                     continue
+                chosen |= _prefixes(draft)
                 drafts.append(Draft(tokens=draft, ref_id=ref_id, offset=start, match_len=n))
                 if len(drafts) == count:
                     return _fit_first(drafts, caps[0]) if caps else drafts
@@ -175,13 +179,14 @@ class ReferenceIndex:
     def _starts(self, ngram: tuple[int, ...], k: int) -> Iterator[tuple[RefId, int]]:
         """Every copy start after `ngram`, in `lookup_many`'s order."""
         yield from ((self.prefer, end) for end in reversed(self._preferred_all.get(ngram, ())))
-        found = self._all.get(ngram, [])
+        n, refs, found = len(ngram), self._refs, self._after.get(ngram[-1], [])
+        if n > 1:
+            found = [(r, e) for r, e in found if e >= n and tuple(refs[r][e - n : e]) == ngram]
         if self.policy == "recent":
             yield from reversed(found)
         elif self.policy == "first":
             yield from found
         else:  # "longest": most tokens to copy (capped at k), ties earliest; full-length ones need no sort
-            refs = self._refs  # lazily: a step usually stops after the first few
             yield from (item for item in found if len(refs[item[0]]) - item[1] >= k)
             rest = [item for item in found if len(refs[item[0]]) - item[1] < k]
             yield from sorted(rest, key=lambda item: item[1] - len(refs[item[0]]))
@@ -196,6 +201,10 @@ class ReferenceIndex:
             return found[0] if found else None
         # "longest": the most tokens to copy (capped at k); max() keeps the earliest of equals.
         return max(found, key=lambda item: min(k, len(self._refs[item[0]]) - item[1]))
+
+
+def _prefixes(tokens: tuple[int, ...]) -> set[tuple[int, ...]]:
+    return {tokens[:i] for i in range(1, len(tokens) + 1)}
 
 
 def _fit_first(drafts: list[Draft], total: int) -> list[Draft]:

@@ -160,28 +160,34 @@ class ReferenceIndex:
         first = self.lookup(context, k, stop_tokens)
         if first is None or count == 1 or self.candidates == 1:
             return [first] if first else []
-        drafts, chosen = [first], _prefixes(first.tokens)  # every prefix of a chosen draft: skipped
-        stops = frozenset(stop_tokens)
-        for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
-            for ref_id, start in self._starts(tuple(context[len(context) - n :]), k):
+        # Every prefix of a chosen draft is skipped (up to the longest a later draft may be).
+        longest = max(caps[1:count]) if caps else k
+        drafts, chosen = [first], _prefixes(first.tokens, longest)
+        stops, top = frozenset(stop_tokens), min(self.max_n, len(context))
+        # The copy starts after the last token, each with the length of the suffix it matches (<= top).
+        after = self._after.get(context[-1], [])
+        matched = _match_lengths(after, self._refs, context, top)
+        for n in range(top, self.min_n - 1, -1):
+            found = after if n == 1 else [start for start, m in zip(after, matched) if m >= n]
+            for ref_id, start in self._starts(tuple(context[len(context) - n :]), found, k):
                 limit = min(k, caps[len(drafts)]) if caps else k
                 draft = tuple(self._refs[ref_id][start : start + limit])
                 if stops and not stops.isdisjoint(draft):
                     draft = draft[: next(i + 1 for i, t in enumerate(draft) if t in stops)]
                 if draft in chosen:
                     continue
-                chosen |= _prefixes(draft)
+                chosen |= _prefixes(draft, longest)
                 drafts.append(Draft(tokens=draft, ref_id=ref_id, offset=start, match_len=n))
                 if len(drafts) == count:
                     return _fit_first(drafts, caps[0]) if caps else drafts
         return _fit_first(drafts, caps[0]) if caps else drafts
 
-    def _starts(self, ngram: tuple[int, ...], k: int) -> Iterator[tuple[RefId, int]]:
-        """Every copy start after `ngram`, in `lookup_many`'s order."""
+    def _starts(self, ngram: tuple[int, ...], found: list[tuple[RefId, int]], k: int
+                ) -> Iterator[tuple[RefId, int]]:
+        """Every copy start after `ngram` (`found`: the references', in indexing order), in
+        `lookup_many`'s order."""
         yield from ((self.prefer, end) for end in reversed(self._preferred_all.get(ngram, ())))
-        n, refs, found = len(ngram), self._refs, self._after.get(ngram[-1], [])
-        if n > 1:
-            found = [(r, e) for r, e in found if e >= n and tuple(refs[r][e - n : e]) == ngram]
+        refs = self._refs
         if self.policy == "recent":
             yield from reversed(found)
         elif self.policy == "first":
@@ -203,8 +209,21 @@ class ReferenceIndex:
         return max(found, key=lambda item: min(k, len(self._refs[item[0]]) - item[1]))
 
 
-def _prefixes(tokens: tuple[int, ...]) -> set[tuple[int, ...]]:
-    return {tokens[:i] for i in range(1, len(tokens) + 1)}
+def _prefixes(tokens: tuple[int, ...], longest: int) -> set[tuple[int, ...]]:
+    return {tokens[:i] for i in range(1, min(len(tokens), longest) + 1)}
+
+
+def _match_lengths(starts: list[tuple[RefId, int]], refs: Mapping[RefId, list[int]], context: Sequence[int],
+                   top: int) -> list[int]:
+    """For each copy start (after an occurrence of the context's last token): how many of the
+    context's last tokens, up to `top`, end there."""
+    lengths = []
+    for ref_id, end in starts:
+        ref, m = refs[ref_id], 1
+        while m < top and m < end and ref[end - m - 1] == context[-m - 1]:
+            m += 1
+        lengths.append(m)
+    return lengths
 
 
 def _fit_first(drafts: list[Draft], total: int) -> list[Draft]:

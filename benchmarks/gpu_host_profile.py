@@ -1,11 +1,12 @@
 """Where LLMA's time goes beside the GPU steps in free decoding: greedy vs LLMA, one engine.
 
-    python benchmarks/gpu_host_profile.py --data .gpu/data/rag.jsonl   (on the GPU machine)
+    python benchmarks/gpu_host_profile.py --data .gpu/data/rag.jsonl [--tree N]   (on the GPU machine)
 
 For 30 rag.jsonl prompts (free decoding, 128 new tokens, after an untimed prefill of each and a
 warm-up): wall ms per forward, the mean time between step events (one forward plus the host's
 work around it) and the time to the first token (the prefill), then a cProfile of the host side.
-Printed only (benchmarks/gpu_host_profile.txt is one run's output).
+With --tree N, through a backend packing N drafts in its block. Printed only
+(benchmarks/gpu_host_profile.txt is one run's output).
 """
 from __future__ import annotations
 
@@ -25,15 +26,17 @@ sys.path.insert(0, str(ROOT))
 from llma.bench_data import bench_prompts  # noqa: E402
 from llma.engine import Engine, LLMAConfig  # noqa: E402
 from llma.loading import load_model  # noqa: E402
+from llma.static import select_backend  # noqa: E402
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--prompts", type=int, default=30)
+    ap.add_argument("--tree", type=int, default=0, help="drafts packed per block (StaticBackend's tree)")
     args = ap.parse_args()
     loaded = load_model(device="cuda")
-    engine = Engine(loaded, backend="static-graphs")
+    engine = Engine(loaded, backend=select_backend(loaded.model, "static-graphs", tree=args.tree))
     _, prompts = bench_prompts(loaded.tokenizer, args.data, args.prompts)
     configs = {"greedy": LLMAConfig(max_new_tokens=128).greedy(), "llma": LLMAConfig(max_new_tokens=128)}
     for p in prompts:  # every prefill graph captured here, untimed

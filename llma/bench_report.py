@@ -11,8 +11,9 @@ def markdown(report: dict[str, object]) -> str:
     lines = [f"# {report['dataset']} ({report['mode']} decoding), {report['n_prompts']} prompts",
              "", f"Device: {report['device']}. Command: `{report['command']}`", "",
              f"Our greedy/llma: backend {report.get('backend')}; name@backend: the same through that backend; "
-             "name+rowsN: the same with N drafts verified side by side per step; own greedy: greedy through "
-             "the same backend (and rows). Speedups compare the same prompts.", "",
+             "name+rowsN: the same with N drafts verified side by side per step; name+treeN: N drafts packed "
+             "into the one block (treeN/B: a block of B rows); own greedy: greedy through the same backend (and "
+             "rows or tree). Speedups compare the same prompts.", "",
              f"LLMA drafting settings (on our backend; what the command leaves unset is the backend's "
              f"default): {report.get('llma_settings', 'not recorded')}", "",
              "| method | prompts | tok/s | tokens/forward | acceptance | speedup vs our greedy | vs HF greedy | "

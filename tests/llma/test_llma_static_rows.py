@@ -75,18 +75,24 @@ def test_rows_from_the_environment(monkeypatch):
         select_backend(model, "static")
 
 
-def test_llma_with_rows_bit_identical_to_greedy_and_uses_them():
-    loaded = _tiny()
-    engine = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK, rows=ROWS))
-    single = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK))
-    prompt = _ids(24, 8)
+def llma_on_pieces(loaded, backend, seed=8):
+    """Greedy through `backend`, and LLMA's events through it with the answer in pieces among noise
+    (a token often recurs, so a step has several drafts to try): (prompt, refs, config, greedy, events)."""
+    engine = Engine(loaded, backend=backend)
+    prompt = _ids(24, seed)
     config = LLMAConfig(max_new_tokens=40)
     greedy = engine.generate(prompt, None, config.greedy()).tokens
-    assert greedy == _hf_greedy(loaded.model, prompt, 40)
-    # The answer in pieces among noise: a token often recurs, so a step has several drafts to try.
     refs = {"noise": _ids(60, 9), "a": greedy[3:12] + _ids(10, 10), "b": greedy[10:30], "c": greedy[25:]}
     events = list(engine.stream(prompt, refs, config))
     assert [t for e in events for t in e.new_tokens] == greedy
+    return prompt, refs, config, greedy, events
+
+
+def test_llma_with_rows_bit_identical_to_greedy_and_uses_them():
+    loaded = _tiny()
+    single = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK))
+    prompt, refs, config, greedy, events = llma_on_pieces(loaded, StaticBackend(loaded.model, block=BLOCK, rows=ROWS))
+    assert greedy == _hf_greedy(loaded.model, prompt, 40)
     assert max(e.candidates for e in events) == ROWS
     alone = single.generate(prompt, refs, config)
     assert alone.tokens == greedy and len(events) <= alone.stats.forward_passes
@@ -130,12 +136,7 @@ def test_cuda_graphs_with_rows_llma_bit_identical_to_greedy():
     loaded = _tiny(torch.bfloat16)
     loaded.model.to("cuda")
     loaded.device = torch.device("cuda")
-    engine = Engine(loaded, backend=select_backend(loaded.model, "static-graphs", rows=4))
-    assert engine.backend.name.endswith("+rows4") and engine.backend.graphs
-    prompt = _ids(24, 11)
-    config = LLMAConfig(max_new_tokens=40)
-    greedy = engine.generate(prompt, None, config.greedy()).tokens
-    refs = {"noise": _ids(60, 9), "a": greedy[3:12] + _ids(10, 10), "b": greedy[10:30], "c": greedy[25:]}
-    events = list(engine.stream(prompt, refs, config))
-    assert [t for e in events for t in e.new_tokens] == greedy
+    backend = select_backend(loaded.model, "static-graphs", rows=4)
+    assert backend.name.endswith("+rows4") and backend.graphs
+    events = llma_on_pieces(loaded, backend, seed=11)[-1]
     assert max(e.candidates for e in events) > 1

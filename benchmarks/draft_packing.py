@@ -2,12 +2,14 @@
 
     python benchmarks/draft_packing.py --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/draft_packing.json
 
-A different way to verify several drafts per step than `StaticBackend(rows=N)` (a block per draft):
-pack them into the one block, draft i cut to `caps[i]` tokens, all within the block's 31 drafted
-tokens (or a larger block's). Not built (it needs an attention kernel that reads each draft's keys
-at the positions a greedy step would use); this counts what it could give at best, as
-`draft_settings.py` does: forced decoding, the drafts of `ReferenceIndex.lookup_many` with the
-static backend's defaults, the best accepted prefix per step. Only the tokenizer is loaded.
+Pack several drafts into the one block, draft i cut to `caps[i]` tokens, all within the block's 31
+drafted tokens (or a larger block's): `StaticBackend(tree=N)` does it (llma/static/tree.py, its
+caps from `draft_caps`; draft_settings.py counts those). This counts other cap choices, and what a
+token tree would add: "flat" gives each draft its own slots (what the backend does), "trie" stores
+the drafts' shared prefixes once, so a later draft costs only the slots after the prefix it shares
+with an earlier one. As `draft_settings.py` does: forced decoding, the drafts of
+`ReferenceIndex.lookup_many` with the static backend's defaults (without the proposer's `near`
+hint), the best accepted prefix per step. Only the tokenizer is loaded.
 """
 from __future__ import annotations
 
@@ -22,15 +24,32 @@ sys.path.insert(0, str(ROOT))
 from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
 from llma.engine import OUTPUT_REF  # noqa: E402
 from llma.loading import load_model  # noqa: E402
-from llma.proposer import ReferenceIndex  # noqa: E402
+from llma.reference_index import ReferenceIndex  # noqa: E402
 from llma.verifier import count_accepted  # noqa: E402
 
-PACKINGS = {31: [(31,), (16, 15), (20, 11), (24, 7), (16, 8, 7), (16, 8, 4, 3), (20, 4, 4, 3), (8, 8, 8, 7)],
+PACKINGS = {31: [(31,), (16, 15), (20, 11), (24, 7), (16, 8, 7), (16, 8, 4, 3), (20, 4, 4, 3), (8, 8, 8, 7),
+                 (31, 5, 5, 5), (31, 3, 3, 3, 3, 3, 3, 3), (31, 3, 2, 2, 2, 2, 2, 2)],
             63: [(31, 31), (31, 16, 16), (31, 16, 8, 8), (31, 8, 6, 6, 6, 6)],
             127: [(31, 31, 31, 31), (31, 16, 16, 16, 16, 16, 16), (31, 16, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8)]}
 
 
-def tokens_per_forward(prompts: list[BenchPrompt], caps: tuple[int, ...], total: int, max_new: int) -> float:
+def packed(drafts: list[tuple[int, ...]], caps: tuple[int, ...], total: int, trie: bool) -> list[tuple[int, ...]]:
+    """Each draft cut to its cap and to the slots left of `total` (trie: a shared prefix is free); the
+    first draft last, so that it keeps what the others leave, as in the backend (`lookup_many`)."""
+    kept, nodes = [], set()
+    for draft, cap in [*zip(drafts[1:], caps[1:]), (drafts[0], caps[0])] if drafts else []:
+        n = 0
+        while n < min(cap, len(draft)) and (total > 0 or (trie and draft[: n + 1] in nodes)):
+            if not trie or draft[: n + 1] not in nodes:
+                nodes.add(draft[: n + 1])
+                total -= 1
+            n += 1
+        kept.append(draft[:n])
+    return kept
+
+
+def tokens_per_forward(prompts: list[BenchPrompt], caps: tuple[int, ...], total: int, max_new: int,
+                       trie: bool = False) -> float:
     tokens = forwards = 0
     for p in prompts:
         target = p.target[:max_new]
@@ -42,11 +61,8 @@ def tokens_per_forward(prompts: list[BenchPrompt], caps: tuple[int, ...], total:
         while len(out) < len(target):
             room = len(target) - len(out) - 1  # a draft past the target's end cannot be accepted
             drafts = index.lookup_many(p.prompt + out, min(31, room), count=len(caps)) if room > 0 else []
-            best, budget = 0, total  # the block's drafted slots, shared by the drafts
-            for draft, cap in zip(drafts, caps):
-                cut = draft.tokens[: min(cap, budget)]
-                budget -= len(cut)
-                best = max(best, count_accepted(cut, target[len(out):]))
+            cuts = packed([d.tokens for d in drafts], caps, total, trie)  # the block's drafted slots
+            best = max((count_accepted(cut, target[len(out):]) for cut in cuts), default=0)
             new = target[len(out) : len(out) + best + 1]
             out += new
             index.extend(OUTPUT_REF, new)
@@ -66,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for total, packings in PACKINGS.items():
         for caps in packings:
-            tpf = round(tokens_per_forward(prompts, caps, total, args.max_new_tokens), 3)
-            results.append({"drafted_tokens_per_step": total, "caps": list(caps), "tokens_per_forward": tpf})
-            print(f"{total} drafted tokens, caps {caps}: {tpf} tokens/forward", flush=True)
+            flat, trie = (round(tokens_per_forward(prompts, caps, total, args.max_new_tokens, t), 3)
+                          for t in (False, True))
+            results.append({"drafted_tokens_per_step": total, "caps": list(caps), "tokens_per_forward": flat,
+                            "tokens_per_forward_trie": trie})
+            print(f"{total} drafted tokens, caps {caps}: {flat} tokens/forward, {trie} as a trie", flush=True)
     report = {"command": "python benchmarks/draft_packing.py " + " ".join(argv or sys.argv[1:]),
               "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "results": results}
     if args.json:

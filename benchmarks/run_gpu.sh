@@ -2,8 +2,9 @@
 # Issue #3's GPU proof (results: benchmarks/GPU.md). On the device machine, after staging the model
 # (../shared/gpu/README.md) and copying the data sets into .gpu/data (rag.jsonl, dev-v1.1.json):
 #   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu.sh [STEP...]
-# STEPs (default: all, in this order): smoke choose forced free squad steps. Three device calls fit
-# the 600 s limit: `smoke choose forced`, `free squad`, `steps` (the choice waits in /tmp between).
+# STEPs (default: all, in this order): smoke choose forced free squad steps host. Three device calls
+# fit the 600 s limit: `smoke choose forced`, `free squad`, `steps host` (the choice waits in /tmp
+# between; `host`: benchmarks/gpu_host_profile.py with 4 drafts packed, printed to its own file).
 # Each bench stops taking new prompts after its --time-budget (every method keeps the same prompts);
 # the HF methods (eager, ~20 tok/s there) and the eager static ones (name@static) run on the first
 # --hf-limit / --also-limit prompts only (speed ratios compare the same prompts).
@@ -11,7 +12,7 @@ set -o pipefail
 OUT=${OUT:-/tmp/gpu_out}
 DATA=${DATA:-.gpu/data}
 RES=/tmp/gpu_res
-STEPS=${*:-smoke choose forced free squad steps}
+STEPS=${*:-smoke choose forced free squad steps host}
 mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LLMA_CACHE_DIR=${LLMA_CACHE_DIR:-/tmp/llmacache}
 BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backend static --max-new-tokens 128"
@@ -58,6 +59,9 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   if has steps; then
     LLMA_STATIC_COMPILE=0 timeout 150 python3 -m llma.gpu_bench --data $DATA/rag.jsonl --json $RES/gpu_steps.json \
       --prompts 10 --sizes 1,2,4,8,16,32,64 --rows 4 --tree 8; keep
+  fi
+  if has host; then
+    timeout 200 python3 benchmarks/gpu_host_profile.py --data $DATA/rag.jsonl --tree 4 > "$OUT/gpu_host_profile_tree4.txt"
   fi
 } 2>&1 | tee -a "$OUT/log.txt"
 exit 0

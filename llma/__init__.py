@@ -3,7 +3,8 @@ from llma.backend import Backend, HFBackend
 from llma.engine import OUTPUT_REF, DraftDefaults, Engine, LLMAConfig
 from llma.decoder import Decoder, StopConfig, collect
 from llma.loading import DEFAULT_MODEL, LoadedModel, ModelNotFoundError, load_model
-from llma.proposer import CopyLength, Proposer, ReferenceIndex
+from llma.proposer import CopyLength, Proposer
+from llma.reference_index import ReferenceIndex
 from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
 from llma.verifier import ForcedVerifier, GreedyVerifier, SamplingConfig, SamplingVerifier, count_accepted
 

@@ -28,7 +28,7 @@ from llma.bench_data import BenchPrompt, bench_prompts
 from llma.bench_report import markdown, write_report
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
-from llma.proposer import POLICIES
+from llma.reference_index import POLICIES
 from llma.static import select_backend
 from llma.verifier import ForcedVerifier
 

@@ -113,7 +113,7 @@ class Decoder:
                                                   verifier)
             candidates = len(drafts)
             if proposer is not None and draft:
-                proposer.feedback(len(draft), accepted)
+                proposer.feedback(draft, accepted)
 
     def _candidates(self, verifier: Verifier) -> int:
         """Drafts to verify per step: as many as the backend takes (llma.static with rows > 1, or

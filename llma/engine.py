@@ -18,7 +18,8 @@ from llma.backend import Backend
 from llma.checks import MAX_REFERENCE_TOKENS, check_finite, check_int, check_references, check_token_ids
 from llma.decoder import Decoder, StopConfig, collect
 from llma.loading import LoadedModel
-from llma.proposer import CopyLength, Policy, Proposer, ReferenceIndex
+from llma.proposer import CopyLength, Proposer
+from llma.reference_index import Policy, ReferenceIndex
 from llma.static import select_backend
 from llma.types import DecodeResult, RefId, StepEvent
 from llma.verifier import GreedyVerifier, SamplingConfig, SamplingVerifier, Verifier

@@ -1,254 +1,14 @@
-"""The LLMA proposer: finds the output's suffix in the references and drafts what follows it.
+"""The LLMA proposer: drafts continuations of the output from its reference index (llma.reference_index).
 
-Pure Python, token ids only (no torch). The index maps every n-gram (min_n <= n <= max_n) of every
-reference to where it occurs, and is updated incrementally when a reference grows (the answer being
-generated, the conversation so far), so a lookup costs O(max_n) per step whatever the output length:
-no per-step rebuild, unlike the paper's reference code.
+Pure Python, token ids only (no torch): what the decoder loop talks to, with the copy length's rule.
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from itertools import repeat
-from typing import Literal
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 
-from llma.checks import all_ints
+from llma.reference_index import ReferenceIndex
 from llma.types import Draft, RefId
-
-log = logging.getLogger(__name__)
-
-Policy = Literal["recent", "first", "longest"]
-POLICIES: tuple[str, ...] = ("recent", "first", "longest")
-
-
-class ReferenceIndex:
-    """N-gram index over several references, each a list of token ids under an id (label).
-
-    Policies when the matched suffix occurs several times:
-    - "recent": the occurrence indexed last (latest reference added, latest position);
-    - "first": the earliest occurrence in the earliest reference;
-    - "longest": the occurrence with the most tokens after it (ties: earliest).
-    `prefer`: a reference whose latest occurrence of the n-gram, where it has one, wins over the
-    policy's choice: the answer itself, so that an answer repeating its own words goes on copying
-    them (rag.jsonl, tokens per forward: 3.10 forced, benchmarks/draft_settings.md, and 2.73 free
-    on the GPU, benchmarks/GPU.md, against at most 3.07 and 2.70 for a policy alone).
-
-    An n-gram maps to `end`, the index just after it, where the copy starts. "recent" needs only the
-    latest occurrence overall; "first" and "longest" only each reference's first occurrence (it has
-    that reference's longest tail). So the index keeps just the one the policy needs, and builds it
-    from zipped slices: building it for the references was most of LLMA's per-prompt cost on a
-    GPU (a 1,000-token prompt's passages took ~8 ms with a per-n-gram Python loop; 1.1-1.6 ms now,
-    and the decoder has it built while the GPU runs the prefill).
-    """
-
-    def __init__(
-        self,
-        references: Mapping[RefId, Sequence[int]] | None = None,
-        *,
-        min_n: int = 1,
-        max_n: int = 4,
-        policy: Policy = "recent",
-        prefer: RefId | None = None,
-        candidates: int = 1,
-    ) -> None:
-        """`candidates` > 1 also keeps every occurrence of every n-gram, for `lookup_many`."""
-        if min_n < 1 or max_n < min_n:
-            raise ValueError(f"need 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
-        if policy not in POLICIES:
-            raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-        if not isinstance(candidates, int) or candidates < 1:
-            raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
-        self.min_n, self.max_n, self.policy, self.prefer = min_n, max_n, policy, prefer
-        self.candidates = candidates
-        # Insertion order is creation order: the "earliest reference" of first/longest.
-        self._refs: dict[RefId, list[int]] = {}
-        self._last: dict[tuple[int, ...], tuple[RefId, int]] = {}  # "recent"
-        self._first: dict[RefId, dict[tuple[int, ...], int]] = {}  # "first", "longest"
-        self._preferred: dict[tuple[int, ...], int] = {}  # latest occurrence in `prefer`
-        # candidates > 1: every copy start, in indexing order, under the token before it (an n-gram's
-        # starts are those whose n - 1 tokens before match too: one table instead of one per n, the
-        # most of a prompt's indexing time otherwise); `prefer`'s own table: all its ends per n-gram.
-        self._after: dict[int, list[tuple[RefId, int]]] = {}
-        self._preferred_all: dict[tuple[int, ...], list[int]] = {}
-        # Checked and indexed at `build()` or first use: a decoder builds it while a GPU prefills.
-        self._pending = list((references or {}).items())
-
-    @property
-    def references(self) -> Mapping[RefId, Sequence[int]]:
-        self.build()
-        return self._refs
-
-    def build(self) -> None:
-        """Check and index the constructor's references now (else it happens on first use)."""
-        if not self._pending:  # called before every lookup: nothing to do but this test
-            return
-        pending, self._pending = self._pending, []
-        for ref_id, tokens in pending:
-            self._index(ref_id, _checked(ref_id, tokens))
-
-    def extend(self, ref_id: RefId, tokens: Iterable[int]) -> None:
-        """Append tokens to reference `ref_id` (created if new), indexing only the new n-grams."""
-        self.build()
-        self._index(ref_id, _checked(ref_id, tokens))
-
-    def _index(self, ref_id: RefId, tokens: list[int]) -> None:
-        ref = self._refs.setdefault(ref_id, [])
-        old = len(ref)
-        ref.extend(tokens)
-        # An n-gram is indexed only once a token follows it, so every occurrence has something to
-        # copy (a growing reference never matches itself emptily): ends old..len-1 are new.
-        if ref_id == self.prefer:
-            # It wins wherever it holds an n-gram, so the policy's tables never need it; it is the
-            # answer, growing a few tokens a step, where a plain loop is the fastest. Later ends
-            # overwrite earlier ones: the latest wins.
-            for end in range(max(old, self.min_n), len(ref)):
-                for n in range(self.min_n, min(self.max_n, end) + 1):
-                    key = tuple(ref[end - n : end])
-                    self._preferred[key] = end
-                    if self.candidates > 1:
-                        self._preferred_all.setdefault(key, []).append(end)
-            return
-        first = self._first.setdefault(ref_id, {})
-        if self.candidates > 1:
-            after = self._after
-            for end in range(max(old, 1), len(ref)):
-                after.setdefault(ref[end - 1], []).append((ref_id, end))
-        for n in range(self.min_n, self.max_n + 1):
-            ngrams, ends = _ngrams(ref, n, max(old, n))
-            if self.policy == "recent":  # later ends overwrite earlier ones: the latest wins
-                self._last.update(zip(ngrams, zip(repeat(ref_id), ends)))
-            else:  # reversed, so the earliest new end wins; an n-gram already indexed keeps its own
-                new = dict(zip(reversed(list(ngrams)), reversed(ends)))
-                first.update({key: e for key, e in new.items() if key not in first})
-
-    def lookup(self, context: Sequence[int], k: int, stop_tokens: Collection[int] = ()) -> Draft | None:
-        """Draft up to `k` tokens following the longest suffix of `context` found in a reference.
-
-        The draft ends after the first stop token in it (nothing after an EOS can be accepted).
-        """
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        self.build()
-        for n in range(min(self.max_n, len(context)), self.min_n - 1, -1):
-            found = self._find(tuple(context[len(context) - n :]), k)
-            if found is None:
-                continue
-            ref_id, start = found
-            tokens = self._refs[ref_id][start : start + k]
-            cut = next((i + 1 for i, t in enumerate(tokens) if t in stop_tokens), len(tokens))
-            return Draft(tokens=tuple(tokens[:cut]), ref_id=ref_id, offset=start, match_len=n)
-        return None
-
-    def lookup_many(self, context: Sequence[int], k: int, stop_tokens: Collection[int] = (),
-                    count: int | None = None, caps: Sequence[int] = ()) -> list[Draft]:
-        """Up to `count` (default: `candidates`, or one per cap) drafts of up to `k` tokens, in the order `lookup`
-        ranks them: the longest matched suffix first, within it the preferred reference's latest
-        occurrences, then the policy's order over all occurrences; then shorter suffixes. The first is
-        `lookup`'s draft. A draft that one already chosen starts with is skipped (it cannot be
-        accepted further), so each is worth its row in a step that verifies them all.
-
-        `caps` (drafts packed into one block, llma.static.tree): the i-th draft (i >= 1) holds at most
-        caps[i] tokens (and `k`), and all of them together at most caps[0], the block's drafted slots:
-        the first keeps what the later ones leave (it is the likeliest to be accepted in full)."""
-        count = (len(caps) if caps else self.candidates) if count is None else count
-        if k < 1 or count < 1:
-            raise ValueError(f"k and count must be >= 1, got k={k}, count={count}")
-        if caps and (len(caps) < count or caps[0] <= sum(caps[1:count])):
-            raise ValueError(f"caps needs one length per draft ({count}), the first more than the others' "
-                             f"sum, got {tuple(caps)}")
-        first = self.lookup(context, k, stop_tokens)
-        if first is None or count == 1 or self.candidates == 1:
-            return [first] if first else []
-        # Every prefix of a chosen draft is skipped (up to the longest a later draft may be).
-        longest = max(caps[1:count]) if caps else k
-        drafts, chosen = [first], _prefixes(first.tokens, longest)
-        stops, top = frozenset(stop_tokens), min(self.max_n, len(context))
-        # The copy starts after the last token, each with the length of the suffix it matches (<= top).
-        after = self._after.get(context[-1], [])
-        matched = _match_lengths(after, self._refs, context, top)
-        for n in range(top, self.min_n - 1, -1):
-            found = after if n == 1 else [start for start, m in zip(after, matched) if m >= n]
-            for ref_id, start in self._starts(tuple(context[len(context) - n :]), found, k):
-                limit = min(k, caps[len(drafts)]) if caps else k
-                draft = tuple(self._refs[ref_id][start : start + limit])
-                if stops and not stops.isdisjoint(draft):
-                    draft = draft[: next(i + 1 for i, t in enumerate(draft) if t in stops)]
-                if draft in chosen:
-                    continue
-                chosen |= _prefixes(draft, longest)
-                drafts.append(Draft(tokens=draft, ref_id=ref_id, offset=start, match_len=n))
-                if len(drafts) == count:
-                    return _fit_first(drafts, caps[0]) if caps else drafts
-        return _fit_first(drafts, caps[0]) if caps else drafts
-
-    def _starts(self, ngram: tuple[int, ...], found: list[tuple[RefId, int]], k: int
-                ) -> Iterator[tuple[RefId, int]]:
-        """Every copy start after `ngram` (`found`: the references', in indexing order), in
-        `lookup_many`'s order."""
-        yield from ((self.prefer, end) for end in reversed(self._preferred_all.get(ngram, ())))
-        refs = self._refs
-        if self.policy == "recent":
-            yield from reversed(found)
-        elif self.policy == "first":
-            yield from found
-        else:  # "longest": most tokens to copy (capped at k), ties earliest; full-length ones need no sort
-            yield from (item for item in found if len(refs[item[0]]) - item[1] >= k)
-            rest = [item for item in found if len(refs[item[0]]) - item[1] < k]
-            yield from sorted(rest, key=lambda item: item[1] - len(refs[item[0]]))
-
-    def _find(self, ngram: tuple[int, ...], k: int) -> tuple[RefId, int] | None:
-        if ngram in self._preferred:
-            return self.prefer, self._preferred[ngram]
-        if self.policy == "recent":
-            return self._last.get(ngram)
-        found = [(ref_id, first[ngram]) for ref_id, first in self._first.items() if ngram in first]
-        if not found or self.policy == "first":
-            return found[0] if found else None
-        # "longest": the most tokens to copy (capped at k); max() keeps the earliest of equals.
-        return max(found, key=lambda item: min(k, len(self._refs[item[0]]) - item[1]))
-
-
-def _prefixes(tokens: tuple[int, ...], longest: int) -> set[tuple[int, ...]]:
-    return {tokens[:i] for i in range(1, min(len(tokens), longest) + 1)}
-
-
-def _match_lengths(starts: list[tuple[RefId, int]], refs: Mapping[RefId, list[int]], context: Sequence[int],
-                   top: int) -> list[int]:
-    """For each copy start (after an occurrence of the context's last token): how many of the
-    context's last tokens, up to `top`, end there."""
-    lengths = []
-    for ref_id, end in starts:
-        ref, m = refs[ref_id], 1
-        while m < top and m < end and ref[end - m - 1] == context[-m - 1]:
-            m += 1
-        lengths.append(m)
-    return lengths
-
-
-def _fit_first(drafts: list[Draft], total: int) -> list[Draft]:
-    """Cut the first draft so that all of them hold at most `total` tokens (no-op if they fit)."""
-    room = total - sum(len(d.tokens) for d in drafts[1:])
-    if len(drafts[0].tokens) > room:
-        drafts[0] = replace(drafts[0], tokens=drafts[0].tokens[:room])
-    return drafts
-
-
-def _checked(ref_id: RefId, tokens: Iterable[int]) -> list[int]:
-    tokens = list(tokens)
-    if all_ints(tokens):  # the common case, in C; the loop below names the culprit
-        return tokens
-    bad = next((t for t in tokens if not isinstance(t, int) or isinstance(t, bool)), None)
-    if bad is not None:
-        raise ValueError(f"reference {ref_id!r}: token ids must be ints, got {bad!r}")
-    return tokens
-
-
-def _ngrams(ref: list[int], n: int, first_end: int) -> tuple[Iterable[tuple[int, ...]], range]:
-    """The n-grams `ref[e - n : e]` for e in [first_end, len(ref)), with those ends (zip of shifted
-    slices: the tuples are made in C, several times faster than slicing each one)."""
-    ends = range(first_end, len(ref))
-    return zip(*(ref[first_end - n + i : len(ref) - n + i] for i in range(n))), ends
 
 
 @dataclass
@@ -296,18 +56,19 @@ class Proposer:
         self.index = index
         self.copy = copy or CopyLength()
         self.output_ref = output_ref
+        self._near: tuple[RefId, int] | None = None  # where the last accepted copy ended (the index's `near`)
 
     def propose(self, context: Sequence[int], budget: int, stop_tokens: Collection[int] = ()) -> Draft | None:
         """A draft of at most min(current k, budget) tokens, or None when nothing matches."""
         k = min(self.copy.current, budget)
-        return self.index.lookup(context, k, stop_tokens) if k > 0 else None
+        return self.index.lookup(context, k, stop_tokens, self._near) if k > 0 else None
 
     def propose_many(self, context: Sequence[int], budget: int, stop_tokens: Collection[int] = (),
                      count: int = 1, caps: Sequence[int] = ()) -> list[Draft]:
         """Up to `count` drafts to verify side by side (a backend with several rows per step), or
         packed into one block within `budget` tokens together (`caps`: see `lookup_many`)."""
         k = min(self.copy.current, budget)
-        return self.index.lookup_many(context, k, stop_tokens, count, caps) if k > 0 else []
+        return self.index.lookup_many(context, k, stop_tokens, count, caps, self._near) if k > 0 else []
 
     def prepare(self) -> None:
         """Called by the decoder while the prefill runs (on a GPU the host is idle then)."""
@@ -318,5 +79,8 @@ class Proposer:
         if self.output_ref is not None:
             self.index.extend(self.output_ref, new_tokens)
 
-    def feedback(self, proposed: int, accepted: int) -> None:
-        self.copy.update(proposed, accepted)
+    def feedback(self, draft: Draft, accepted: int) -> None:
+        """Called by the decoder after each verified draft with how many of its tokens it kept."""
+        self.copy.update(len(draft.tokens), accepted)
+        if accepted:
+            self._near = (draft.ref_id, draft.offset + accepted)

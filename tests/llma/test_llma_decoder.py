@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from llma.decoder import Decoder, StopConfig
-from llma.proposer import CopyLength, Proposer, ReferenceIndex
+from llma.proposer import CopyLength, Proposer
+from llma.reference_index import ReferenceIndex
 from llma.types import CopiedSpan
 from llma.verifier import ForcedVerifier, GreedyVerifier, best_row
 from llma_fixtures import ScriptedBackend, ScriptedRowsBackend

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from llma.decoder import Decoder, StopConfig, collect
 from llma.engine import OUTPUT_REF, Engine, LLMAConfig
-from llma.proposer import POLICIES, CopyLength, Proposer, ReferenceIndex
+from llma.proposer import CopyLength, Proposer
+from llma.reference_index import POLICIES, ReferenceIndex
 from llma.types import Draft, StepEvent
 from llma.verifier import GreedyVerifier, SamplingConfig, SamplingVerifier, count_accepted
 from llma_fixtures import ScriptedBackend, tiny_llama

@@ -1,7 +1,8 @@
 """The reference index and proposer, on hand-made token lists."""
 import pytest
 
-from llma.proposer import CopyLength, Proposer, ReferenceIndex
+from llma.proposer import CopyLength, Proposer
+from llma.reference_index import ReferenceIndex
 from llma.types import Draft
 
 
@@ -161,7 +162,7 @@ def test_lookup_many_ranks_candidates_and_skips_dominated_ones():
     # Stop tokens cut each draft, as in lookup.
     assert [d.tokens for d in index.lookup_many([4, 5], k=3, stop_tokens={1})][:1] == [(6, 1)]
     assert index.lookup_many([42], k=3) == []
-    one = ReferenceIndex(refs, min_n=1, max_n=2, policy="longest")  # candidates=1 keeps no full table
+    one = ReferenceIndex(refs, min_n=1, max_n=2, policy="longest")  # candidates=1: one draft only
     assert one.lookup_many([8, 4, 5], k=3, count=4) == drafts[:1]
     with pytest.raises(ValueError, match="candidates"):
         ReferenceIndex(refs, candidates=0)
@@ -191,3 +192,34 @@ def test_lookup_many_takes_the_answers_own_occurrences_first_latest_first():
         ("out", (2, 3)), ("out", (1, 3)), ("a", (8, 8))]
     proposer = Proposer(index, CopyLength(k=2))
     assert proposer.propose_many([3], budget=1, count=2) == index.lookup_many([3], k=1, count=2)
+
+
+def test_near_continues_the_reference_copied_last_after_where_its_copy_ended():
+    """`near`: among the longest suffix's occurrences, the first in the reference copied last, at or
+    after where its accepted copy ended, wins (the answer skipped a word and goes on copying)."""
+    refs = {"a": [5, 9, 1, 2, 9, 3, 4], "b": [9, 7, 7]}
+    index = ReferenceIndex(refs, min_n=1, max_n=2, policy="first", prefer="out")
+    assert index.lookup([8, 9], k=2).tokens == (1, 2)  # "first": a's first 9
+    assert index.lookup([8, 9], k=2, near=("a", 3)) == Draft((3, 4), "a", 5, 1)
+    assert index.lookup([8, 9], k=2, near=("b", 0)) == Draft((7, 7), "b", 1, 1)
+    assert index.lookup([8, 9], k=2, near=("a", 6)).tokens == (1, 2)  # none after 6: the policy's
+    assert index.lookup([8, 9], k=2, near=("zz", 0)).tokens == (1, 2)  # an unknown reference: ignored
+    # Only among the longest matched suffix: [2, 9] is in a alone, b's [9] matches one token only.
+    assert index.lookup([2, 9], k=2, near=("b", 0)) == Draft((3, 4), "a", 5, 2)
+    index.extend("out", [9, 6])
+    assert index.lookup([8, 9], k=2, near=("a", 3)).ref_id == "a"  # wins over the answer's own 9
+    assert index.lookup([8, 9], k=2, near=("out", 0)).ref_id == "out"  # the answer: its own rule
+    assert index.lookup_many([8, 9], k=2, count=1, near=("b", 0)) == [Draft((7, 7), "b", 1, 1)]
+
+
+def test_proposer_remembers_where_the_last_accepted_copy_ended():
+    index = ReferenceIndex({"a": [5, 9, 1, 2, 9, 3, 4]}, min_n=1, max_n=1, policy="first")
+    proposer = Proposer(index, CopyLength(k=2))
+    first = proposer.propose([8, 9], 2)
+    assert first == Draft((1, 2), "a", 2, 1)
+    proposer.feedback(first, 0)  # nothing accepted: no hint yet
+    assert proposer.propose([8, 9], 2) == first
+    proposer.feedback(first, 2)  # a copied up to 4: the next 9 of a is after it
+    assert proposer.propose([8, 9], 2) == Draft((3, 4), "a", 5, 1)
+    proposer.feedback(Draft((3, 4), "a", 5, 1), 0)  # a rejection keeps the last hint
+    assert proposer.propose([8, 9], 2) == Draft((3, 4), "a", 5, 1)

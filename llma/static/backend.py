@@ -36,7 +36,7 @@ from transformers import PreTrainedModel
 
 from llma.backend import context_length_of, padded_length
 from llma.static.attention import flash, works
-from llma.static.graphs import capture, graph_length
+from llma.static.graphs import capture, graph_length, upload
 from llma.static.prefill import Prefill
 from llma.static.support import unsupported_reason
 from llma.static.tree import PackedBlock, draft_caps, pack, per_draft_attention, single
@@ -188,7 +188,7 @@ class StaticBackend(Prefill):
         out = self._run(packed.ids, self._len, self.block, self._L, packed.info())
         index = [i + [0] * (longest - len(i)) for i in packed.index]  # rows past a draft: never read
         self._start, self._len, self._packed = self._len, self._len + longest, packed
-        return out[_upload(index, out.device)].to(torch.float32, copy=True)
+        return out[upload(index, out.device)].to(torch.float32, copy=True)
 
     def keep(self, row: int, length: int) -> None:
         """After `forward_rows`: keep `row`'s tokens up to `length` in the sequence, in every copy."""
@@ -287,7 +287,7 @@ class StaticBackend(Prefill):
              ) -> torch.Tensor:
         """One step over `block_ids` (every row's block, rows * block ids) from `pos`; a packed block
         (tree) also gives its `tree_info` (llma.static.tree.PackedBlock.info)."""
-        inp = _upload([*block_ids, pos, *tree_info], self.device)
+        inp = upload([*block_ids, pos, *tree_info], self.device)
         if not self.graphs:
             return self._step(inp, length)
         graph, static_inp, out = self._graph(block, length, pos)
@@ -307,14 +307,3 @@ class StaticBackend(Prefill):
             self._graphs[key] = (graph, static_inp, out)
             log.info("captured a CUDA graph for block %d, attention length %d", block, length)
         return self._graphs[key]
-
-
-def _upload(values: list[int], device: torch.device) -> torch.Tensor:
-    """Ints to the device without the host waiting: a copy from pageable memory synchronises the
-    stream, so the host would stop until every queued step had run, and its next work (checking a
-    forced draft, proposing the next) would no longer overlap the GPU's. Pinned (PyTorch's caching
-    host allocator keeps the buffer until the copy is done) and non-blocking instead."""
-    tensor = torch.tensor(values, dtype=torch.long)
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)

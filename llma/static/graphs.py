@@ -1,4 +1,5 @@
-"""CUDA graph capture for the static backend: a fixed-shape function captured once, then replayed."""
+"""CUDA graph capture for the static backend (a fixed-shape function captured once, then replayed),
+and its inputs' way to the device."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -34,3 +35,14 @@ def capture(fn: Callable[[torch.Tensor], torch.Tensor], static_inp: torch.Tensor
     with torch.cuda.graph(graph, pool=pool):
         out = fn(static_inp)
     return graph, out
+
+
+def upload(values: list[int], device: torch.device) -> torch.Tensor:
+    """Ints to the device without the host waiting: a copy from pageable memory synchronises the
+    stream, so the host would stop until every queued step had run, and its next work (checking a
+    forced draft, proposing the next) would no longer overlap the GPU's. Pinned (PyTorch's caching
+    host allocator keeps the buffer until the copy is done) and non-blocking instead."""
+    tensor = torch.tensor(values, dtype=torch.long)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

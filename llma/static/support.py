@@ -14,6 +14,7 @@ log = logging.getLogger(__name__)
 FAMILY = ("llama", "qwen2", "mistral")
 ROPE_TYPES = ("default", "linear", "llama3", "yarn")  # fixed frequencies: one table serves every position
 BACKENDS = ("auto", "hf", "static", "static-graphs")
+DEFAULT_TREE = 4  # drafts packed per block on CUDA (see static_options)
 _PARTS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
           "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm")
 
@@ -76,19 +77,30 @@ def select_backend(model: PreTrainedModel, choice: str = "auto", **options: int)
     from llma.static.backend import StaticBackend
 
     graphs = choice != "static"
-    # LLMA_STATIC_ATTENTION: the attention kernel; LLMA_STATIC_COMPILE=1: torch.compile
-    # (graphs only). benchmarks/run_gpu.sh chooses them on the GPU with `python -m llma.gpu_bench --choose`.
-    # LLMA_STATIC_ROWS: drafts verified side by side per step (see StaticBackend's `rows`; flash
-    # attention takes one row, so the default kernel for several is split-KV).
-    # LLMA_STATIC_TREE: drafts packed into the one block per step (StaticBackend's `tree`; split-KV
-    # attention on CUDA, as flash attention cannot read a draft's keys from its own slots).
-    rows, tree = (_whole(options.pop(name, None), f"LLMA_STATIC_{name.upper()}", default)
-                  for name, default in (("rows", "1"), ("tree", "0")))
-    options = {"attention": os.environ.get("LLMA_STATIC_ATTENTION", "sdpa" if not cuda else "flash"
-                                           if rows == 1 and not tree else "split"),
-               "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1", "rows": rows, "tree": tree,
-               **options}
-    return StaticBackend(model, graphs=graphs, **options)
+    return StaticBackend(model, graphs=graphs, **static_options(cuda, graphs, options))
+
+
+def static_options(cuda: bool, graphs: bool, options: dict[str, int]) -> dict[str, object]:
+    """StaticBackend's options: those given, else the environment's, else the defaults.
+
+    LLMA_STATIC_ATTENTION: the attention kernel; LLMA_STATIC_COMPILE=1: torch.compile (graphs only).
+    benchmarks/run_gpu.sh chooses them on the GPU with `python -m llma.gpu_bench --choose`.
+    LLMA_STATIC_ROWS: drafts verified side by side per step (StaticBackend's `rows`; flash attention
+    takes one row, so the default kernel for several is split-KV). LLMA_STATIC_TREE: drafts packed
+    into the one block per step (`tree`; split-KV or SDPA attention, as flash attention cannot read
+    a draft's keys from its own slots). On CUDA with one row and split-KV attention the default is
+    DEFAULT_TREE drafts packed: the fastest LLMA on every set measured on the H200 (benchmarks/GPU.md),
+    for ~2% more per greedy step.
+    """
+    options = dict(options)
+    rows = _whole(options.pop("rows", None), "LLMA_STATIC_ROWS", "1")
+    attention = os.environ.get("LLMA_STATIC_ATTENTION")
+    packs = cuda and rows == 1 and attention in (None, "split")  # measured with split-KV attention only
+    tree = _whole(options.pop("tree", None), "LLMA_STATIC_TREE", str(DEFAULT_TREE) if packs else "0")
+    if attention is None:
+        attention = "sdpa" if not cuda else "flash" if rows == 1 and not tree else "split"
+    return {"attention": attention, "compile": graphs and os.environ.get("LLMA_STATIC_COMPILE", "0") == "1",
+            "rows": rows, "tree": tree, **options}
 
 
 def _whole(given: int | None, variable: str, default: str) -> int:

@@ -17,7 +17,7 @@ from llma.decoder import StopConfig
 from llma.engine import Engine, LLMAConfig
 from llma.loading import LoadedModel
 from llma.static import StaticBackend, select_backend, unsupported_reason
-from llma.static.graphs import graph_length
+from llma.static.graphs import graph_length, upload
 from llma_fixtures import tiny_llama
 
 BLOCK = 8
@@ -267,6 +267,14 @@ def test_cuda_prefill_graphs_agree_with_the_eager_prefill():
     assert torch.equal(first, again) and sorted(graphs._prefills) == [64, 96]
     torch.testing.assert_close(again, eager.prefill(long), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(graphs.forward([5, 6]), eager.forward([5, 6]), atol=1e-4, rtol=1e-4)
+
+
+def test_upload_puts_the_ints_on_the_device():
+    assert torch.equal(upload([3, -1, 2**40], torch.device("cpu")), torch.tensor([3, -1, 2**40]))
+    if torch.cuda.is_available():  # pinned and non-blocking there: the values must still arrive intact
+        cuda = torch.device("cuda")
+        moved = [upload(list(range(i, i + 40)), cuda) for i in range(50)]
+        assert all(torch.equal(m.cpu(), torch.arange(i, i + 40)) for i, m in enumerate(moved))
 
 
 def test_graph_lengths_two_per_doubling_each_under_one_and_a_half_times_the_prompt():

@@ -11,6 +11,7 @@ import torch
 
 from llma.engine import Engine, LLMAConfig
 from llma.static import StaticBackend, select_backend
+from llma.static.support import DEFAULT_TREE, static_options
 from llma.static.tree import draft_caps, pack, single
 from test_llma_static import _hf_greedy, _ids, _row_invariant, _tiny
 from test_llma_static_rows import _rag_prompts, llma_on_pieces
@@ -101,6 +102,28 @@ def test_tree_from_the_environment(monkeypatch):
         select_backend(model, "static")
 
 
+def test_the_default_packs_four_drafts_on_cuda_only(monkeypatch):
+    """On CUDA (one row, split-KV attention) the default is DEFAULT_TREE drafts packed per block, the
+    fastest measured; on CPU, with several rows or another kernel asked for, none."""
+    for name in ("LLMA_STATIC_TREE", "LLMA_STATIC_ROWS", "LLMA_STATIC_ATTENTION", "LLMA_STATIC_COMPILE"):
+        monkeypatch.delenv(name, raising=False)
+    assert DEFAULT_TREE == 4
+    assert static_options(True, True, {}) == {"attention": "split", "compile": False, "rows": 1, "tree": 4}
+    assert static_options(False, False, {}) == {"attention": "sdpa", "compile": False, "rows": 1, "tree": 0}
+    assert select_backend(_tiny().model, "static").drafts_per_step == 1  # CPU: one draft
+    assert static_options(True, True, {"rows": 4})["tree"] == 0
+    assert static_options(True, True, {"tree": 0})["attention"] == "flash"
+    assert static_options(True, True, {"tree": 8, "block": 64}) == {"attention": "split", "compile": False,
+                                                                    "rows": 1, "tree": 8, "block": 64}
+    monkeypatch.setenv("LLMA_STATIC_ATTENTION", "flash")
+    assert static_options(True, True, {})["tree"] == 0  # flash cannot read a draft's own slots
+    monkeypatch.setenv("LLMA_STATIC_ATTENTION", "split")
+    monkeypatch.setenv("LLMA_STATIC_COMPILE", "1")
+    assert static_options(True, True, {}) == {"attention": "split", "compile": True, "rows": 1, "tree": 4}
+    monkeypatch.setenv("LLMA_STATIC_TREE", "0")
+    assert static_options(True, True, {})["tree"] == 0
+
+
 def test_llma_with_a_tree_bit_identical_to_greedy_and_uses_it():
     loaded = _tiny()
     prompt, _, _, greedy, events = llma_on_pieces(loaded, StaticBackend(loaded.model, block=BLOCK, tree=TREE))
@@ -124,11 +147,13 @@ def test_smollm_with_a_tree_identical_to_greedy_fp32(smollm):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_graphs_with_a_tree_llma_bit_identical_to_greedy():
+def test_cuda_graphs_with_a_tree_llma_bit_identical_to_greedy(monkeypatch):
     from test_llma_split_attention import _tiny as _tiny_16  # 16-wide heads, as split attention needs
 
+    for name in ("LLMA_STATIC_TREE", "LLMA_STATIC_ROWS", "LLMA_STATIC_ATTENTION"):
+        monkeypatch.delenv(name, raising=False)
     loaded = _tiny_16("cuda", torch.bfloat16)
-    backend = select_backend(loaded.model, "static-graphs", tree=4)
-    assert backend.name.endswith("+tree4") and backend.graphs and backend.attention == "split"
+    backend = select_backend(loaded.model, "auto")  # the default on CUDA: DEFAULT_TREE drafts packed
+    assert backend.name.endswith(f"+tree{DEFAULT_TREE}") and backend.graphs and backend.attention == "split"
     _packed_rows_equal_each_draft_alone(loaded.model, attention="split")  # graphs: auto on CUDA
     assert max(e.candidates for e in llma_on_pieces(loaded, backend, seed=11)[-1]) > 1

@@ -23,7 +23,8 @@ backend run the same block in every row, so greedy and LLMA still run the same s
 
 With `tree` = N, `forward_rows` packs up to N drafts into the one block instead, on the one cache
 (llma/static/tree.py): the drafts share the step's cost, and `keep` moves the kept draft's keys
-into place. Every step, greedy's too, then runs the packed block's kernels.
+into place. Every step, greedy's too, then runs the packed block's kernels. `select_backend`
+packs 4 by default on CUDA (llma.static.support.static_options).
 """
 from __future__ import annotations
 

@@ -146,9 +146,9 @@ class StaticBackend(Prefill):
             self._fit(pos)
             if self.tree:  # consecutive tokens: one draft in a packed block (the same kernels as several)
                 packed = single(chunk, self.block, self.tree)
-                out, _ = self._run(packed.ids, pos, self.block, self._L, packed.info())
+                out = self._run(packed.ids, pos, self.block, self._L, packed.info())
             else:
-                out, _ = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
+                out = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
             rows.append(out[: len(chunk)].to(torch.float32, copy=True))
         self._len += len(ids)
         return rows[0] if len(rows) == 1 else torch.cat(rows)
@@ -168,8 +168,7 @@ class StaticBackend(Prefill):
     def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """Up to `drafts_per_step` token lists of up to `block` tokens each (tree: all starting with the
         same token, `block` together), all appended after the cached tokens, in one step: logits
-        [len(rows), longest, vocab], in the model's dtype (a choice among drafts needs only their
-        argmax; `forward`'s float32 copy would cost a kernel more per step). Follow with `keep`."""
+        [len(rows), longest, vocab]. Follow with `keep`."""
         rows = [list(r) for r in rows]
         longest, most = max(map(len, rows), default=0), self.drafts_per_step
         if not 1 <= len(rows) <= most or not 1 <= min(map(len, rows)) <= longest <= self.block:
@@ -180,17 +179,17 @@ class StaticBackend(Prefill):
             return self._forward_packed(rows, longest)
         padded = [r + [0] * (self.block - len(r)) for r in rows]
         padded += padded[:1] * (self.rows - len(rows))  # spare rows repeat the first: same keys at `pos`
-        out, _ = self._run([t for r in padded for t in r], self._len, self.block, self._L)
+        out = self._run([t for r in padded for t in r], self._len, self.block, self._L)
         self._start, self._len = self._len, self._len + longest
-        return out.view(self.rows, self.block, -1)[: len(rows), :longest].clone()  # the next step overwrites out
+        return out.view(self.rows, self.block, -1)[: len(rows), :longest].to(torch.float32, copy=True)
 
     def _forward_packed(self, rows: list[list[int]], longest: int) -> torch.Tensor:
         """forward_rows with the rows packed into one block (tree): each row's logits gathered."""
         packed = pack(rows, self.block, self.tree)
-        index = [i for draft in packed.index for i in draft + [0] * (longest - len(draft))]  # past a draft: unread
-        out, at = self._run(packed.ids, self._len, self.block, self._L, packed.info(), index)
+        out = self._run(packed.ids, self._len, self.block, self._L, packed.info())
+        index = [i + [0] * (longest - len(i)) for i in packed.index]  # rows past a draft: never read
         self._start, self._len, self._packed = self._len, self._len + longest, packed
-        return out[at].view(len(rows), longest, -1)  # a gather: a copy, which the next step cannot overwrite
+        return out[upload(index, out.device)].to(torch.float32, copy=True)
 
     def keep(self, row: int, length: int) -> None:
         """After `forward_rows`: keep `row`'s tokens up to `length` in the sequence, in every copy."""
@@ -201,9 +200,8 @@ class StaticBackend(Prefill):
             n, shift = length - self._start - 1, self._packed.shift[row]
             if n > 0 and shift > 0:
                 src, dst = self._start + 1 + shift, self._start + 1
-                for cache in (self.k, self.v):  # cloned first where source and target overlap
-                    moved = cache[:, 0, :, src : src + n]
-                    cache[:, 0, :, dst : dst + n] = moved if shift >= n else moved.clone()
+                for cache in (self.k, self.v):  # cloned first: source and target may overlap
+                    cache[:, 0, :, dst : dst + n] = cache[:, 0, :, src : src + n].clone()
             self._len, self._start = length, None
             return
         # The kept row's new entries overwrite the others' (cloned first: source and target overlap).
@@ -286,19 +284,17 @@ class StaticBackend(Prefill):
 
         return split
 
-    def _run(self, block_ids: list[int], pos: int, block: int, length: int, tree_info: Sequence[int] = (),
-             extra: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, block_ids: list[int], pos: int, block: int, length: int, tree_info: Sequence[int] = ()
+             ) -> torch.Tensor:
         """One step over `block_ids` (every row's block, rows * block ids) from `pos`; a packed block
-        (tree) also gives its `tree_info` (llma.static.tree.PackedBlock.info). `extra`: ints that go
-        to the device with the step's input, in the same copy; returned there with the logits."""
-        n = len(block_ids) + 1 + len(tree_info)
-        inp = upload([*block_ids, pos, *tree_info, *extra], self.device)
+        (tree) also gives its `tree_info` (llma.static.tree.PackedBlock.info)."""
+        inp = upload([*block_ids, pos, *tree_info], self.device)
         if not self.graphs:
-            return self._step(inp[:n], length), inp[n:]
+            return self._step(inp, length)
         graph, static_inp, out = self._graph(block, length, pos)
-        static_inp.copy_(inp[:n])
+        static_inp.copy_(inp)
         graph.replay()
-        return out, inp[n:]
+        return out
 
     def _graph(self, block: int, length: int, pos: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         """The captured step for (block, L), made on first use. Warm-up and capture write keys at

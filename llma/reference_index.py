@@ -2,12 +2,12 @@
 
 Pure Python, token ids only (no torch). The index maps every n-gram (min_n <= n <= max_n) of every
 reference to where it occurs, and is updated incrementally when a reference grows (the answer being
-generated, the conversation so far), so a lookup costs O(max_n) per step whatever the output length:
-no per-step rebuild, unlike the paper's reference code.
+generated, the conversation so far), so a lookup costs O(max_n) probes per step whatever the output
+length (with `near`, also a scan of the last token's occurrences): no per-step rebuild, unlike the
+paper's reference code.
 """
 from __future__ import annotations
 
-import logging
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from itertools import repeat
@@ -15,8 +15,6 @@ from typing import Literal
 
 from llma.checks import all_ints
 from llma.types import Draft, RefId
-
-log = logging.getLogger(__name__)
 
 Policy = Literal["recent", "first", "longest"]
 POLICIES: tuple[str, ...] = ("recent", "first", "longest")
@@ -58,7 +56,8 @@ class ReferenceIndex:
         prefer: RefId | None = None,
         candidates: int = 1,
     ) -> None:
-        """`candidates` > 1 also keeps every occurrence of every n-gram, for `lookup_many`."""
+        """`candidates`: how many drafts `lookup_many` may rank (> 1 also keeps every occurrence of
+        the preferred reference's n-grams for it)."""
         if min_n < 1 or max_n < min_n:
             raise ValueError(f"need 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
         if policy not in POLICIES:

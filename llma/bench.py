@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ import transformers
 from tqdm import tqdm
 
 from llma.bench_data import BenchPrompt, bench_prompts
-from llma.bench_report import markdown, write_report
+from llma.bench_report import MethodRun, markdown, summarise, write_report
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
 from llma.reference_index import POLICIES
@@ -33,22 +33,6 @@ from llma.static import select_backend
 from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class MethodRun:
-    """What one method produced over all prompts."""
-
-    outputs: list[list[int]] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    wall_s: float = 0.0
-    forwards: int = 0
-    proposed: int = 0
-    accepted: int = 0
-
-    @property
-    def tokens(self) -> int:
-        return sum(len(o) for o in self.outputs)
 
 
 Runner = Callable[[BenchPrompt], tuple[list[int], int, int, int]]  # tokens, forwards, proposed, accepted
@@ -180,56 +164,11 @@ def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torc
     return runs
 
 
-def _first_divergence(a: list[int], b: list[int]) -> int | None:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
-
-
-def _tps(run: MethodRun, n: int) -> float:
-    """Tokens per second over the first `n` prompts (speed ratios compare the same prompts)."""
-    return sum(len(o) for o in run.outputs[:n]) / sum(run.times[:n]) if run.times else 0.0
-
-
 def _sizes(spec: str) -> str:
     """--rows/--tree: N or N/B, whole numbers (the backend checks their range)."""
     if not all(part.isdigit() for part in spec.split("/")) or spec.count("/") > 1:
         raise argparse.ArgumentTypeError(f"expected N or N/B (drafts, block rows), got {spec!r}")
     return spec
-
-
-def _own_greedy(name: str) -> str:
-    """Greedy through the same backend: greedy@static for llma@static, greedy+rows8 for llma+rows8
-    (and greedy+tree6 for llma+tree6)."""
-    for mark in ("@", "+"):
-        if mark in name:
-            return "greedy" + mark + name.split(mark, 1)[1]
-    return "greedy"
-
-
-def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
-    greedy, hf = runs["greedy"], runs["hf_greedy"]
-    rows = []
-    for name, run in runs.items():
-        tps, n = (run.tokens / run.wall_s if run.wall_s else 0.0), len(run.outputs)
-        own = runs.get(_own_greedy(name), greedy)
-        divergences = [_first_divergence(o, g) for o, g in zip(run.outputs, greedy.outputs)]
-        rows.append({
-            "method": name,
-            "tokens": run.tokens,
-            "wall_s": round(run.wall_s, 3),
-            "tokens_per_s": round(tps, 2),
-            "tokens_per_forward": round(run.tokens / run.forwards, 3) if run.forwards else None,
-            "acceptance_rate": round(run.accepted / run.proposed, 3) if run.proposed else None,
-            "speedup_vs_greedy": round(_tps(run, n) / _tps(greedy, n), 3),
-            "speedup_vs_own_greedy": round(_tps(run, n) / _tps(own, n), 3),
-            "ms_per_forward": round(1000 * run.wall_s / run.forwards, 3) if run.forwards else None,
-            "speedup_vs_hf_greedy": round(_tps(run, len(hf.outputs)) / _tps(hf, len(hf.outputs)), 3),
-            "identical_to_greedy": sum(d is None for d in divergences) / len(divergences),
-            "identical_to_own_greedy": sum(o == g for o, g in zip(run.outputs, own.outputs)) / n,
-            "prompts": n,
-            "identical_to_hf_greedy": sum(o == h for o, h in zip(run.outputs, hf.outputs)) / len(hf.outputs),
-            "first_divergence_vs_greedy": [d for d in divergences if d is not None][:10],
-        })
-    return rows
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -279,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit, args.refs, args.max_passages)
     if args.mode == "forced" and not all(p.target for p in prompts):
         raise SystemExit(f"--mode forced needs targets (result.text) in {args.data}")
-    device_name = torch.cuda.get_device_name(loaded.device) if loaded.device.type == "cuda" else platform.processor() or "cpu"
+    cuda = loaded.device.type == "cuda"
+    device_name = torch.cuda.get_device_name(loaded.device) if cuda else platform.processor() or "cpu"
     report = {
         "device": f"{loaded.device.type} ({device_name}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads)",
         "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,

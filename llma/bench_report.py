@@ -1,10 +1,73 @@
-"""The benchmarks' report files: the markdown table of `python -m llma.bench` and the JSON beside it."""
+"""The benchmarks' reports: what `python -m llma.bench` measured per method, summarised (speed ratios,
+identity), its markdown table and the JSON beside it."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
+
+
+@dataclass
+class MethodRun:
+    """What one method produced over all prompts."""
+
+    outputs: list[list[int]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    forwards: int = 0
+    proposed: int = 0
+    accepted: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(o) for o in self.outputs)
+
+
+def _first_divergence(a: list[int], b: list[int]) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+
+
+def _tps(run: MethodRun, n: int) -> float:
+    """Tokens per second over the first `n` prompts (speed ratios compare the same prompts)."""
+    return sum(len(o) for o in run.outputs[:n]) / sum(run.times[:n]) if run.times else 0.0
+
+
+def _own_greedy(name: str) -> str:
+    """Greedy through the same backend: greedy@static for llma@static, greedy+rows8 for llma+rows8
+    (and greedy+tree6 for llma+tree6)."""
+    for mark in ("@", "+"):
+        if mark in name:
+            return "greedy" + mark + name.split(mark, 1)[1]
+    return "greedy"
+
+
+def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
+    greedy, hf = runs["greedy"], runs["hf_greedy"]
+    rows = []
+    for name, run in runs.items():
+        tps, n = (run.tokens / run.wall_s if run.wall_s else 0.0), len(run.outputs)
+        own = runs.get(_own_greedy(name), greedy)
+        divergences = [_first_divergence(o, g) for o, g in zip(run.outputs, greedy.outputs)]
+        rows.append({
+            "method": name,
+            "tokens": run.tokens,
+            "wall_s": round(run.wall_s, 3),
+            "tokens_per_s": round(tps, 2),
+            "tokens_per_forward": round(run.tokens / run.forwards, 3) if run.forwards else None,
+            "acceptance_rate": round(run.accepted / run.proposed, 3) if run.proposed else None,
+            "speedup_vs_greedy": round(_tps(run, n) / _tps(greedy, n), 3),
+            "speedup_vs_own_greedy": round(_tps(run, n) / _tps(own, n), 3),
+            "ms_per_forward": round(1000 * run.wall_s / run.forwards, 3) if run.forwards else None,
+            "speedup_vs_hf_greedy": round(_tps(run, len(hf.outputs)) / _tps(hf, len(hf.outputs)), 3),
+            "identical_to_greedy": sum(d is None for d in divergences) / len(divergences),
+            "identical_to_own_greedy": sum(o == g for o, g in zip(run.outputs, own.outputs)) / n,
+            "prompts": n,
+            "identical_to_hf_greedy": sum(o == h for o, h in zip(run.outputs, hf.outputs)) / len(hf.outputs),
+            "first_divergence_vs_greedy": [d for d in divergences if d is not None][:10],
+        })
+    return rows
 
 
 def markdown(report: dict[str, object]) -> str:

@@ -27,6 +27,21 @@ def flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, used: torch.Tensor,
                                                    scale=scale, seqused_k=used)[0]
 
 
+def attend_for(name: str, heads: int, kv_heads: int, head_dim: int, scale: float,
+               cu: dict[tuple[int, int], tuple[torch.Tensor, ...]]) -> Attend:
+    """The "flash" or "split" step attention in the common form `Attend`, for `works` to check."""
+    if name == "flash":
+        return lambda q, k, v, pos: flash(q, k.transpose(0, 1), v.transpose(0, 1), (pos + q.shape[0]).to(torch.int32),
+                                          scale, cu)
+
+    def split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        from llma.static.split_attention import SplitAttention  # needs triton: imported only if chosen
+
+        return SplitAttention(q.shape[0], heads, kv_heads, head_dim, k.shape[1], scale, q.device)(q, k, v, pos)
+
+    return split
+
+
 def works(name: str, attend: Attend, heads: int, kv_heads: int, head_dim: int, capacity: int, scale: float,
           dtype: torch.dtype, device: torch.device) -> bool:
     """Does `attend` run here and agree with masked SDPA (8 rows at positions 92..99)?"""

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from llma.backend import context_length_of, padded_length
-from llma.static.attention import flash, works
+from llma.static.attention import attend_for, flash, works
 from llma.static.graphs import capture, graph_length, upload
 from llma.static.prefill import Prefill
 from llma.static.support import unsupported_reason
@@ -91,9 +91,9 @@ class StaticBackend(Prefill):
         self._side = torch.cuda.Stream(self.device) if self.graphs else None  # every capture's warm-up
         self._cu: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
         self._split: dict[int, Callable[..., torch.Tensor]] = {}
-        if attention in ("flash", "split") and not works(attention, self._fast_attention(), self.heads, self.kv_heads,
-                                                         self.head_dim, self.capacity, self.scale, self.dtype,
-                                                         self.device):
+        if attention in ("flash", "split") and not works(
+                attention, attend_for(attention, self.heads, self.kv_heads, self.head_dim, self.scale, self._cu),
+                self.heads, self.kv_heads, self.head_dim, self.capacity, self.scale, self.dtype, self.device):
             self.attention = "sdpa"
 
     # --- the Backend protocol ---
@@ -269,20 +269,6 @@ class StaticBackend(Prefill):
             self._split[block] = SplitAttention(block, self.heads, self.kv_heads, self.head_dim, self.capacity,
                                                 self.scale, self.device, self.rows, self.tree)
         return self._split[block]
-
-    def _fast_attention(self) -> Callable[..., torch.Tensor]:
-        """The chosen "flash" or "split" attention in the common form of llma.static.attention.Attend."""
-        if self.attention == "flash":
-            return lambda q, k, v, pos: flash(q, k.transpose(0, 1), v.transpose(0, 1),
-                                              (pos + q.shape[0]).to(torch.int32), self.scale, self._cu)
-
-        def split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-            from llma.static.split_attention import SplitAttention  # one block, for the self-check
-
-            return SplitAttention(q.shape[0], self.heads, self.kv_heads, self.head_dim, k.shape[1], self.scale,
-                                  self.device)(q, k, v, pos)
-
-        return split
 
     def _run(self, block_ids: list[int], pos: int, block: int, length: int, tree_info: Sequence[int] = ()
              ) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The benchmark's summary (llma.bench.summarise): ratios and identity against the right greedy."""
-from llma.bench import MethodRun, _own_greedy, summarise
+"""The benchmark's summary (llma.bench_report.summarise): ratios and identity against the right greedy."""
+from llma.bench_report import MethodRun, _own_greedy, summarise
 
 
 def _run(outputs, times, forwards):

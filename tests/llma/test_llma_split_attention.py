@@ -68,7 +68,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
                                cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
                                text=True, timeout=900)
         assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
-        assert child.stdout.strip().splitlines()[-1].startswith("8 passed"), child.stdout[-2000:]
+        assert child.stdout.strip().splitlines()[-1].startswith("9 passed"), child.stdout[-2000:]
 
 else:
     import torch.nn.functional as F
@@ -89,6 +89,20 @@ else:
         mask = torch.arange(CAPACITY)[None] <= (pos + torch.arange(q.shape[0]))[:, None]
         kr, vr = (t.repeat_interleave(HEADS // KV_HEADS, 0) for t in (k, v))
         return F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, attn_mask=mask, scale=SCALE).transpose(0, 1)
+
+    def test_the_self_check_passes_the_split_kernel_and_fails_a_wrong_one():
+        """StaticBackend's self-check (llma.static.attention.works) on `attend_for("split")`, the form
+        the backend checks before it uses the kernel, and on an attention that ignores the mask."""
+        from llma.static.attention import attend_for, works
+
+        opts = (HEADS, KV_HEADS, D, CAPACITY, SCALE, torch.float32, torch.device("cpu"))
+        assert works("split", attend_for("split", HEADS, KV_HEADS, D, SCALE, {}), *opts)
+
+        def unmasked(q, k, v, pos):
+            kr, vr = (t.repeat_interleave(HEADS // KV_HEADS, 0) for t in (k, v))
+            return F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, scale=SCALE).transpose(0, 1)
+
+        assert not works("unmasked", unmasked, *opts)
 
     def test_matches_masked_attention_at_chunk_edges():
         k, v = _cache()

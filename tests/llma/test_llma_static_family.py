@@ -1,0 +1,60 @@
+"""The static backend beyond Llama itself (llma.static.support.FAMILY): Qwen2 (q/k/v biases) and Mistral.
+
+Tiny random-weight models on CPU in fp32: the static backend's logits equal the HF backend's, its
+greedy equals HF greedy, and LLMA through it equals that greedy, drafts and a packed tree included;
+a sliding window shorter than the context is refused with its reason (and the engine falls back).
+"""
+import logging
+
+import pytest
+import torch
+from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from llma.backend import HFBackend
+from llma.engine import Engine, LLMAConfig
+from llma.loading import LoadedModel
+from llma.static import StaticBackend, unsupported_reason
+
+SHAPE = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5, tie_word_embeddings=False)
+
+
+def _loaded(cls, config) -> LoadedModel:
+    torch.manual_seed(0)
+    return LoadedModel(cls(config).eval(), None, cls.__name__, torch.device("cpu"), torch.float32)
+
+
+FAMILY = {
+    "qwen2": lambda: _loaded(Qwen2ForCausalLM, Qwen2Config(**SHAPE)),
+    "mistral": lambda: _loaded(MistralForCausalLM, MistralConfig(**SHAPE, sliding_window=None)),
+}
+
+
+@pytest.mark.parametrize("kind", FAMILY)
+def test_family_logits_greedy_and_llma_equal_hf(kind):
+    loaded = FAMILY[kind]()
+    model = loaded.model
+    assert model.config.model_type == kind and unsupported_reason(model) is None
+    if kind == "qwen2":  # what sets Qwen2 apart: the q/k/v projections have biases
+        assert model.model.layers[0].self_attn.q_proj.bias is not None
+    hf, static = HFBackend(model), StaticBackend(model, block=8)
+    prompt, more = list(range(3, 23)), list(range(40, 52))  # 12 tokens: two blocks
+    torch.testing.assert_close(static.prefill(prompt), hf.prefill(prompt), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(static.forward(more), hf.forward(more), atol=1e-4, rtol=1e-4)
+
+    config = LLMAConfig(min_n=1, k=7, adaptive=False, max_new_tokens=30)
+    greedy = Engine(loaded, backend="hf").generate(prompt, None, config.greedy()).tokens
+    refs = {"answer": greedy[2:], "noise": list(range(60, 90))}
+    for backend in (StaticBackend(model, block=8), StaticBackend(model, block=8, tree=3)):
+        engine = Engine(loaded, backend=backend)
+        assert engine.generate(prompt, None, config.greedy()).tokens == greedy
+        llma = engine.generate(prompt, refs, config)
+        assert llma.tokens == greedy and llma.stats.accepted_tokens > 5
+
+
+def test_a_sliding_window_shorter_than_the_context_falls_back(caplog):
+    loaded = _loaded(MistralForCausalLM, MistralConfig(**SHAPE, sliding_window=16))
+    assert "sliding-window" in unsupported_reason(loaded.model)
+    with caplog.at_level(logging.WARNING, logger="llma.static"):
+        assert isinstance(Engine(loaded, backend="static").backend, HFBackend)
+    assert "sliding-window" in caplog.text

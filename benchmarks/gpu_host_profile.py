@@ -1,12 +1,15 @@
-"""Where LLMA's time goes beside the GPU steps in free decoding: greedy vs LLMA, one engine.
+"""Where LLMA's time goes beside the GPU steps: greedy vs LLMA, one engine, host and GPU kernels.
 
-    python benchmarks/gpu_host_profile.py --data .gpu/data/rag.jsonl [--tree N]   (on the GPU machine)
+    python benchmarks/gpu_host_profile.py --data .gpu/data/rag.jsonl [--tree N] [--mode forced] [--kernels]
+    (on the GPU machine)
 
-For 30 rag.jsonl prompts (free decoding, 128 new tokens, after an untimed prefill of each and a
-warm-up): wall ms per forward, the mean time between step events (one forward plus the host's
-work around it) and the time to the first token (the prefill), then a cProfile of the host side.
-With --tree N, through a backend packing N drafts in its block. Printed only
-(benchmarks/gpu_host_profile.txt is one run's output).
+For 30 rag.jsonl prompts (free decoding by default, 128 new tokens, after an untimed prefill of
+each and a warm-up): wall ms per forward, the mean time between step events (one forward plus the
+host's work around it) and the time to the first token (the prefill), then a cProfile of the host
+side. With --tree N, through a backend packing N drafts in its block; --mode forced: forced to the
+targets, as `llma.bench --mode forced`; --kernels: also the GPU's time per forward by kernel
+(torch.profiler over 10 prompts; kernels replayed in a CUDA graph count too). Printed only
+(benchmarks/gpu_host_profile*.txt are runs' outputs).
 """
 from __future__ import annotations
 
@@ -16,17 +19,22 @@ import io
 import pstats
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+from torch.autograd import DeviceType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from llma.bench_data import bench_prompts  # noqa: E402
+from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
 from llma.engine import Engine, LLMAConfig  # noqa: E402
 from llma.loading import load_model  # noqa: E402
+from llma.types import DecodeResult  # noqa: E402
 from llma.static import select_backend  # noqa: E402
+from llma.verifier import ForcedVerifier  # noqa: E402
 
 
 def main() -> int:
@@ -34,6 +42,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--prompts", type=int, default=30)
     ap.add_argument("--tree", type=int, default=0, help="drafts packed per block (StaticBackend's tree)")
+    ap.add_argument("--mode", choices=("free", "forced"), default="free")
+    ap.add_argument("--kernels", action="store_true", help="also the GPU time per forward by kernel")
     args = ap.parse_args()
     loaded = load_model(device="cuda")
     engine = Engine(loaded, backend=select_backend(loaded.model, "static-graphs", tree=args.tree))
@@ -41,13 +51,22 @@ def main() -> int:
     configs = {"greedy": LLMAConfig(max_new_tokens=128).greedy(), "llma": LLMAConfig(max_new_tokens=128)}
     for p in prompts:  # every prefill graph captured here, untimed
         engine.backend.prefill(p.prompt)
+    forced = args.mode == "forced"
+
+    def generate(p: BenchPrompt, config: LLMAConfig) -> DecodeResult:
+        if not forced:
+            return engine.generate(p.prompt, p.references, config)
+        target = p.target[: config.max_new_tokens]
+        return engine.generate(p.prompt, p.references, replace(config, max_new_tokens=len(target)),
+                               ForcedVerifier(target))
+
     for config in configs.values():
-        engine.generate(prompts[0].prompt, prompts[0].references, config)
+        generate(prompts[0], config)
     for name, config in configs.items():
         torch.cuda.synchronize()
         t0, forwards = time.perf_counter(), 0
         for p in prompts:
-            forwards += engine.generate(p.prompt, p.references, config).stats.forward_passes
+            forwards += generate(p, config).stats.forward_passes
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
         steps, ttft = [], []
@@ -55,17 +74,38 @@ def main() -> int:
             events = list(engine.stream(p.prompt, p.references, config))
             steps += [e.step_s for e in events[1:]]
             ttft.append(events[0].elapsed_s)
-        print(f"{name}: {forwards} forwards, {wall * 1e3 / forwards:.3f} ms/forward; mean step_s "
-              f"{sum(steps) / len(steps) * 1e3:.3f} ms; ttft {sum(ttft) / len(ttft) * 1e3:.2f} ms", flush=True)
+        print(f"{name} ({args.mode}): {forwards} forwards, {wall * 1e3 / forwards:.3f} ms/forward; mean step_s "
+              f"{sum(steps) / len(steps) * 1e3:.3f} ms (free decoding); ttft {sum(ttft) / len(ttft) * 1e3:.2f} ms",
+              flush=True)
         profile = cProfile.Profile()
         profile.enable()
         for p in prompts:
-            engine.generate(p.prompt, p.references, config)
+            generate(p, config)
         profile.disable()
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(14)
         print(out.getvalue())
+        if args.kernels:
+            print(kernel_table(lambda: [generate(p, config) for p in prompts[:10]]), flush=True)
     return 0
+
+
+def kernel_table(run: Callable[[], list[DecodeResult]]) -> str:
+    """The GPU's time per forward by kernel over `run`'s decodings (torch.profiler, CUDA activity)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        forwards = sum(result.stats.forward_passes for result in run())
+        torch.cuda.synchronize()
+    rows = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+    rows.sort(key=lambda e: -e.self_device_time_total)
+    total = sum(e.self_device_time_total for e in rows)
+    lines = [f"GPU time by kernel over {forwards} forwards: {total / forwards:.1f} us per forward",
+             "| us per forward | calls per forward | kernel |", "|---|---|---|"]
+    lines += [f"| {e.self_device_time_total / forwards:.1f} | {e.count / forwards:.2f} | {e.key[:90]} |"
+              for e in rows[:25]]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

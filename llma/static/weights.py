@@ -1,12 +1,15 @@
 """A Llama-family model's weights and per-layer arithmetic, as the static backend's steps use them."""
 from __future__ import annotations
 
+import logging
 from collections import namedtuple
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
+
+log = logging.getLogger(__name__)
 
 # q, k and v (and gate and up) projections in one matrix each: one GEMM each; o and down transposed
 # for addmm (the residual added in the same kernel).
@@ -21,6 +24,25 @@ def pack_layer(layer: torch.nn.Module) -> Layer:
                  a.o_proj.weight.detach().t(), None if a.o_proj.bias is None else a.o_proj.bias.detach(),
                  layer.post_attention_layernorm.weight.detach(),
                  torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), mlp.down_proj.weight.detach().t())
+
+
+class Compiled:
+    """`fn` through torch.compile, or `fn` itself for good if compiling it fails (a missing compiler
+    toolchain, an unsupported GPU): logged once, the results the same up to rounding. The first calls
+    come from a CUDA graph's warm-up, never inside a capture (llma.static.graphs.capture)."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+        self.fn, self._compiled = fn, torch.compile(fn, fullgraph=True, dynamic=False)
+
+    def __call__(self, *args: torch.Tensor) -> object:
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args)
+            except Exception as err:  # noqa: BLE001 (any failure to compile: run eagerly)
+                log.warning("torch.compile of %s failed, running it eagerly: %s", self.fn.__name__,
+                            str(err).split("\n")[0][:300])
+                self._compiled = None
+        return self.fn(*args)
 
 
 class LlamaWeights:
@@ -41,8 +63,8 @@ class LlamaWeights:
         self.layers = [pack_layer(layer) for layer in inner.layers]
         self.arange = torch.arange(positions, device=model.device)
         self.cos, self.sin = self._rope_tables(model)
-        self._pre_c, self._post_c = ((torch.compile(f, fullgraph=True, dynamic=False) for f in (self._pre, self._post))
-                                     if compile else (self._pre, self._post))
+        self._pre_c, self._post_c = ((Compiled(f) for f in (self._pre, self._post)) if compile
+                                     else (self._pre, self._post))
 
     def _rope_tables(self, model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin per position, as the model's own rotary module computes them (HF's values)."""

@@ -104,17 +104,21 @@ def test_tree_from_the_environment(monkeypatch):
 
 def test_the_default_packs_four_drafts_on_cuda_only(monkeypatch):
     """On CUDA (one row, split-KV attention) the default is DEFAULT_TREE drafts packed per block, the
-    fastest measured; on CPU, with several rows or another kernel asked for, none."""
+    fastest measured; on CPU, with several rows or another kernel asked for, none. torch.compile by
+    default under CUDA graphs with split-KV attention only (where it was measured)."""
     for name in ("LLMA_STATIC_TREE", "LLMA_STATIC_ROWS", "LLMA_STATIC_ATTENTION", "LLMA_STATIC_COMPILE"):
         monkeypatch.delenv(name, raising=False)
     assert DEFAULT_TREE == 4
-    assert static_options(True, True, {}) == {"attention": "split", "compile": False, "rows": 1, "tree": 4}
+    assert static_options(True, True, {}) == {"attention": "split", "compile": True, "rows": 1, "tree": 4}
+    assert static_options(True, False, {})["compile"] is False  # compiled only under CUDA graphs
     assert static_options(False, False, {}) == {"attention": "sdpa", "compile": False, "rows": 1, "tree": 0}
     assert select_backend(_tiny().model, "static").drafts_per_step == 1  # CPU: one draft
     assert static_options(True, True, {"rows": 4})["tree"] == 0
-    assert static_options(True, True, {"tree": 0})["attention"] == "flash"
-    assert static_options(True, True, {"tree": 8, "block": 64}) == {"attention": "split", "compile": False,
+    assert static_options(True, True, {"tree": 0}) == {"attention": "flash", "compile": False, "rows": 1, "tree": 0}
+    assert static_options(True, True, {"tree": 8, "block": 64}) == {"attention": "split", "compile": True,
                                                                     "rows": 1, "tree": 8, "block": 64}
+    monkeypatch.setenv("LLMA_STATIC_COMPILE", "0")
+    assert static_options(True, True, {}) == {"attention": "split", "compile": False, "rows": 1, "tree": 4}
     monkeypatch.setenv("LLMA_STATIC_ATTENTION", "flash")
     assert static_options(True, True, {})["tree"] == 0  # flash cannot read a draft's own slots
     monkeypatch.setenv("LLMA_STATIC_ATTENTION", "split")
@@ -150,10 +154,10 @@ def test_smollm_with_a_tree_identical_to_greedy_fp32(smollm):
 def test_cuda_graphs_with_a_tree_llma_bit_identical_to_greedy(monkeypatch):
     from test_llma_split_attention import _tiny as _tiny_16  # 16-wide heads, as split attention needs
 
-    for name in ("LLMA_STATIC_TREE", "LLMA_STATIC_ROWS", "LLMA_STATIC_ATTENTION"):
+    for name in ("LLMA_STATIC_TREE", "LLMA_STATIC_ROWS", "LLMA_STATIC_ATTENTION", "LLMA_STATIC_COMPILE"):
         monkeypatch.delenv(name, raising=False)
     loaded = _tiny_16("cuda", torch.bfloat16)
-    backend = select_backend(loaded.model, "auto")  # the default on CUDA: DEFAULT_TREE drafts packed
-    assert backend.name.endswith(f"+tree{DEFAULT_TREE}") and backend.graphs and backend.attention == "split"
+    backend = select_backend(loaded.model, "auto")  # the default on CUDA: DEFAULT_TREE drafts packed, compiled
+    assert backend.name == f"static-graphs+compile+tree{DEFAULT_TREE}" and backend.attention == "split"
     _packed_rows_equal_each_draft_alone(loaded.model, attention="split")  # graphs: auto on CUDA
     assert max(e.candidates for e in llma_on_pieces(loaded, backend, seed=11)[-1]) > 1

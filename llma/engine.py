@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -211,3 +212,14 @@ class Engine:
         verifier: Verifier | None = None,
     ) -> DecodeResult:
         return collect(self.stream(prompt, references, config, verifier))
+
+    def warm_up(self) -> bool:
+        """A two-token greedy generation now if the backend sets itself up on first use (CUDA graph
+        captures and torch.compile: seconds on a GPU), so that a server's first answer does not wait
+        for it; greedy and LLMA share the step's graph. False (nothing run) for a backend without graphs."""
+        if not getattr(self.backend, "graphs", False):
+            return False
+        started = time.perf_counter()
+        self.generate([0] * 8, None, LLMAConfig(max_new_tokens=2).greedy())
+        log.info("%s set up in %.1f s", getattr(self.backend, "name", "backend"), time.perf_counter() - started)
+        return True

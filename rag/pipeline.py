@@ -50,6 +50,7 @@ class RAGPipeline:
         self.index = index
         self.loaded = loaded
         self.engine = Engine(loaded)
+        self.engine.warm_up()  # on a GPU: the CUDA graphs and torch.compile now, not in the first answer
         # The cache compares questions with the index's own embedder; without an index, the default.
         self.cache = AnswerCache(embedder or (index.embedder if index else Embedder()), cache_size)
         self._lock = threading.Lock()

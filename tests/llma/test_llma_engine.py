@@ -55,3 +55,35 @@ def test_engine_parts_follow_the_config():
     with pytest.raises(ValueError, match="reserved"):
         engine.proposer({OUTPUT_REF: [1]}, LLMAConfig())
     assert engine.context_length == 64
+
+
+class _GraphBackend:
+    """A CPU static backend that says it captures graphs (as on CUDA), counting its prefills and steps."""
+
+    graphs = True
+
+    def __init__(self, backend):
+        self._backend, self.calls = backend, []
+
+    def __getattr__(self, name):
+        attr = getattr(self._backend, name)
+        if name in ("prefill", "forward"):
+            def counted(*args):
+                self.calls.append(name)
+                return attr(*args)
+            return counted
+        return attr
+
+
+def test_warm_up_runs_a_short_generation_only_where_there_is_set_up():
+    from llma.static import StaticBackend
+
+    loaded = tiny_llama()
+    assert Engine(loaded, "hf").warm_up() is False and Engine(loaded, "static").warm_up() is False
+    backend = _GraphBackend(StaticBackend(loaded.model, block=8))
+    engine = Engine(loaded, backend=backend)
+    assert engine.warm_up() is True and backend.calls == ["prefill", "forward"]  # one step: its graph made
+    prompt = [5, 6, 7, 8, 9]
+    config = LLMAConfig(max_new_tokens=12)
+    assert engine.generate(prompt, {"a": [7, 8, 9, 10]}, config).tokens == \
+        Engine(loaded, "static").generate(prompt, None, config.greedy()).tokens  # nothing left behind

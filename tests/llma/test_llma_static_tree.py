@@ -159,5 +159,6 @@ def test_cuda_graphs_with_a_tree_llma_bit_identical_to_greedy(monkeypatch):
     loaded = _tiny_16("cuda", torch.bfloat16)
     backend = select_backend(loaded.model, "auto")  # the default on CUDA: DEFAULT_TREE drafts packed, compiled
     assert backend.name == f"static-graphs+compile+tree{DEFAULT_TREE}" and backend.attention == "split"
+    assert Engine(loaded, backend=backend).warm_up() and len(backend._graphs) == 1  # the step's graph, made
     _packed_rows_equal_each_draft_alone(loaded.model, attention="split")  # graphs: auto on CUDA
     assert max(e.candidates for e in llma_on_pieces(loaded, backend, seed=11)[-1]) > 1

@@ -15,10 +15,6 @@ RES=/tmp/gpu_res
 STEPS=${*:-smoke choose forced free squad steps host}
 mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LLMA_CACHE_DIR=${LLMA_CACHE_DIR:-/tmp/llmacache}
-# The benches' own engines (greedy, llma, name@static) without drafts packed: their greedy, the
-# fastest one, is every table's baseline. The default on CUDA (4 packed, llma.static.support) is
-# llma+tree4 in the tables, against that greedy and its own.
-export LLMA_STATIC_TREE=0
 BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backend static --max-new-tokens 128"
 # llma: the static backend's drafting defaults (llma.engine.fixed_block_defaults); llma_hf_defaults:
 # the HF loop's (the defaults before stop 11); llma_k32: the best variant of the runs before that.
@@ -36,13 +32,19 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
               transformers.__version__, 'triton', triton.__version__)"
   if has smoke; then  # the static backend's tests, the CUDA ones included (stop at once if one fails)
     timeout 200 python3 -m pytest -q -x tests/llma/test_llma_static.py tests/llma/test_llma_split_attention.py \
-      tests/llma/test_llma_static_rows.py tests/llma/test_llma_static_tree.py \
-      -k "cuda or bit_identical or backend_choice or upload or default_packs" || { echo "SMOKE TEST FAILED"; exit 1; }
+      tests/llma/test_llma_static_rows.py tests/llma/test_llma_static_tree.py tests/llma/test_llma_static_compile.py \
+      tests/llma/test_llma_engine.py \
+      -k "cuda or bit_identical or backend_choice or upload or default_packs or compile or warm_up" || { echo "SMOKE TEST FAILED"; exit 1; }
   fi
   if has choose; then  # attention kernel and torch.compile: the fastest variant still bitwise row-invariant
     timeout 300 python3 -m llma.gpu_bench --choose --data $DATA/rag.jsonl --json $RES/gpu_choice.json \
       | tee /dev/stderr | grep '^CHOICE' | tail -1 > $RES/choice.txt; keep
   fi
+  # The benches' own engines (greedy, llma, name@static) without drafts packed: their greedy, the
+  # fastest one, is every table's baseline. The default on CUDA (4 packed, llma.static.support) is
+  # llma+tree4 in the tables, against that greedy and its own. (The smoke tests above run with the
+  # defaults a user gets.)
+  export LLMA_STATIC_TREE=0
   CHOICE=$(cat $RES/choice.txt 2>/dev/null)
   export LLMA_STATIC_ATTENTION=$(echo "$CHOICE" | sed -n 's/.*attention=\([a-z]*\).*/\1/p')
   export LLMA_STATIC_COMPILE=$(echo "$CHOICE" | sed -n 's/.*compile=\([01]\).*/\1/p')

@@ -242,8 +242,8 @@ def test_cuda_graphs_llma_bit_identical_to_greedy():
     loaded = _tiny(torch.bfloat16)
     loaded.model.to("cuda")
     loaded.device = torch.device("cuda")
-    engine = Engine(loaded)  # auto on CUDA: static with graphs
-    assert engine.backend.name == "static-graphs"
+    engine = Engine(loaded)  # auto on CUDA: static with graphs (and its defaults: drafts packed, compiled)
+    assert engine.backend.graphs and engine.backend.name.startswith("static-graphs")
     prompt = _ids(24, 11)
     greedy = engine.generate(prompt, None, CONFIGS[0].greedy()).tokens
     refs = {"answer": greedy[3:], "noise": _ids(50, 9)}

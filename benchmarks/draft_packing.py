@@ -13,19 +13,19 @@ hint), the best accepted prefix per step. Only the tokenizer is loaded.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from forced_count import count_forced, forced_parser  # noqa: E402 (benchmarks/, the script's folder)
 from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
-from llma.engine import OUTPUT_REF  # noqa: E402
 from llma.loading import load_model  # noqa: E402
 from llma.reference_index import ReferenceIndex  # noqa: E402
-from llma.verifier import count_accepted  # noqa: E402
+from llma.types import Draft  # noqa: E402
 
 PACKINGS = {31: [(31,), (16, 15), (20, 11), (24, 7), (16, 8, 7), (16, 8, 4, 3), (20, 4, 4, 3), (8, 8, 8, 7),
                  (31, 5, 5, 5), (31, 3, 3, 3, 3, 3, 3, 3), (31, 3, 2, 2, 2, 2, 2, 2)],
@@ -50,34 +50,16 @@ def packed(drafts: list[tuple[int, ...]], caps: tuple[int, ...], total: int, tri
 
 def tokens_per_forward(prompts: list[BenchPrompt], caps: tuple[int, ...], total: int, max_new: int,
                        trie: bool = False) -> float:
-    tokens = forwards = 0
-    for p in prompts:
-        target = p.target[:max_new]
-        index = ReferenceIndex(p.references, min_n=1, max_n=4, policy="longest", prefer=OUTPUT_REF,
-                               candidates=max(2, len(caps)))
-        out = target[:1]  # the prefill's token
-        index.extend(OUTPUT_REF, out)
-        forwards += 1
-        while len(out) < len(target):
-            room = len(target) - len(out) - 1  # a draft past the target's end cannot be accepted
-            drafts = index.lookup_many(p.prompt + out, min(31, room), count=len(caps)) if room > 0 else []
-            cuts = packed([d.tokens for d in drafts], caps, total, trie)  # the block's drafted slots
-            best = max((count_accepted(cut, target[len(out):]) for cut in cuts), default=0)
-            new = target[len(out) : len(out) + best + 1]
-            out += new
-            index.extend(OUTPUT_REF, new)
-            forwards += 1
-        tokens += len(target)
-    return tokens / forwards
+    def drafter(index: ReferenceIndex, context: list[int], room: int, near: object) -> list[Draft]:
+        drafts = index.lookup_many(context, room, count=len(caps))  # without `near`, as counted before it
+        cuts = packed([d.tokens for d in drafts], caps, total, trie)  # the block's drafted slots, first last
+        return [replace(d, tokens=cut) for d, cut in zip([*drafts[1:], *drafts[:1]], cuts)]
+
+    return count_forced(prompts, drafter, max_new, candidates=max(2, len(caps)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
+    args = forced_parser(__doc__.split("\n")[0]).parse_args(argv)
     _, prompts = bench_prompts(load_model(device="cpu").tokenizer, args.data, args.limit)
     results = []
     for total, packings in PACKINGS.items():

@@ -19,8 +19,6 @@ the best accepted prefix per step. Only the tokenizer is loaded.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -30,12 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from forced_count import count_forced, forced_parser, write_report  # noqa: E402 (benchmarks/, the script's folder)
 from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
 from llma.engine import OUTPUT_REF  # noqa: E402
 from llma.loading import load_model  # noqa: E402
 from llma.reference_index import ReferenceIndex  # noqa: E402
 from llma.types import Draft, RefId  # noqa: E402
-from llma.verifier import count_accepted  # noqa: E402
 
 SLOTS = 31  # the 32-row block's drafted slots (llma.static.backend.DEFAULT_BLOCK - 1)
 PACKED = (31, 5, 5, 5)  # StaticBackend(tree=4)'s caps (llma.static.tree.draft_caps(32, 4))
@@ -129,29 +127,11 @@ RULES: dict[str, Rule] = {
 
 def count(prompts: list[BenchPrompt], rule: Rule, max_new: int, why: Counter[str] | None = None) -> float:
     """Tokens per forward of `rule` in forced decoding; `why`: the steps that accepted nothing, by cause."""
-    tokens = forwards = 0
-    for p in prompts:
-        target = p.target[:max_new]
-        index = ReferenceIndex(p.references, min_n=1, max_n=4, policy="longest", prefer=OUTPUT_REF, candidates=16)
-        out, near = target[:1], None  # the prefill's token
-        index.extend(OUTPUT_REF, out)
-        forwards += 1
-        while len(out) < len(target):
-            room = len(target) - len(out) - 1  # a draft past the target's end cannot be accepted
-            drafts = rule(Step(index, p.prompt + out, min(SLOTS, room), near)) if room > 0 else []
-            accepted = [count_accepted(d.tokens, target[len(out):]) for d in drafts]
-            best = max(accepted, default=0)
-            if best:
-                kept = drafts[accepted.index(best)]
-                near = (kept.ref_id, kept.offset + best)
-            elif why is not None and room > 0:
-                why[_cause(index, p.prompt + out, target[len(out)])] += 1
-            new = target[len(out) : len(out) + best + 1]
-            out += new
-            index.extend(OUTPUT_REF, new)
-            forwards += 1
-        tokens += len(target)
-    return tokens / forwards
+    def miss(index: ReferenceIndex, context: list[int], wanted: int) -> None:
+        why[_cause(index, context, wanted)] += 1
+
+    return count_forced(prompts, lambda index, context, room, near: rule(Step(index, context, room, near)),
+                        max_new, candidates=16, miss=miss if why is not None else None)
 
 
 def _cause(index: ReferenceIndex, context: list[int], wanted: int) -> str:
@@ -177,12 +157,7 @@ def markdown(report: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="rag.jsonl (its targets: result.text)")
-    ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
+    args = forced_parser(__doc__.split("\n")[0]).parse_args(argv)
     _, prompts = bench_prompts(load_model(device="cpu").tokenizer, args.data, args.limit)
     why: Counter[str] = Counter()
     results = {}
@@ -194,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
               "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
               "nothing_accepted": dict(why.most_common()), "tokens_per_forward": results}
     print(markdown(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        args.json.with_suffix(".md").write_text(markdown(report))
+    write_report(args.json, report, markdown)
     return 0
 
 

@@ -14,9 +14,7 @@ caps of llma.static.tree.draft_caps). Only the tokenizer is loaded.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from forced_count import forced_parser, write_report  # noqa: E402 (benchmarks/, the script's folder)
 from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
 from llma.decoder import Decoder, StopConfig  # noqa: E402
 from llma.engine import OUTPUT_REF  # noqa: E402
@@ -113,12 +112,7 @@ def markdown(report: dict[str, object]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="rag.jsonl (its targets: result.text)")
-    ap.add_argument("--limit", type=int, default=100)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
+    args = forced_parser(__doc__.split("\n")[0]).parse_args(argv)
     loaded = load_model(device="cpu")  # for its tokenizer and EOS ids; the model itself never runs
     _, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit)
     eos = loaded.model.generation_config.eos_token_id
@@ -150,9 +144,7 @@ def main(argv: list[str] | None = None) -> int:
               "block": BLOCK, "command": "python benchmarks/draft_settings.py " + " ".join(argv or sys.argv[1:]),
               "rows": rows, "best": best, "drafts_per_step_tokens_per_forward": several,
               "packed_tokens_per_forward": packed}
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        args.json.with_suffix(".md").write_text(markdown(report))
+    write_report(args.json, report, markdown)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Test helpers for llma/: a scripted mock backend and a tiny random-weight Llama."""
+"""Test helpers for llma/: mock backends (a scripted one, their common base) and a tiny random-weight Llama."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -12,19 +12,13 @@ from llma.loading import LoadedModel
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-class ScriptedBackend:
-    """A deterministic mock model that "wants" to generate `script` after any prompt.
+class SequenceBackend:
+    """What the mock backends share: the tokens fed so far (`seq`, its length the cache), the sizes
+    of the forwards, the context window, and `trim`."""
 
-    The token after `prompt + script[:i]` is `script[i]` (then `eos`); after anything else it is
-    `wrong`, so a loop that feeds the model the wrong tokens or trims its cache wrongly diverges.
-    """
-
-    def __init__(self, script: Sequence[int], vocab: int = 128, eos: int = 2, wrong: int = 1,
-                 context_length: int = 1024) -> None:
-        self.script, self.vocab, self.eos, self.wrong = list(script), vocab, eos, wrong
+    def __init__(self, context_length: int) -> None:
         self._context_length = context_length
         self.seq: list[int] = []
-        self.prompt_len = 0
         self.forward_sizes: list[int] = []
 
     @property
@@ -34,6 +28,24 @@ class ScriptedBackend:
     @property
     def cached(self) -> int:
         return len(self.seq)
+
+    def trim(self, length: int) -> None:
+        assert 0 <= length <= len(self.seq), f"trim to {length} of {len(self.seq)}"
+        del self.seq[length:]
+
+
+class ScriptedBackend(SequenceBackend):
+    """A deterministic mock model that "wants" to generate `script` after any prompt.
+
+    The token after `prompt + script[:i]` is `script[i]` (then `eos`); after anything else it is
+    `wrong`, so a loop that feeds the model the wrong tokens or trims its cache wrongly diverges.
+    """
+
+    def __init__(self, script: Sequence[int], vocab: int = 128, eos: int = 2, wrong: int = 1,
+                 context_length: int = 1024) -> None:
+        super().__init__(context_length)
+        self.script, self.vocab, self.eos, self.wrong = list(script), vocab, eos, wrong
+        self.prompt_len = 0
 
     def _next(self, upto: int) -> int:
         produced = self.seq[self.prompt_len : upto]
@@ -58,10 +70,6 @@ class ScriptedBackend:
         assert len(self.seq) <= self._context_length, "forward past the context window"
         self.forward_sizes.append(len(ids))
         return self._logits(start)
-
-    def trim(self, length: int) -> None:
-        assert length <= len(self.seq)
-        del self.seq[length:]
 
 
 def tiny_llama(vocab: int = 97, context: int = 64, seed: int = 0, init: float = 0.5) -> LoadedModel:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from llma_fixtures import ScriptedBackend, tiny_llama
+from llma_fixtures import ScriptedBackend, SequenceBackend, tiny_llama
 
 from llma.decoder import Decoder, StopConfig, collect
 from llma.engine import OUTPUT_REF, Engine, LLMAConfig
@@ -26,27 +26,18 @@ MEDIUM = settings(max_examples=60, deadline=None)
 # --------------------------------------------------------------------------------------------------
 
 
-class TableBackend:
+class TableBackend(SequenceBackend):
     """A deterministic mock model: the logits after a sequence depend on its last token (and the one
     before if `order` is 2) and its length mod `period`, through a random table. A wrong cache (bad
     trim, wrong or misplaced tokens fed) changes the logits; the output soon cycles, so copying from
     the references and from the answer itself pays."""
 
     def __init__(self, seed: int, vocab: int, context_length: int, order: int = 2, period: int = 2) -> None:
+        super().__init__(context_length)
         g = torch.Generator().manual_seed(seed)
         self.table = torch.randn(vocab, vocab, period, vocab, generator=g)
-        self.order, self.period = order, period
-        self.vocab, self._context_length = vocab, context_length
-        self.seq: list[int] | None = None
-        self.forward_sizes: list[int] = []
-
-    @property
-    def context_length(self) -> int:
-        return self._context_length
-
-    @property
-    def cached(self) -> int:
-        return len(self.seq or ())
+        self.order, self.period, self.vocab = order, period, vocab
+        self.prefilled = False
 
     def _row(self, upto: int) -> torch.Tensor:
         s = self.seq[:upto]
@@ -55,22 +46,18 @@ class TableBackend:
 
     def prefill(self, ids):
         assert 1 <= len(ids) <= self._context_length
-        self.seq = list(ids)
+        self.seq, self.prefilled = list(ids), True
         self.forward_sizes.append(len(ids))
         return self._row(len(self.seq)).unsqueeze(0)
 
     def forward(self, ids):
-        assert self.seq is not None, "forward before prefill"
+        assert self.prefilled, "forward before prefill"
         assert ids, "empty forward"
         start = len(self.seq)
         self.seq.extend(ids)
         assert len(self.seq) <= self._context_length, "forward past the context window"
         self.forward_sizes.append(len(ids))
         return torch.stack([self._row(j + 1) for j in range(start, len(self.seq))])
-
-    def trim(self, length: int) -> None:
-        assert 0 <= length <= len(self.seq), f"trim to {length} of {len(self.seq)}"
-        del self.seq[length:]
 
 
 def check_run(events: list[StepEvent], greedy: list[int], refs_after: dict, *, k_cap: int) -> None:

@@ -234,7 +234,9 @@ class StaticBackend(Prefill):
             mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device)
             mask = mask.masked_fill_(~allowed, float("-inf")).repeat(groups, 1)[None, None]  # rows (group, slot)
 
-        def attend(i: int, q: torch.Tensor, *_: None) -> torch.Tensor:  # the keys are in the cache already
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            self.k[i].index_copy_(2, slots, k.view(r, b, kv, d).transpose(1, 2))
+            self.v[i].index_copy_(2, slots, v.view(r, b, kv, d).transpose(1, 2))
             if self.attention == "flash":  # one row (checked in __init__)
                 k_all, v_all = self.k[i, 0].transpose(0, 1), self.v[i, 0].transpose(0, 1)
                 return flash(q, k_all, v_all, used, self.scale, self._cu).reshape(b, -1)
@@ -256,7 +258,7 @@ class StaticBackend(Prefill):
 
         at = positions.repeat(r) if r > 1 else positions  # each row's block covers the same positions
         x = self._layers(F.embedding(inp[:n], self.embed), self.cos[at][:, None], self.sin[at][:, None],
-                         attend, store=(self.k, self.v, slots))
+                         attend, step=True)
         return F.linear(x, self.lm_head)
 
     def _split_kernel(self, block: int) -> Callable[..., torch.Tensor]:

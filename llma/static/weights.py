@@ -63,8 +63,8 @@ class LlamaWeights:
         self.layers = [pack_layer(layer) for layer in inner.layers]
         self.arange = torch.arange(positions, device=model.device)
         self.cos, self.sin = self._rope_tables(model)
-        self._pre_c, self._post_c = ((Compiled(f) for f in (self._pre_store, self._post)) if compile
-                                     else (self._pre_store, self._post))
+        self._pre_c, self._post_c = ((Compiled(f) for f in (self._pre, self._post)) if compile
+                                     else (self._pre, self._post))
 
     def _rope_tables(self, model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin per position, as the model's own rotary module computes them (HF's values)."""
@@ -76,31 +76,13 @@ class LlamaWeights:
         return cos.contiguous(), torch.cat((-sin[:, :half], sin[:, half:]), -1).contiguous()
 
     def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attend: Callable[[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None], torch.Tensor],
-                store: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        """The layers over `x`. A step gives `store` (the key and value caches, [layers, rows, kv_heads,
-        capacity, d], and the slots its rows go to): each layer's keys and values are written there
-        before `attend`, which then gets only the queries (None for them)."""
+                attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                step: bool = False) -> torch.Tensor:
+        pre, post = (self._pre_c, self._post_c) if step else (self._pre, self._post)
         for i, w in enumerate(self.layers):
-            if store is None:
-                q, k, v = self._pre(x, w.in_norm, w.qkv, w.qkv_bias, cos, sin)
-                x = self._post(x, attend(i, q, k, v), w.o_t, w.o_bias, w.post_norm, w.gate_up, w.down_t)
-            else:
-                q = self._pre_c(x, w.in_norm, w.qkv, w.qkv_bias, cos, sin, store[0][i], store[1][i], store[2])
-                x = self._post_c(x, attend(i, q, None, None), w.o_t, w.o_bias, w.post_norm, w.gate_up, w.down_t)
+            q, k, v = pre(x, w.in_norm, w.qkv, w.qkv_bias, cos, sin)
+            x = post(x, attend(i, q, k, v), w.o_t, w.o_bias, w.post_norm, w.gate_up, w.down_t)
         return F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
-
-    def _pre_store(self, x, in_norm, qkv_w, qkv_b, cos, sin, k_cache, v_cache, slots):  # noqa: ANN001, ANN202
-        """`_pre`, its keys and values written into a layer's caches ([rows, kv_heads, capacity, d]) at
-        `slots`, the queries returned. Compiled, the writes join the projection's epilogue instead of
-        two kernels of their own per layer (each step's largest cost after the GEMMs, 154 of 1,154 us
-        on the H200, benchmarks/gpu_host_profile_forced_tree4.txt)."""
-        q, k, v = self._pre(x, in_norm, qkv_w, qkv_b, cos, sin)
-        rows, kv, d = k_cache.shape[0], self.kv_heads, self.head_dim
-        block = k.shape[0] // rows
-        k_cache.index_copy_(2, slots, k.view(rows, block, kv, d).transpose(1, 2))
-        v_cache.index_copy_(2, slots, v.view(rows, block, kv, d).transpose(1, 2))
-        return q
 
     def _pre(self, x, in_norm, qkv_w, qkv_b, cos, sin):  # noqa: ANN001, ANN202 (pure: compiled as is)
         """Norm, q/k/v projection, rotary embedding: q [n, heads, d], k and v [n, kv_heads, d]."""

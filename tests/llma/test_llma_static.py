@@ -67,7 +67,7 @@ def test_prefill_is_padded_to_a_few_shapes_and_the_padding_is_never_read():
     shapes, layers = [], st._layers
 
     def spy(x, *args, **kwargs):
-        if kwargs.get("store") is None:  # a prefill (a step writes the cache as it goes)
+        if not kwargs.get("step"):
             shapes.append(x.shape[0])
         return layers(x, *args, **kwargs)
 

@@ -1,11 +1,14 @@
 """torch.compile in the static backend (llma.static.weights.Compiled): used when it works, and when
 compiling fails the backend logs why once and runs the same steps eagerly (CPU, with a stand-in for
-torch.compile; the real one runs on the GPU, benchmarks/GPU.md)."""
+torch.compile), and the real compile on CPU (on the GPU: benchmarks/GPU.md)."""
 import logging
+import shutil
 
+import pytest
 import torch
 
 import llma.static.weights as weights
+from llma.engine import Engine, LLMAConfig
 from llma.static import StaticBackend
 from llma_fixtures import tiny_llama
 
@@ -52,3 +55,19 @@ def test_a_working_compile_runs_every_step(monkeypatch):
     assert torch.equal(_steps(backend), _steps(StaticBackend(model, block=8)))
     layers = len(model.model.layers)
     assert calls.count("_pre") == calls.count("_post") == 4 * layers  # the steps' layers; the prefill's not
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_the_real_compile_gives_greedy_and_llma_equals_its_greedy():
+    """The real torch.compile (inductor, CPU): greedy through the compiled steps gives the eager
+    greedy's tokens, and LLMA through them equals that greedy."""
+    loaded = tiny_llama()
+    compiled = StaticBackend(loaded.model, block=8, compile=True)
+    prompt, config = list(range(5, 25)), LLMAConfig(max_new_tokens=30)
+    greedy = Engine(loaded, backend=StaticBackend(loaded.model, block=8)).generate(prompt, None, config.greedy())
+    engine = Engine(loaded, backend=compiled)
+    assert engine.generate(prompt, None, config.greedy()).tokens == greedy.tokens
+    llma = engine.generate(prompt, {"answer": greedy.tokens[2:], "noise": list(range(60, 90))}, config)
+    assert llma.tokens == greedy.tokens and llma.stats.accepted_tokens > 10
+    assert compiled._pre_c._compiled is not None and compiled._post_c._compiled is not None  # no fallback

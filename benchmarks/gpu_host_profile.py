@@ -63,6 +63,7 @@ def main() -> int:
     for config in configs.values():
         generate(prompts[0], config)
     for name, config in configs.items():
+        engine.history.clear()  # no prompt's own answer from an earlier pass
         torch.cuda.synchronize()
         t0, forwards = time.perf_counter(), 0
         for p in prompts:

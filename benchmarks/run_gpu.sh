@@ -2,9 +2,10 @@
 # Issue #3's GPU proof (results: benchmarks/GPU.md). On the device machine, after staging the model
 # (../shared/gpu/README.md) and copying the data sets into .gpu/data (rag.jsonl, dev-v1.1.json):
 #   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu.sh [STEP...]
-# STEPs (default: all, in this order): smoke choose forced free squad steps host. Three device calls
-# fit the 600 s limit: `smoke choose forced`, `free squad`, `steps host` (the choice waits in /tmp
-# between; `host`: benchmarks/gpu_host_profile.py with 4 drafts packed, printed to its own file).
+# STEPs (default: all, in this order): smoke choose forced free squad steps host history. Four device calls
+# fit the 600 s limit: `smoke choose forced`, `free squad`, `steps host`, `history` (the choice waits
+# in /tmp between; `host`: benchmarks/gpu_host_profile.py with 4 drafts packed, printed to its own
+# file; `history`: the user's defaults with and without llma.history, forced and free).
 # Each bench stops taking new prompts after its --time-budget (every method keeps the same prompts);
 # the HF methods (eager, ~20 tok/s there) and the eager static ones (name@static) run on the first
 # --hf-limit / --also-limit prompts only (speed ratios compare the same prompts).
@@ -12,7 +13,7 @@ set -o pipefail
 OUT=${OUT:-/tmp/gpu_out}
 DATA=${DATA:-.gpu/data}
 RES=/tmp/gpu_res
-STEPS=${*:-smoke choose forced free squad steps host}
+STEPS=${*:-smoke choose forced free squad steps host history}
 mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LLMA_CACHE_DIR=${LLMA_CACHE_DIR:-/tmp/llmacache}
 BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backend static --max-new-tokens 128"
@@ -33,8 +34,8 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   if has smoke; then  # the static backend's tests, the CUDA ones included (stop at once if one fails)
     timeout 200 python3 -m pytest -q -x tests/llma/test_llma_static.py tests/llma/test_llma_split_attention.py \
       tests/llma/test_llma_static_rows.py tests/llma/test_llma_static_tree.py tests/llma/test_llma_static_compile.py \
-      tests/llma/test_llma_engine.py \
-      -k "cuda or bit_identical or backend_choice or upload or default_packs or compile or warm_up" || { echo "SMOKE TEST FAILED"; exit 1; }
+      tests/llma/test_llma_engine.py tests/llma/test_llma_history.py \
+      -k "cuda or bit_identical or backend_choice or upload or default_packs or compile or warm_up or (history and not smollm)" || { echo "SMOKE TEST FAILED"; exit 1; }
   fi
   if has choose; then  # attention kernel and torch.compile: the fastest variant still bitwise row-invariant
     timeout 300 python3 -m llma.gpu_bench --choose --data $DATA/rag.jsonl --json $RES/gpu_choice.json \
@@ -68,6 +69,13 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   fi
   if has host; then
     timeout 200 python3 benchmarks/gpu_host_profile.py --data $DATA/rag.jsonl --tree 4 > "$OUT/gpu_host_profile_tree4.txt"
+  fi
+  if has history; then  # the defaults a user gets (no LLMA_STATIC_*), with and without the answer history
+    for mode in forced free; do
+      env -u LLMA_STATIC_TREE -u LLMA_STATIC_ATTENTION -u LLMA_STATIC_COMPILE timeout 280 python3 -m llma.bench \
+        --device cuda --backend auto --data $DATA/rag.jsonl --mode $mode --limit 100 --hf-limit 1 --time-budget 110 \
+        --max-new-tokens 128 --variant llma_no_history:answer_history=false --json $RES/gpu_history_$mode.json; keep
+    done
   fi
 } 2>&1 | tee -a "$OUT/log.txt"
 exit 0

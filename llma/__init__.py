@@ -2,6 +2,7 @@
 from llma.backend import Backend, HFBackend
 from llma.engine import OUTPUT_REF, DraftDefaults, Engine, LLMAConfig
 from llma.decoder import Decoder, StopConfig, collect
+from llma.history import AnswerHistory
 from llma.loading import DEFAULT_MODEL, LoadedModel, ModelNotFoundError, load_model
 from llma.proposer import CopyLength, Proposer
 from llma.reference_index import ReferenceIndex
@@ -10,7 +11,7 @@ from llma.verifier import ForcedVerifier, GreedyVerifier, SamplingConfig, Sampli
 
 __all__ = [
     "Backend", "HFBackend", "Engine", "LLMAConfig", "DraftDefaults", "OUTPUT_REF", "Decoder", "StopConfig",
-    "collect", "DEFAULT_MODEL", "LoadedModel",
+    "collect", "DEFAULT_MODEL", "LoadedModel", "AnswerHistory",
     "ModelNotFoundError", "load_model", "CopyLength", "Proposer", "ReferenceIndex", "CopiedSpan",
     "DecodeResult", "DecodeStats", "Draft", "StepEvent", "ForcedVerifier", "GreedyVerifier",
     "SamplingConfig", "SamplingVerifier", "count_accepted",

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from llma.bench_data import BenchPrompt, bench_prompts
 from llma.bench_report import MethodRun, markdown, summarise, write_report
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
+from llma.history import AnswerHistory
 from llma.loading import LoadedModel, load_model
 from llma.reference_index import POLICIES
 from llma.static import select_backend
@@ -61,15 +62,24 @@ def hf_runner(loaded: LoadedModel, max_new: int, forced: bool, lookup: int = 0) 
     return run
 
 
-def engine_runner(engine: Engine, config: LLMAConfig, forced: bool) -> Runner:
-    def run(p: BenchPrompt) -> tuple[list[int], int, int, int]:
-        target = p.target[: config.max_new_tokens] if forced and p.target else None
-        cfg = LLMAConfig(**{**config.__dict__, "max_new_tokens": len(target)}) if target else config
-        result = engine.generate(p.prompt, p.references, cfg, ForcedVerifier(target) if target else None)
+class EngineRunner:
+    """One of our methods: `engine` with `config` (forced: to each prompt's target), learning from
+    its own answers only (an `AnswerHistory` per method, emptied after the warm-up by `reset`)."""
+
+    def __init__(self, engine: Engine, config: LLMAConfig, forced: bool) -> None:
+        self.engine, self.config, self.forced, self.history = engine, config, forced, AnswerHistory()
+
+    def __call__(self, p: BenchPrompt) -> tuple[list[int], int, int, int]:
+        config = self.config
+        target = p.target[: config.max_new_tokens] if self.forced and p.target else None
+        cfg = replace(config, max_new_tokens=len(target)) if target else config
+        result = self.engine.generate(p.prompt, p.references, cfg, ForcedVerifier(target) if target else None,
+                                      self.history)
         s = result.stats
         return result.tokens, s.forward_passes, s.proposed_tokens, s.accepted_tokens
 
-    return run
+    def reset(self) -> None:
+        self.history.clear()
 
 
 def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tuple[dict[str, Runner], list[Engine]]:
@@ -78,8 +88,8 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tu
     base = base_config(args)
     table: dict[str, Runner] = {
         "hf_greedy": hf_runner(loaded, args.max_new_tokens, forced),
-        "greedy": engine_runner(engine, base.greedy(), forced),
-        "llma": engine_runner(engine, base, forced),
+        "greedy": EngineRunner(engine, base.greedy(), forced),
+        "llma": EngineRunner(engine, base, forced),
     }
     # Forced mode: HF prompt lookup, like HF greedy, decodes freely to the target's length.
     table["hf_prompt_lookup"] = hf_runner(loaded, args.max_new_tokens, forced, lookup=args.k or HF_DEFAULTS.k)
@@ -87,8 +97,8 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tu
     for backend in args.also_backend:  # the same two methods through another backend: greedy@static, ...
         other = Engine(loaded, backend=backend)
         engines.append(other)
-        table[f"greedy@{backend}"] = engine_runner(other, base.greedy(), forced)
-        table[f"llma@{backend}"] = engine_runner(other, base, forced)
+        table[f"greedy@{backend}"] = EngineRunner(other, base.greedy(), forced)
+        table[f"llma@{backend}"] = EngineRunner(other, base, forced)
     # Several drafts per step: side by side (rows) or packed into the block (tree); greedy runs the same.
     for option, specs in (("rows", args.rows), ("tree", args.tree)):
         for spec in specs:  # N, or N/B: N drafts in a query block of B rows (both greedy and LLMA)
@@ -96,12 +106,12 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tu
             sizes = {option: int(n), **({"block": int(block)} if block else {})}
             other = Engine(loaded, backend=select_backend(loaded.model, args.backend, **sizes))
             engines.append(other)
-            table[f"greedy+{option}{spec}"] = engine_runner(other, base.greedy(), forced)
-            table[f"llma+{option}{spec}"] = engine_runner(other, base, forced)
+            table[f"greedy+{option}{spec}"] = EngineRunner(other, base.greedy(), forced)
+            table[f"llma+{option}{spec}"] = EngineRunner(other, base, forced)
     for spec in args.variant:
         name, _, settings = spec.partition(":")
         overrides = dict(kv.split("=") for kv in settings.split(",") if kv)
-        table[name] = engine_runner(engine, replace(base, **{k: _typed(k, v) for k, v in overrides.items()}), forced)
+        table[name] = EngineRunner(engine, replace(base, **{k: _typed(k, v) for k, v in overrides.items()}), forced)
     return table, engines
 
 
@@ -113,7 +123,7 @@ def base_config(args: argparse.Namespace) -> LLMAConfig:
 
 def _typed(name: str, value: str) -> object:
     """A --variant value as its LLMAConfig field's type."""
-    if name in ("adaptive", "copy_from_output"):
+    if name in ("adaptive", "copy_from_output", "answer_history"):
         return value == "true"
     return value if name == "policy" else int(value)
 
@@ -121,7 +131,8 @@ def _typed(name: str, value: str) -> object:
 def draft_settings(engine: Engine, config: LLMAConfig) -> dict[str, object]:
     """The drafting settings `config` runs with on `engine` (its None fields resolved)."""
     resolved = engine.resolve(config)
-    return {name: getattr(resolved, name) for name in ("min_n", "max_n", "k", "adaptive", "k_max", "policy")}
+    return {name: getattr(resolved, name)
+            for name in ("min_n", "max_n", "k", "adaptive", "k_max", "policy", "answer_history")}
 
 
 def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torch.device,
@@ -142,6 +153,9 @@ def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torc
     for engine in engines:
         for p in prompts if getattr(engine.backend, "graphs", False) else ():
             engine.backend.prefill(p.prompt)
+    for runner in runners.values():  # no method may have seen a prompt's answer before it is timed
+        if isinstance(runner, EngineRunner):
+            runner.reset()
     start = time.perf_counter()
     for i, p in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
         if budget_s is not None and time.perf_counter() - start > budget_s:

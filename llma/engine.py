@@ -18,6 +18,7 @@ import torch
 from llma.backend import Backend
 from llma.checks import MAX_REFERENCE_TOKENS, check_finite, check_int, check_references, check_token_ids
 from llma.decoder import Decoder, StopConfig, collect
+from llma.history import AnswerHistory
 from llma.loading import LoadedModel
 from llma.proposer import CopyLength, Proposer
 from llma.reference_index import Policy, ReferenceIndex
@@ -34,13 +35,18 @@ OUTPUT_REF = "output"
 class LLMAConfig:
     """Decoding settings. `enabled=False` gives plain greedy (or sampling) through the same loop.
 
-    `min_n`, `k`, `adaptive` and `policy` left at None take the engine's defaults for its backend
+    `min_n`, `k`, `adaptive`, `policy` and `answer_history` left at None take the engine's defaults for its backend
     (`DraftDefaults`, chosen with `python -m llma.bench` and `benchmarks/draft_settings.py`;
     `Engine.resolve` fills them in).
     `copy_from_output` also lets the answer copy from itself (reference id "output"); where the
     answer already holds the matched n-gram, its latest occurrence there wins over `policy`.
     `temperature` 0 means greedy; above 0, lossless speculative sampling with `seed`.
     `max_reference_tokens` bounds the references of one generation (their n-gram index lives in RAM).
+    `answer_history`: drafts may also start a new copy at the token that the engine's earlier
+    answers most often wrote after the output's last token (llma.history), where the references
+    leave a step's drafts unused; the answer is added to that history. On by default for a fixed
+    query block, where such a draft costs no extra compute; off for the generic HF loop, and never
+    used when sampling (a seeded answer must not depend on earlier ones).
     """
 
     enabled: bool = True
@@ -58,13 +64,16 @@ class LLMAConfig:
     seed: int | None = None
     stop_sequences: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
     max_reference_tokens: int = MAX_REFERENCE_TOKENS
+    answer_history: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("min_n", "max_n", "k", "k_max", "max_new_tokens", "top_k", "max_reference_tokens"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name))
-        if self.adaptive is not None and not isinstance(self.adaptive, bool):
-            raise ValueError(f"adaptive must be True, False or None (the backend's default), got {self.adaptive!r}")
+        for name in ("adaptive", "answer_history"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True, False or None (the backend's default), "
+                                 f"got {getattr(self, name)!r}")
         if self.seed is not None:
             check_int("seed", self.seed, 0)
         check_finite("temperature", self.temperature)
@@ -104,6 +113,7 @@ class DraftDefaults:
     k: int
     adaptive: bool
     policy: Policy
+    answer_history: bool
 
     def values(self, config: LLMAConfig) -> dict[str, Any]:
         """`config`'s drafting fields, the None ones set; a default min_n is capped at its max_n."""
@@ -112,6 +122,7 @@ class DraftDefaults:
             "k": config.k if config.k is not None else self.k,
             "adaptive": config.adaptive if config.adaptive is not None else self.adaptive,
             "policy": config.policy or self.policy,
+            "answer_history": self.answer_history if config.answer_history is None else config.answer_history,
         }
 
     def apply(self, config: LLMAConfig) -> LLMAConfig:
@@ -120,16 +131,20 @@ class DraftDefaults:
 
 
 # The generic HF loop: every drafted token costs compute there, so drafts start short and adapt
-# (chosen on CPU: benchmarks/cpu_rag_*.md).
-HF_DEFAULTS = DraftDefaults(min_n=2, k=8, adaptive=True, policy="recent")
+# (chosen on CPU: benchmarks/cpu_rag_*.md), and no draft from the answer history (its guesses are
+# accepted less often; not measured to pay there).
+HF_DEFAULTS = DraftDefaults(min_n=2, k=8, adaptive=True, policy="recent", answer_history=False)
 
 
 def fixed_block_defaults(max_draft: int) -> DraftDefaults:
     """A fixed query block (llma.static): every step runs the whole block, so a draft that fills it
     costs nothing extra, and 1-gram matches and the occurrence with the longest tail find the most
     copies (forced rag.jsonl: 3.10 tokens per forward, against 2.24 with the HF defaults,
-    benchmarks/draft_settings.md; on an H200 2.99x over greedy against 2.20x, benchmarks/GPU.md)."""
-    return DraftDefaults(min_n=1, k=max_draft, adaptive=False, policy="longest")
+    benchmarks/draft_settings.md; on an H200 2.99x over greedy against 2.20x, benchmarks/GPU.md).
+    Drafts from the answer history fill the drafts the references leave unused (rag.jsonl with 4
+    packed, counted without a model: 3.45 -> 3.54 tokens per forward forced, 2.85 -> 3.04 free,
+    benchmarks/draft_history.md)."""
+    return DraftDefaults(min_n=1, k=max_draft, adaptive=False, policy="longest", answer_history=True)
 
 
 class Engine:
@@ -148,6 +163,7 @@ class Engine:
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_token_ids = frozenset(int(t) for t in eos_ids if t is not None)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
+        self.history = AnswerHistory()  # this engine's answers so far (LLMAConfig.answer_history)
 
     @property
     def context_length(self) -> int:
@@ -163,7 +179,9 @@ class Engine:
         """`config` with the drafting settings it leaves at None taken from `draft_defaults`."""
         return self.draft_defaults.apply(config)
 
-    def proposer(self, references: Mapping[RefId, Sequence[int]], config: LLMAConfig) -> Proposer | None:
+    def proposer(self, references: Mapping[RefId, Sequence[int]], config: LLMAConfig,
+                 history: AnswerHistory | None = None) -> Proposer | None:
+        """`history`: the answers to learn from and add to (default: the engine's own)."""
         if not config.enabled:
             return None
         if config.copy_from_output and OUTPUT_REF in references:
@@ -175,7 +193,11 @@ class Engine:
         candidates = getattr(self.backend, "drafts_per_step", 1) if config.temperature == 0 else 1
         index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy,
                                prefer=output, candidates=candidates)
-        return Proposer(index, config.copy_length(), output)
+        # Sampling: none, so that a seed gives the same answer whatever the engine answered before
+        # (drafts change how a sample draws its random numbers, not its law).
+        learn = config.answer_history and config.temperature == 0
+        history = (self.history if history is None else history) if learn else None
+        return Proposer(index, config.copy_length(), output, history)
 
     def verifier(self, config: LLMAConfig) -> Verifier:
         if config.temperature == 0:
@@ -190,8 +212,10 @@ class Engine:
         references: Mapping[RefId, Sequence[int]] | None = None,
         config: LLMAConfig = LLMAConfig(),
         verifier: Verifier | None = None,
+        history: AnswerHistory | None = None,
     ) -> Iterator[StepEvent]:
-        """`verifier` overrides the one the config implies (the benchmark's forced decoding)."""
+        """`verifier` overrides the one the config implies (the benchmark's forced decoding);
+        `history` the engine's own answer history (the benchmark: one per method)."""
         check_token_ids("prompt", prompt, self.vocab_size)
         references = check_references(references, self.vocab_size, config.max_reference_tokens)
         stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences)
@@ -199,7 +223,7 @@ class Engine:
             self.backend.reserve(config.max_new_tokens)
         return self.decoder.stream(
             prompt,
-            proposer=self.proposer(references, config),
+            proposer=self.proposer(references, config, history),
             verifier=verifier or self.verifier(config),
             stop=stop,
         )
@@ -210,8 +234,9 @@ class Engine:
         references: Mapping[RefId, Sequence[int]] | None = None,
         config: LLMAConfig = LLMAConfig(),
         verifier: Verifier | None = None,
+        history: AnswerHistory | None = None,
     ) -> DecodeResult:
-        return collect(self.stream(prompt, references, config, verifier))
+        return collect(self.stream(prompt, references, config, verifier, history))
 
     def warm_up(self) -> bool:
         """A two-token greedy generation now if the backend sets itself up on first use (CUDA graph

@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from llma.bench_report import write_report
 from llma.bench_data import bench_prompts
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
+from llma.history import AnswerHistory
 from llma.loading import LoadedModel, load_model
 from llma.static import StaticBackend, select_backend
 from llma.verifier import ForcedVerifier
@@ -175,13 +177,15 @@ def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str, ro
     results = {}
     for name, engine, config in runs:
         tokens = forwards = 0
-        wall = 0.0
+        wall, history = 0.0, AnswerHistory()  # each method learns from its own answers only
         for i, p in enumerate([prompts[0], *prompts]):  # the first is an untimed warm-up
             target = p.target[:max_new]
-            cfg = LLMAConfig(**{**config.__dict__, "max_new_tokens": len(target)})
+            cfg = replace(config, max_new_tokens=len(target))
+            if i == 1:
+                history.clear()  # the warm-up's answer is the first prompt's own
             _sync(loaded.device)
             t0 = time.perf_counter()
-            result = engine.generate(p.prompt, p.references, cfg, ForcedVerifier(target))
+            result = engine.generate(p.prompt, p.references, cfg, ForcedVerifier(target), history)
             _sync(loaded.device)
             if i:
                 wall += time.perf_counter() - t0

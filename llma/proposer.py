@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from llma.reference_index import ReferenceIndex
+from llma.history import AnswerHistory, copy_start
+from llma.reference_index import ReferenceIndex, fit_first
 from llma.types import Draft, RefId
 
 
@@ -49,26 +50,46 @@ class Proposer:
     """Drafts continuations from the references; what the decoder loop talks to."""
 
     def __init__(
-        self, index: ReferenceIndex, copy: CopyLength | None = None, output_ref: RefId | None = None
+        self, index: ReferenceIndex, copy: CopyLength | None = None, output_ref: RefId | None = None,
+        history: AnswerHistory | None = None,
     ) -> None:
         """`output_ref`: if set, every generated token is appended to that reference, so the answer
-        can copy from itself (repeated phrases, lists) as well as from the references."""
+        can copy from itself (repeated phrases, lists) as well as from the references.
+        `history`: earlier answers (llma.history); where the index drafts fewer than a step takes, a
+        draft that starts a new copy at the token they most often wrote next fills in, and this
+        answer's tokens are added to it as they come."""
         self.index = index
         self.copy = copy or CopyLength()
         self.output_ref = output_ref
+        self.history = history
         self._near: tuple[RefId, int] | None = None  # where the last accepted copy ended (the index's `near`)
+        self._last: int | None = None  # the last output token observed (the history's next pair starts there)
 
     def propose(self, context: Sequence[int], budget: int, stop_tokens: Collection[int] = ()) -> Draft | None:
         """A draft of at most min(current k, budget) tokens, or None when nothing matches."""
         k = min(self.copy.current, budget)
-        return self.index.lookup(context, k, stop_tokens, self._near) if k > 0 else None
+        if k <= 0:
+            return None
+        draft = self.index.lookup(context, k, stop_tokens, self._near)
+        if draft is None and self.history is not None:
+            draft = copy_start(self.index, self.history, context, k, stop_tokens)
+        return draft
 
     def propose_many(self, context: Sequence[int], budget: int, stop_tokens: Collection[int] = (),
                      count: int = 1, caps: Sequence[int] = ()) -> list[Draft]:
         """Up to `count` drafts to verify side by side (a backend with several rows per step), or
         packed into one block within `budget` tokens together (`caps`: see `lookup_many`)."""
         k = min(self.copy.current, budget)
-        return self.index.lookup_many(context, k, stop_tokens, count, caps, self._near) if k > 0 else []
+        if k <= 0:
+            return []
+        drafts = self.index.lookup_many(context, k, stop_tokens, count, caps, self._near)
+        if self.history is not None and len(drafts) < count:
+            limit = min(k, caps[len(drafts)]) if caps and drafts else k
+            guess = copy_start(self.index, self.history, context, limit, stop_tokens, {d.tokens[0] for d in drafts})
+            if guess is not None:
+                drafts.append(guess)
+                drafts = fit_first(drafts, caps[0]) if caps else drafts
+        return drafts
 
     def prepare(self) -> None:
         """Called by the decoder while the prefill runs (on a GPU the host is idle then)."""
@@ -78,6 +99,9 @@ class Proposer:
         """Called by the decoder with each step's new output tokens."""
         if self.output_ref is not None:
             self.index.extend(self.output_ref, new_tokens)
+        if self.history is not None and new_tokens:
+            self.history.add(new_tokens, self._last)
+            self._last = new_tokens[-1]
 
     def feedback(self, draft: Draft, accepted: int) -> None:
         """Called by the decoder after each verified draft with how many of its tokens it kept."""

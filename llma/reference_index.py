@@ -188,8 +188,8 @@ class ReferenceIndex:
                 chosen |= _prefixes(draft, longest)
                 drafts.append(Draft(tokens=draft, ref_id=ref_id, offset=start, match_len=n))
                 if len(drafts) == count:
-                    return _fit_first(drafts, caps[0]) if caps else drafts
-        return _fit_first(drafts, caps[0]) if caps else drafts
+                    return fit_first(drafts, caps[0]) if caps else drafts
+        return fit_first(drafts, caps[0]) if caps else drafts
 
     def _starts(self, ngram: tuple[int, ...], found: list[tuple[RefId, int]], k: int
                 ) -> Iterator[tuple[RefId, int]]:
@@ -247,7 +247,7 @@ def _match_lengths(starts: list[tuple[RefId, int]], refs: Mapping[RefId, list[in
     return lengths
 
 
-def _fit_first(drafts: list[Draft], total: int) -> list[Draft]:
+def fit_first(drafts: list[Draft], total: int) -> list[Draft]:
     """Cut the first draft so that all of them hold at most `total` tokens (no-op if they fit)."""
     room = total - sum(len(d.tokens) for d in drafts[1:])
     if len(drafts[0].tokens) > room:

@@ -15,15 +15,16 @@ def test_defaults():
 
 
 def test_backend_drafting_defaults():
-    """The HF loop drafts short adaptive copies; a fixed-block backend fills its block."""
+    """The HF loop drafts short adaptive copies; a fixed-block backend fills its block, and also
+    drafts from the answer history."""
     hf, static = Engine(tiny_llama(), "hf"), Engine(tiny_llama(), "static")
-    assert hf.draft_defaults == DraftDefaults(min_n=2, k=8, adaptive=True, policy="recent")
+    assert hf.draft_defaults == DraftDefaults(min_n=2, k=8, adaptive=True, policy="recent", answer_history=False)
     assert static.draft_defaults == DraftDefaults(min_n=1, k=static.backend.block - 1, adaptive=False,
-                                                  policy="longest")
+                                                  policy="longest", answer_history=True)
     resolved = hf.resolve(LLMAConfig())
     assert (resolved.min_n, resolved.k, resolved.adaptive, resolved.policy) == (2, 8, True, "recent")
     # What a config sets is kept; only its None fields are filled in.
-    mine = LLMAConfig(min_n=3, k=5, adaptive=False, policy="first")
+    mine = LLMAConfig(min_n=3, k=5, adaptive=False, policy="first", answer_history=False)
     assert static.resolve(mine) == mine and hf.resolve(mine) == mine
     assert static.resolve(LLMAConfig(k=4)).k == 4 and static.resolve(LLMAConfig(k=4)).min_n == 1
     # A default min_n above an explicit max_n is capped to it (max_n=1 is a valid setting alone).

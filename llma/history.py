@@ -1,0 +1,88 @@
+"""Earlier answers' next tokens, to guess where an answer starts a new copy (pure Python, token ids only).
+
+Why: half of LLMA's steps on rag.jsonl accept nothing, mostly where the answer starts a new copy:
+the next token is in a reference but never after the output's last token, so no draft anchored on
+that suffix holds it (benchmarks/draft_rules.md). The token that earlier answers most often wrote
+after the same last token is often that copy's first token; the copy after its occurrence in a
+reference is then a draft like any other, verified by the model, so the output cannot change.
+Counted without a model on rag.jsonl with 4 drafts per step, the history filling the drafts the
+index leaves unused: tokens per forward 3.45 -> 3.54 forced, 2.85 -> 3.04 free decoding
+(benchmarks/draft_history.md).
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Collection, Sequence
+
+from llma.reference_index import ReferenceIndex
+from llma.types import Draft
+
+MAX_PAIRS = 200_000  # distinct (token, next token) pairs kept: ~20 MB at most
+
+
+class AnswerHistory:
+    """How often each token followed each token in the answers seen so far (an engine's earlier
+    answers: every user's, as it only ever changes speed). Thread-safe; bounded by `max_pairs`."""
+
+    def __init__(self, max_pairs: int = MAX_PAIRS) -> None:
+        if max_pairs < 1:
+            raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
+        self.max_pairs = max_pairs
+        self._next: dict[int, Counter[int]] = {}
+        self._pairs = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._pairs
+
+    def add(self, tokens: Sequence[int], after: int | None = None) -> None:
+        """Count each pair of neighbours in `tokens` (and `after`, the token before them, if given)."""
+        seq = [after, *tokens] if after is not None else list(tokens)
+        with self._lock:
+            for a, b in zip(seq, seq[1:]):
+                followers = self._next.setdefault(a, Counter())
+                self._pairs += b not in followers
+                followers[b] += 1
+            if self._pairs > self.max_pairs:
+                self._prune()
+
+    def next_tokens(self, last: int, count: int) -> list[int]:
+        """Up to `count` tokens that followed `last`, the most frequent first (ties: seen first)."""
+        with self._lock:
+            followers = self._next.get(last)
+            return [t for t, _ in followers.most_common(count)] if followers else []
+
+    def clear(self) -> None:
+        with self._lock:
+            self._next.clear()
+            self._pairs = 0
+
+    def _prune(self) -> None:
+        """Keep the most frequent half of the pairs (the rare ones seldom predict anything)."""
+        counts = sorted((n for followers in self._next.values() for n in followers.values()), reverse=True)
+        floor = counts[self.max_pairs // 2]
+        for a in list(self._next):
+            kept = Counter({b: n for b, n in self._next[a].items() if n > floor})
+            if kept:
+                self._next[a] = kept
+            else:
+                del self._next[a]
+        self._pairs = sum(len(followers) for followers in self._next.values())
+
+
+def copy_start(index: ReferenceIndex, history: AnswerHistory, context: Sequence[int], k: int,
+               stop_tokens: Collection[int] = (), exclude: Collection[int] = (), tries: int = 4) -> Draft | None:
+    """A draft of up to `k` tokens that starts a new copy at a token earlier answers wrote after the
+    context's last token: a reference's slice from an occurrence of that token (the one the index
+    ranks first after the context with it). Tokens in `exclude` (other drafts' first tokens) and
+    tokens in no reference are passed over; None if none of the `tries` likeliest is left."""
+    for token in history.next_tokens(context[-1], tries):
+        if token in exclude or token in stop_tokens:  # a stop token would end the answer: nothing to gain
+            continue
+        after = index.lookup([*context, token], max(1, k - 1), stop_tokens)  # matches `token` at least
+        if after is None:
+            continue
+        tokens = (token, *after.tokens)[:k]
+        return Draft(tokens=tokens, ref_id=after.ref_id, offset=after.offset - 1, match_len=after.match_len - 1)
+    return None

@@ -71,11 +71,10 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         assert child.stdout.strip().splitlines()[-1].startswith("10 passed"), child.stdout[-2000:]
 
 else:
-    import copy
-
     import torch.nn.functional as F
 
     from llma.backend import HFBackend
+    from llma_fixtures import assert_near_exact, exact_twin
     from llma.static.split_attention import CHUNK, SplitAttention
     from llma.static.tree import pack, single
 
@@ -134,29 +133,19 @@ else:
                 alone[0] = q[r]  # a greedy step: row 0 at this row's position, padding behind it
                 assert torch.equal(attention(alone, k, v, torch.tensor([start + r]))[0], together[r])
 
-    def _within_fp32_of_exact(got: torch.Tensor, hf32: torch.Tensor, hf64: torch.Tensor) -> None:
-        """`got` is as close to the exact (fp64) logits as the HF model's own fp32 result, within 10x.
-        A fixed 1e-4 failed on one CI machine (4.4e-3 in the prefill, which does not even use the
-        kernel): fp32 rounding differs across CPUs, and this random model amplifies it. A kernel
-        error is orders above either: one key too many or too few moves these logits by 0.7-4.2."""
-        own = (hf32.double() - hf64).abs().max().item()
-        assert (got.double() - hf64).abs().max().item() <= 10 * own + 1e-4, (own, (got.double() - hf64).abs().max())
-
     def test_static_backend_logits_match_the_hf_model():
         model = _tiny().model
-        exact = copy.deepcopy(model).double()
-        split, hf, hf64 = StaticBackend(model, block=BLOCK, attention="split"), HFBackend(model), HFBackend(exact)
+        split, hf, hf64 = StaticBackend(model, block=BLOCK, attention="split"), HFBackend(model), exact_twin(model)
         assert split.attention == "split"
         prompt, more = list(range(3, 40)), list(range(50, 62))  # 12 tokens: two blocks
-        _within_fp32_of_exact(split.prefill(prompt), hf.prefill(prompt), hf64.prefill(prompt))
-        _within_fp32_of_exact(split.forward(more), hf.forward(more), hf64.forward(more))
+        assert_near_exact(split.prefill(prompt), hf.prefill(prompt), hf64.prefill(prompt))
+        assert_near_exact(split.forward(more), hf.forward(more), hf64.forward(more))
 
     def test_a_one_key_mask_error_fails_the_logits_check(monkeypatch):
         """The check above catches a kernel whose rows see one key too many (the kernel given pos + 1
         after the backend's self-check passed the real one)."""
         model = _tiny().model
-        split, hf, hf64 = StaticBackend(model, block=BLOCK, attention="split"), HFBackend(model), HFBackend(
-            copy.deepcopy(model).double())
+        split, hf, hf64 = StaticBackend(model, block=BLOCK, attention="split"), HFBackend(model), exact_twin(model)
         assert split.attention == "split"
         real = SplitAttention.__call__
         monkeypatch.setattr(SplitAttention, "__call__", lambda self, q, k, v, pos, *tree: real(self, q, k, v, pos + 1,
@@ -165,7 +154,7 @@ else:
         for backend in (split, hf, hf64):
             backend.prefill(prompt)
         with pytest.raises(AssertionError):
-            _within_fp32_of_exact(split.forward(more), hf.forward(more), hf64.forward(more))
+            assert_near_exact(split.forward(more), hf.forward(more), hf64.forward(more))
 
     def test_llma_equals_greedy_through_split_attention():
         loaded = _tiny()

@@ -18,7 +18,7 @@ from llma.engine import Engine, LLMAConfig
 from llma.loading import LoadedModel
 from llma.static import StaticBackend, select_backend, unsupported_reason
 from llma.static.graphs import graph_length, upload
-from llma_fixtures import tiny_llama
+from llma_fixtures import assert_near_exact, exact_twin, tiny_llama
 
 BLOCK = 8
 DTYPES = [torch.float32, torch.bfloat16]
@@ -50,11 +50,11 @@ def _ids(n, seed, vocab=97):
 
 def test_logits_match_hf_backend_fp32():
     model = _tiny().model
-    hf, st = HFBackend(model), StaticBackend(model, block=BLOCK)
+    hf, st, hf64 = HFBackend(model), StaticBackend(model, block=BLOCK), exact_twin(model)
     prompt, more = _ids(20, 1), _ids(12, 2)  # 12 > BLOCK: two blocks
-    torch.testing.assert_close(st.prefill(prompt), hf.prefill(prompt), atol=1e-4, rtol=1e-4)
-    a, b = st.forward(more), hf.forward(more)
-    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert_near_exact(st.prefill(prompt), hf.prefill(prompt), hf64.prefill(prompt))
+    a = st.forward(more)
+    assert_near_exact(a, hf.forward(more), hf64.forward(more))
     assert a.shape == (12, 97) and a.dtype == torch.float32 and st.cached == 32
 
 
@@ -63,7 +63,7 @@ def test_prefill_is_padded_to_a_few_shapes_and_the_padding_is_never_read():
     length over 500 SQuAD prompts, benchmarks/reliability/engine_cuda_before_fix.md): prompts are
     padded to multiples of 64. The logits, and the steps after, still match the HF model's."""
     model = _tiny().model
-    st, hf = StaticBackend(model, block=BLOCK), HFBackend(model)
+    st, hf, hf64 = StaticBackend(model, block=BLOCK), HFBackend(model), exact_twin(model)
     shapes, layers = [], st._layers
 
     def spy(x, *args, **kwargs):
@@ -74,9 +74,9 @@ def test_prefill_is_padded_to_a_few_shapes_and_the_padding_is_never_read():
     st._layers = spy
     for n in (1, 5, 63, 64, 65, 130):
         prompt, more = _ids(n, n), _ids(BLOCK + 3, n + 1)
-        torch.testing.assert_close(st.prefill(prompt), hf.prefill(prompt), atol=1e-4, rtol=1e-4)
+        assert_near_exact(st.prefill(prompt), hf.prefill(prompt), hf64.prefill(prompt))
         assert st.cached == n
-        torch.testing.assert_close(st.forward(more), hf.forward(more), atol=1e-4, rtol=1e-4)
+        assert_near_exact(st.forward(more), hf.forward(more), hf64.forward(more))
     assert shapes == [64, 64, 64, 64, 128, 192]
 
 

@@ -14,6 +14,7 @@ from llma.backend import HFBackend
 from llma.engine import Engine, LLMAConfig
 from llma.loading import LoadedModel
 from llma.static import StaticBackend, unsupported_reason
+from llma_fixtures import assert_near_exact, exact_twin
 
 SHAPE = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=256, initializer_range=0.5, tie_word_embeddings=False)
@@ -37,10 +38,10 @@ def test_family_logits_greedy_and_llma_equal_hf(kind):
     assert model.config.model_type == kind and unsupported_reason(model) is None
     if kind == "qwen2":  # what sets Qwen2 apart: the q/k/v projections have biases
         assert model.model.layers[0].self_attn.q_proj.bias is not None
-    hf, static = HFBackend(model), StaticBackend(model, block=8)
+    hf, static, hf64 = HFBackend(model), StaticBackend(model, block=8), exact_twin(model)
     prompt, more = list(range(3, 23)), list(range(40, 52))  # 12 tokens: two blocks
-    torch.testing.assert_close(static.prefill(prompt), hf.prefill(prompt), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(static.forward(more), hf.forward(more), atol=1e-4, rtol=1e-4)
+    assert_near_exact(static.prefill(prompt), hf.prefill(prompt), hf64.prefill(prompt))
+    assert_near_exact(static.forward(more), hf.forward(more), hf64.forward(more))
 
     config = LLMAConfig(min_n=1, k=7, adaptive=False, max_new_tokens=30)
     greedy = Engine(loaded, backend="hf").generate(prompt, None, config.greedy()).tokens

@@ -77,10 +77,13 @@ def copy_start(index: ReferenceIndex, history: AnswerHistory, context: Sequence[
     context's last token: a reference's slice from an occurrence of that token (the one the index
     ranks first after the context with it). Tokens in `exclude` (other drafts' first tokens) and
     tokens in no reference are passed over; None if none of the `tries` likeliest is left."""
+    # The lookup sees at most max_n tokens: the context's last max_n - 1, then the guess (no copy of
+    # the whole prompt and answer per guess: this runs on the decoding step's critical path).
+    tail = list(context[max(0, len(context) - index.max_n + 1) :])
     for token in history.next_tokens(context[-1], tries):
         if token in exclude or token in stop_tokens:  # a stop token would end the answer: nothing to gain
             continue
-        after = index.lookup([*context, token], max(1, k - 1), stop_tokens)  # matches `token` at least
+        after = index.lookup([*tail, token], max(1, k - 1), stop_tokens)  # matches `token` at least
         if after is None:
             continue
         tokens = (token, *after.tokens)[:k]

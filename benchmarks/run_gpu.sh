@@ -2,10 +2,11 @@
 # Issue #3's GPU proof (results: benchmarks/GPU.md). On the device machine, after staging the model
 # (../shared/gpu/README.md) and copying the data sets into .gpu/data (rag.jsonl, dev-v1.1.json):
 #   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu.sh [STEP...]
-# STEPs (default: all, in this order): smoke choose forced free squad steps host history. Four device calls
-# fit the 600 s limit: `smoke choose forced`, `free squad`, `steps host`, `history` (the choice waits
-# in /tmp between; `host`: benchmarks/gpu_host_profile.py with 4 drafts packed, printed to its own
-# file; `history`: the user's defaults with and without llma.history, forced and free).
+# STEPs (default: all, in this order): smoke choose forced free squad steps host prefill history. Five
+# device calls fit the 600 s limit: `smoke choose forced`, `free squad`, `steps host`, `prefill`,
+# `history` (the choice waits in /tmp between; `host`: benchmarks/gpu_host_profile.py with 4 drafts
+# packed, printed to its own file; `prefill`: benchmarks/gpu_prefill.py, the prefill eager and
+# compiled; `history`: the user's defaults with and without llma.history, forced and free).
 # Each bench stops taking new prompts after its --time-budget (every method keeps the same prompts);
 # the HF methods (eager, ~20 tok/s there) and the eager static ones (name@static) run on the first
 # --hf-limit / --also-limit prompts only (speed ratios compare the same prompts).
@@ -13,7 +14,7 @@ set -o pipefail
 OUT=${OUT:-/tmp/gpu_out}
 DATA=${DATA:-.gpu/data}
 RES=/tmp/gpu_res
-STEPS=${*:-smoke choose forced free squad steps host history}
+STEPS=${*:-smoke choose forced free squad steps host prefill history}
 mkdir -p "$OUT" "$RES"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false LLMA_CACHE_DIR=${LLMA_CACHE_DIR:-/tmp/llmacache}
 BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backend static --max-new-tokens 128"
@@ -69,6 +70,9 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   fi
   if has host; then
     timeout 200 python3 benchmarks/gpu_host_profile.py --data $DATA/rag.jsonl --tree 4 > "$OUT/gpu_host_profile_tree4.txt"
+  fi
+  if has prefill; then
+    timeout 250 python3 benchmarks/gpu_prefill.py --data $DATA/rag.jsonl --json $RES/gpu_prefill.json; keep
   fi
   if has history; then  # the defaults a user gets (no LLMA_STATIC_*), with and without the answer history
     for mode in forced free; do

@@ -29,14 +29,19 @@ def pack_layer(layer: torch.nn.Module) -> Layer:
 class Compiled:
     """`fn` through torch.compile, or `fn` itself for good if compiling it fails (a missing compiler
     toolchain, an unsupported GPU): logged once, the results the same up to rounding. The first calls
-    come from a CUDA graph's warm-up, never inside a capture (llma.static.graphs.capture)."""
+    come from a CUDA graph's warm-up, never inside a capture (llma.static.graphs.capture).
+    `rows`: the positions of the arguments whose first dimension is the token count, compiled as a
+    dynamic size (one compile for every prompt length); none: every shape static (the steps')."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
-        self.fn, self._compiled = fn, torch.compile(fn, fullgraph=True, dynamic=False)
+    def __init__(self, fn: Callable[..., torch.Tensor], rows: tuple[int, ...] = ()) -> None:
+        self.fn, self.rows = fn, rows
+        self._compiled = torch.compile(fn, fullgraph=True, dynamic=None if rows else False)
 
     def __call__(self, *args: torch.Tensor) -> object:
         if self._compiled is not None:
             try:
+                for i in self.rows:  # maybe_: a size the compiler specialises stays correct, only slower
+                    torch._dynamo.maybe_mark_dynamic(args[i], 0)
                 return self._compiled(*args)
             except Exception as err:  # noqa: BLE001 (any failure to compile: run eagerly)
                 log.warning("torch.compile of %s failed, running it eagerly: %s", self.fn.__name__,
@@ -51,7 +56,7 @@ class LlamaWeights:
 
     def _load(self, model: PreTrainedModel, positions: int, compile: bool) -> None:
         """Take `model`'s weights; rotary tables for `positions`; `compile`: torch.compile the pure
-        parts of each layer (the steps use them; the prefill runs eagerly or in its graph)."""
+        parts of each layer, for the steps (static shapes) and for the prefill (any prompt length)."""
         c, inner = model.config, model.model
         self.heads, self.kv_heads = c.num_attention_heads, c.num_key_value_heads
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // self.heads
@@ -65,6 +70,10 @@ class LlamaWeights:
         self.cos, self.sin = self._rope_tables(model)
         self._pre_c, self._post_c = ((Compiled(f) for f in (self._pre, self._post)) if compile
                                      else (self._pre, self._post))
+        # The prefill's own functions (their own compile caches, apart from the steps' static ones):
+        # eager, each layer's norms, rotary and gated MLP are many small kernels; compiled, a few fused.
+        self._pre_p, self._post_p = ((Compiled(self._prefill_pre, (0, 4, 5)), Compiled(self._prefill_post, (0, 1)))
+                                     if compile else (self._pre, self._post))
 
     def _rope_tables(self, model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin per position, as the model's own rotary module computes them (HF's values)."""
@@ -78,7 +87,7 @@ class LlamaWeights:
     def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                 step: bool = False) -> torch.Tensor:
-        pre, post = (self._pre_c, self._post_c) if step else (self._pre, self._post)
+        pre, post = (self._pre_c, self._post_c) if step else (self._pre_p, self._post_p)
         for i, w in enumerate(self.layers):
             q, k, v = pre(x, w.in_norm, w.qkv, w.qkv_bias, cos, sin)
             x = post(x, attend(i, q, k, v), w.o_t, w.o_bias, w.post_norm, w.gate_up, w.down_t)
@@ -92,6 +101,12 @@ class LlamaWeights:
         qk = qkv[:, : h + kv]
         qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), -1) * sin
         return qk[:, :h], qk[:, h:], qkv[:, h + kv :]
+
+    def _prefill_pre(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._pre(*args)
+
+    def _prefill_post(self, *args: torch.Tensor) -> torch.Tensor:
+        return self._post(*args)
 
     def _post(self, x, attn, o_t, o_bias, post_norm, gate_up, down_t):  # noqa: ANN001, ANN202
         """Output projection and residual, norm, gated MLP and residual."""

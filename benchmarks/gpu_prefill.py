@@ -11,7 +11,7 @@ captured, torch.compile run), then `--passes` timed passes over the prompts, eac
 from the host to its first token on the host (the argmax read back). Also each variant's GPU
 kernels per prefill (torch.profiler, one prompt of median length), and how far the compiled
 prefill's logits are from the eager one's (bf16: rounding differs; greedy and LLMA share the
-prefill, so their identity is not at stake).
+prefill, so their identity is not at stake). Writes the JSON and a markdown table beside it (.md).
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from llma.bench_data import bench_prompts  # noqa: E402
+from llma.bench_report import commit  # noqa: E402
 from llma.loading import load_model  # noqa: E402
 from llma.static.backend import StaticBackend  # noqa: E402
 from llma.static.graphs import graph_length  # noqa: E402
@@ -51,6 +52,25 @@ def kernels(backend: StaticBackend, prompt: list[int]) -> tuple[int, float]:
     return len(events), sum(e.device_time for e in events)
 
 
+def markdown(report: dict) -> str:
+    lines = [f"# The static backend's prefill on the GPU ({report['device']}, {report['dtype']}), "
+             f"{report['prompts']} rag.jsonl prompts", "", f"Command: `{report['command']}` (commit "
+             f"{report.get('commit') or 'not recorded'}, torch {report['torch']}). Prompts: "
+             f"{report['prompt_tokens_mean']} tokens on average, {report['padded_tokens_mean']} padded.", "",
+             "| prefill | ms per prefill (mean) | median | GPU kernels | kernel ms | set-up s (captures, compile) |",
+             "|---|---|---|---|---|---|"]
+    for name, v in report["variants"].items():
+        lines.append(f"| {name} | {v['ms_per_prefill_mean']} | {v['ms_per_prefill_median']} | "
+                     f"{v['kernels_per_prefill']} | {v['kernel_ms_per_prefill']} | {v['setup_s']} |")
+    diff = report["compiled_vs_eager"]
+    lines += ["", f"Compiled: {report['compiled_speedup']}x faster. Kernels profiled on one prompt of "
+              f"{report['variants']['compiled']['profiled_prompt_tokens']} tokens. Against the eager prefill's "
+              f"logits: max abs difference {diff['max_abs_logit_diff']}, the same first token on "
+              f"{diff['same_first_token']} of {report['prompts']} prompts (bf16 rounding; greedy and LLMA share "
+              "the prefill).", ""]
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True)
@@ -67,7 +87,7 @@ def main() -> int:
         "device": torch.cuda.get_device_name(), "dtype": str(loaded.dtype), "prompts": len(ids),
         "prompt_tokens_mean": round(statistics.mean(map(len, ids)), 1),
         "padded_tokens_mean": round(statistics.mean(graph_length(len(i), 10**6) for i in ids), 1),
-        "torch": torch.__version__, "variants": {},
+        "torch": torch.__version__, "commit": commit(), "variants": {},
     }
     first: dict[str, list[torch.Tensor]] = {}
     for name, compile in (("eager ops", False), ("compiled", True)):
@@ -98,6 +118,7 @@ def main() -> int:
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.with_suffix(".md").write_text(markdown(report))
     return 0
 
 

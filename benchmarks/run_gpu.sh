@@ -77,7 +77,7 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   if has history; then  # the defaults a user gets (no LLMA_STATIC_*), with and without the answer history
     for mode in forced free; do
       env -u LLMA_STATIC_TREE -u LLMA_STATIC_ATTENTION -u LLMA_STATIC_COMPILE timeout 280 python3 -m llma.bench \
-        --device cuda --backend auto --data $DATA/rag.jsonl --mode $mode --limit 100 --hf-limit 1 --time-budget 110 \
+        --device cuda --backend auto --data $DATA/rag.jsonl --mode $mode --limit 100 --hf-limit 1 --time-budget 100 \
         --max-new-tokens 128 --variant llma_no_history:answer_history=false --json $RES/gpu_history_$mode.json; keep
     done
   fi

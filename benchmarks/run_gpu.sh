@@ -50,12 +50,13 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   CHOICE=$(cat $RES/choice.txt 2>/dev/null)
   export LLMA_STATIC_ATTENTION=$(echo "$CHOICE" | sed -n 's/.*attention=\([a-z]*\).*/\1/p')
   export LLMA_STATIC_COMPILE=$(echo "$CHOICE" | sed -n 's/.*compile=\([01]\).*/\1/p')
-  if [[ -z "$LLMA_STATIC_ATTENTION" ]]; then  # no choice (a fresh machine): the engine's CUDA defaults
-    unset LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE  # (stop 17 once timed steps with SDPA that way)
-    echo "no kernel choice in $RES/choice.txt: using the engine's defaults (llma.static.support)"
-  else
-    echo "using LLMA_STATIC_ATTENTION=$LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE=$LLMA_STATIC_COMPILE"
+  if [[ -z "$LLMA_STATIC_ATTENTION" ]]; then  # no choice on this machine (it went cold): the one every run
+    # since 93cc97d made (stop 17 once timed `steps` with SDPA, the old fallback, by mistake)
+    LLMA_STATIC_ATTENTION=split LLMA_STATIC_COMPILE=1
+    echo "no kernel choice in $RES/choice.txt: the one made at 93cc97d"
   fi
+  export LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE
+  echo "using LLMA_STATIC_ATTENTION=$LLMA_STATIC_ATTENTION LLMA_STATIC_COMPILE=$LLMA_STATIC_COMPILE"
   if has forced; then
     timeout 300 $BENCH --data $DATA/rag.jsonl --mode forced --limit 100 --hf-limit 3 --also-limit 10 --time-budget 160 \
       --json $RES/gpu_rag_forced.json; keep

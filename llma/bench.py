@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,11 +26,13 @@ from tqdm import tqdm
 
 from llma.bench_data import BenchPrompt, bench_prompts
 from llma.bench_report import MethodRun, markdown, summarise, write_report
+from llma.decoder import collect
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.history import AnswerHistory
 from llma.loading import LoadedModel, load_model
 from llma.reference_index import POLICIES
 from llma.static import select_backend
+from llma.types import StepEvent
 from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
@@ -62,19 +64,58 @@ def hf_runner(loaded: LoadedModel, max_new: int, forced: bool, lookup: int = 0) 
     return run
 
 
+class FirstToken:
+    """When a generation's first token was ready, in seconds from `start`. On CUDA the marks are
+    events on the GPU's queue, read once it has synchronised: in forced decoding the host never waits
+    for the GPU, so its own clock at the first event says only when the prefill was queued."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._marks: list = []
+
+    def start(self) -> None:
+        self._marks = [self._now()]
+
+    def mark(self) -> None:
+        self._marks.append(self._now())
+
+    def seconds(self) -> float:
+        """After the device has synchronised: the first token's time since `start`."""
+        begin, first = self._marks[:2]
+        return begin.elapsed_time(first) / 1000 if self.cuda else first - begin
+
+    def _now(self) -> object:
+        if not self.cuda:
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def marking(self, events: Iterator[StepEvent]) -> Iterator[StepEvent]:
+        """`events`, marking when the first one comes (the prefill's token)."""
+        for i, event in enumerate(events):
+            if i == 0:
+                self.mark()
+            yield event
+
+
 class EngineRunner:
     """One of our methods: `engine` with `config` (forced: to each prompt's target), learning from
-    its own answers only (an `AnswerHistory` per method, emptied after the warm-up by `reset`)."""
+    its own answers only (an `AnswerHistory` per method, emptied after the warm-up by `reset`);
+    `clock` has when each call's first token was ready."""
 
     def __init__(self, engine: Engine, config: LLMAConfig, forced: bool) -> None:
         self.engine, self.config, self.forced, self.history = engine, config, forced, AnswerHistory()
+        self.clock = FirstToken(engine.loaded.device)
 
     def __call__(self, p: BenchPrompt) -> tuple[list[int], int, int, int]:
+        self.clock.start()
         config = self.config
         target = p.target[: config.max_new_tokens] if self.forced and p.target else None
         cfg = replace(config, max_new_tokens=len(target)) if target else config
-        result = self.engine.generate(p.prompt, p.references, cfg, ForcedVerifier(target) if target else None,
-                                      self.history)
+        events = self.engine.stream(p.prompt, p.references, cfg, ForcedVerifier(target) if target else None,
+                                    self.history)
+        result = collect(self.clock.marking(events))
         s = result.stats
         return result.tokens, s.forward_passes, s.proposed_tokens, s.accepted_tokens
 
@@ -171,6 +212,8 @@ def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torc
             _sync(device)
             run = runs[name]
             run.times.append(time.perf_counter() - t0)
+            if isinstance(runner, EngineRunner):
+                run.first_token_s.append(runner.clock.seconds())
             run.wall_s += run.times[-1]
             run.outputs.append(tokens)
             run.forwards, run.proposed, run.accepted = (run.forwards + forwards, run.proposed + proposed,

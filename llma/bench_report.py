@@ -19,6 +19,7 @@ class MethodRun:
     forwards: int = 0
     proposed: int = 0
     accepted: int = 0
+    first_token_s: list[float] = field(default_factory=list)  # per prompt (our methods only)
 
     @property
     def tokens(self) -> int:
@@ -32,6 +33,19 @@ def _first_divergence(a: list[int], b: list[int]) -> int | None:
 def _tps(run: MethodRun, n: int) -> float:
     """Tokens per second over the first `n` prompts (speed ratios compare the same prompts)."""
     return sum(len(o) for o in run.outputs[:n]) / sum(run.times[:n]) if run.times else 0.0
+
+
+def _decode_tps(run: MethodRun, n: int) -> float | None:
+    """Tokens per second after each prompt's first token, over the first `n` prompts: the decoding
+    steps alone, without the prefill (which greedy and LLMA share); None where not measured."""
+    if len(run.first_token_s) < n or not n:
+        return None
+    after = sum(run.times[:n]) - sum(run.first_token_s[:n])
+    return sum(len(o) - 1 for o in run.outputs[:n]) / after if after > 0 else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a and b else None
 
 
 def _own_greedy(name: str) -> str:
@@ -50,6 +64,7 @@ def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
         tps, n = (run.tokens / run.wall_s if run.wall_s else 0.0), len(run.outputs)
         own = runs.get(_own_greedy(name), greedy)
         divergences = [_first_divergence(o, g) for o, g in zip(run.outputs, greedy.outputs)]
+        decode = _decode_tps(run, n)
         rows.append({
             "method": name,
             "tokens": run.tokens,
@@ -66,6 +81,10 @@ def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
             "prompts": n,
             "identical_to_hf_greedy": sum(o == h for o, h in zip(run.outputs, hf.outputs)) / len(hf.outputs),
             "first_divergence_vs_greedy": [d for d in divergences if d is not None][:10],
+            "ms_to_first_token": (round(1000 * sum(run.first_token_s) / len(run.first_token_s), 3)
+                                  if run.first_token_s else None),
+            "decode_tokens_per_s": round(decode, 2) if decode else None,
+            "decode_speedup_vs_greedy": _ratio(decode, _decode_tps(greedy, n)),
         })
     return rows
 
@@ -76,20 +95,28 @@ def markdown(report: dict[str, object]) -> str:
              f"Our greedy/llma: backend {report.get('backend')}; name@backend: the same through that backend; "
              "name+rowsN: the same with N drafts verified side by side per step; name+treeN: N drafts packed "
              "into the one block (treeN/B: a block of B rows); own greedy: greedy through the same backend (and "
-             "rows or tree). Speedups compare the same prompts.", "",
+             "rows or tree). Speedups compare the same prompts. After the first token: the same prompts' tokens "
+             "after the first over the time after it (the decoding steps, without the prefill that greedy and "
+             "LLMA share; on CUDA the first token is timed on the GPU's clock).", "",
              f"LLMA drafting settings (on our backend; what the command leaves unset is the backend's "
              f"default): {report.get('llma_settings', 'not recorded')}", "",
              "| method | prompts | tok/s | tokens/forward | acceptance | speedup vs our greedy | vs HF greedy | "
-             "vs own greedy | ms/forward | identical to our greedy | to own greedy | to HF greedy |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "vs own greedy | ms/forward | identical to our greedy | to own greedy | to HF greedy | "
+             "ms to first token | after it: tok/s | after it: vs our greedy |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         lines.append(f"| {r['method']} | {r['prompts']} | {r['tokens_per_s']} | {r['tokens_per_forward'] or '-'} | "
                      f"{r['acceptance_rate'] or '-'} | {r['speedup_vs_greedy']}x | {r['speedup_vs_hf_greedy']}x | "
                      f"{r.get('speedup_vs_own_greedy', '-')}x | {r.get('ms_per_forward') or '-'} | "
                      f"{r['identical_to_greedy']:.0%} | {r['identical_to_own_greedy']:.0%} | "
-                     f"{r['identical_to_hf_greedy']:.0%} |")
+                     f"{r['identical_to_hf_greedy']:.0%} | {r.get('ms_to_first_token') or '-'} | "
+                     f"{r.get('decode_tokens_per_s') or '-'} | {_times(r.get('decode_speedup_vs_greedy'))} |")
     lines += ["", f"Commit {report.get('commit') or 'not recorded'}.", "", f"Versions: {report['versions']}", ""]
     return "\n".join(lines)
+
+
+def _times(ratio: float | None) -> str:
+    return f"{ratio}x" if ratio else "-"
 
 
 def commit() -> str | None:

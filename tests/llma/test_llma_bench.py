@@ -1,5 +1,5 @@
 """The benchmark's summary (llma.bench_report.summarise): ratios and identity against the right greedy."""
-from llma.bench_report import MethodRun, _own_greedy, summarise
+from llma.bench_report import MethodRun, _own_greedy, markdown, summarise
 
 
 def _run(outputs, times, forwards):
@@ -49,3 +49,51 @@ def test_gpu_bench_forced_decoding_with_rows_on_cpu():
     assert methods["llma+tree3"]["tokens_per_forward"] > 1 and methods["greedy+tree3"]["speedup_vs_own_greedy"] == 1
     assert methods["llma+rows2"]["tokens_per_forward"] >= methods["llma"]["tokens_per_forward"] > 1
     assert methods["greedy+rows2"]["speedup_vs_own_greedy"] == 1.0
+
+
+def test_summary_splits_off_the_first_token():
+    """After the first token: tokens after it over the time after it, against greedy's the same way."""
+    outputs = [[1, 2, 3, 4, 5], [6, 7, 8]]  # 6 tokens after the first ones
+    runs = {
+        "hf_greedy": _run(outputs[:1], [3.0], 0),
+        "greedy": MethodRun(outputs=outputs, times=[1.0, 1.0], wall_s=2.0, forwards=8, first_token_s=[0.4, 0.4]),
+        "llma": MethodRun(outputs=outputs, times=[0.5, 0.5], wall_s=1.0, forwards=3, first_token_s=[0.4, 0.4]),
+    }
+    rows = {r["method"]: r for r in summarise(runs)}
+    assert rows["greedy"]["decode_tokens_per_s"] == 5.0 and rows["greedy"]["ms_to_first_token"] == 400.0
+    assert rows["llma"]["decode_tokens_per_s"] == 30.0 and rows["llma"]["decode_speedup_vs_greedy"] == 6.0
+    assert rows["llma"]["speedup_vs_greedy"] == 2.0  # end to end, the shared first token included
+    assert rows["hf_greedy"]["decode_tokens_per_s"] is None and rows["hf_greedy"]["decode_speedup_vs_greedy"] is None
+    report = {"dataset": "rag", "mode": "forced", "n_prompts": 2, "device": "cpu", "command": "c",
+              "versions": {}, "results": list(rows.values())}
+    table = markdown(report)
+    assert "| 400.0 | 30.0 | 6.0x |" in table and "| 5.0 | 1.0x |" in table
+    hf_line = next(line for line in table.splitlines() if line.startswith("| hf_greedy "))
+    assert hf_line.endswith("| - | - | - |")
+    for r in report["results"]:  # a report written before these columns still renders
+        for key in ("ms_to_first_token", "decode_tokens_per_s", "decode_speedup_vs_greedy"):
+            del r[key]
+    assert markdown(report).count("| - | - | - |") == 3
+
+
+def test_engine_runner_times_the_first_token_in_forced_decoding():
+    """The runner's clock marks when the prefill's token came, inside the measured time."""
+    from llma.bench import EngineRunner, measure
+    from llma.bench_data import BenchPrompt
+    from llma.engine import Engine, LLMAConfig
+    from llma_fixtures import tiny_llama
+
+    engine = Engine(tiny_llama(context=256), "static")
+    target = [(7 * i) % 97 for i in range(40)]
+    prompts = [BenchPrompt(prompt=list(range(3, 30)), references={"doc": target[:30]}, target=target)]
+    config = LLMAConfig(max_new_tokens=64)
+    runners = {"hf_greedy": lambda p: (list(p.target), 0, 0, 0),
+               "greedy": EngineRunner(engine, config.greedy(), forced=True),
+               "llma": EngineRunner(engine, config, forced=True)}
+    runs = measure(runners, prompts, engine.loaded.device)
+    for name in ("greedy", "llma"):
+        (first,), (wall,) = runs[name].first_token_s, runs[name].times
+        assert 0 < first < wall and runs[name].outputs == [target]
+    assert runs["hf_greedy"].first_token_s == []
+    rows = {r["method"]: r for r in summarise(runs)}
+    assert rows["llma"]["decode_speedup_vs_greedy"] > 0 and rows["llma"]["tokens_per_forward"] > 1

@@ -8,6 +8,7 @@ paper's reference code.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from itertools import repeat
@@ -75,7 +76,7 @@ class ReferenceIndex:
         # whose n - 1 tokens before match too: one table instead of one per n, the most of a prompt's
         # indexing time otherwise), for `near` and `lookup_many`; `prefer`'s own table (candidates > 1):
         # all its ends per n-gram.
-        self._after: dict[int, list[tuple[RefId, int]]] = {}
+        self._after: defaultdict[int, list[tuple[RefId, int]]] = defaultdict(list)
         self._preferred_all: dict[tuple[int, ...], list[int]] = {}
         # Checked and indexed at `build()` or first use: a decoder builds it while a GPU prefills.
         self._pending = list((references or {}).items())
@@ -115,16 +116,18 @@ class ReferenceIndex:
                     if self.candidates > 1:
                         self._preferred_all.setdefault(key, []).append(end)
             return
-        first, after = self._first.setdefault(ref_id, {}), self._after
-        for end in range(max(old, 1), len(ref)):
-            after.setdefault(ref[end - 1], []).append((ref_id, end))
+        first, after, start = self._first.setdefault(ref_id, {}), self._after, max(old, 1)
+        for token, item in zip(ref[start - 1 : -1], zip(repeat(ref_id), range(start, len(ref)))):
+            after[token].append(item)
         for n in range(self.min_n, self.max_n + 1):
-            ngrams, ends = _ngrams(ref, n, max(old, n))
             if self.policy == "recent":  # later ends overwrite earlier ones: the latest wins
+                ngrams, ends = _ngrams(ref, n, max(old, n))
                 self._last.update(zip(ngrams, zip(repeat(ref_id), ends)))
             else:  # reversed, so the earliest new end wins; an n-gram already indexed keeps its own
-                new = dict(zip(reversed(list(ngrams)), reversed(ends)))
-                first.update({key: e for key, e in new.items() if key not in first})
+                new = dict(zip(*_ngrams(ref, n, max(old, n), backwards=True)))
+                # A new reference holds no n-gram of this length yet (keys of other lengths never
+                # collide): most of a prompt's indexing time went on that filter.
+                first.update(new if old == 0 else {key: e for key, e in new.items() if key not in first})
 
     def lookup(self, context: Sequence[int], k: int, stop_tokens: Collection[int] = (),
                near: tuple[RefId, int] | None = None) -> Draft | None:
@@ -265,8 +268,13 @@ def _checked(ref_id: RefId, tokens: Iterable[int]) -> list[int]:
     return tokens
 
 
-def _ngrams(ref: list[int], n: int, first_end: int) -> tuple[Iterable[tuple[int, ...]], range]:
+def _ngrams(ref: list[int], n: int, first_end: int, backwards: bool = False
+            ) -> tuple[Iterable[tuple[int, ...]], range]:
     """The n-grams `ref[e - n : e]` for e in [first_end, len(ref)), with those ends (zip of shifted
-    slices: the tuples are made in C, several times faster than slicing each one)."""
+    slices: the tuples are made in C, several times faster than slicing each one); `backwards`:
+    from the last end to the first (reversed slices, not a reversed list of tuples)."""
     ends = range(first_end, len(ref))
-    return zip(*(ref[first_end - n + i : len(ref) - n + i] for i in range(n))), ends
+    slices = [ref[first_end - n + i : len(ref) - n + i] for i in range(n)]
+    if backwards:
+        return zip(*(s[::-1] for s in slices)), ends[::-1]
+    return zip(*slices), ends

@@ -81,8 +81,10 @@ class StaticBackend(Prefill):
         self.capacity = -(-(self._context_length + block) // 64) * 64
         with torch.no_grad():
             self._load(model, self.capacity, compile)
-            shape = (len(self.layers), rows, self.kv_heads, self.capacity, self.head_dim)
-            self.k, self.v = (torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in "kv")
+            shape = (2, len(self.layers), rows, self.kv_heads, self.capacity, self.head_dim)
+            # Keys and values in one tensor (k and v are views of it): `keep` moves both in one copy.
+            self.kv = torch.zeros(shape, dtype=self.dtype, device=self.device)
+            self.k, self.v = self.kv[0], self.kv[1]
         self._len, self._reserve, self._L, self._start = 0, 256, min_bucket, None
         self._packed: PackedBlock | None = None  # the last forward_rows' block, for keep (tree)
         self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
@@ -146,10 +148,10 @@ class StaticBackend(Prefill):
             self._fit(pos)
             if self.tree:  # consecutive tokens: one draft in a packed block (the same kernels as several)
                 packed = single(chunk, self.block, self.tree)
-                out = self._run(packed.ids, pos, self.block, self._L, packed.info())
+                out, _ = self._run(packed.ids, pos, self.block, self._L, packed.info())
             else:
-                out = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
-            rows.append(out[: len(chunk)].to(torch.float32, copy=True))
+                out, _ = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
+            rows.append(out[: len(chunk)].clone())  # the next replay overwrites `out`
         self._len += len(ids)
         return rows[0] if len(rows) == 1 else torch.cat(rows)
 
@@ -179,17 +181,17 @@ class StaticBackend(Prefill):
             return self._forward_packed(rows, longest)
         padded = [r + [0] * (self.block - len(r)) for r in rows]
         padded += padded[:1] * (self.rows - len(rows))  # spare rows repeat the first: same keys at `pos`
-        out = self._run([t for r in padded for t in r], self._len, self.block, self._L)
+        out, _ = self._run([t for r in padded for t in r], self._len, self.block, self._L)
         self._start, self._len = self._len, self._len + longest
-        return out.view(self.rows, self.block, -1)[: len(rows), :longest].to(torch.float32, copy=True)
+        return out.view(self.rows, self.block, -1)[: len(rows), :longest].clone()
 
     def _forward_packed(self, rows: list[list[int]], longest: int) -> torch.Tensor:
         """forward_rows with the rows packed into one block (tree): each row's logits gathered."""
         packed = pack(rows, self.block, self.tree)
-        out = self._run(packed.ids, self._len, self.block, self._L, packed.info())
-        index = [i + [0] * (longest - len(i)) for i in packed.index]  # rows past a draft: never read
+        index = [j for i in packed.index for j in i + [0] * (longest - len(i))]  # rows past a draft: never read
+        out, rows_at = self._run(packed.ids, self._len, self.block, self._L, packed.info(), index)
         self._start, self._len, self._packed = self._len, self._len + longest, packed
-        return out[upload(index, out.device)].to(torch.float32, copy=True)
+        return out[rows_at.view(len(rows), longest)]  # a new tensor: the next replay leaves it be
 
     def keep(self, row: int, length: int) -> None:
         """After `forward_rows`: keep `row`'s tokens up to `length` in the sequence, in every copy."""
@@ -200,14 +202,15 @@ class StaticBackend(Prefill):
             n, shift = length - self._start - 1, self._packed.shift[row]
             if n > 0 and shift > 0:
                 src, dst = self._start + 1 + shift, self._start + 1
-                for cache in (self.k, self.v):  # cloned first: source and target may overlap
-                    cache[:, 0, :, dst : dst + n] = cache[:, 0, :, src : src + n].clone()
+                source = self.kv[:, :, 0, :, src : src + n]
+                # Cloned first where source and target overlap (each op costs the host a dispatch,
+                # on a free-decoding step's critical path).
+                self.kv[:, :, 0, :, dst : dst + n] = source.clone() if shift < n else source
             self._len, self._start = length, None
             return
         # The kept row's new entries overwrite the others' (cloned first: source and target overlap).
         s = slice(self._start, length)
-        for cache in (self.k, self.v):
-            cache[:, :, :, s] = cache[:, row : row + 1, :, s].clone()
+        self.kv[:, :, :, :, s] = self.kv[:, :, row : row + 1, :, s].clone()
         self._len, self._start = length, None
 
     def trim(self, length: int) -> None:
@@ -259,7 +262,7 @@ class StaticBackend(Prefill):
         at = positions.repeat(r) if r > 1 else positions  # each row's block covers the same positions
         x = self._layers(F.embedding(inp[:n], self.embed), self.cos[at][:, None], self.sin[at][:, None],
                          attend, step=True)
-        return F.linear(x, self.lm_head)
+        return F.linear(x, self.lm_head).float()  # exact; in the graph: no conversion launched per step
 
     def _split_kernel(self, block: int) -> Callable[..., torch.Tensor]:
         """The split-KV attention for `block` rows (its buffers made in the warm-up, never in a capture)."""
@@ -270,17 +273,20 @@ class StaticBackend(Prefill):
                                                 self.scale, self.device, self.rows, self.tree)
         return self._split[block]
 
-    def _run(self, block_ids: list[int], pos: int, block: int, length: int, tree_info: Sequence[int] = ()
-             ) -> torch.Tensor:
+    def _run(self, block_ids: list[int], pos: int, block: int, length: int, tree_info: Sequence[int] = (),
+             extra: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One step over `block_ids` (every row's block, rows * block ids) from `pos`; a packed block
-        (tree) also gives its `tree_info` (llma.static.tree.PackedBlock.info)."""
-        inp = upload([*block_ids, pos, *tree_info], self.device)
+        (tree) also gives its `tree_info` (llma.static.tree.PackedBlock.info). Returns the fp32 logits
+        [rows * block, vocab] and `extra` on the device (the same upload: one per step)."""
+        values = [*block_ids, pos, *tree_info]
+        both = upload(values + list(extra), self.device)
+        inp, extra_on_device = (both[: len(values)], both[len(values) :]) if extra else (both, None)
         if not self.graphs:
-            return self._step(inp, length)
+            return self._step(inp, length), extra_on_device
         graph, static_inp, out = self._graph(block, length, pos)
         static_inp.copy_(inp)
         graph.replay()
-        return out
+        return out, extra_on_device
 
     def _graph(self, block: int, length: int, pos: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
         """The captured step for (block, L), made on first use. Warm-up and capture write keys at

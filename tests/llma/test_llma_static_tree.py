@@ -70,6 +70,22 @@ def test_packed_rows_equal_each_draft_alone_and_keep_moves_the_kept_one():
     _packed_rows_equal_each_draft_alone(_tiny().model)
 
 
+def test_keep_moves_keys_onto_slots_they_overlap():
+    """A kept draft that starts one slot after the root's next and keeps 4 tokens: its keys move
+    over slots they themselves occupy (copied through a clone); the sequence goes on as if fed alone."""
+    if not _row_invariant(torch.float32, BLOCK):
+        pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK} rows")
+    model, prompt = _tiny().model, _ids(30, 1)
+    st, alone = StaticBackend(model, block=BLOCK, tree=TREE), StaticBackend(model, block=BLOCK, tree=TREE)
+    st.prefill(prompt)
+    st.forward_rows([[5, 6], [5, 9, 10, 11, 12, 13]])  # the second draft's slots: 2..6, its shift 1
+    st.keep(1, 30 + 1 + 4)
+    alone.prefill(prompt)
+    alone.forward([5, 9, 10, 11, 12])
+    assert st.cached == alone.cached == 35
+    assert torch.equal(st.forward([13, 1, 2]), alone.forward([13, 1, 2]))
+
+
 def test_tree_bad_input():
     model = _tiny().model
     for bad in ({"tree": -1}, {"tree": 2, "rows": 2}, {"tree": 2, "attention": "bmm"}, {"tree": 9, "block": 16}):

@@ -71,7 +71,7 @@ class FirstToken:
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
-        self._marks: list = []
+        self._marks: list[float | torch.cuda.Event] = []
 
     def start(self) -> None:
         self._marks = [self._now()]
@@ -84,7 +84,7 @@ class FirstToken:
         begin, first = self._marks[:2]
         return begin.elapsed_time(first) / 1000 if self.cuda else first - begin
 
-    def _now(self) -> object:
+    def _now(self) -> float | torch.cuda.Event:
         if not self.cuda:
             return time.perf_counter()
         event = torch.cuda.Event(enable_timing=True)

@@ -76,9 +76,6 @@ class FirstToken:
     def start(self) -> None:
         self._marks = [self._now()]
 
-    def mark(self) -> None:
-        self._marks.append(self._now())
-
     def seconds(self) -> float:
         """After the device has synchronised: the first token's time since `start`."""
         begin, first = self._marks[:2]
@@ -95,7 +92,7 @@ class FirstToken:
         """`events`, marking when the first one comes (the prefill's token)."""
         for i, event in enumerate(events):
             if i == 0:
-                self.mark()
+                self._marks.append(self._now())
             yield event
 
 

@@ -101,7 +101,6 @@ class StaticBackend(Prefill):
     # --- the Backend protocol ---
     context_length = property(lambda self: self._context_length)
     cached = property(lambda self: self._len)  # tokens in the cache
-
     max_draft = property(lambda self: self.block - 1)  # a draft this long fits one block with the last token
     drafts_per_step = property(lambda self: self.tree or self.rows)
 
@@ -203,8 +202,7 @@ class StaticBackend(Prefill):
             if n > 0 and shift > 0:
                 src, dst = self._start + 1 + shift, self._start + 1
                 source = self.kv[:, :, 0, :, src : src + n]
-                # Cloned first where source and target overlap (each op costs the host a dispatch,
-                # on a free-decoding step's critical path).
+                # Cloned only where they overlap: each op is a host dispatch on a free step's critical path.
                 self.kv[:, :, 0, :, dst : dst + n] = source.clone() if shift < n else source
             self._len, self._start = length, None
             return

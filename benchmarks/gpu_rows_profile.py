@@ -21,7 +21,7 @@ from benchmarks.gpu_profile import DEV, SMOL, kernel_times
 from llma.bench_report import commit
 from llma.gpu_bench import block_runner, random_llama, timed
 from llma.static import StaticBackend
-from llma.static.tree import draft_caps, pack, single
+from llma.static.tree import NO_MOVE, draft_caps, pack, single
 
 
 
@@ -51,7 +51,7 @@ def tree_runner(backend: StaticBackend, pos: int, full: bool):
     packed = pack([[1] + [5] * (caps[0] - sum(caps[1:])), *later], block, n) if full else single([1] * block, block, n)
     length = backend._bucket(pos + block)
     graph, static_inp, _ = backend._graph(block, length, pos)
-    static_inp.copy_(torch.tensor([*packed.ids, pos, *packed.info()]))
+    static_inp.copy_(torch.tensor([*packed.ids, pos, *packed.info(), *NO_MOVE]))
     return graph.replay
 
 

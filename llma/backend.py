@@ -2,13 +2,16 @@
 
 A backend holds the KV cache of one sequence. `prefill` runs the prompt, `forward` runs a few more
 tokens on top of the cache and returns one row of logits per token, `trim` rolls the cache back
-(the rejected draft tokens). Mock models in the tests implement the same interface.
+(the rejected draft tokens). Mock models in the tests implement the same interface. A backend may
+also offer `forward_rows` and `keep` (several drafts a step) and `forward_argmax` (llma.static: the
+argmax of each row, made on the device, for verifiers that read nothing else).
 """
 from __future__ import annotations
 
 import inspect
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -47,6 +50,24 @@ class Backend(Protocol):
     def trim(self, length: int) -> None:
         """Keep only the first `length` cached tokens."""
         ...
+
+
+@dataclass(frozen=True)
+class Argmax:
+    """Each logit row's argmax, made on the device by the step itself (a backend's `forward_argmax`).
+
+    Why: a greedy verifier needs only these ids, so one small transfer replaces gathering, converting
+    and reducing [rows, vocab] logits after the step; and a verifier that reads nothing (forced
+    decoding) never calls `rows`, so the host never waits for the device. Read it before the
+    backend's next step, which may overwrite `best`."""
+
+    best: torch.Tensor  # [block rows] on the device
+    index: tuple[tuple[int, ...], ...]  # per candidate: the block rows of its logits, in order
+
+    def rows(self) -> list[list[int]]:
+        """[candidate][row]: the argmax after each candidate's tokens so far (one device read)."""
+        flat = self.best.tolist()
+        return [[flat[i] for i in rows] for rows in self.index]
 
 
 def context_length_of(model: PreTrainedModel) -> int:

@@ -144,16 +144,19 @@ class Decoder:
         """One forward over [last token + draft] (one row per draft where there are several), the
         accepted prefix, and the cache cut back to it: (the draft kept, accepted, next token).
         `cached`: the sequence length with `last`; `position`: `last`'s successor's output index."""
-        if len(drafts) > 1:
-            logits = self.backend.forward_rows([[last, *d.tokens] for d in drafts])
-            row, accepted, token = verifier.verify_rows(logits, [d.tokens for d in drafts], position)
+        rows, tokens = [[last, *d.tokens] for d in drafts] or [[last]], [d.tokens for d in drafts] or [()]
+        argmax = getattr(self.backend, "forward_argmax", None)  # llma.static: the argmax made in the step
+        if argmax is not None and isinstance(verifier, RowsVerifier):  # a rule that reads the argmax at most
+            row, accepted, token = verifier.verify_targets(argmax(rows).rows, tokens, position)
+        elif len(rows) > 1:
+            row, accepted, token = verifier.verify_rows(self.backend.forward_rows(rows), tokens, position)
+        else:
+            row, (accepted, token) = 0, verifier.verify(self.backend.forward(rows[0]), tokens[0], position)
+        if len(rows) > 1:
             self.backend.keep(row, cached + accepted)
-            return drafts[row], accepted, token
-        draft = drafts[0] if drafts else None
-        logits = self.backend.forward([last, *(draft.tokens if draft else ())])
-        accepted, token = verifier.verify(logits, draft.tokens if draft else (), position)
-        self.backend.trim(cached + accepted)
-        return draft, accepted, token
+        else:
+            self.backend.trim(cached + accepted)
+        return (drafts[row] if drafts else None), accepted, token
 
     def generate(
         self,

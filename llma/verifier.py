@@ -6,7 +6,7 @@ logits is the model's prediction after the last token and `draft[:i]`.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -45,6 +45,12 @@ class RowsVerifier(Verifier, Protocol):
         Returns (candidate, accepted, next_token)."""
         ...
 
+    def verify_targets(self, targets: Callable[[], list[list[int]]], drafts: Sequence[Sequence[int]],
+                       position: int) -> tuple[int, int, int]:
+        """The same from the model's argmax alone: `targets()` gives [candidate][row] (a device read,
+        made only if the rule needs the model's tokens)."""
+        ...
+
 
 class GreedyVerifier:
     """Greedy decoding: keep the drafted tokens that equal the argmax, then the argmax after them.
@@ -60,10 +66,14 @@ class GreedyVerifier:
 
     def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
                     position: int) -> tuple[int, int, int]:
-        targets = logits.argmax(dim=-1).tolist()  # one transfer for every candidate
-        accepted = [count_accepted(d, t) for d, t in zip(drafts, targets)]
+        return self.verify_targets(lambda: logits.argmax(dim=-1).tolist(), drafts, position)  # one transfer
+
+    def verify_targets(self, targets: Callable[[], list[list[int]]], drafts: Sequence[Sequence[int]],
+                       position: int) -> tuple[int, int, int]:
+        rows = targets()
+        accepted = [count_accepted(d, t) for d, t in zip(drafts, rows)]
         best = best_row(accepted)
-        return best, accepted[best], targets[best][accepted[best]]
+        return best, accepted[best], rows[best][accepted[best]]
 
 
 @dataclass
@@ -77,6 +87,9 @@ class ForcedVerifier:
     target: Sequence[int]
 
     def verify(self, logits: torch.Tensor, draft: Sequence[int], position: int) -> tuple[int, int]:
+        return self._forced(draft, position)  # the logits are not read
+
+    def _forced(self, draft: Sequence[int], position: int) -> tuple[int, int]:
         wanted = self.target[position : position + len(draft) + 1]
         if not wanted:
             raise ValueError(f"forced decoding ran past the end of its {len(self.target)}-token target")
@@ -87,7 +100,11 @@ class ForcedVerifier:
 
     def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
                     position: int) -> tuple[int, int, int]:
-        results = [self.verify(logits[0], d, position) for d in drafts]  # the logits are not read
+        return self.verify_targets(list, drafts, position)
+
+    def verify_targets(self, targets: Callable[[], list[list[int]]], drafts: Sequence[Sequence[int]],
+                       position: int) -> tuple[int, int, int]:
+        results = [self._forced(d, position) for d in drafts]  # `targets` is never read: no device wait
         best = best_row([accepted for accepted, _ in results])
         return best, *results[best]
 

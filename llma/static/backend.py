@@ -14,7 +14,8 @@ Attention covers a key length L fixed per sequence (chosen at prefill from the p
 reserved new tokens; "flash" and "split" attention read only the keys in use), so on CUDA each
 (block, L) step is captured once in a CUDA graph and replayed. The prefill is one causal forward
 over the padded prompt; on CUDA it too is a graph, one per padded length (a prompt costs one
-replay instead of hundreds of kernel launches).
+replay instead of hundreds of kernel launches). Each step also takes its rows' argmax; the decoder's
+greedy and forced verifiers read only that (`forward_argmax`), not the [rows, vocab] logits.
 
 With `rows` > 1 every step runs `rows` blocks side by side, each on its own copy of the cache
 ([layers, rows, kv_heads, capacity, head_dim]): `forward_rows` verifies several drafts at once
@@ -35,19 +36,19 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from llma.backend import context_length_of, padded_length
+from llma.backend import Argmax, context_length_of, padded_length
 from llma.static.attention import attend_for, flash, works
-from llma.static.graphs import capture, graph_length, upload
+from llma.static.graphs import CapturedSteps, graph_length, upload
 from llma.static.prefill import Prefill
 from llma.static.support import unsupported_reason
-from llma.static.tree import PackedBlock, draft_caps, pack, per_draft_attention, single
+from llma.static.tree import NO_MOVE, PackedBlock, draft_caps, move_kept, pack, per_draft_attention, single
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BLOCK = 32  # the last token and up to 31 drafted tokens (a multiple of 8: no ragged GEMM tile rows)
 ATTENTION = ("sdpa", "bmm", "flash", "split")
 
-class StaticBackend(Prefill):
+class StaticBackend(Prefill, CapturedSteps):
     """The Backend protocol over a static KV cache and fixed-shape steps (see the module docstring)."""
 
     def __init__(self, model: PreTrainedModel, *, block: int = DEFAULT_BLOCK, graphs: bool | None = None,
@@ -87,7 +88,8 @@ class StaticBackend(Prefill):
             self.k, self.v = self.kv[0], self.kv[1]
         self._len, self._reserve, self._L, self._start = 0, 256, min_bucket, None
         self._packed: PackedBlock | None = None  # the last forward_rows' block, for keep (tree)
-        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self._move = NO_MOVE  # tree: the kept draft's keys, moved by the next step (llma.static.tree.move_kept)
+        self._graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]] = {}
         self._prefills: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.graphs else None  # shared by the prefill graphs
         self._side = torch.cuda.Stream(self.device) if self.graphs else None  # every capture's warm-up
@@ -131,7 +133,7 @@ class StaticBackend(Prefill):
         m = (graph_length if self.graphs else padded_length)(n, self.capacity)
         tokens = torch.tensor(list(ids) + [0] * (m - n), dtype=torch.long)
         x = self._prefill_graph(tokens) if self.graphs else self._prefill_states(tokens.to(self.device))
-        self._len = n
+        self._len, self._move = n, NO_MOVE
         return F.linear(x[n - 1 : n], self.lm_head).float()
 
     @torch.no_grad()
@@ -143,27 +145,10 @@ class StaticBackend(Prefill):
         rows = []
         for start in range(0, len(ids), self.block):
             chunk = ids[start : start + self.block]
-            pos = self._len + start
-            self._fit(pos)
-            if self.tree:  # consecutive tokens: one draft in a packed block (the same kernels as several)
-                packed = single(chunk, self.block, self.tree)
-                out, _ = self._run(packed.ids, pos, self.block, self._L, packed.info())
-            else:
-                out, _ = self._run((chunk + [0] * (self.block - len(chunk))) * self.rows, pos, self.block, self._L)
-            rows.append(out[: len(chunk)].clone())  # the next replay overwrites `out`
-        self._len += len(ids)
+            logits, _, _ = self._launch([chunk], packed=False)
+            rows.append(logits[: len(chunk)].to(torch.float32, copy=True))  # the next replay overwrites `logits`
+            self._len += len(chunk)
         return rows[0] if len(rows) == 1 else torch.cat(rows)
-
-    def _check_room(self, n: int) -> None:
-        if self._len == 0 or self._len + n > self._context_length:
-            raise ValueError(f"{n} tokens on {self._len} cached (0: no prefill yet) exceed the context "
-                             f"{self._context_length} or come before a prefill")
-
-    def _fit(self, pos: int) -> None:
-        """Grow the attention length if a block from `pos` would outgrow it (past the reservation)."""
-        if pos + self.block > self._L:
-            self._L = self._bucket(pos + self.block)
-            log.debug("sequence outgrew its reservation; attention length now %d", self._L)
 
     @torch.no_grad()
     def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -171,39 +156,70 @@ class StaticBackend(Prefill):
         same token, `block` together), all appended after the cached tokens, in one step: logits
         [len(rows), longest, vocab]. Follow with `keep`."""
         rows = [list(r) for r in rows]
+        longest = self._check_rows(rows)
+        logits, _, index = self._launch(rows, packed=True)
+        self._start, self._len = self._len, self._len + longest
+        at = torch.tensor([i + [0] * (longest - len(i)) for i in index], device=self.device)  # padding: never read
+        return logits[at].float()  # a new tensor: the next replay leaves it be
+
+    @torch.no_grad()
+    def forward_argmax(self, rows: Sequence[Sequence[int]]) -> Argmax:
+        """`forward` (one row of up to `block` tokens; follow with `trim`) or `forward_rows` (several;
+        follow with `keep`), giving each row's argmax, made in the step, instead of its logits."""
+        rows = [list(r) for r in rows]
+        if len(rows) > 1:
+            longest = self._check_rows(rows)
+        elif 1 <= len(rows[0]) <= self.block:
+            longest = len(rows[0])
+            self._check_room(longest)
+        else:
+            raise ValueError(f"forward_argmax needs 1 to {self.block} tokens in a row, got {len(rows[0])}")
+        _, best, index = self._launch(rows, packed=len(rows) > 1)
+        if len(rows) > 1:
+            self._start = self._len
+        self._len += longest
+        return Argmax(best, tuple(map(tuple, index)))
+
+    def _check_rows(self, rows: list[list[int]]) -> int:
+        """forward_rows' rows checked; their longest length."""
         longest, most = max(map(len, rows), default=0), self.drafts_per_step
         if not 1 <= len(rows) <= most or not 1 <= min(map(len, rows)) <= longest <= self.block:
             raise ValueError(f"forward_rows needs 1 to {most} rows of 1 to {self.block} tokens")
         self._check_room(longest)
-        self._fit(self._len)
-        if self.tree:
-            return self._forward_packed(rows, longest)
+        return longest
+
+    def _check_room(self, n: int) -> None:
+        if self._len == 0 or self._len + n > self._context_length:
+            raise ValueError(f"{n} tokens on {self._len} cached (0: no prefill yet) exceed the context "
+                             f"{self._context_length} or come before a prefill")
+
+    def _launch(self, rows: list[list[int]], packed: bool) -> tuple[torch.Tensor, torch.Tensor, list[list[int]]]:
+        """One step over `rows` after the cached tokens (one row: consecutive tokens; `packed`: drafts
+        after the same last token, as forward_rows takes them): the step's logits and argmax (on the
+        device; the next replay overwrites them) and, per row, the block rows holding its logits."""
+        pos = self._len
+        if pos + self.block > self._L:  # past the reservation: a larger attention length from here on
+            self._L = self._bucket(pos + self.block)
+            log.debug("sequence outgrew its reservation; attention length now %d", self._L)
+        if self.tree:  # consecutive tokens: one draft in a packed block (the same kernels as several)
+            block = pack(rows, self.block, self.tree) if packed else single(rows[0], self.block, self.tree)
+            self._packed = block if packed else None
+            logits, best = self._run(block.ids, pos, self.block, self._L, block.info())
+            return logits, best, block.index
         padded = [r + [0] * (self.block - len(r)) for r in rows]
         padded += padded[:1] * (self.rows - len(rows))  # spare rows repeat the first: same keys at `pos`
-        out, _ = self._run([t for r in padded for t in r], self._len, self.block, self._L)
-        self._start, self._len = self._len, self._len + longest
-        return out.view(self.rows, self.block, -1)[: len(rows), :longest].clone()
-
-    def _forward_packed(self, rows: list[list[int]], longest: int) -> torch.Tensor:
-        """forward_rows with the rows packed into one block (tree): each row's logits gathered."""
-        packed = pack(rows, self.block, self.tree)
-        index = [j for i in packed.index for j in i + [0] * (longest - len(i))]  # rows past a draft: never read
-        out, rows_at = self._run(packed.ids, self._len, self.block, self._L, packed.info(), index)
-        self._start, self._len, self._packed = self._len, self._len + longest, packed
-        return out[rows_at.view(len(rows), longest)]  # a new tensor: the next replay leaves it be
+        logits, best = self._run([t for r in padded for t in r], pos, self.block, self._L)
+        return logits, best, [list(range(c * self.block, c * self.block + len(r))) for c, r in enumerate(rows)]
 
     def keep(self, row: int, length: int) -> None:
         """After `forward_rows`: keep `row`'s tokens up to `length` in the sequence, in every copy."""
         if self._start is None or not 0 <= row < self.drafts_per_step or not self._start < length <= self._len:
             raise ValueError(f"keep needs a forward_rows before it, a row < {self.drafts_per_step} and a length "
                              f"in ({self._start}, {self._len}]")
-        if self.tree:  # the kept draft's keys move to the slots after the root (draft 0's already are)
+        if self.tree:  # the kept draft's keys go to the slots after the root (draft 0's already are)
             n, shift = length - self._start - 1, self._packed.shift[row]
-            if n > 0 and shift > 0:
-                src, dst = self._start + 1 + shift, self._start + 1
-                source = self.kv[:, :, 0, :, src : src + n]
-                # Cloned only where they overlap: each op is a host dispatch on a free step's critical path.
-                self.kv[:, :, 0, :, dst : dst + n] = source.clone() if shift < n else source
+            # Moved by the next step, in its graph: a launch now would cost a free step's host time.
+            self._move = (shift, self._start + 1, n) if n > 0 and shift > 0 else NO_MOVE
             self._len, self._start = length, None
             return
         # The kept row's new entries overwrite the others' (cloned first: source and target overlap).
@@ -216,18 +232,21 @@ class StaticBackend(Prefill):
             raise ValueError(f"cannot trim a cache of {self._len} tokens to {length}")
         self._len, self._start = length, None  # rollback is moving the position: nothing is copied or cleared
 
-    def _step(self, inp: torch.Tensor, length: int) -> torch.Tensor:
-        """One fixed-shape step: `inp` = [ids of each row's block..., start position]; returns
-        [rows * block, vocab] logits.
+    def _step(self, inp: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One fixed-shape step: `inp` = [ids of each row's block..., start position] (tree: then the
+        packed block's info and the move of `keep`); returns the logits [rows * block, vocab] in the
+        model's dtype and their argmax [rows * block].
 
         No host synchronisation and no data-dependent shapes inside: safe to capture in a CUDA graph.
         """
         r, kv, d, tree = self.rows, self.kv_heads, self.head_dim, self.tree
-        n, groups = (inp.shape[0] - 1 - tree) // 3 if tree else inp.shape[0] - 1, self.heads // kv
+        n, groups = (inp.shape[0] - 4 - tree) // 3 if tree else inp.shape[0] - 1, self.heads // kv
         b = n // r  # the block (gpu_bench times other sizes than self.block)
         slots = inp[n] + self.arange[:b]  # where the rows' keys go
         positions = inp[n] + inp[n + 1 : n + 1 + b] if tree else slots  # a packed block's rows: their drafts'
-        owner, shift = inp[n + 1 + b : n + 1 + 2 * b], inp[n + 1 + 2 * b :]
+        owner, shift = inp[n + 1 + b : n + 1 + 2 * b], inp[n + 1 + 2 * b : n + 1 + 2 * b + tree]
+        if tree:  # the last step's kept draft first (its keys may be read below)
+            move_kept(self.kv, inp[-3:], self.arange[: b - 1])
         if self.attention == "flash":
             used = (inp[n:] + b).to(torch.int32)  # keys [0, pos + block): bottom-right causal per query
         elif self.attention == "sdpa" or self.attention == "bmm":
@@ -242,7 +261,7 @@ class StaticBackend(Prefill):
                 k_all, v_all = self.k[i, 0].transpose(0, 1), self.v[i, 0].transpose(0, 1)
                 return flash(q, k_all, v_all, used, self.scale, self._cu).reshape(b, -1)
             if self.attention == "split":
-                return self._split_kernel(b)(q, self.k[i], self.v[i], inp[n:], inp[n + 1 :] if tree else None
+                return self._split_kernel(b)(q, self.k[i], self.v[i], inp[n:], inp[n + 1 : -3] if tree else None
                                              ).reshape(n, -1)
             if tree:
                 return per_draft_attention(q, self.k[i, 0, :, :length], self.v[i, 0, :, :length], mask, shift,
@@ -260,41 +279,18 @@ class StaticBackend(Prefill):
         at = positions.repeat(r) if r > 1 else positions  # each row's block covers the same positions
         x = self._layers(F.embedding(inp[:n], self.embed), self.cos[at][:, None], self.sin[at][:, None],
                          attend, step=True)
-        return F.linear(x, self.lm_head).float()  # exact; in the graph: no conversion launched per step
+        logits = F.linear(x, self.lm_head)
+        return logits, logits.argmax(-1)  # the argmax of the model's dtype: fp32's, as the cast is exact
 
-    def _split_kernel(self, block: int) -> Callable[..., torch.Tensor]:
-        """The split-KV attention for `block` rows (its buffers made in the warm-up, never in a capture)."""
-        if block not in self._split:
-            from llma.static.split_attention import SplitAttention  # needs triton: imported only if chosen
-
-            self._split[block] = SplitAttention(block, self.heads, self.kv_heads, self.head_dim, self.capacity,
-                                                self.scale, self.device, self.rows, self.tree)
-        return self._split[block]
-
-    def _run(self, block_ids: list[int], pos: int, block: int, length: int, tree_info: Sequence[int] = (),
-             extra: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _run(self, block_ids: list[int], pos: int, block: int, length: int,
+             tree_info: Sequence[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         """One step over `block_ids` (every row's block, rows * block ids) from `pos`; a packed block
-        (tree) also gives its `tree_info` (llma.static.tree.PackedBlock.info). Returns the fp32 logits
-        [rows * block, vocab] and `extra` on the device (the same upload: one per step)."""
-        values = [*block_ids, pos, *tree_info]
-        both = upload(values + list(extra), self.device)
-        inp, extra_on_device = (both[: len(values)], both[len(values) :]) if extra else (both, None)
+        (tree) also gives its `tree_info` (llma.static.tree.PackedBlock.info). One upload a step."""
+        values = [*block_ids, pos, *tree_info, *(self._move if self.tree else ())]
+        self._move = NO_MOVE
         if not self.graphs:
-            return self._step(inp, length), extra_on_device
+            return self._step(upload(values, self.device), length)
         graph, static_inp, out = self._graph(block, length, pos)
-        static_inp.copy_(inp)
+        upload(values, self.device, into=static_inp)
         graph.replay()
-        return out, extra_on_device
-
-    def _graph(self, block: int, length: int, pos: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
-        """The captured step for (block, L), made on first use. Warm-up and capture write keys at
-        positions >= `pos` (past the sequence), which later steps overwrite before reading."""
-        key = (block, length)
-        if key not in self._graphs:
-            extra = 2 * block + self.tree if self.tree else 0  # a packed block's rows and drafts
-            static_inp = torch.zeros(self.rows * block + 1 + extra, dtype=torch.long, device=self.device)
-            static_inp[self.rows * block] = pos  # the start position: after the ids
-            graph, out = capture(lambda inp: self._step(inp, length), static_inp, self._side)
-            self._graphs[key] = (graph, static_inp, out)
-            log.info("captured a CUDA graph for block %d, attention length %d", block, length)
-        return self._graphs[key]
+        return out

@@ -1,10 +1,15 @@
 """CUDA graph capture for the static backend (a fixed-shape function captured once, then replayed),
-and its inputs' way to the device."""
+its captured steps, and its inputs' way to the device."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
+
+from llma.static.tree import NO_MOVE
+
+log = logging.getLogger(__name__)
 
 
 def graph_length(n: int, limit: int) -> int:
@@ -37,12 +42,42 @@ def capture(fn: Callable[[torch.Tensor], torch.Tensor], static_inp: torch.Tensor
     return graph, out
 
 
-def upload(values: list[int], device: torch.device) -> torch.Tensor:
-    """Ints to the device without the host waiting: a copy from pageable memory synchronises the
-    stream, so the host would stop until every queued step had run, and its next work (checking a
-    forced draft, proposing the next) would no longer overlap the GPU's. Pinned (PyTorch's caching
-    host allocator keeps the buffer until the copy is done) and non-blocking instead."""
+def upload(values: list[int], device: torch.device, into: torch.Tensor | None = None) -> torch.Tensor:
+    """Ints to the device (into `into` if given: a graph's static input) without the host waiting: a
+    copy from pageable memory synchronises the stream, so the host would stop until every queued step
+    had run, and its next work (checking a forced draft, proposing the next) would no longer overlap
+    the GPU's. Pinned (PyTorch's caching host allocator keeps the buffer until the copy is done) and
+    non-blocking instead."""
     tensor = torch.tensor(values, dtype=torch.long)
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    if into is None:
+        return tensor.to(device, non_blocking=True)
+    return into.copy_(tensor, non_blocking=True)
+
+
+class CapturedSteps:
+    """StaticBackend's captured steps, one per (block, attention length), and the split-KV kernels
+    they run (it owns `_step`, the shapes, `_graphs`, `_split` and the capture stream `_side`)."""
+
+    def _graph(self, block: int, length: int, pos: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]:
+        """The captured step for (block, L), made on first use. Warm-up and capture write keys at
+        positions >= `pos` (past the sequence), which later steps overwrite before reading."""
+        key = (block, length)
+        if key not in self._graphs:
+            extra = 2 * block + self.tree + len(NO_MOVE) if self.tree else 0  # a packed block's rows, drafts, move
+            static_inp = torch.zeros(self.rows * block + 1 + extra, dtype=torch.long, device=self.device)
+            static_inp[self.rows * block] = pos  # the start position: after the ids
+            graph, out = capture(lambda inp: self._step(inp, length), static_inp, self._side)
+            self._graphs[key] = (graph, static_inp, out)
+            log.info("captured a CUDA graph for block %d, attention length %d", block, length)
+        return self._graphs[key]
+
+    def _split_kernel(self, block: int) -> Callable[..., torch.Tensor]:
+        """The split-KV attention for `block` rows (its buffers made in the warm-up, never in a capture)."""
+        if block not in self._split:
+            from llma.static.split_attention import SplitAttention  # needs triton: imported only if chosen
+
+            self._split[block] = SplitAttention(block, self.heads, self.kv_heads, self.head_dim, self.capacity,
+                                                self.scale, self.device, self.rows, self.tree)
+        return self._split[block]

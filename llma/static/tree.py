@@ -6,10 +6,12 @@ instead, on the one cache, the drafts share the step's cost: the block's first r
 (the tree's root), then each draft's tokens follow in turn, and each draft row reads the keys after
 the root from its own draft's slots. A row thus sees exactly the keys, at the same positions, that a
 one-draft block would give it, and gets greedy's bits (split-KV attention: the same lanes of the
-same chunks; SDPA: one attention per draft over its own key order). After the step the kept draft's
-keys move to the slots after the root, where the sequence continues.
+same chunks; SDPA: one attention per draft over its own key order). The kept draft's keys then move
+to the slots after the root, where the sequence continues: first thing in the next step, inside its
+graph (`move_kept`), as a separate launch would cost host time between free decoding's steps.
 
-Pure index arithmetic here (lists of ints); the backend turns it into device tensors.
+Index arithmetic here (lists of ints; the backend turns them into device tensors), and the two
+pieces of a packed step's tensor code.
 """
 from __future__ import annotations
 
@@ -74,6 +76,18 @@ def pack(rows: Sequence[Sequence[int]], block: int, drafts: int) -> PackedBlock:
     pad = block - len(ids)
     return PackedBlock(ids + [0] * pad, rel + list(range(len(rel), block)), owner + [0] * pad,
                        shift + [0] * (drafts - len(rows)), index)
+
+
+NO_MOVE = (0, 0, 0)  # (shift, first slot, count): the keys a step moves before its own (none)
+
+
+def move_kept(kv: torch.Tensor, move: torch.Tensor, window: torch.Tensor) -> None:
+    """Move the last step's kept draft into place, first thing in the next step (inside its graph:
+    no launch of its own between steps): `move` = (shift, first slot, count) on the device; slots
+    [first, first + count) of `kv` [..., slots, head_dim] take the entries `shift` slots further on.
+    A fixed window of slots (the rest copied onto themselves) keeps the step's shape fixed."""
+    slots = move[1] + window
+    kv.index_copy_(-2, slots, kv.index_select(-2, slots + move[0] * (window < move[2])))
 
 
 def per_draft_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,

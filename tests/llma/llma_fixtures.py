@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from llma.backend import Argmax
 from llma.loading import LoadedModel
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -117,6 +119,34 @@ class ScriptedRowsBackend(ScriptedBackend):
         start = len(self.seq) - max(map(len, self._candidates))
         self.seq[start:] = self._candidates[row]
         self.trim(length)
+
+
+@dataclass(frozen=True)
+class CountedArgmax(Argmax):
+    """`Argmax` that notes each read of it in `reads`."""
+
+    reads: list[int] = field(default_factory=list)
+
+    def rows(self) -> list[list[int]]:
+        self.reads.append(1)
+        return super().rows()
+
+
+class ScriptedArgmaxBackend(ScriptedRowsBackend):
+    """`ScriptedRowsBackend` that also gives only each row's argmax (`forward_argmax`, as llma.static
+    does), in one flat tensor as a step's block would hold them; `reads` counts the reads of them."""
+
+    def __init__(self, script: Sequence[int], **kwargs: int) -> None:
+        super().__init__(script, **kwargs)
+        self.reads: list[int] = []
+        self.argmax_calls = 0
+
+    def forward_argmax(self, rows: Sequence[Sequence[int]]) -> Argmax:
+        self.argmax_calls += 1
+        logits = self.forward_rows(rows) if len(rows) > 1 else self.forward(rows[0])[None]
+        width = logits.shape[1]
+        index = tuple(tuple(range(c * width, c * width + len(r))) for c, r in enumerate(rows))
+        return CountedArgmax(logits.argmax(-1).flatten(), index, self.reads)
 
 
 def exact_twin(model: torch.nn.Module):

@@ -6,8 +6,8 @@ from llma.decoder import Decoder, StopConfig
 from llma.proposer import CopyLength, Proposer
 from llma.reference_index import ReferenceIndex
 from llma.types import CopiedSpan
-from llma.verifier import ForcedVerifier, GreedyVerifier, best_row
-from llma_fixtures import ScriptedBackend, ScriptedRowsBackend
+from llma.verifier import ForcedVerifier, GreedyVerifier, SamplingConfig, SamplingVerifier, best_row
+from llma_fixtures import ScriptedArgmaxBackend, ScriptedBackend, ScriptedRowsBackend
 
 PROMPT = [5, 6, 7]
 SCRIPT = [10, 11, 12, 13, 14, 15]
@@ -197,3 +197,24 @@ def test_verify_rows_keeps_the_candidate_with_the_most_accepted():
     drafts = [(7, 7), (4, 5), (4, 8)]
     assert GreedyVerifier().verify_rows(logits, drafts, 0) == (1, 2, 6)
     assert ForcedVerifier([4, 5, 9]).verify_rows(logits, drafts, 0) == (1, 2, 9)
+
+
+def test_a_backend_giving_the_argmax_alone_is_read_only_by_rules_that_need_it():
+    # llma.static makes each row's argmax in the step (forward_argmax): greedy reads those ids, once a
+    # step; forced decoding never reads them (the host need never wait); sampling takes the logits.
+    refs = {"a": [10, 99, 98, 97, 96], "b": [10, 11, 12, 13]}
+    expected = [e.new_tokens for e in run(ScriptedRowsBackend(SCRIPT, rows=3, eos=EOS), refs, policy="longest",
+                                          candidates=3)]
+    for verifier, reads in ((None, len(expected) - 1), (ForcedVerifier([*SCRIPT, EOS]), 0)):
+        backend = ScriptedArgmaxBackend(SCRIPT, rows=3, eos=EOS)
+        events = run(backend, refs, policy="longest", candidates=3, verifier=verifier)
+        assert [e.new_tokens for e in events] == expected
+        assert backend.argmax_calls == len(events) - 1 and 2 in backend.row_counts  # rows, then keep
+        assert len(backend.reads) == reads
+    one = ScriptedArgmaxBackend(SCRIPT, rows=1, eos=EOS)  # one draft a step: one row, then trim
+    assert [e.new_tokens for e in run(one, refs)] == [e.new_tokens for e in run(ScriptedBackend(SCRIPT, eos=EOS), refs)]
+    assert one.argmax_calls == len(one.forward_sizes) - 1 and one.row_counts == []
+    sampled = ScriptedArgmaxBackend(SCRIPT, rows=3, eos=EOS)
+    tokens = [t for e in run(sampled, refs, verifier=SamplingVerifier(SamplingConfig(temperature=0.01)))
+              for t in e.new_tokens]
+    assert tokens == [*SCRIPT, EOS] and sampled.argmax_calls == 0

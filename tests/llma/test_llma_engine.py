@@ -68,7 +68,7 @@ class _GraphBackend:
 
     def __getattr__(self, name):
         attr = getattr(self._backend, name)
-        if name in ("prefill", "forward"):
+        if name in ("prefill", "forward", "forward_argmax"):
             def counted(*args):
                 self.calls.append(name)
                 return attr(*args)
@@ -83,7 +83,7 @@ def test_warm_up_runs_a_short_generation_only_where_there_is_set_up():
     assert Engine(loaded, "hf").warm_up() is False and Engine(loaded, "static").warm_up() is False
     backend = _GraphBackend(StaticBackend(loaded.model, block=8))
     engine = Engine(loaded, backend=backend)
-    assert engine.warm_up() is True and backend.calls == ["prefill", "forward"]  # one step: its graph made
+    assert engine.warm_up() is True and backend.calls == ["prefill", "forward_argmax"]  # one step: its graph made
     prompt = [5, 6, 7, 8, 9]
     config = LLMAConfig(max_new_tokens=12)
     assert engine.generate(prompt, {"a": [7, 8, 9, 10]}, config).tokens == \

@@ -86,6 +86,44 @@ def test_keep_moves_keys_onto_slots_they_overlap():
     assert torch.equal(st.forward([13, 1, 2]), alone.forward([13, 1, 2]))
 
 
+def test_forward_argmax_gives_each_rows_argmax_of_its_logits():
+    """The argmax made in the step, mapped to each draft's rows, equals the argmax of forward_rows'
+    logits for the same rows (and of forward's for one row), on a packed, a side-by-side and a plain
+    backend; the cache goes on the same way after keep or trim."""
+    model, prompt = _tiny().model, _ids(30, 1)
+    rows = [[5, 6, 7, 8], [5, 9, 10], [5, 11]]
+    for options in ({"tree": TREE}, {"rows": 3}):
+        a, b = StaticBackend(model, block=BLOCK, **options), StaticBackend(model, block=BLOCK, **options)
+        a.prefill(prompt), b.prefill(prompt)
+        got, logits = a.forward_argmax(rows).rows(), b.forward_rows(rows)
+        assert got == [logits[i, : len(r)].argmax(-1).tolist() for i, r in enumerate(rows)]
+        a.keep(1, 30 + 1 + 2), b.keep(1, 30 + 1 + 2)
+        assert a.forward_argmax([[10, 3]]).rows() == [b.forward([10, 3]).argmax(-1).tolist()]
+        a.trim(33), b.trim(33)
+        assert a.cached == b.cached == 33
+        assert torch.equal(a.forward([10, 4]), b.forward([10, 4]))
+    plain = StaticBackend(model, block=BLOCK)
+    plain.prefill(prompt)
+    with pytest.raises(ValueError, match="forward_argmax needs 1 to 16 tokens"):
+        plain.forward_argmax([list(range(17))])
+    assert plain.forward_argmax([[5, 6]]).index == ((0, 1),) and plain.cached == 32
+
+
+def test_a_kept_draft_moves_in_its_own_sequence_only():
+    """`keep` leaves the move to the next step; a new prompt's prefill cancels it, so nothing of the
+    last answer is moved into the new sequence."""
+    if not _row_invariant(torch.float32, BLOCK):
+        pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK} rows")
+    model, first, second = _tiny().model, _ids(30, 1), _ids(40, 2)  # slots 31..33: the new prompt's
+    st, fresh = StaticBackend(model, block=BLOCK, tree=TREE), StaticBackend(model, block=BLOCK, tree=TREE)
+    st.prefill(first)
+    st.forward_rows([[5, 6], [5, 9, 10, 11]])
+    st.keep(1, 30 + 1 + 3)  # would move 3 keys from slots 33.. onto 31..
+    st.prefill(second)
+    fresh.prefill(second)
+    assert torch.equal(st.forward(list(range(3, 18))), fresh.forward(list(range(3, 18))))
+
+
 def test_tree_bad_input():
     model = _tiny().model
     for bad in ({"tree": -1}, {"tree": 2, "rows": 2}, {"tree": 2, "attention": "bmm"}, {"tree": 9, "block": 16}):

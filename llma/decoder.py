@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from llma.backend import Backend
+from llma.backend import Argmax, Backend
 from llma.proposer import Proposer
 from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
 from llma.verifier import GreedyVerifier, RowsVerifier, Verifier
@@ -83,11 +83,16 @@ class Decoder:
             proposer.prepare()  # e.g. its reference index, built while the GPU prefills
         accepted, token = verifier.verify(logits, (), 0)
         step, draft, last_t, candidates = 0, None, t0, 0
-        count = self._candidates(verifier)
+        # Decided once: a runtime-checkable protocol's isinstance costs tens of microseconds a call.
+        rows_rule = isinstance(verifier, RowsVerifier)
+        count = self._candidates(rows_rule)
+        argmax = getattr(self.backend, "forward_argmax", None) if rows_rule else None
+        sequence = list(prompt)  # prompt + output, for the proposer
         while True:
             before = len(output)
             new = [*(draft.tokens[:accepted] if draft else ()), token]
             output.extend(new)
+            sequence.extend(new)
             ended = _first_stop(output, before, stop)
             if ended:
                 del output[ended[0] :]
@@ -108,19 +113,18 @@ class Decoder:
             if proposer is not None:
                 proposer.observe(new)
             step, last_t = step + 1, now
-            drafts = self._propose(proposer, prompt + output, stop.max_new_tokens - len(output), stop_ids, count)
-            draft, accepted, token = self._verify(drafts, output[-1], len(prompt) + len(output), len(output),
-                                                  verifier)
+            drafts = self._propose(proposer, sequence, stop.max_new_tokens - len(output), stop_ids, count)
+            draft, accepted, token = self._verify(drafts, output[-1], len(sequence), len(output), verifier, argmax)
             candidates = len(drafts)
             if proposer is not None and draft:
                 proposer.feedback(draft, accepted)
 
-    def _candidates(self, verifier: Verifier) -> int:
+    def _candidates(self, rows_rule: bool) -> int:
         """Drafts to verify per step: as many as the backend takes (llma.static with rows > 1, or
         with a tree of drafts packed in its block), if the verifier can choose among them
-        (deterministic rules only)."""
+        (`rows_rule`: a RowsVerifier, deterministic rules only)."""
         most = getattr(self.backend, "drafts_per_step", 1)
-        return most if most > 1 and isinstance(verifier, RowsVerifier) else 1
+        return most if most > 1 and rows_rule else 1
 
     def _propose(self, proposer: Proposer | None, sequence: list[int], remaining: int,
                  stop_ids: Collection[int], count: int) -> list[Draft]:
@@ -139,14 +143,14 @@ class Decoder:
         draft = proposer.propose(sequence, room, stop_ids)
         return [draft] if draft else []
 
-    def _verify(self, drafts: list[Draft], last: int, cached: int, position: int,
-                verifier: Verifier | RowsVerifier) -> tuple[Draft | None, int, int]:
+    def _verify(self, drafts: list[Draft], last: int, cached: int, position: int, verifier: Verifier | RowsVerifier,
+                argmax: Callable[[list[list[int]]], Argmax] | None) -> tuple[Draft | None, int, int]:
         """One forward over [last token + draft] (one row per draft where there are several), the
         accepted prefix, and the cache cut back to it: (the draft kept, accepted, next token).
-        `cached`: the sequence length with `last`; `position`: `last`'s successor's output index."""
+        `cached`: the sequence length with `last`; `position`: `last`'s successor's output index;
+        `argmax`: the backend's `forward_argmax` (llma.static) where the verifier reads no more."""
         rows, tokens = [[last, *d.tokens] for d in drafts] or [[last]], [d.tokens for d in drafts] or [()]
-        argmax = getattr(self.backend, "forward_argmax", None)  # llma.static: the argmax made in the step
-        if argmax is not None and isinstance(verifier, RowsVerifier):  # a rule that reads the argmax at most
+        if argmax is not None:
             row, accepted, token = verifier.verify_targets(argmax(rows).rows, tokens, position)
         elif len(rows) > 1:
             row, accepted, token = verifier.verify_rows(self.backend.forward_rows(rows), tokens, position)

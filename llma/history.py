@@ -41,9 +41,14 @@ class AnswerHistory:
         seq = [after, *tokens] if after is not None else list(tokens)
         with self._lock:
             for a, b in zip(seq, seq[1:]):
-                followers = self._next.setdefault(a, Counter())
-                self._pairs += b not in followers
-                followers[b] += 1
+                followers = self._next.get(a)
+                if followers is None:  # not setdefault: it would build a Counter for every pair
+                    followers = self._next[a] = Counter()
+                if b in followers:
+                    followers[b] += 1
+                else:
+                    followers[b] = 1
+                    self._pairs += 1
             if self._pairs > self.max_pairs:
                 self._prune()
 

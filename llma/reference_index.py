@@ -146,9 +146,10 @@ class ReferenceIndex:
             if near is not None:
                 found = self._continuation(context, n, near) or found
             ref_id, start = found
-            tokens = self._refs[ref_id][start : start + k]
-            cut = next((i + 1 for i, t in enumerate(tokens) if t in stop_tokens), len(tokens))
-            return Draft(tokens=tuple(tokens[:cut]), ref_id=ref_id, offset=start, match_len=n)
+            tokens = tuple(self._refs[ref_id][start : start + k])
+            if stop_tokens and not frozenset(stop_tokens).isdisjoint(tokens):
+                tokens = tokens[: next(i + 1 for i, t in enumerate(tokens) if t in stop_tokens)]
+            return Draft(tokens=tokens, ref_id=ref_id, offset=start, match_len=n)
         return None
 
     def lookup_many(self, context: Sequence[int], k: int, stop_tokens: Collection[int] = (),
@@ -161,14 +162,16 @@ class ReferenceIndex:
         accepted further), so each is worth its row in a step that verifies them all.
 
         `caps` (drafts packed into one block, llma.static.tree): the i-th draft (i >= 1) holds at most
-        caps[i] tokens (and `k`), and all of them together at most caps[0], the block's drafted slots:
-        the first keeps what the later ones leave (it is the likeliest to be accepted in full)."""
+        caps[i] tokens (and `k`; caps[1:] non-increasing, as `draft_caps` makes them), and all of them
+        together at most caps[0], the block's drafted slots: the first keeps what the later ones leave
+        (it is the likeliest to be accepted in full)."""
         count = (len(caps) if caps else self.candidates) if count is None else count
         if k < 1 or count < 1:
             raise ValueError(f"k and count must be >= 1, got k={k}, count={count}")
-        if caps and (len(caps) < count or caps[0] <= sum(caps[1:count])):
+        if caps and (len(caps) < count or caps[0] <= sum(caps[1:count])
+                     or any(a < b for a, b in zip(caps[1:count], caps[2:count]))):
             raise ValueError(f"caps needs one length per draft ({count}), the first more than the others' "
-                             f"sum, got {tuple(caps)}")
+                             f"sum, the others no longer than the one before, got {tuple(caps)}")
         first = self.lookup(context, k, stop_tokens, near)
         if first is None or count == 1 or self.candidates == 1:
             return [first] if first else []
@@ -176,12 +179,14 @@ class ReferenceIndex:
         longest = max(caps[1:count]) if caps else k
         drafts, chosen = [first], _prefixes(first.tokens, longest)
         stops, top = frozenset(stop_tokens), min(self.max_n, len(context))
-        # The copy starts after the last token, each with the length of the suffix it matches (<= top).
-        after = self._after.get(context[-1], [])
-        matched = _match_lengths(after, self._refs, context, top)
+        # The copy starts after the last token, by the length of the suffix they match (<= top). Each
+        # is tried once, at its own length: at a shorter suffix it gives the same draft or a prefix of
+        # it (the later caps are no longer), one already chosen or skipped.
+        matched: dict[int, list[tuple[RefId, int]]] = {}
+        for start, m in _match_lengths(self._after.get(context[-1], ()), self._refs, context, top):
+            matched.setdefault(m, []).append(start)
         for n in range(top, self.min_n - 1, -1):
-            found = after if n == 1 else [start for start, m in zip(after, matched) if m >= n]
-            for ref_id, start in self._starts(tuple(context[len(context) - n :]), found, k):
+            for ref_id, start in self._starts(tuple(context[len(context) - n :]), matched.get(n, []), k):
                 limit = min(k, caps[len(drafts)]) if caps else k
                 draft = tuple(self._refs[ref_id][start : start + limit])
                 if stops and not stops.isdisjoint(draft):
@@ -237,17 +242,15 @@ def _prefixes(tokens: tuple[int, ...], longest: int) -> set[tuple[int, ...]]:
     return {tokens[:i] for i in range(1, min(len(tokens), longest) + 1)}
 
 
-def _match_lengths(starts: list[tuple[RefId, int]], refs: Mapping[RefId, list[int]], context: Sequence[int],
-                   top: int) -> list[int]:
-    """For each copy start (after an occurrence of the context's last token): how many of the
+def _match_lengths(starts: Iterable[tuple[RefId, int]], refs: Mapping[RefId, list[int]], context: Sequence[int],
+                   top: int) -> Iterator[tuple[tuple[RefId, int], int]]:
+    """Each copy start (after an occurrence of the context's last token) with how many of the
     context's last tokens, up to `top`, end there."""
-    lengths = []
     for ref_id, end in starts:
         ref, m = refs[ref_id], 1
         while m < top and m < end and ref[end - m - 1] == context[-m - 1]:
             m += 1
-        lengths.append(m)
-    return lengths
+        yield (ref_id, end), m
 
 
 def fit_first(drafts: list[Draft], total: int) -> list[Draft]:

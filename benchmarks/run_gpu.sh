@@ -26,6 +26,9 @@ BENCH="python3 -m llma.bench --device cuda --backend static-graphs --also-backen
 # kernels); N/B: in a block of B rows. (At f357927 also --rows 4 --rows 8 --rows 16, N drafts side by
 # side: benchmarks/gpu_f357927/, GPU.md.)
 BENCH="$BENCH --tree 4 --tree 8 --tree 9/64"
+# The reports name the commit from the copy's .git, which lagged the tree once (stop 20): send the command with
+# LLMA_GIT_COMMIT=<git rev-parse --short HEAD, made here> before it.
+[[ -n "${LLMA_GIT_COMMIT:-}" ]] || echo "WARNING: LLMA_GIT_COMMIT unset: the reports take the commit from the copy's .git"
 keep() { cp $RES/*.json "$OUT"/ 2>/dev/null; }  # each result back at once (at most 8 files come back)
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 {

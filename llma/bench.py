@@ -25,7 +25,7 @@ import transformers
 from tqdm import tqdm
 
 from llma.bench_data import BenchPrompt, bench_prompts
-from llma.bench_report import MethodRun, markdown, summarise, write_report
+from llma.bench_report import MethodRun, commit, markdown, summarise, write_report
 from llma.decoder import collect
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.history import AnswerHistory
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m llma.bench " + " ".join(sys.argv[1:] if argv is None else argv),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
+        "commit": commit(),  # now, so that the printed table and the markdown name it as the JSON does
     }
     print(f"device: {report['device']}, dtype {report['dtype']}, {len(prompts)} prompts", flush=True)
     runners, engines = methods(loaded, engine, args)

@@ -27,7 +27,7 @@ import torch
 import transformers
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from llma.bench_report import write_report
+from llma.bench_report import commit, write_report
 from llma.bench_data import bench_prompts
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.history import AnswerHistory
@@ -263,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     report: dict = {"device": f"{dev.type} ({name})", "dtype": str(loaded.dtype),
                     "command": "python -m llma.gpu_bench " + " ".join(sys.argv[1:] if argv is None else argv),
-                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
+                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+                    "commit": commit()}
     probe_tokens = prompts[0].target[:40]
     if args.choose:
         report["choose"] = choose(loaded, prompts[0].prompt, probe_tokens)

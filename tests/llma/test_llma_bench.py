@@ -97,3 +97,22 @@ def test_engine_runner_times_the_first_token_in_forced_decoding():
     assert runs["hf_greedy"].first_token_s == []
     rows = {r["method"]: r for r in summarise(runs)}
     assert rows["llma"]["decode_speedup_vs_greedy"] > 0 and rows["llma"]["tokens_per_forward"] > 1
+
+
+def test_bench_names_the_same_commit_in_its_table_and_json(tmp_path, monkeypatch):
+    """`python -m llma.bench` end to end (bundled model, CPU, one forced prompt): the printed table and
+    the markdown name the commit the JSON records (the markdown was once rendered before it was set)."""
+    import json
+
+    from llma.bench import main
+    from llma_fixtures import SHARED_DATA
+
+    monkeypatch.setenv("LLMA_GIT_COMMIT", "abc1234")
+    out = tmp_path / "bench.json"
+    assert main(["--data", str(SHARED_DATA / "llma-rag" / "rag.jsonl"), "--mode", "forced", "--limit", "1",
+                 "--max-new-tokens", "6", "--device", "cpu", "--hf-limit", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["commit"] == "abc1234"
+    assert "Commit abc1234." in out.with_suffix(".md").read_text()
+    rows = {r["method"]: r for r in report["results"]}
+    assert rows["llma"]["identical_to_greedy"] == 1.0 and rows["greedy"]["tokens_per_forward"] == 1.0

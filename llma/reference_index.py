@@ -146,9 +146,7 @@ class ReferenceIndex:
             if near is not None:
                 found = self._continuation(context, n, near) or found
             ref_id, start = found
-            tokens = tuple(self._refs[ref_id][start : start + k])
-            if stop_tokens and not frozenset(stop_tokens).isdisjoint(tokens):
-                tokens = tokens[: next(i + 1 for i, t in enumerate(tokens) if t in stop_tokens)]
+            tokens = _cut_at_stop(tuple(self._refs[ref_id][start : start + k]), frozenset(stop_tokens))
             return Draft(tokens=tokens, ref_id=ref_id, offset=start, match_len=n)
         return None
 
@@ -188,9 +186,7 @@ class ReferenceIndex:
         for n in range(top, self.min_n - 1, -1):
             for ref_id, start in self._starts(tuple(context[len(context) - n :]), matched.get(n, []), k):
                 limit = min(k, caps[len(drafts)]) if caps else k
-                draft = tuple(self._refs[ref_id][start : start + limit])
-                if stops and not stops.isdisjoint(draft):
-                    draft = draft[: next(i + 1 for i, t in enumerate(draft) if t in stops)]
+                draft = _cut_at_stop(tuple(self._refs[ref_id][start : start + limit]), stops)
                 if draft in chosen:
                     continue
                 chosen |= _prefixes(draft, longest)
@@ -236,6 +232,13 @@ class ReferenceIndex:
             return found[0] if found else None
         # "longest": the most tokens to copy (capped at k); max() keeps the earliest of equals.
         return max(found, key=lambda item: min(k, len(self._refs[item[0]]) - item[1]))
+
+
+def _cut_at_stop(tokens: tuple[int, ...], stops: frozenset[int]) -> tuple[int, ...]:
+    """`tokens` up to and including the first stop token (nothing after an EOS can be accepted)."""
+    if not stops or stops.isdisjoint(tokens):  # the common case, in C
+        return tokens
+    return tokens[: next(i + 1 for i, t in enumerate(tokens) if t in stops)]
 
 
 def _prefixes(tokens: tuple[int, ...], longest: int) -> set[tuple[int, ...]]:

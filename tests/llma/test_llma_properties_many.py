@@ -8,32 +8,22 @@ cap, the first cut to what they leave of caps[0].
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llma.reference_index import POLICIES, ReferenceIndex, fit_first
 from llma.static.tree import draft_caps
 from llma.types import Draft
+from test_llma_properties import draft_tokens
 
 VOCAB = 5
 tokens_st = st.lists(st.integers(0, VOCAB - 1), max_size=16)
 
 
-def _cut(tokens: Sequence[int], stop: frozenset[int]) -> tuple[int, ...]:
-    """The draft ends after its first stop token."""
-    out = []
-    for t in tokens:
-        out.append(t)
-        if t in stop:
-            break
-    return tuple(out)
-
-
 def _ordered(refs: dict, prefer: object, suffix: list[int], k: int, policy: str) -> list[tuple[object, int]]:
     """Every copy start after `suffix` in the contract's order (the references built in order)."""
     n = len(suffix)
+
     def starts(ref_ids: list) -> list[tuple[object, int]]:
         return [(r, e) for r in ref_ids for e in range(n, len(refs[r])) if refs[r][e - n : e] == suffix]
     own = starts([prefer]) if prefer in refs else []
@@ -55,7 +45,7 @@ def oracle_many(index: ReferenceIndex, refs: dict, context: list[int], k: int, s
     for n in range(min(index.max_n, len(context)), index.min_n - 1, -1):
         for ref_id, start in _ordered(refs, index.prefer, context[len(context) - n :], k, index.policy):
             limit = min(k, caps[len(drafts)]) if caps else k
-            tokens = _cut(refs[ref_id][start : start + limit], stop)
+            tokens = draft_tokens(refs[ref_id], start, limit, stop)
             if tokens in chosen:
                 continue
             chosen |= {tokens[:i] for i in range(1, longest + 1)}

@@ -1,0 +1,112 @@
+"""How an `Engine` runs: which backend, which attention kernel, compiled or not, drafts per step.
+
+One frozen dataclass, passed by the caller (`Engine(loaded, options=...)`, `select_backend`). The
+library never reads the environment for these; the edges (the app, the CLIs, the benchmarks) do,
+through `EngineOptions.from_env`, and pass the result in.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+BACKENDS = ("auto", "hf", "static", "static-graphs")
+ATTENTION = ("sdpa", "bmm", "flash", "split")
+DEFAULT_PACKED_DRAFTS = 4  # drafts packed into the one block on CUDA (docs/DESIGN.md)
+
+# The environment variables `from_env` reads, and the field each sets.
+ENV = {
+    "LLMA_BACKEND": "backend",
+    "LLMA_STATIC_ATTENTION": "attention",
+    "LLMA_STATIC_COMPILE": "compile",
+    "LLMA_STATIC_TREE": "packed_drafts",
+    "LLMA_STATIC_ROWS": "cache_copies",
+}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """The engine's run-time choices; None leaves a choice to `resolve` (the measured defaults).
+
+    backend: "auto" (the static backend with CUDA graphs on a CUDA device where the model family is
+        supported, else the generic HF loop), "hf", "static" (no graphs) or "static-graphs".
+    attention: the static backend's step attention, one of ATTENTION.
+    compile: torch.compile the static backend's layer arithmetic (graphs only).
+    packed_drafts: drafts packed into the static backend's one query block per step (0: one draft).
+    cache_copies: blocks verified side by side per step, each on its own copy of the KV cache.
+    """
+
+    backend: str = "auto"
+    attention: str | None = None
+    compile: bool | None = None
+    packed_drafts: int | None = None
+    cache_copies: int = 1
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.attention is not None and self.attention not in ATTENTION:
+            raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+        if self.compile is not None and not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be True, False or None, got {self.compile!r}")
+        for name in ("packed_drafts", "cache_copies"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+        if self.cache_copies < 1:
+            raise ValueError(f"cache_copies must be >= 1, got {self.cache_copies}")
+
+    @property
+    def drafts_per_step(self) -> int:
+        """Drafts verified per step (packed or side by side), once resolved."""
+        return self.packed_drafts or self.cache_copies
+
+    def resolve(self, cuda: bool, graphs: bool) -> EngineOptions:
+        """Every None choice made, for a static backend on a CUDA device (`cuda`) with or without
+        CUDA graphs: on CUDA with one cache copy and split-KV attention, DEFAULT_PACKED_DRAFTS
+        packed and compiled; flash attention for one unpacked draft; SDPA on CPU."""
+        copies, attention = self.cache_copies, self.attention
+        packs = cuda and copies == 1 and attention in (None, "split")
+        packed = self.packed_drafts
+        if packed is None:
+            packed = DEFAULT_PACKED_DRAFTS if packs else 0
+        if attention is None:
+            if not cuda:
+                attention = "sdpa"
+            else:
+                attention = "flash" if copies == 1 and not packed else "split"
+        compiles = self.compile
+        if compiles is None:
+            compiles = cuda and graphs and attention == "split"
+        return replace(self, attention=attention, compile=graphs and compiles, packed_drafts=packed)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **given: object) -> EngineOptions:
+        """Options from `environ` (the ENV variables), `given` fields taking precedence; a clear
+        error names the variable whose value is invalid. For the edges: app, CLIs, benchmarks."""
+        fields: dict[str, object] = {}
+        for variable, name in ENV.items():
+            value = environ.get(variable)
+            if value is None or value == "":
+                continue
+            fields[name] = _parse(variable, name, value)
+        fields.update({k: v for k, v in given.items() if v is not None})
+        try:
+            return cls(**fields)
+        except ValueError as err:
+            raise ValueError(f"{err} (from the environment: {_named(environ)})") from None
+
+
+def _parse(variable: str, name: str, value: str) -> object:
+    if name in ("backend", "attention"):
+        return value
+    if name == "compile":
+        if value not in ("0", "1"):
+            raise ValueError(f"{variable} must be 0 or 1, got {value!r}")
+        return value == "1"
+    if not value.isdigit():
+        raise ValueError(f"{variable} must be a whole number (drafts per step), got {value!r}")
+    return int(value)
+
+
+def _named(environ: Mapping[str, str]) -> str:
+    return ", ".join(f"{v}={environ[v]}" for v in ENV if environ.get(v)) or "none set"

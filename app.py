@@ -16,7 +16,7 @@ from pathlib import Path  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from ui import chat, highlight, stats, uploads  # noqa: E402
-from ui.service import Service  # noqa: E402
+from ui.service import Service, default_loader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 MODEL_EVENTS = "model"  # concurrency id shared by everything that uses the model or swaps the index
@@ -230,6 +230,14 @@ def build_ui(service: Service, examples: list[str] | None = None,
     return demo
 
 
+def load_pipeline(index_dir: Path, model: str | None, device: str | None, dtype: str | None) -> object:
+    """The service's loader: the engine's options from LLMA_BACKEND and LLMA_STATIC_* (read here,
+    at the edge, in the loading thread: a bad value shows as the service's error)."""
+    from llma.options import EngineOptions
+
+    return default_loader(index_dir, model, device, dtype, EngineOptions.from_env(os.environ))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__)
@@ -251,7 +259,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
-    service = Service(args.docs, args.index, args.model, args.device, args.dtype)
+    service = Service(args.docs, args.index, args.model, args.device, args.dtype, loader=load_pipeline)
     service.start(background=True)
     demo = build_ui(service, max_new_tokens=args.max_new_tokens)
     demo.queue(default_concurrency_limit=1, max_size=64)

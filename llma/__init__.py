@@ -4,13 +4,14 @@ from llma.engine import OUTPUT_REF, DraftDefaults, Engine, LLMAConfig
 from llma.decoder import Decoder, StopConfig, collect
 from llma.history import AnswerHistory
 from llma.loading import DEFAULT_MODEL, LoadedModel, ModelNotFoundError, load_model
+from llma.options import EngineOptions
 from llma.proposer import CopyLength, Proposer
 from llma.reference_index import ReferenceIndex
 from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
 from llma.verifier import ForcedVerifier, GreedyVerifier, SamplingConfig, SamplingVerifier, count_accepted
 
 __all__ = [
-    "Backend", "HFBackend", "Engine", "LLMAConfig", "DraftDefaults", "OUTPUT_REF", "Decoder", "StopConfig",
+    "Backend", "HFBackend", "Engine", "EngineOptions", "LLMAConfig", "DraftDefaults", "OUTPUT_REF", "Decoder", "StopConfig",
     "collect", "DEFAULT_MODEL", "LoadedModel", "AnswerHistory",
     "ModelNotFoundError", "load_model", "CopyLength", "Proposer", "ReferenceIndex", "CopiedSpan",
     "DecodeResult", "DecodeStats", "Draft", "StepEvent", "ForcedVerifier", "GreedyVerifier",

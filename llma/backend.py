@@ -1,10 +1,11 @@
-"""Model backends: the decoder loop sees a model only through this small interface.
+"""Model backends: the decoder loop sees a model only through the `Backend` protocol.
 
 A backend holds the KV cache of one sequence. `prefill` runs the prompt, `forward` runs a few more
 tokens on top of the cache and returns one row of logits per token, `trim` rolls the cache back
-(the rejected draft tokens). Mock models in the tests implement the same interface. A backend may
-also offer `forward_rows` and `keep` (several drafts a step) and `forward_argmax` (llma.static: the
-argmax of each row, made on the device, for verifiers that read nothing else).
+(the rejected draft tokens). A backend that verifies several drafts per step (`drafts_per_step`
+> 1) runs them with `forward_rows` and keeps one with `keep`; `forward_argmax` gives only each
+row's argmax (the greedy and forced verifiers read nothing else). `SingleDraftBackend` gives a
+backend of one draft per step all of these, so the decoder and engine never probe for members.
 """
 from __future__ import annotations
 
@@ -20,8 +21,7 @@ from transformers import DynamicCache, PreTrainedModel
 log = logging.getLogger(__name__)
 
 # Prompts are run padded to a multiple of this many tokens, so a server sees at most
-# context / PREFILL_PAD prefill shapes: on CUDA every new prefill shape kept ~0.75 MB of host memory
-# for good (benchmarks/reliability/engine_cuda_before_fix.md).
+# context / PREFILL_PAD prefill shapes (each new shape can keep host memory for good on CUDA).
 PREFILL_PAD = 64
 
 
@@ -31,6 +31,11 @@ def padded_length(n: int, limit: int) -> int:
 
 
 class Backend(Protocol):
+    """What the decoder and the engine use of a model (one sequence's KV cache behind it)."""
+
+    @property
+    def name(self) -> str: ...
+
     @property
     def context_length(self) -> int: ...
 
@@ -39,12 +44,50 @@ class Backend(Protocol):
         """Number of tokens whose keys and values are in the cache."""
         ...
 
+    @property
+    def max_draft(self) -> int | None:
+        """The longest draft one step verifies beside the last token (None: no limit)."""
+        ...
+
+    @property
+    def drafts_per_step(self) -> int:
+        """Drafts one step can verify (1: `forward`; more: `forward_rows` then `keep`)."""
+        ...
+
+    @property
+    def draft_caps(self) -> tuple[int, ...]:
+        """Drafts packed into one block: each one's longest length, in order (() where not packed)."""
+        ...
+
+    @property
+    def needs_warm_up(self) -> bool:
+        """Whether the first steps set the backend up (CUDA graph captures, torch.compile)."""
+        ...
+
+    def reserve(self, new_tokens: int) -> None:
+        """Tokens the next generation may add after its prompt (a static cache sizes for them)."""
+        ...
+
     def prefill(self, ids: Sequence[int]) -> torch.Tensor:
         """Start a new sequence with `ids`; return the last position's logits, shape [1, vocab]."""
         ...
 
     def forward(self, ids: Sequence[int]) -> torch.Tensor:
         """Append `ids` to the cached sequence; return their logits, shape [len(ids), vocab]."""
+        ...
+
+    def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Up to `drafts_per_step` rows [last token, *draft], each appended after the cache as if
+        alone, in one step: logits [len(rows), longest, vocab]. Follow with `keep`."""
+        ...
+
+    def forward_argmax(self, rows: Sequence[Sequence[int]]) -> Argmax:
+        """`forward` of one row (follow with `trim`) or `forward_rows` of several (follow with
+        `keep`), giving each row's argmax instead of its logits."""
+        ...
+
+    def keep(self, row: int, length: int) -> None:
+        """After `forward_rows`: the sequence goes on with `row`'s tokens, up to `length` in all."""
         ...
 
     def trim(self, length: int) -> None:
@@ -79,8 +122,40 @@ def context_length_of(model: PreTrainedModel) -> int:
     raise ValueError(f"cannot tell the context length of {type(model).__name__}: set it in its config")
 
 
-class HFBackend:
+class SingleDraftBackend:
+    """The Backend members of a backend that verifies one draft of any length per step; a subclass
+    gives `context_length`, `cached`, `prefill`, `forward` and `trim`."""
+
+    name = "single-draft"
+    max_draft: int | None = None
+    drafts_per_step = 1
+    draft_caps: tuple[int, ...] = ()
+    needs_warm_up = False
+
+    def reserve(self, new_tokens: int) -> None:
+        """Nothing to size: the cache grows as needed."""
+
+    def forward_rows(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        if len(rows) != 1:
+            raise ValueError(f"{type(self).__name__} verifies one draft per step, got {len(rows)}")
+        return self.forward(rows[0])[None]
+
+    def keep(self, row: int, length: int) -> None:
+        if row != 0:
+            raise ValueError(f"{type(self).__name__} verifies one draft per step: keep row 0, got {row}")
+        self.trim(length)
+
+    def forward_argmax(self, rows: Sequence[Sequence[int]]) -> Argmax:
+        logits = self.forward_rows(rows) if len(rows) > 1 else self.forward(rows[0])[None]
+        width = logits.shape[1]
+        index = tuple(tuple(range(c * width, c * width + len(r))) for c, r in enumerate(rows))
+        return Argmax(logits.argmax(-1).flatten(), index)
+
+
+class HFBackend(SingleDraftBackend):
     """Any Hugging Face causal LM with a `DynamicCache`; runs on the model's device."""
+
+    name = "hf"
 
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model

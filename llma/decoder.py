@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from llma.backend import Argmax, Backend
 from llma.proposer import Proposer
 from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
-from llma.verifier import GreedyVerifier, RowsVerifier, Verifier
+from llma.verifier import GreedyVerifier, RowsVerifier, Verdict, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ class Decoder:
         if not prompt:
             raise ValueError("the prompt must hold at least one token")
         if len(prompt) > context:
-            raise ValueError(f"the prompt has {len(prompt)} tokens, more than the model's context of {context}")
+            raise ValueError(f"the prompt has {len(prompt)} tokens, more than the model's context of "
+                             f"{context}")
         verifier = verifier or GreedyVerifier()
         # The token generated from the last context position is never fed back, hence the + 1.
         room = context - len(prompt) + 1
@@ -82,12 +83,15 @@ class Decoder:
         if proposer is not None:
             proposer.prepare()  # e.g. its reference index, built while the GPU prefills
         accepted, token = verifier.verify(logits, (), 0)
-        step, draft, last_t, candidates = 0, None, t0, 0
         # Decided once: a runtime-checkable protocol's isinstance costs tens of microseconds a call.
         rows_rule = isinstance(verifier, RowsVerifier)
         count = self._candidates(rows_rule)
-        argmax = getattr(self.backend, "forward_argmax", None) if rows_rule else None
+        argmax = self.backend.forward_argmax if rows_rule else None
         sequence = list(prompt)  # prompt + output, for the proposer
+        step = 0
+        draft: Draft | None = None
+        last_t = t0
+        candidates = 0
         while True:
             before = len(output)
             new = [*(draft.tokens[:accepted] if draft else ()), token]
@@ -97,8 +101,7 @@ class Decoder:
             if ended:
                 del output[ended[0] :]
             now = time.perf_counter()
-            # A stop inside the accepted draft also cuts what counts as copied.
-            kept = min(accepted, len(output) - before)
+            kept = min(accepted, len(output) - before)  # a stop inside the draft cuts what counts as copied
             reason = None
             if ended:
                 reason = limit_reason if ended[1] == "max_new_tokens" else ended[1]
@@ -112,18 +115,21 @@ class Decoder:
                 return
             if proposer is not None:
                 proposer.observe(new)
-            step, last_t = step + 1, now
+            step += 1
+            last_t = now
             drafts = self._propose(proposer, sequence, stop.max_new_tokens - len(output), stop_ids, count)
-            draft, accepted, token = self._verify(drafts, output[-1], len(sequence), len(output), verifier, argmax)
+            verdict = self._verify(drafts, output[-1], len(sequence), len(output), verifier, argmax)
+            draft = drafts[verdict.draft] if drafts else None
+            accepted = verdict.accepted
+            token = verdict.next_token
             candidates = len(drafts)
             if proposer is not None and draft:
                 proposer.feedback(draft, accepted)
 
     def _candidates(self, rows_rule: bool) -> int:
-        """Drafts to verify per step: as many as the backend takes (llma.static with rows > 1, or
-        with a tree of drafts packed in its block), if the verifier can choose among them
-        (`rows_rule`: a RowsVerifier, deterministic rules only)."""
-        most = getattr(self.backend, "drafts_per_step", 1)
+        """Drafts to verify per step: as many as the backend takes, if the verifier can choose among
+        them (`rows_rule`: a RowsVerifier, deterministic rules only)."""
+        most = self.backend.drafts_per_step
         return most if most > 1 and rows_rule else 1
 
     def _propose(self, proposer: Proposer | None, sequence: list[int], remaining: int,
@@ -133,34 +139,32 @@ class Decoder:
         # Room for the draft: the step also emits one token of its own, and the forward pass must fit
         # the context window after the cached tokens and the last token.
         room = min(remaining - 1, self.backend.context_length - self.backend.cached - 1)
-        # A backend with a fixed query block (llma.static) says how long a draft fits in one block.
-        room = min(room, getattr(self.backend, "max_draft", room))
+        if self.backend.max_draft is not None:  # a fixed query block holds drafts this long at most
+            room = min(room, self.backend.max_draft)
         if room <= 0:
             return []
         if count > 1:  # drafts packed into one block share it: the backend says how (draft_caps)
-            return proposer.propose_many(sequence, room, stop_ids, count,
-                                         getattr(self.backend, "draft_caps", None) or ())
+            return proposer.propose_many(sequence, room, stop_ids, count, self.backend.draft_caps)
         draft = proposer.propose(sequence, room, stop_ids)
         return [draft] if draft else []
 
-    def _verify(self, drafts: list[Draft], last: int, cached: int, position: int, verifier: Verifier | RowsVerifier,
-                argmax: Callable[[list[list[int]]], Argmax] | None) -> tuple[Draft | None, int, int]:
+    def _verify(self, drafts: list[Draft], last: int, cached: int, position: int, verifier: Verifier,
+                argmax: Callable[[list[list[int]]], Argmax] | None) -> Verdict:
         """One forward over [last token + draft] (one row per draft where there are several), the
-        accepted prefix, and the cache cut back to it: (the draft kept, accepted, next token).
-        `cached`: the sequence length with `last`; `position`: `last`'s successor's output index;
-        `argmax`: the backend's `forward_argmax` (llma.static) where the verifier reads no more."""
-        rows, tokens = [[last, *d.tokens] for d in drafts] or [[last]], [d.tokens for d in drafts] or [()]
+        verdict, and the cache cut back to the accepted tokens. `cached`: the sequence length with
+        `last`; `position`: the output index of `last`'s successor; `argmax`: the backend's
+        `forward_argmax` where the verifier chooses by the model's argmax alone (a RowsVerifier)."""
+        rows = [[last, *d.tokens] for d in drafts] or [[last]]
+        tokens = [d.tokens for d in drafts] or [()]
         if argmax is not None:
-            row, accepted, token = verifier.verify_targets(argmax(rows).rows, tokens, position)
-        elif len(rows) > 1:
-            row, accepted, token = verifier.verify_rows(self.backend.forward_rows(rows), tokens, position)
-        else:
-            row, (accepted, token) = 0, verifier.verify(self.backend.forward(rows[0]), tokens[0], position)
+            verdict = verifier.verify_targets(argmax(rows).rows, tokens, position)
+        else:  # one draft (a rule that reads the logits, e.g. sampling)
+            verdict = Verdict(0, *verifier.verify(self.backend.forward(rows[0]), tokens[0], position))
         if len(rows) > 1:
-            self.backend.keep(row, cached + accepted)
+            self.backend.keep(verdict.draft, cached + verdict.accepted)
         else:
-            self.backend.trim(cached + accepted)
-        return (drafts[row] if drafts else None), accepted, token
+            self.backend.trim(cached + verdict.accepted)
+        return verdict
 
     def generate(
         self,

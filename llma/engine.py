@@ -1,13 +1,12 @@
 """The one-call entry point: a loaded model plus settings in, events or a result out.
 
-`Engine` chooses the backend and builds the proposer and verifier from an `LLMAConfig`, so callers
-(rag/, the benchmark) never assemble the parts by hand. It holds one KV cache: one generation at a
-time per engine (callers serialise; rag/ does with a lock).
+`Engine` chooses the backend (from `EngineOptions`) and builds the proposer and verifier from an
+`LLMAConfig`, so callers (rag/, the benchmarks) never assemble the parts by hand. It holds one KV
+cache: one generation at a time per engine (callers serialise; rag/ does with a lock).
 """
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,6 +19,7 @@ from llma.checks import MAX_REFERENCE_TOKENS, check_finite, check_int, check_ref
 from llma.decoder import Decoder, StopConfig, collect
 from llma.history import AnswerHistory
 from llma.loading import LoadedModel
+from llma.options import EngineOptions
 from llma.proposer import CopyLength, Proposer
 from llma.reference_index import Policy, ReferenceIndex
 from llma.static import select_backend
@@ -35,18 +35,16 @@ OUTPUT_REF = "output"
 class LLMAConfig:
     """Decoding settings. `enabled=False` gives plain greedy (or sampling) through the same loop.
 
-    `min_n`, `k`, `adaptive`, `policy` and `answer_history` left at None take the engine's defaults for its backend
-    (`DraftDefaults`, chosen with `python -m llma.bench` and `benchmarks/draft_settings.py`;
-    `Engine.resolve` fills them in).
+    `min_n`, `k`, `adaptive`, `policy` and `answer_history` left at None take the engine's defaults
+    for its backend (`DraftDefaults`; `Engine.resolve` fills them in).
     `copy_from_output` also lets the answer copy from itself (reference id "output"); where the
     answer already holds the matched n-gram, its latest occurrence there wins over `policy`.
     `temperature` 0 means greedy; above 0, lossless speculative sampling with `seed`.
     `max_reference_tokens` bounds the references of one generation (their n-gram index lives in RAM).
     `answer_history`: drafts may also start a new copy at the token that the engine's earlier
     answers most often wrote after the output's last token (llma.history), where the references
-    leave a step's drafts unused; the answer is added to that history. On by default for a fixed
-    query block, where such a draft costs no extra compute; off for the generic HF loop, and never
-    used when sampling (a seeded answer must not depend on earlier ones).
+    leave a step's drafts unused; the answer is added to that history. Never used when sampling
+    (a seeded answer must not depend on earlier ones).
     """
 
     enabled: bool = True
@@ -130,34 +128,34 @@ class DraftDefaults:
         return replace(config, **self.values(config))
 
 
-# The generic HF loop: every drafted token costs compute there, so drafts start short and adapt
-# (chosen on CPU: benchmarks/cpu_rag_*.md), and no draft from the answer history (its guesses are
-# accepted less often; not measured to pay there).
+# The generic HF loop: every drafted token costs compute there, so drafts start short and adapt,
+# and no draft from the answer history (docs/DESIGN.md, "Drafting defaults").
 HF_DEFAULTS = DraftDefaults(min_n=2, k=8, adaptive=True, policy="recent", answer_history=False)
 
 
 def fixed_block_defaults(max_draft: int) -> DraftDefaults:
-    """A fixed query block (llma.static): every step runs the whole block, so a draft that fills it
-    costs nothing extra, and 1-gram matches and the occurrence with the longest tail find the most
-    copies (forced rag.jsonl: 3.10 tokens per forward, against 2.24 with the HF defaults,
-    benchmarks/draft_settings.md; on an H200 2.99x over greedy against 2.20x, benchmarks/GPU.md).
-    Drafts from the answer history fill the drafts the references leave unused (rag.jsonl with 4
-    packed, counted without a model: 3.45 -> 3.54 tokens per forward forced, 2.85 -> 3.04 free,
-    benchmarks/draft_history.md)."""
+    """The defaults for a fixed query block of `max_draft` drafted slots (llma.static): every step
+    runs the whole block, so drafts fill it, from 1-gram matches on, at the occurrence with the
+    longest tail, and drafts from the answer history fill what the references leave unused
+    (docs/DESIGN.md, "Drafting defaults")."""
     return DraftDefaults(min_n=1, k=max_draft, adaptive=False, policy="longest", answer_history=True)
 
 
 class Engine:
     """A model ready to decode with references; `stream` yields one `StepEvent` per forward pass."""
 
-    def __init__(self, loaded: LoadedModel, backend: Backend | str | None = None) -> None:
-        """`backend`: a Backend, or "auto" (default; env LLMA_BACKEND overrides), "hf", "static" or
-        "static-graphs". "auto" runs the static fixed-shape backend with CUDA graphs on a CUDA device
-        for Llama-family models (bit-identical LLMA and greedy), else the generic HF loop."""
+    def __init__(self, loaded: LoadedModel, backend: Backend | str | None = None,
+                 options: EngineOptions | None = None) -> None:
+        """`backend`: a Backend to run, or a backend name (shorthand for
+        `EngineOptions(backend=name)`); else `options` (default `EngineOptions()`: "auto") choose
+        it (llma.static.select_backend). The environment plays no part: callers that honour
+        variables pass `EngineOptions.from_env(os.environ)`."""
         self.loaded = loaded
-        if backend is None or isinstance(backend, str):
-            backend = select_backend(loaded.model, backend or os.environ.get("LLMA_BACKEND", "auto"))
-        self.backend = backend
+        if isinstance(backend, str):
+            options = EngineOptions(backend=backend) if options is None else replace(options, backend=backend)
+            backend = None
+        self.options = options or EngineOptions()
+        self.backend: Backend = backend if backend is not None else select_backend(loaded.model, self.options)
         self.decoder = Decoder(self.backend)
         eos = loaded.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
@@ -172,7 +170,7 @@ class Engine:
     @property
     def draft_defaults(self) -> DraftDefaults:
         """The drafting settings that this engine's backend runs best with (see `LLMAConfig`)."""
-        max_draft = getattr(self.backend, "max_draft", None)  # only a fixed-block backend has one
+        max_draft = self.backend.max_draft  # None: no fixed block
         return HF_DEFAULTS if max_draft is None else fixed_block_defaults(max_draft)
 
     def resolve(self, config: LLMAConfig) -> LLMAConfig:
@@ -188,9 +186,9 @@ class Engine:
             raise ValueError(f"reference id {OUTPUT_REF!r} is reserved for the answer itself")
         config = self.resolve(config)
         output = OUTPUT_REF if config.copy_from_output else None
-        # A backend with several rows per step (or drafts packed per block) verifies that many drafts
-        # at once (greedy only: choosing the best of several sampled checks would bias sampling).
-        candidates = getattr(self.backend, "drafts_per_step", 1) if config.temperature == 0 else 1
+        # A backend may verify several drafts per step (greedy only: choosing the best of several
+        # sampled checks would bias sampling).
+        candidates = self.backend.drafts_per_step if config.temperature == 0 else 1
         index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy,
                                prefer=output, candidates=candidates)
         # Sampling: none, so that a seed gives the same answer whatever the engine answered before
@@ -219,8 +217,7 @@ class Engine:
         check_token_ids("prompt", prompt, self.vocab_size)
         references = check_references(references, self.vocab_size, config.max_reference_tokens)
         stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences)
-        if hasattr(self.backend, "reserve"):  # a static cache sizes its attention for the whole answer
-            self.backend.reserve(config.max_new_tokens)
+        self.backend.reserve(config.max_new_tokens)  # a static cache sizes its attention for the answer
         return self.decoder.stream(
             prompt,
             proposer=self.proposer(references, config, history),
@@ -242,9 +239,9 @@ class Engine:
         """A two-token greedy generation now if the backend sets itself up on first use (CUDA graph
         captures and torch.compile: seconds on a GPU), so that a server's first answer does not wait
         for it; greedy and LLMA share the step's graph. False (nothing run) for a backend without graphs."""
-        if not getattr(self.backend, "graphs", False):
+        if not self.backend.needs_warm_up:
             return False
         started = time.perf_counter()
         self.generate([0] * 8, None, LLMAConfig(max_new_tokens=2).greedy())
-        log.info("%s set up in %.1f s", getattr(self.backend, "name", "backend"), time.perf_counter() - started)
+        log.info("%s set up in %.1f s", self.backend.name, time.perf_counter() - started)
         return True

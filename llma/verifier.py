@@ -1,16 +1,31 @@
 """Verifiers: given the model's logits over [last token + draft], decide what the step outputs.
 
-Each returns `(accepted, next_token)`: the first `accepted` draft tokens are kept, then `next_token`
-(the model's own token at the first position not covered by an accepted draft token). Row `i` of the
-logits is the model's prediction after the last token and `draft[:i]`.
+The vocabulary, used everywhere in llma/:
+- draft: tokens proposed for the positions after the last token (copied from a reference);
+- accepted: the draft's longest prefix that the rule keeps (greedy: equal to the model's argmax);
+- next token: the model's own token right after the accepted tokens, which every step emits (a
+  replacement for the first rejected draft token, or one more token after a fully accepted draft);
+- verdict: (draft, accepted, next token), `draft` the index of the kept one among those verified.
+
+`verify` returns `(accepted, next_token)`; the rows rules return a `Verdict`. Row `i` of the logits
+is the model's prediction after the last token and `draft[:i]`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
+
+
+class Verdict(NamedTuple):
+    """What one step keeps: the draft (its index among those verified), how many of its tokens are
+    accepted, and the next token."""
+
+    draft: int
+    accepted: int
+    next_token: int
 
 
 def count_accepted(draft: Sequence[int], targets: Sequence[int]) -> int:
@@ -40,14 +55,13 @@ class RowsVerifier(Verifier, Protocol):
     rule can: keeping the best of several sampled checks would bias sampling."""
 
     def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
-                    position: int) -> tuple[int, int, int]:
-        """`logits`: [len(drafts), rows, vocab], row r of candidate c after `drafts[c][:r]`.
-        Returns (candidate, accepted, next_token)."""
+                    position: int) -> Verdict:
+        """`logits`: [len(drafts), rows, vocab], row r of draft c after `drafts[c][:r]`."""
         ...
 
     def verify_targets(self, targets: Callable[[], list[list[int]]], drafts: Sequence[Sequence[int]],
-                       position: int) -> tuple[int, int, int]:
-        """The same from the model's argmax alone: `targets()` gives [candidate][row] (a device read,
+                       position: int) -> Verdict:
+        """The same from the model's argmax alone: `targets()` gives [draft][row] (a device read,
         made only if the rule needs the model's tokens)."""
         ...
 
@@ -65,15 +79,15 @@ class GreedyVerifier:
         return accepted, targets[accepted]
 
     def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
-                    position: int) -> tuple[int, int, int]:
+                    position: int) -> Verdict:
         return self.verify_targets(lambda: logits.argmax(dim=-1).tolist(), drafts, position)  # one transfer
 
     def verify_targets(self, targets: Callable[[], list[list[int]]], drafts: Sequence[Sequence[int]],
-                       position: int) -> tuple[int, int, int]:
+                       position: int) -> Verdict:
         rows = targets()
         accepted = [count_accepted(d, t) for d, t in zip(drafts, rows)]
         best = best_row(accepted)
-        return best, accepted[best], rows[best][accepted[best]]
+        return Verdict(best, accepted[best], rows[best][accepted[best]])
 
 
 @dataclass
@@ -99,14 +113,14 @@ class ForcedVerifier:
         return accepted, wanted[accepted]
 
     def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
-                    position: int) -> tuple[int, int, int]:
+                    position: int) -> Verdict:
         return self.verify_targets(list, drafts, position)
 
     def verify_targets(self, targets: Callable[[], list[list[int]]], drafts: Sequence[Sequence[int]],
-                       position: int) -> tuple[int, int, int]:
+                       position: int) -> Verdict:
         results = [self._forced(d, position) for d in drafts]  # `targets` is never read: no device wait
         best = best_row([accepted for accepted, _ in results])
-        return best, *results[best]
+        return Verdict(best, *results[best])
 
 
 @dataclass(frozen=True)

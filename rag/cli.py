@@ -43,7 +43,7 @@ def _index_dir(args: argparse.Namespace) -> str | None:
 
 def _ask(args: argparse.Namespace) -> None:
     # Import late: argument errors should not wait for torch.
-    from llma import LLMAConfig
+    from llma import EngineOptions, LLMAConfig
     from rag.inputs import check_question
     from rag.pipeline import RAGPipeline
     from rag.render import legend, marked_text, stats_line
@@ -54,7 +54,9 @@ def _ask(args: argparse.Namespace) -> None:
     config = LLMAConfig(max_new_tokens=args.max_new_tokens)
     settings = RagSettings(top_k=args.k, min_score=args.min_score,
                            llma=config.greedy() if args.no_llma else config)
-    pipe = RAGPipeline.from_paths(_index_dir(args), args.model, args.device, args.dtype)
+    options = EngineOptions.from_env(os.environ)  # LLMA_BACKEND, LLMA_STATIC_*
+    pipe = RAGPipeline.from_paths(_index_dir(args), args.model, args.device, args.dtype,
+                                  engine_options=options)
     if args.compare:
         comparison = pipe.compare_with_greedy(question, settings=replace(settings, llma=config))
         answer = comparison.llma

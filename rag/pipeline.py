@@ -9,7 +9,7 @@ from dataclasses import replace
 from transformers import PreTrainedTokenizerBase
 
 from index import DocumentIndex, Embedder, load_index
-from llma import DraftDefaults, Engine, LLMAConfig, LoadedModel, load_model
+from llma import DraftDefaults, Engine, EngineOptions, LLMAConfig, LoadedModel, load_model
 from rag.cache import AnswerCache
 from rag.generation import Request, run
 from rag.inputs import check_history, check_messages, check_question, check_reference_texts
@@ -46,10 +46,11 @@ class RAGPipeline:
     """
 
     def __init__(self, index: DocumentIndex | None, loaded: LoadedModel, embedder: Embedder | None = None,
-                 cache_size: int = 256) -> None:
+                 cache_size: int = 256, engine_options: EngineOptions | None = None) -> None:
+        """`engine_options`: how the model runs (llma.options; default: the engine's own defaults)."""
         self.index = index
         self.loaded = loaded
-        self.engine = Engine(loaded)
+        self.engine = Engine(loaded, options=engine_options)
         self.engine.warm_up()  # on a GPU: the CUDA graphs and torch.compile now, not in the first answer
         # The cache compares questions with the index's own embedder; without an index, the default.
         self.cache = AnswerCache(embedder or (index.embedder if index else Embedder()), cache_size)
@@ -57,10 +58,12 @@ class RAGPipeline:
 
     @classmethod
     def from_paths(cls, index_dir: str | None, model: str | None = None, device: str | None = None,
-                   dtype: str | None = None, embedder: str | None = None) -> RAGPipeline:
+                   dtype: str | None = None, embedder: str | None = None,
+                   engine_options: EngineOptions | None = None) -> RAGPipeline:
         """`embedder` None: the one the index was built with (a different one is refused)."""
         index = load_index(index_dir, embedder) if index_dir else None
-        return cls(index, load_model(model, device=device, dtype=dtype), Embedder(embedder) if embedder else None)
+        loaded = load_model(model, device=device, dtype=dtype)
+        return cls(index, loaded, Embedder(embedder) if embedder else None, engine_options=engine_options)
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:

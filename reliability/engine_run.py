@@ -148,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from llma import Engine, LLMAConfig, load_model
+    from llma import Engine, EngineOptions, LLMAConfig, load_model
     from llma.bench_data import bench_prompts
 
     loaded = load_model(device=args.device)
-    engine = Engine(loaded)
+    engine = Engine(loaded, options=EngineOptions.from_env(os.environ))
     _, prompts = bench_prompts(loaded.tokenizer, args.data, 1 if args.same_prompt else args.prompts)
     prompts = prompts * args.prompts if args.same_prompt else prompts
     run = run_engine(engine, prompts, LLMAConfig(max_new_tokens=args.max_new_tokens), args.abandon_every,

@@ -18,10 +18,13 @@ def _default_builder(docs_dir: Path, index_dir: Path) -> Any:
     return build_index(docs_dir, index_dir, progress=True)
 
 
-def _default_loader(index_dir: Path, model: str | None, device: str | None, dtype: str | None) -> Any:
+def default_loader(index_dir: Path, model: str | None, device: str | None, dtype: str | None,
+                   engine_options: Any = None) -> Any:
+    """The pipeline over `index_dir`; `engine_options`: llma.EngineOptions (None: the defaults)."""
     from rag import RAGPipeline
 
-    return RAGPipeline.from_paths(str(index_dir), model=model, device=device, dtype=dtype)
+    return RAGPipeline.from_paths(str(index_dir), model=model, device=device, dtype=dtype,
+                                  engine_options=engine_options)
 
 
 def _default_reload(pipe: Any, index_dir: Path) -> None:
@@ -41,7 +44,7 @@ class Service:
     def __init__(self, docs_dir: Path | str, index_dir: Path | str, model: str | None = None,
                  device: str | None = None, dtype: str | None = None, *,
                  builder: Callable[[Path, Path], Any] = _default_builder,
-                 loader: Callable[..., Any] = _default_loader,
+                 loader: Callable[..., Any] = default_loader,
                  reloader: Callable[[Any, Path], None] = _default_reload) -> None:
         self.docs_dir, self.index_dir = Path(docs_dir), Path(index_dir)
         self.model, self.device, self.dtype = model, device, dtype

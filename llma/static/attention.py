@@ -19,7 +19,8 @@ def flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, used: torch.Tensor,
     """Flash attention (varlen form, one sequence): q [n, heads, d]; k, v [keys, kv_heads, d] of which
     the first `used` count; query i sees keys < used - n + i + 1. `cu` caches the sequence offsets,
     made in a warm-up, never during a graph capture."""
-    n, keys = q.shape[0], k.shape[0]
+    n = q.shape[0]
+    keys = k.shape[0]
     if (n, keys) not in cu:
         cu[n, keys] = tuple(torch.tensor([0, m], dtype=torch.int32, device=q.device) for m in (n, keys))
     cu_q, cu_k = cu[n, keys]
@@ -31,13 +32,18 @@ def attend_for(name: str, heads: int, kv_heads: int, head_dim: int, scale: float
                cu: dict[tuple[int, int], tuple[torch.Tensor, ...]]) -> Attend:
     """The "flash" or "split" step attention in the common form `Attend`, for `works` to check."""
     if name == "flash":
-        return lambda q, k, v, pos: flash(q, k.transpose(0, 1), v.transpose(0, 1), (pos + q.shape[0]).to(torch.int32),
-                                          scale, cu)
+        def flash_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         pos: torch.Tensor) -> torch.Tensor:
+            used = (pos + q.shape[0]).to(torch.int32)
+            return flash(q, k.transpose(0, 1), v.transpose(0, 1), used, scale, cu)
+
+        return flash_attend
 
     def split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         from llma.static.split_attention import SplitAttention  # needs triton: imported only if chosen
 
-        return SplitAttention(q.shape[0], heads, kv_heads, head_dim, k.shape[1], scale, q.device)(q, k, v, pos)
+        kernel = SplitAttention(q.shape[0], heads, kv_heads, head_dim, k.shape[1], scale, q.device)
+        return kernel(q, k, v, pos)
 
     return split
 
@@ -46,7 +52,8 @@ def works(name: str, attend: Attend, heads: int, kv_heads: int, head_dim: int, c
           dtype: torch.dtype, device: torch.device) -> bool:
     """Does `attend` run here and agree with masked SDPA (8 rows at positions 92..99)?"""
     try:
-        g, opts = torch.Generator(device=device).manual_seed(0), {"dtype": dtype, "device": device}
+        g = torch.Generator(device=device).manual_seed(0)
+        opts = {"dtype": dtype, "device": device}
         # The layouts of a step: q a slice of the q/k/v rows, k and v [kv_heads, keys, d].
         q = torch.randn(8, heads + 2, head_dim, generator=g, **opts)[:, :heads]
         k, v = (torch.randn(kv_heads, capacity, head_dim, generator=g, **opts) for _ in "kv")

@@ -1,13 +1,12 @@
-"""CUDA graph capture for the static backend (a fixed-shape function captured once, then replayed),
-its captured steps, and its inputs' way to the device."""
+"""CUDA graphs for the static backend (a fixed-shape function captured once, then replayed), the
+cache of its captured steps and prefills, and its inputs' way to the device."""
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-
-from llma.static.tree import NO_MOVE
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +21,8 @@ def graph_length(n: int, limit: int) -> int:
     return max(n, min(size, limit))
 
 
-def capture(fn: Callable[[torch.Tensor], torch.Tensor], static_inp: torch.Tensor, stream: torch.cuda.Stream,
-            pool: tuple[int, int] | None = None) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+def capture(fn: Callable[[torch.Tensor], object], static_inp: torch.Tensor, stream: torch.cuda.Stream,
+            pool: tuple[int, int] | None = None) -> tuple[torch.cuda.CUDAGraph, object]:
     """`fn(static_inp)` captured in a CUDA graph; returns the graph and its output tensor, which each
     replay overwrites. Two warm-up runs on the side `stream` first: lazy allocations, kernel selection
     and torch.compile must not happen inside the capture. Pass the same stream to every capture:
@@ -56,28 +55,48 @@ def upload(values: list[int], device: torch.device, into: torch.Tensor | None = 
     return into.copy_(tensor, non_blocking=True)
 
 
-class CapturedSteps:
-    """StaticBackend's captured steps, one per (block, attention length), and the split-KV kernels
-    they run (it owns `_step`, the shapes, `_graphs`, `_split` and the capture stream `_side`)."""
+@dataclass
+class Captured:
+    """A captured function: replaying `graph` runs it on `inp` (copy the inputs in first) and
+    leaves its result in `out` (overwritten by the next replay)."""
 
-    def _graph(self, block: int, length: int, pos: int) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, tuple]:
-        """The captured step for (block, L), made on first use. Warm-up and capture write keys at
-        positions >= `pos` (past the sequence), which later steps overwrite before reading."""
-        key = (block, length)
-        if key not in self._graphs:
-            extra = 2 * block + self.tree + len(NO_MOVE) if self.tree else 0  # a packed block's rows, drafts, move
-            static_inp = torch.zeros(self.rows * block + 1 + extra, dtype=torch.long, device=self.device)
-            static_inp[self.rows * block] = pos  # the start position: after the ids
-            graph, out = capture(lambda inp: self._step(inp, length), static_inp, self._side)
-            self._graphs[key] = (graph, static_inp, out)
-            log.info("captured a CUDA graph for block %d, attention length %d", block, length)
-        return self._graphs[key]
+    graph: torch.cuda.CUDAGraph
+    inp: torch.Tensor
+    out: object
 
-    def _split_kernel(self, block: int) -> Callable[..., torch.Tensor]:
-        """The split-KV attention for `block` rows (its buffers made in the warm-up, never in a capture)."""
-        if block not in self._split:
-            from llma.static.split_attention import SplitAttention  # needs triton: imported only if chosen
+    def replay(self) -> object:
+        self.graph.replay()
+        return self.out
 
-            self._split[block] = SplitAttention(block, self.heads, self.kv_heads, self.head_dim, self.capacity,
-                                                self.scale, self.device, self.rows, self.tree)
-        return self._split[block]
+
+class GraphCache:
+    """The static backend's CUDA graphs: one per step shape (block, attention length) and one per
+    padded prompt length, made on first use. Every capture warms up on one side stream (cuBLAS keeps
+    a workspace per stream it ran on); the prefill graphs share one memory pool, safe because each
+    prefill's output is read before the next prefill replays."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.side = torch.cuda.Stream(device)
+        self.pool = torch.cuda.graph_pool_handle()
+        self.steps: dict[tuple[int, int], Captured] = {}
+        self.prefills: dict[int, Captured] = {}
+
+    def step(self, key: tuple[int, int], inp: Callable[[], torch.Tensor],
+             fn: Callable[[torch.Tensor], object]) -> Captured:
+        """The step graph for `key` = (block, attention length): `fn(inp())` captured on first use."""
+        if key not in self.steps:
+            static_inp = inp()
+            graph, out = capture(fn, static_inp, self.side)
+            self.steps[key] = Captured(graph, static_inp, out)
+            log.info("captured a CUDA graph for block %d, attention length %d", *key)
+        return self.steps[key]
+
+    def prefill(self, length: int, fn: Callable[[torch.Tensor], object]) -> Captured:
+        """The prefill graph for a padded prompt of `length` tokens, captured on first use."""
+        if length not in self.prefills:
+            static_inp = torch.zeros(length, dtype=torch.long, device=self.device)
+            graph, out = capture(fn, static_inp, self.side, self.pool)
+            self.prefills[length] = Captured(graph, static_inp, out)
+            log.info("captured a CUDA graph for the prefill of %d (padded) tokens", length)
+        return self.prefills[length]

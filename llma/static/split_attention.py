@@ -1,8 +1,7 @@
 """Split-KV attention for the static backend's fixed query block, in Triton.
 
-Why: flash attention over a block of 2+ query rows runs one thread block per head (9 for SmolLM2)
-over all the keys in use, so most of the GPU idles: measured ~30 us per layer more than a 1-row
-step at 2k keys (benchmarks/GPU.md). Here the keys are cut into fixed chunks by absolute position
+Why: flash attention over a block of 2+ query rows runs one thread block per head over all the
+keys in use, so most of a large GPU idles. Here the keys are cut into fixed chunks by absolute position
 (chunk j holds keys [j * chunk, (j + 1) * chunk)); one program per (head, chunk) computes each
 row's partial softmax over its chunk, and a second kernel combines the chunks in a fixed order.
 
@@ -29,14 +28,14 @@ BLOCK_N = 64  # keys per tile inside a chunk
 
 
 @triton.jit
-def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, tree_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN001, ANN202 (Triton)
+def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, packed_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN001, ANN202 (Triton)
              stride_qr, stride_qh, stride_kb, stride_kh, stride_kn, n_keys, n_chunks, rows, heads, scale,
              GROUPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
-             D: tl.constexpr, PRECISION: tl.constexpr, TREE: tl.constexpr):
+             D: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr):
     """Program (head h, chunk j, block b): for each row r, the max m, the sum of exponentials (stored
     in l) and the unnormalised output acc of softmax(q_r . k) over chunk j's keys at positions <= pos + r.
 
-    TREE (one block holding several drafts after the same last token, see SplitAttention): program
+    PACKED (one block holding several drafts after the same last token, see SplitAttention): program
     index 2 is a draft g instead; row r is at position pos + rel[r] and reads the keys after pos from
     its draft's slots, so a chunk holding keys past pos is computed once per draft, for its rows."""
     h, j, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -44,10 +43,10 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, tree_ptr, m_ptr, l_ptr, acc_ptr,  # n
     pos = tl.load(pos_ptr)
     last = pos + rows - 1  # the block's last position: keys after it are seen by no row
     start = j * CHUNK
-    if TREE:
-        rel = tl.load(tree_ptr + r, mask=r < rows, other=0)
-        draft = tl.load(tree_ptr + rows + r, mask=r < rows, other=-1)
-        shift = tl.load(tree_ptr + 2 * rows + b)  # draft b's keys after pos: slot = position + shift
+    if PACKED:
+        rel = tl.load(packed_ptr + r, mask=r < rows, other=0)
+        draft = tl.load(packed_ptr + rows + r, mask=r < rows, other=-1)
+        shift = tl.load(packed_ptr + 2 * rows + b)  # draft b's keys after pos: slot = position + shift
         shared = start + CHUNK <= pos + 1  # every key at or before pos: the same for every draft
         mine = tl.where(shared, r < rows, draft == b)  # rows past the block: no draft (-1)
         run = (start <= last) & ((b == 0) | (start + CHUNK > pos + 1)) & (tl.max(mine.to(tl.int32), 0) > 0)
@@ -58,7 +57,8 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, tree_ptr, m_ptr, l_ptr, acc_ptr,  # n
     k_ptr += blk * stride_kb
     v_ptr += blk * stride_kb
     if run:
-        q = tl.load(q_ptr + r[:, None] * stride_qr + h * stride_qh + d[None, :], mask=r[:, None] < rows, other=0.0)
+        q = tl.load(q_ptr + r[:, None] * stride_qr + h * stride_qh + d[None, :], mask=r[:, None] < rows,
+                    other=0.0)
         kv = (h // GROUPS) * stride_kh
         m = tl.full([BLOCK_M], float("-inf"), tl.float32)
         total = tl.zeros([BLOCK_M], tl.float32)
@@ -66,7 +66,7 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, tree_ptr, m_ptr, l_ptr, acc_ptr,  # n
         for t in range(0, CHUNK, BLOCK_N):
             if start + t <= last:
                 n = start + t + tl.arange(0, BLOCK_N)  # key positions
-                if TREE:
+                if PACKED:
                     slot = tl.where(n > pos, n + shift, n)[:, None]
                 else:
                     slot = n[:, None]
@@ -83,20 +83,20 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, tree_ptr, m_ptr, l_ptr, acc_ptr,  # n
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
                 m = m_new
         at = ((blk * heads + h) * n_chunks + j) * BLOCK_M + r
-        tl.store(m_ptr + at, m, mask=mine)  # TREE: another draft's program writes the other rows
+        tl.store(m_ptr + at, m, mask=mine)  # PACKED: another draft's program writes the other rows
         tl.store(l_ptr + at, total, mask=mine)
         tl.store(acc_ptr + at[:, None] * D + d[None, :], acc, mask=mine[:, None])
 
 
 @triton.jit
-def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, tree_ptr, out_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
+def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, packed_ptr, out_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
              stride_or, stride_oh, n_chunks, rows, heads,
              BLOCK_M: tl.constexpr, CHUNKS: tl.constexpr, CHUNK: tl.constexpr, D: tl.constexpr,
-             TREE: tl.constexpr):
+             PACKED: tl.constexpr):
     """Program (head h, row r, block b): the chunks holding keys the row sees (a fixed set for its
     position), rescaled to their common max and summed in chunk order."""
     h, r, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    pos = tl.load(pos_ptr) + (tl.load(tree_ptr + r) if TREE else r)  # the row's position
+    pos = tl.load(pos_ptr) + (tl.load(packed_ptr + r) if PACKED else r)  # the row's position
     c, d = tl.arange(0, CHUNKS), tl.arange(0, D)
     seen = (c * CHUNK <= pos) & (c < n_chunks)  # each such chunk holds a seen key: its m is finite
     at = ((b * heads + h) * n_chunks + c) * BLOCK_M + r
@@ -112,22 +112,26 @@ class SplitAttention:
     """Buffers and launches for one (block, key capacity, batch of blocks) shape; reused by every
     layer and step.
 
-    `tree` = N > 0: one block holds up to N drafts, all following the block's first row (the last
-    token, at `pos`): each call then takes `tree_info`, a device tensor of 2 * block + N ints:
+    `packed` = N > 0: one block holds up to N drafts, all following the block's first row (the last
+    token, at `pos`): each call then takes `packed_info`, a device tensor of 2 * block + N ints:
     per row its position after pos (`rel`), per row its draft, per draft the shift from a key's
     position to its slot in the cache (the keys after pos: draft g's rows sit in the block's slots
     from pos + 1 + shift[g]). A row then sees exactly the keys a one-draft block would have at its
     position, in the same lanes, so its bits are those of greedy's step at that position."""
 
     def __init__(self, block: int, heads: int, kv_heads: int, head_dim: int, capacity: int,
-                 scale: float, device: torch.device, batch: int = 1, tree: int = 0) -> None:
+                 scale: float, device: torch.device, batch: int = 1, packed: int = 0) -> None:
         if block > 128 or head_dim not in (16, 32, 64, 128, 256):
             raise ValueError(f"split attention needs a block <= 128 and a power-of-two head size 16-256, "
                              f"got block {block}, head size {head_dim}")
-        if tree and batch != 1:
-            raise ValueError("split attention: a tree of drafts needs one block (batch 1)")
-        self.block, self.heads, self.groups, self.head_dim = block, heads, heads // kv_heads, head_dim
-        self.batch, self.tree = batch, tree
+        if packed and batch != 1:
+            raise ValueError("split attention: packed drafts need one block (batch 1)")
+        self.block = block
+        self.heads = heads
+        self.groups = heads // kv_heads
+        self.head_dim = head_dim
+        self.batch = batch
+        self.packed = packed
         self.rows = max(16, triton.next_power_of_2(block))  # tl.dot needs 16+ rows
         self.n_chunks = -(-capacity // CHUNK)
         if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
@@ -140,26 +144,27 @@ class SplitAttention:
         self.acc = torch.empty(batch * heads * self.n_chunks * self.rows * head_dim, **f32)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
-                 tree_info: torch.Tensor | None = None) -> torch.Tensor:
+                 packed_info: torch.Tensor | None = None) -> torch.Tensor:
         """q [batch * block, heads, head_dim] (each block's rows in position order from `pos`, a
         1-element device tensor); k, v [batch, kv_heads, capacity, head_dim] (or, for one block,
         [kv_heads, capacity, head_dim]), already holding the blocks' keys. Returns q's shape."""
         k, v = (k[None], v[None]) if k.dim() == 3 else (k, v)
         b, d = self.block, self.head_dim
         if (q.stride(-1) != 1 or k.stride(-1) != 1 or k.stride() != v.stride() or q.shape[0] != b * self.batch
-                or k.shape[0] != self.batch or (tree_info is None) != (self.tree == 0)
-                or (tree_info is not None and tree_info.numel() != 2 * b + self.tree)):
-            raise ValueError("split attention: unexpected layout, block size, batch or tree")
-        info = pos if tree_info is None else tree_info  # an unused pointer when there is no tree
+                or k.shape[0] != self.batch or (packed_info is None) != (self.packed == 0)
+                or (packed_info is not None and packed_info.numel() != 2 * b + self.packed)):
+            raise ValueError("split attention: unexpected layout, block size, batch or packed drafts")
+        info = pos if packed_info is None else packed_info  # an unused pointer when nothing is packed
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         precision = "ieee" if q.dtype == torch.float32 else "tf32"
-        tree = self.tree > 0
-        _partial[(self.heads, self.n_chunks, self.tree or self.batch)](
+        packed = self.packed > 0
+        _partial[(self.heads, self.n_chunks, self.packed or self.batch)](
             q, k, v, pos, info, self.m, self.l, self.acc, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             k.stride(2), k.shape[2], self.n_chunks, b, self.heads, self.scale,
             GROUPS=self.groups, BLOCK_M=self.rows, BLOCK_N=BLOCK_N, CHUNK=CHUNK, D=d, PRECISION=precision,
-            TREE=tree)
+            PACKED=packed)
         _combine[(self.heads, b, self.batch)](
-            self.m, self.l, self.acc, pos, info, out, out.stride(0), out.stride(1), self.n_chunks, b, self.heads,
-            BLOCK_M=self.rows, CHUNKS=triton.next_power_of_2(self.n_chunks), CHUNK=CHUNK, D=d, TREE=tree)
+            self.m, self.l, self.acc, pos, info, out, out.stride(0), out.stride(1), self.n_chunks, b,
+            self.heads,
+            BLOCK_M=self.rows, CHUNKS=triton.next_power_of_2(self.n_chunks), CHUNK=CHUNK, D=d, PACKED=packed)
         return out

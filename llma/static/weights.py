@@ -17,12 +17,13 @@ Layer = namedtuple("Layer", "in_norm qkv qkv_bias o_t o_bias post_norm gate_up d
 
 
 def pack_layer(layer: torch.nn.Module) -> Layer:
-    a, mlp = layer.self_attn, layer.mlp
+    a = layer.self_attn
+    mlp = layer.mlp
     projs = (a.q_proj, a.k_proj, a.v_proj)
     bias = torch.cat([p.bias for p in projs]) if a.q_proj.bias is not None else None
+    o_bias = None if a.o_proj.bias is None else a.o_proj.bias.detach()
     return Layer(layer.input_layernorm.weight.detach(), torch.cat([p.weight for p in projs]), bias,
-                 a.o_proj.weight.detach().t(), None if a.o_proj.bias is None else a.o_proj.bias.detach(),
-                 layer.post_attention_layernorm.weight.detach(),
+                 a.o_proj.weight.detach().t(), o_bias, layer.post_attention_layernorm.weight.detach(),
                  torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), mlp.down_proj.weight.detach().t())
 
 
@@ -34,7 +35,8 @@ class Compiled:
     dynamic size (one compile for every prompt length); none: every shape static (the steps')."""
 
     def __init__(self, fn: Callable[..., torch.Tensor], rows: tuple[int, ...] = ()) -> None:
-        self.fn, self.rows = fn, rows
+        self.fn = fn
+        self.rows = rows
         self._compiled = torch.compile(fn, fullgraph=True, dynamic=None if rows else False)
 
     def __call__(self, *args: torch.Tensor) -> object:
@@ -51,29 +53,36 @@ class Compiled:
 
 
 class LlamaWeights:
-    """The model's weights, packed, its rotary tables and the layers' arithmetic (pure tensor code:
-    the static backend supplies the attention and the KV cache)."""
+    """A Llama-family model's weights, packed, its rotary tables and the layers' arithmetic (pure
+    tensor code: the caller supplies the attention, which also writes the KV cache).
 
-    def _load(self, model: PreTrainedModel, positions: int, compile: bool) -> None:
-        """Take `model`'s weights; rotary tables for `positions`; `compile`: torch.compile the pure
-        parts of each layer, for the steps (static shapes) and for the prefill (any prompt length)."""
-        c, inner = model.config, model.model
-        self.heads, self.kv_heads = c.num_attention_heads, c.num_key_value_heads
+    `positions`: rows of the rotary tables; `compile`: torch.compile the pure parts of each layer,
+    for the steps (static shapes) and for the prefill (any prompt length)."""
+
+    def __init__(self, model: PreTrainedModel, positions: int, compile: bool) -> None:
+        c = model.config
+        inner = model.model
+        self.heads = c.num_attention_heads
+        self.kv_heads = c.num_key_value_heads
         self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // self.heads
         self.scale = getattr(inner.layers[0].self_attn, "scaling", self.head_dim ** -0.5)
-        self.eps = inner.norm.variance_epsilon if hasattr(inner.norm, "variance_epsilon") else c.rms_norm_eps
+        norm_eps = getattr(inner.norm, "variance_epsilon", None)
+        self.eps = norm_eps if norm_eps is not None else c.rms_norm_eps
         self.dtype = model.lm_head.weight.dtype
-        self.embed, self.lm_head, self.norm = (w.detach() for w in (
-            inner.embed_tokens.weight, model.lm_head.weight, inner.norm.weight))
+        self.device = model.device
+        self.embed = inner.embed_tokens.weight.detach()
+        self.lm_head = model.lm_head.weight.detach()
+        self.norm = inner.norm.weight.detach()
         self.layers = [pack_layer(layer) for layer in inner.layers]
         self.arange = torch.arange(positions, device=model.device)
         self.cos, self.sin = self._rope_tables(model)
-        self._pre_c, self._post_c = ((Compiled(f) for f in (self._pre, self._post)) if compile
-                                     else (self._pre, self._post))
-        # The prefill's own functions (their own compile caches, apart from the steps' static ones):
-        # eager, each layer's norms, rotary and gated MLP are many small kernels; compiled, a few fused.
-        self._pre_p, self._post_p = ((Compiled(self._prefill_pre, (0, 4, 5)), Compiled(self._prefill_post, (0, 1)))
-                                     if compile else (self._pre, self._post))
+        # The steps' functions (static shapes) and the prefill's (the token count dynamic), each
+        # with its own compile cache: eager, each layer's norms, rotary and gated MLP are many
+        # small kernels; compiled, a few fused ones.
+        self._pre_step = Compiled(self._pre) if compile else self._pre
+        self._post_step = Compiled(self._post) if compile else self._post
+        self._pre_prefill = Compiled(self._prefill_pre, (0, 4, 5)) if compile else self._pre
+        self._post_prefill = Compiled(self._prefill_post, (0, 1)) if compile else self._post
 
     def _rope_tables(self, model: PreTrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin per position, as the model's own rotary module computes them (HF's values)."""
@@ -84,10 +93,14 @@ class LlamaWeights:
         # rotate_half(x) * sin == swap_halves(x) * [-sin_1, sin_2], exactly (a sign flip is exact).
         return cos.contiguous(), torch.cat((-sin[:, :half], sin[:, half:]), -1).contiguous()
 
-    def _layers(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                step: bool = False) -> torch.Tensor:
-        pre, post = (self._pre_c, self._post_c) if step else (self._pre_p, self._post_p)
+    def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+            attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+            step: bool = False) -> torch.Tensor:
+        """The layers and the final norm over hidden states x [n, hidden] at rotary rows cos, sin
+        [n, 1, head_dim]; `attend(layer, q, k, v)` [n, heads * head_dim]; `step`: the steps'
+        compiled functions, else the prefill's."""
+        pre = self._pre_step if step else self._pre_prefill
+        post = self._post_step if step else self._post_prefill
         for i, w in enumerate(self.layers):
             q, k, v = pre(x, w.in_norm, w.qkv, w.qkv_bias, cos, sin)
             x = post(x, attend(i, q, k, v), w.o_t, w.o_bias, w.post_norm, w.gate_up, w.down_t)
@@ -95,7 +108,10 @@ class LlamaWeights:
 
     def _pre(self, x, in_norm, qkv_w, qkv_b, cos, sin):  # noqa: ANN001, ANN202 (pure: compiled as is)
         """Norm, q/k/v projection, rotary embedding: q [n, heads, d], k and v [n, kv_heads, d]."""
-        n, h, kv, half = x.shape[0], self.heads, self.kv_heads, self.head_dim // 2
+        n = x.shape[0]
+        h = self.heads
+        kv = self.kv_heads
+        half = self.head_dim // 2
         y = F.rms_norm(x, (x.shape[-1],), in_norm, self.eps)
         qkv = F.linear(y, qkv_w, qkv_b).view(n, h + 2 * kv, self.head_dim)
         qk = qkv[:, : h + kv]

@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from llma import LLMAConfig, load_model  # noqa: E402
+from llma import EngineOptions, LLMAConfig, load_model  # noqa: E402
 from rag import RAGPipeline, RagSettings  # noqa: E402
 from rag.eval.report import environment, markdown, write  # noqa: E402
 from rag.eval.runner import load_mt_bench, run_mt_bench, run_squad  # noqa: E402
@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     print(environment(loaded), flush=True)
     settings = RagSettings(top_k=args.k, llma=LLMAConfig(max_new_tokens=args.max_new_tokens),
                            use_answer_cache=False)
-    squad = run_squad(RAGPipeline(index, loaded), sample(questions, args.limit, args.seed), settings)
-    mt = run_mt_bench(RAGPipeline(None, loaded, embedder=index.embedder),
+    options = EngineOptions.from_env(os.environ)  # LLMA_BACKEND, LLMA_STATIC_*
+    squad = run_squad(RAGPipeline(index, loaded, engine_options=options), sample(questions, args.limit, args.seed),
+                      settings)
+    mt = run_mt_bench(RAGPipeline(None, loaded, embedder=index.embedder, engine_options=options),
                       load_mt_bench(args.mt_bench, args.mt_limit, args.seed), settings) if args.mt_limit else None
     command = "python -m rag.eval " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     result = {

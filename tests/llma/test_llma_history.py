@@ -143,7 +143,7 @@ def test_smollm_with_a_tree_and_its_history_identical_to_greedy_fp32(smollm, mon
         return draft
 
     monkeypatch.setattr(llma.proposer, "copy_start", counted)
-    engine = Engine(smollm, backend=StaticBackend(smollm.model, block=32, tree=4, max_len=2048))
+    engine = Engine(smollm, backend=StaticBackend(smollm.model, block=32, packed_drafts=4, max_len=2048))
     config = LLMAConfig(max_new_tokens=32)
     for p in _rag_prompts(smollm.tokenizer, 3):
         greedy = engine.generate(p.prompt, p.references, config.greedy()).tokens

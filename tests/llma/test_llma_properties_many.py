@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llma.reference_index import POLICIES, ReferenceIndex, fit_first
-from llma.static.tree import draft_caps
+from llma.static.packing import draft_caps
 from llma.types import Draft
 from test_llma_properties import draft_tokens
 

@@ -59,8 +59,8 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         backend.trim(len(prompt))
         assert torch.equal(backend.forward(more), one_by_one)  # rows 1..7 of a block = 1-token steps
         _llma_equals_greedy(loaded, backend)
-        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", rows=3))
-        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", tree=3))
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", cache_copies=3))
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", packed_drafts=3))
 
     def test_split_attention_in_the_triton_interpreter():
         env = {**os.environ, "TRITON_INTERPRET": "1"}
@@ -74,7 +74,7 @@ else:
     import torch.nn.functional as F
 
     from llma.static.split_attention import CHUNK, SplitAttention
-    from llma.static.tree import pack, single
+    from llma.static.packing import pack, single
 
     HEADS, KV_HEADS, D, CAPACITY = 6, 2, 32, 3 * CHUNK
     SCALE = D ** -0.5
@@ -183,7 +183,7 @@ else:
 
     def test_llma_with_several_rows_equals_greedy_through_split_attention():
         loaded = _tiny()
-        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", rows=3))
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", cache_copies=3))
 
     def test_a_packed_block_gives_each_draft_the_rows_it_would_get_alone():
         """Drafts packed into one block (a tree): each draft's rows get the bits of that draft alone in
@@ -192,7 +192,7 @@ else:
         block, g = 16, torch.Generator().manual_seed(3)
         q = torch.randint(-2, 3, (block, HEADS, D), generator=g).float()
         k = torch.randint(-2, 3, (KV_HEADS, CAPACITY, D), generator=g).float()
-        tree = SplitAttention(block, HEADS, KV_HEADS, D, CAPACITY, 0.125, torch.device("cpu"), tree=4)
+        tree = SplitAttention(block, HEADS, KV_HEADS, D, CAPACITY, 0.125, torch.device("cpu"), packed=4)
         rows = [[1, 2, 3, 4, 5], [1, 6, 7], [1, 8], [1, 9, 10, 11, 12, 13]]
         # inside a chunk; a draft across a chunk edge; the root last in a chunk; first in one
         for pos in (9, CHUNK - 4, CHUNK - 1, CHUNK):
@@ -209,9 +209,9 @@ else:
                 q1[: len(index)] = q[index]
                 alone = tree(q1, k1, v1, torch.tensor([pos]), torch.tensor(single([0] * len(index), block, 4).info()))
                 assert torch.equal(alone[: len(index)], out[index])
-        with pytest.raises(ValueError, match="tree"):
+        with pytest.raises(ValueError, match="packed"):
             tree(q, k, v, torch.tensor([9]))  # a tree's attention needs its tree_info
 
     def test_llma_with_a_tree_equals_greedy_through_split_attention():
         loaded = _tiny()
-        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", tree=3))
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", packed_drafts=3))

@@ -16,6 +16,7 @@ from llma.backend import HFBackend
 from llma.decoder import StopConfig
 from llma.engine import Engine, LLMAConfig
 from llma.loading import LoadedModel
+from llma.options import EngineOptions
 from llma.static import StaticBackend, select_backend, unsupported_reason
 from llma.static.graphs import graph_length, upload
 from llma_fixtures import assert_near_exact, exact_twin, tiny_llama
@@ -64,14 +65,14 @@ def test_prefill_is_padded_to_a_few_shapes_and_the_padding_is_never_read():
     padded to multiples of 64. The logits, and the steps after, still match the HF model's."""
     model = _tiny().model
     st, hf, hf64 = StaticBackend(model, block=BLOCK), HFBackend(model), exact_twin(model)
-    shapes, layers = [], st._layers
+    shapes, layers = [], st.weights.run
 
     def spy(x, *args, **kwargs):
         if not kwargs.get("step"):
             shapes.append(x.shape[0])
         return layers(x, *args, **kwargs)
 
-    st._layers = spy
+    st.weights.run = spy
     for n in (1, 5, 63, 64, 65, 130):
         prompt, more = _ids(n, n), _ids(BLOCK + 3, n + 1)
         assert_near_exact(st.prefill(prompt), hf.prefill(prompt), hf64.prefill(prompt))
@@ -130,7 +131,7 @@ def test_trim_only_moves_the_position():
 def test_attention_lengths_and_kernel_fallback(caplog):
     model = _tiny(context=4096).model
     st = StaticBackend(model, block=BLOCK, min_bucket=16)
-    assert [st._bucket(n) for n in (1, 17, 512, 513, 1100, 5000)] == [16, 32, 512, 1024, 1536, st.capacity]
+    assert [st.attention_length(n) for n in (1, 17, 512, 513, 1100, 5000)] == [16, 32, 512, 1024, 1536, st.capacity]
     with caplog.at_level(logging.WARNING, logger="llma.static"):
         flash = StaticBackend(model, block=BLOCK, attention="flash")  # a CUDA kernel: sdpa on CPU
     assert flash.attention == ("flash" if torch.cuda.is_available() and model.device.type == "cuda" else "sdpa")
@@ -181,7 +182,7 @@ def test_attention_length_grows_past_the_reservation():
     st.reserve(2)
     config = LLMAConfig(max_new_tokens=60).greedy()
     tokens = engine.decoder.generate(prompt, stop=StopConfig(60)).tokens
-    assert st._L >= 64 and tokens == _hf_greedy(loaded.model, prompt, 60)
+    assert st.key_length >= 64 and tokens == _hf_greedy(loaded.model, prompt, 60)
     assert engine.generate(prompt, None, config).tokens == tokens
 
 
@@ -232,9 +233,9 @@ def test_backend_choice():
     assert isinstance(Engine(loaded, backend="static").backend, StaticBackend)
     assert Engine(loaded, backend="static").backend.name == "static"
     with pytest.raises(ValueError, match="CUDA"):
-        select_backend(loaded.model, "static-graphs")
+        select_backend(loaded.model, EngineOptions("static-graphs"))
     with pytest.raises(ValueError, match="backend must be"):
-        select_backend(loaded.model, "fast")
+        Engine(loaded, backend="fast")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -264,7 +265,7 @@ def test_cuda_prefill_graphs_agree_with_the_eager_prefill():
     first = graphs.prefill(long).clone()
     graphs.prefill(short)
     again = graphs.prefill(long)
-    assert torch.equal(first, again) and sorted(graphs._prefills) == [64, 96]
+    assert torch.equal(first, again) and sorted(graphs.graph_cache.prefills) == [64, 96]
     torch.testing.assert_close(again, eager.prefill(long), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(graphs.forward([5, 6]), eager.forward([5, 6]), atol=1e-4, rtol=1e-4)
 
@@ -295,5 +296,5 @@ def test_cuda_new_prefill_graphs_hold_little_gpu_memory():
     before = torch.cuda.memory_allocated()
     for n in (70, 100, 150, 200):  # four new graph lengths: 96, 128, 192, 256
         backend.prefill(_ids(n, n))
-    assert len(backend._prefills) == 5
+    assert len(backend.graph_cache.prefills) == 5
     assert torch.cuda.memory_allocated() - before < 4 * 2**20

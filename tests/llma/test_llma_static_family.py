@@ -46,7 +46,7 @@ def test_family_logits_greedy_and_llma_equal_hf(kind):
     config = LLMAConfig(min_n=1, k=7, adaptive=False, max_new_tokens=30)
     greedy = Engine(loaded, backend="hf").generate(prompt, None, config.greedy()).tokens
     refs = {"answer": greedy[2:], "noise": list(range(60, 90))}
-    for backend in (StaticBackend(model, block=8), StaticBackend(model, block=8, tree=3)):
+    for backend in (StaticBackend(model, block=8), StaticBackend(model, block=8, packed_drafts=3)):
         engine = Engine(loaded, backend=backend)
         assert engine.generate(prompt, None, config.greedy()).tokens == greedy
         llma = engine.generate(prompt, refs, config)

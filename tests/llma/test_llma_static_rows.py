@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from llma.engine import Engine, LLMAConfig
+from llma.options import EngineOptions
 from llma.static import StaticBackend, select_backend
 from llma_fixtures import SHARED_DATA
 from test_llma_static import _hf_greedy, _ids, _row_invariant, _tiny
@@ -18,7 +19,7 @@ BLOCK, ROWS = 8, 3
 def test_forward_rows_equal_one_row_forwards_and_keep_syncs_every_copy():
     if not _row_invariant(torch.float32, BLOCK * ROWS):
         pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK * ROWS} rows")
-    st = StaticBackend(_tiny().model, block=BLOCK, rows=ROWS)
+    st = StaticBackend(_tiny().model, block=BLOCK, cache_copies=ROWS)
     prompt, drafts = _ids(20, 1), [_ids(5, 2), _ids(8, 3), _ids(1, 4)]
     st.prefill(prompt)
     alone = []
@@ -31,7 +32,7 @@ def test_forward_rows_equal_one_row_forwards_and_keep_syncs_every_copy():
         assert torch.equal(rows[: len(d)], one)
     st.keep(1, 25)  # the second draft's first 5 tokens
     assert st.cached == 25
-    for cache in (st.k, st.v):
+    for cache in (st.cache.k, st.cache.v):
         assert all(torch.equal(cache[:, r, :, :25], cache[:, 1, :, :25]) for r in range(ROWS))
     st.trim(20)  # and on from there as if the kept tokens had been fed alone
     expected = st.forward(drafts[1][:5] + [7])[-1]
@@ -43,11 +44,11 @@ def test_forward_rows_equal_one_row_forwards_and_keep_syncs_every_copy():
 
 def test_rows_bad_input():
     model = _tiny().model
-    with pytest.raises(ValueError, match="rows"):
-        StaticBackend(model, rows=0)
-    with pytest.raises(ValueError, match="rows"):
-        StaticBackend(model, rows=2, attention="flash")
-    st = StaticBackend(model, block=BLOCK, rows=2)
+    with pytest.raises(ValueError, match="cache_copies"):
+        StaticBackend(model, cache_copies=0)
+    with pytest.raises(ValueError, match="cache_copies"):
+        StaticBackend(model, cache_copies=2, attention="flash")
+    st = StaticBackend(model, block=BLOCK, cache_copies=2)
     with pytest.raises(ValueError, match="before a prefill"):
         st.forward_rows([[1]])
     st.prefill(_ids(10, 5))
@@ -62,17 +63,7 @@ def test_rows_bad_input():
     st.keep(0, 11)
     with pytest.raises(ValueError, match="keep needs a forward_rows"):
         st.keep(0, 11)  # once per forward_rows
-    assert select_backend(model, "static", rows=2).rows == 2
-
-
-def test_rows_from_the_environment(monkeypatch):
-    model = _tiny().model
-    monkeypatch.setenv("LLMA_STATIC_ROWS", "3")
-    assert select_backend(model, "static").rows == 3
-    assert select_backend(model, "hf").__class__.__name__ == "HFBackend"  # rows concern the static backend only
-    monkeypatch.setenv("LLMA_STATIC_ROWS", "many")
-    with pytest.raises(ValueError, match="LLMA_STATIC_ROWS"):
-        select_backend(model, "static")
+    assert select_backend(model, EngineOptions("static", cache_copies=2)).cache_copies == 2
 
 
 def llma_on_pieces(loaded, backend, seed=8):
@@ -91,7 +82,7 @@ def llma_on_pieces(loaded, backend, seed=8):
 def test_llma_with_rows_bit_identical_to_greedy_and_uses_them():
     loaded = _tiny()
     single = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK))
-    prompt, refs, config, greedy, events = llma_on_pieces(loaded, StaticBackend(loaded.model, block=BLOCK, rows=ROWS))
+    prompt, refs, config, greedy, events = llma_on_pieces(loaded, StaticBackend(loaded.model, block=BLOCK, cache_copies=ROWS))
     assert greedy == _hf_greedy(loaded.model, prompt, 40)
     assert max(e.candidates for e in events) == ROWS
     alone = single.generate(prompt, refs, config)
@@ -100,7 +91,7 @@ def test_llma_with_rows_bit_identical_to_greedy_and_uses_them():
 
 def test_sampling_on_a_rows_backend_verifies_one_draft():
     loaded = _tiny()
-    engine = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK, rows=ROWS))
+    engine = Engine(loaded, backend=StaticBackend(loaded.model, block=BLOCK, cache_copies=ROWS))
     prompt = _ids(24, 8)
     refs = {"noise": _ids(60, 9)}
     config = LLMAConfig(max_new_tokens=20, temperature=0.8, seed=3)
@@ -120,7 +111,7 @@ def _rag_prompts(tok, n):
 def test_smollm_with_rows_identical_to_greedy_fp32(smollm):
     """The real default model, fp32 on CPU, two rag.jsonl prompts: LLMA verifying 4 drafts per step
     gives greedy's tokens and needs no more forwards than with one draft."""
-    rows = StaticBackend(smollm.model, block=16, rows=4, max_len=2048)
+    rows = StaticBackend(smollm.model, block=16, cache_copies=4, max_len=2048)
     one = StaticBackend(smollm.model, block=16, max_len=2048)
     config = LLMAConfig(max_new_tokens=48)
     for p in _rag_prompts(smollm.tokenizer, 2):
@@ -136,7 +127,7 @@ def test_cuda_graphs_with_rows_llma_bit_identical_to_greedy():
     loaded = _tiny(torch.bfloat16)
     loaded.model.to("cuda")
     loaded.device = torch.device("cuda")
-    backend = select_backend(loaded.model, "static-graphs", rows=4)
+    backend = select_backend(loaded.model, EngineOptions("static-graphs", cache_copies=4))
     assert backend.name.endswith("+rows4") and backend.graphs
     events = llma_on_pieces(loaded, backend, seed=11)[-1]
     assert max(e.candidates for e in events) > 1

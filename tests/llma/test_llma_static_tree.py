@@ -11,8 +11,8 @@ import torch
 
 from llma.engine import Engine, LLMAConfig
 from llma.static import StaticBackend, select_backend
-from llma.static.support import DEFAULT_TREE, static_options
-from llma.static.tree import draft_caps, pack, single
+from llma.options import DEFAULT_PACKED_DRAFTS, EngineOptions
+from llma.static.packing import draft_caps, pack, single
 from test_llma_static import _hf_greedy, _ids, _row_invariant, _tiny
 from test_llma_static_rows import _rag_prompts, llma_on_pieces
 
@@ -49,11 +49,11 @@ def _packed_rows_equal_each_draft_alone(model, **options):
     if the kept draft's tokens had been fed alone."""
     prompt = _ids(30, 1)
     rows = [[5, 6, 7, 8], [5, 9, 10], [5, 11], [5, 12, 13, 14, 15]]
-    st = StaticBackend(model, block=BLOCK, tree=TREE, **options)
+    st = StaticBackend(model, block=BLOCK, packed_drafts=TREE, **options)
     st.prefill(prompt)
     logits = st.forward_rows(rows)
     assert logits.shape[:2] == (4, 5) and st.cached == 35
-    alone = StaticBackend(model, block=BLOCK, tree=TREE, **options)
+    alone = StaticBackend(model, block=BLOCK, packed_drafts=TREE, **options)
     for row, got in zip(rows, logits):
         alone.prefill(prompt)
         assert torch.equal(got[: len(row)], alone.forward(row))
@@ -76,7 +76,7 @@ def test_keep_moves_keys_onto_slots_they_overlap():
     if not _row_invariant(torch.float32, BLOCK):
         pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK} rows")
     model, prompt = _tiny().model, _ids(30, 1)
-    st, alone = StaticBackend(model, block=BLOCK, tree=TREE), StaticBackend(model, block=BLOCK, tree=TREE)
+    st, alone = StaticBackend(model, block=BLOCK, packed_drafts=TREE), StaticBackend(model, block=BLOCK, packed_drafts=TREE)
     st.prefill(prompt)
     st.forward_rows([[5, 6], [5, 9, 10, 11, 12, 13]])  # the second draft's slots: 2..6, its shift 1
     st.keep(1, 30 + 1 + 4)
@@ -92,7 +92,7 @@ def test_forward_argmax_gives_each_rows_argmax_of_its_logits():
     backend; the cache goes on the same way after keep or trim."""
     model, prompt = _tiny().model, _ids(30, 1)
     rows = [[5, 6, 7, 8], [5, 9, 10], [5, 11]]
-    for options in ({"tree": TREE}, {"rows": 3}):
+    for options in ({"packed_drafts": TREE}, {"cache_copies": 3}):
         a, b = StaticBackend(model, block=BLOCK, **options), StaticBackend(model, block=BLOCK, **options)
         a.prefill(prompt), b.prefill(prompt)
         got, logits = a.forward_argmax(rows).rows(), b.forward_rows(rows)
@@ -115,7 +115,7 @@ def test_a_kept_draft_moves_in_its_own_sequence_only():
     if not _row_invariant(torch.float32, BLOCK):
         pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK} rows")
     model, first, second = _tiny().model, _ids(30, 1), _ids(40, 2)  # slots 31..33: the new prompt's
-    st, fresh = StaticBackend(model, block=BLOCK, tree=TREE), StaticBackend(model, block=BLOCK, tree=TREE)
+    st, fresh = StaticBackend(model, block=BLOCK, packed_drafts=TREE), StaticBackend(model, block=BLOCK, packed_drafts=TREE)
     st.prefill(first)
     st.forward_rows([[5, 6], [5, 9, 10, 11]])
     st.keep(1, 30 + 1 + 3)  # would move 3 keys from slots 33.. onto 31..
@@ -126,10 +126,12 @@ def test_a_kept_draft_moves_in_its_own_sequence_only():
 
 def test_tree_bad_input():
     model = _tiny().model
-    for bad in ({"tree": -1}, {"tree": 2, "rows": 2}, {"tree": 2, "attention": "bmm"}, {"tree": 9, "block": 16}):
-        with pytest.raises(ValueError, match="tree|drafts"):
+    bad_options = ({"packed_drafts": -1}, {"packed_drafts": 2, "cache_copies": 2},
+                   {"packed_drafts": 2, "attention": "bmm"}, {"packed_drafts": 9, "block": 16})
+    for bad in bad_options:
+        with pytest.raises(ValueError, match="packed_drafts|drafts"):
             StaticBackend(model, **bad)
-    st = StaticBackend(model, block=8, tree=3)
+    st = StaticBackend(model, block=8, packed_drafts=3)
     st.prefill(_ids(10, 5))
     with pytest.raises(ValueError, match="forward_rows needs"):
         st.forward_rows([[1]] * 4)
@@ -146,45 +148,16 @@ def test_tree_bad_input():
     assert st.cached == 12 and st.drafts_per_step == 3 and st.name == "static+tree3"
 
 
-def test_tree_from_the_environment(monkeypatch):
+def test_packed_drafts_chosen_through_the_options():
     model = _tiny().model
-    assert select_backend(model, "static", tree=4).draft_caps == draft_caps(32, 4)
-    monkeypatch.setenv("LLMA_STATIC_TREE", "6")
-    assert select_backend(model, "static").drafts_per_step == 6
-    monkeypatch.setenv("LLMA_STATIC_TREE", "six")
-    with pytest.raises(ValueError, match="LLMA_STATIC_TREE"):
-        select_backend(model, "static")
-
-
-def test_the_default_packs_four_drafts_on_cuda_only(monkeypatch):
-    """On CUDA (one row, split-KV attention) the default is DEFAULT_TREE drafts packed per block, the
-    fastest measured; on CPU, with several rows or another kernel asked for, none. torch.compile by
-    default under CUDA graphs with split-KV attention only (where it was measured)."""
-    for name in ("LLMA_STATIC_TREE", "LLMA_STATIC_ROWS", "LLMA_STATIC_ATTENTION", "LLMA_STATIC_COMPILE"):
-        monkeypatch.delenv(name, raising=False)
-    assert DEFAULT_TREE == 4
-    assert static_options(True, True, {}) == {"attention": "split", "compile": True, "rows": 1, "tree": 4}
-    assert static_options(True, False, {})["compile"] is False  # compiled only under CUDA graphs
-    assert static_options(False, False, {}) == {"attention": "sdpa", "compile": False, "rows": 1, "tree": 0}
-    assert select_backend(_tiny().model, "static").drafts_per_step == 1  # CPU: one draft
-    assert static_options(True, True, {"rows": 4})["tree"] == 0
-    assert static_options(True, True, {"tree": 0}) == {"attention": "flash", "compile": False, "rows": 1, "tree": 0}
-    assert static_options(True, True, {"tree": 8, "block": 64}) == {"attention": "split", "compile": True,
-                                                                    "rows": 1, "tree": 8, "block": 64}
-    monkeypatch.setenv("LLMA_STATIC_COMPILE", "0")
-    assert static_options(True, True, {}) == {"attention": "split", "compile": False, "rows": 1, "tree": 4}
-    monkeypatch.setenv("LLMA_STATIC_ATTENTION", "flash")
-    assert static_options(True, True, {})["tree"] == 0  # flash cannot read a draft's own slots
-    monkeypatch.setenv("LLMA_STATIC_ATTENTION", "split")
-    monkeypatch.setenv("LLMA_STATIC_COMPILE", "1")
-    assert static_options(True, True, {}) == {"attention": "split", "compile": True, "rows": 1, "tree": 4}
-    monkeypatch.setenv("LLMA_STATIC_TREE", "0")
-    assert static_options(True, True, {})["tree"] == 0
+    backend = select_backend(model, EngineOptions("static", packed_drafts=4))
+    assert backend.draft_caps == draft_caps(32, 4) and backend.drafts_per_step == 4
+    assert select_backend(model, EngineOptions("static")).drafts_per_step == 1  # CPU: one draft
 
 
 def test_llma_with_a_tree_bit_identical_to_greedy_and_uses_it():
     loaded = _tiny()
-    prompt, _, _, greedy, events = llma_on_pieces(loaded, StaticBackend(loaded.model, block=BLOCK, tree=TREE))
+    prompt, _, _, greedy, events = llma_on_pieces(loaded, StaticBackend(loaded.model, block=BLOCK, packed_drafts=TREE))
     assert greedy == _hf_greedy(loaded.model, prompt, 40)
     assert max(e.candidates for e in events) > 1
     assert sum(e.accepted for e in events) > 10
@@ -193,7 +166,7 @@ def test_llma_with_a_tree_bit_identical_to_greedy_and_uses_it():
 def test_smollm_with_a_tree_identical_to_greedy_fp32(smollm):
     """The real default model, fp32 on CPU, two rag.jsonl prompts: LLMA with 6 drafts packed in the
     block gives greedy's tokens, greedy through the tree backend gives plain greedy's."""
-    tree = StaticBackend(smollm.model, block=32, tree=6, max_len=2048)
+    tree = StaticBackend(smollm.model, block=32, packed_drafts=6, max_len=2048)
     one = StaticBackend(smollm.model, block=32, max_len=2048)
     config = LLMAConfig(max_new_tokens=48)
     for p in _rag_prompts(smollm.tokenizer, 2):
@@ -205,14 +178,12 @@ def test_smollm_with_a_tree_identical_to_greedy_fp32(smollm):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_graphs_with_a_tree_llma_bit_identical_to_greedy(monkeypatch):
+def test_cuda_graphs_with_a_tree_llma_bit_identical_to_greedy():
     from test_llma_split_attention import _tiny as _tiny_16  # 16-wide heads, as split attention needs
 
-    for name in ("LLMA_STATIC_TREE", "LLMA_STATIC_ROWS", "LLMA_STATIC_ATTENTION", "LLMA_STATIC_COMPILE"):
-        monkeypatch.delenv(name, raising=False)
     loaded = _tiny_16("cuda", torch.bfloat16)
-    backend = select_backend(loaded.model, "auto")  # the default on CUDA: DEFAULT_TREE drafts packed, compiled
-    assert backend.name == f"static-graphs+compile+tree{DEFAULT_TREE}" and backend.attention == "split"
-    assert Engine(loaded, backend=backend).warm_up() and len(backend._graphs) == 1  # the step's graph, made
+    backend = select_backend(loaded.model)  # the default on CUDA: DEFAULT_PACKED_DRAFTS packed, compiled
+    assert backend.name == f"static-graphs+compile+tree{DEFAULT_PACKED_DRAFTS}" and backend.attention == "split"
+    assert Engine(loaded, backend=backend).warm_up() and len(backend.graph_cache.steps) == 1  # the step's graph, made
     _packed_rows_equal_each_draft_alone(loaded.model, attention="split")  # graphs: auto on CUDA
     assert max(e.candidates for e in llma_on_pieces(loaded, backend, seed=11)[-1]) > 1

@@ -1,17 +1,7 @@
-"""Several drafts packed into the static backend's one query block (a tree: drafts sharing the last token).
-
-Why: verifying several drafts per step finds more tokens per forward (benchmarks/draft_settings.md),
-but a block per draft (`StaticBackend(rows=N)`) makes every step cost more. Packed into the one block
-instead, on the one cache, the drafts share the step's cost: the block's first row is the last token
-(the tree's root), then each draft's tokens follow in turn, and each draft row reads the keys after
-the root from its own draft's slots. A row thus sees exactly the keys, at the same positions, that a
-one-draft block would give it, and gets greedy's bits (split-KV attention: the same lanes of the
-same chunks; SDPA: one attention per draft over its own key order). The kept draft's keys then move
-to the slots after the root, where the sequence continues: first thing in the next step, inside its
-graph (`move_kept`), as a separate launch would cost host time between free decoding's steps.
-
-Index arithmetic here (lists of ints; the backend turns them into device tensors), and the two
-pieces of a packed step's tensor code.
+"""Several drafts packed into the static backend's one query block, all after the same last token
+(the root): the index arithmetic of a packed block (lists of ints; the backend uploads them) and the
+two pieces of a packed step's tensor code. The layout and why each row gets the bits of a one-draft
+step are in docs/DESIGN.md ("Packed drafts").
 """
 from __future__ import annotations
 
@@ -24,8 +14,8 @@ import torch
 def draft_caps(block: int, drafts: int) -> tuple[int, ...]:
     """How long each of `drafts` drafts may be in a block of `block` rows: the later drafts share
     half the drafted slots evenly (the earlier ones get the remainder), the first gets the rest and
-    whatever they leave unused. Counted without a model on rag.jsonl (draft_settings.md): most of
-    the gain of more drafts comes from their first few tokens."""
+    whatever they leave unused. Non-increasing after the first; raises ValueError if a later
+    draft would get no slot."""
     if drafts < 2:
         return (block - 1,)
     share, extra = divmod((block - 1) // 2, drafts - 1)
@@ -76,9 +66,6 @@ def pack(rows: Sequence[Sequence[int]], block: int, drafts: int) -> PackedBlock:
     pad = block - len(ids)
     return PackedBlock(ids + [0] * pad, rel + list(range(len(rel), block)), owner + [0] * pad,
                        shift + [0] * (drafts - len(rows)), index)
-
-
-NO_MOVE = (0, 0, 0)  # (shift, first slot, count): the keys a step moves before its own (none)
 
 
 def move_kept(kv: torch.Tensor, move: torch.Tensor, window: torch.Tensor) -> None:

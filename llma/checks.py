@@ -1,8 +1,8 @@
 """Argument checks shared by the engine and its settings: a bad value fails at once, saying what.
 
-Token ids are checked against the model's vocabulary before they reach it: an id out of range is
-an IndexError deep inside the embedding on CPU, and a device-side assert that kills the process's
-CUDA context on a GPU.
+Each check raises ValueError naming the argument. Token ids are checked against the model's
+vocabulary before they reach it: an id out of range would fail deep inside the embedding on CPU,
+and as a device-side assert that kills the process's CUDA context on a GPU.
 """
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from collections.abc import Mapping, Sequence
 
 from llma.types import RefId
 
-# An n-gram index (n = 1..4) costs about 0.7 KB per reference token in Python (measured on this
-# 2-core machine: 1M tokens took 4.2 s and 0.73 GB of RSS); 256K tokens (~1 MB of text) builds in
-# about 1.2 s. Larger references are refused.
+# The references of one generation, in tokens, at most (their n-gram index lives in RAM).
 MAX_REFERENCE_TOKENS = 262_144
 
 
 def check_int(name: str, value: object, minimum: int | None = None) -> None:
+    """`value` an int (not a bool), at least `minimum` if given."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
@@ -25,19 +24,20 @@ def check_int(name: str, value: object, minimum: int | None = None) -> None:
 
 
 def check_finite(name: str, value: object) -> None:
+    """`value` a finite int or float (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
 
 
 def all_ints(values: Sequence[object]) -> bool:
-    """Every value exactly an int (not a bool, not a subclass): a quick check done in C."""
+    """Whether every value is exactly an int (not a bool, not a subclass); True for none."""
     return set(map(type, values)) <= {int}
 
 
 def check_token_ids(name: str, ids: Sequence[int], vocab_size: int) -> None:
     """Every id an int in [0, vocab_size)."""
-    # Fast path, in C: it runs on every prompt and reference before the prefill can start (a Python
-    # loop over them cost ~0.5 ms a prompt on the GPU machine, 1% of an LLMA answer there).
+    # Fast path, in C: it runs on every prompt and reference before the prefill can start; the loop
+    # below only names the culprit.
     if all_ints(ids) and (not ids or (min(ids) >= 0 and max(ids) < vocab_size)):
         return
     for i, token in enumerate(ids):
@@ -46,8 +46,10 @@ def check_token_ids(name: str, ids: Sequence[int], vocab_size: int) -> None:
                              f"(ints in [0, {vocab_size}))")
 
 
-def check_references(references: object, vocab_size: int, max_tokens: int) -> Mapping[RefId, Sequence[int]]:
-    """A mapping of id -> token ids, in the vocabulary, at most `max_tokens` tokens in all."""
+def check_references(references: object, vocab_size: int, max_tokens: int
+                     ) -> Mapping[RefId, Sequence[int]]:
+    """`references` checked: a mapping of id -> token ids, in the vocabulary, at most `max_tokens`
+    tokens in all. Returns it unchanged ({} for None)."""
     if references is None:
         return {}
     if not isinstance(references, Mapping):
@@ -55,7 +57,8 @@ def check_references(references: object, vocab_size: int, max_tokens: int) -> Ma
     total = 0
     for ref_id, ids in references.items():
         if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-            raise ValueError(f"reference {ref_id!r} must be a sequence of token ids, got {type(ids).__name__}")
+            raise ValueError(f"reference {ref_id!r} must be a sequence of token ids, "
+                             f"got {type(ids).__name__}")
         total += len(ids)
         if total > max_tokens:
             raise ValueError(f"the references hold more than {max_tokens:,} tokens (LLMAConfig."

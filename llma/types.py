@@ -42,7 +42,13 @@ class CopiedSpan:
 
 @dataclass(frozen=True)
 class StepEvent:
-    """One decoding step: one forward pass (or the prefill, step 0) and what it added to the output."""
+    """One decoding step: one forward pass (or the prefill, step 0) and what it added to the output.
+
+    `new_tokens`: the output tokens it added (the accepted draft tokens, then the next token, up to
+    a stop). `proposed`: the verified (kept) draft's length, 0 for none; `accepted`: how many of its
+    tokens were kept; `span`: where those were copied from (None if none). `elapsed_s`: seconds
+    since the generation started; `step_s`: since the previous event.
+    """
 
     step: int
     new_tokens: tuple[int, ...]

@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL `python -m index build` at random moments; the index must survive.
 
-    python -m reliability.crash --runs 20 --json benchmarks/reliability/crash.json [--seed N]
+    python -m reliability.crash --runs 20 --json benchmarks/results/reliability/crash.json [--seed N]
 
 A subset of the docs is indexed (state A), then the docs change (2 files added,
 2 modified, 2 removed), so the next build must re-embed and commit state B.

@@ -1,6 +1,6 @@
 """Long run of the accelerator alone: many generations on one `Engine`, on CPU or a GPU.
 
-    python -m reliability.engine_run --prompts 500 --device cuda --json benchmarks/reliability/engine_cuda.json
+    python -m reliability.engine_run --prompts 500 --device cuda --json benchmarks/results/reliability/engine_cuda.json
 
 SQuAD questions with their paragraphs as references (as `python -m llma.bench` builds them). Every
 `--abandon-every`-th generation is dropped after a few steps, as a client that disconnects or a stop

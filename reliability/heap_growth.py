@@ -1,7 +1,7 @@
 """Diagnostic for the long run's slow RSS growth: Python-level allocations (tracemalloc) against RSS
 with the heap trimmed, over 100 answers in the steady state (answer cache cut to 16 entries, full
 after 40 warm-up answers). Run: `python -m reliability.heap_growth` (about 15 min on 2 cores, after
-`python -m reliability.longrun` has built its index); output: benchmarks/reliability/heap_growth.txt."""
+`python -m reliability.longrun` has built its index); output: benchmarks/results/reliability/heap_growth.txt."""
 from __future__ import annotations
 
 import gc

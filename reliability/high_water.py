@@ -6,7 +6,7 @@
 
 Run under a native heap profiler twice, with and without a longer prompt: the difference in what
 is still allocated at exit names what keeps memory after a longer input (the high-water mark of
-benchmarks/reliability/shape_memory.md). It collects garbage, then exits without interpreter
+benchmarks/results/reliability/shape_memory.md). It collects garbage, then exits without interpreter
 teardown, so that what is allocated then is what the process held.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 gradio_client session and asks real questions (data/questions.json) until the time is up; the
 report gives failures, complete answers, latency percentiles and the server's memory over time.
 
-    python -m reliability.load --users 20 --minutes 5 --json benchmarks/reliability/load.json
+    python -m reliability.load --users 20 --minutes 5 --json benchmarks/results/reliability/load.json
 
 Without --url it starts its own `app.py` on a free 127.0.0.1 port, on a temporary copy of
 indexes/demo (the repository's index is never written), and always stops it again.

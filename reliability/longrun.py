@@ -1,6 +1,6 @@
 """Long run: many consecutive questions through one RAG pipeline; does memory or the KV cache grow?
 
-    python -m reliability.longrun --questions 500 --json benchmarks/reliability/longrun.json
+    python -m reliability.longrun --questions 500 --json benchmarks/results/reliability/longrun.json
 
 Real data: SQuAD v1.1 dev articles become the documents (one .txt per article, indexed once into
 artifacts/), and their questions, taken round-robin across articles, are asked in order. Each answer
@@ -8,7 +8,7 @@ is checked to be complete; after each, the process's RSS, the tokens held in the
 CUDA) the GPU memory in use are recorded. A leak shows as growth over the second half of the run.
 `--warm-longest` first asks, unrecorded, the question with the longest prompt and the longest
 question: native buffers that keep the size of the largest input so far (a high-water mark,
-benchmarks/reliability/shape_memory.md) then reach it before the run, so growth left in the run is
+benchmarks/results/reliability/shape_memory.md) then reach it before the run, so growth left in the run is
 not theirs.
 """
 from __future__ import annotations

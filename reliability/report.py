@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-REPORT_DIR = ROOT / "benchmarks" / "reliability"
+REPORT_DIR = ROOT / "benchmarks" / "results" / "reliability"
 log = logging.getLogger(__name__)
 
 

@@ -1,6 +1,6 @@
 """Does every new prompt length cost host memory for good? The long run's slow RSS growth, isolated.
 
-    python -m reliability.shape_memory --lengths 100 --json benchmarks/reliability/shape_memory.json
+    python -m reliability.shape_memory --lengths 100 --json benchmarks/results/reliability/shape_memory.json
 
 The default model's prefill, then one decoding step, at `--lengths` prompt lengths never seen
 before (in rising order), then at the same lengths again; RSS read with the heap trimmed (freed

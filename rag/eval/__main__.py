@@ -1,4 +1,4 @@
-"""`python -m rag.eval --limit N --json OUT`: the figures of benchmarks/rag_eval.{json,md}."""
+"""`python -m rag.eval --limit N --json OUT`: the figures of benchmarks/results/rag_eval.{json,md}."""
 from __future__ import annotations
 
 import argparse

@@ -11,8 +11,8 @@ from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
 from llma.verifier import ForcedVerifier, GreedyVerifier, SamplingConfig, SamplingVerifier, count_accepted
 
 __all__ = [
-    "Backend", "HFBackend", "Engine", "EngineOptions", "LLMAConfig", "DraftDefaults", "OUTPUT_REF", "Decoder", "StopConfig",
-    "collect", "DEFAULT_MODEL", "LoadedModel", "AnswerHistory",
+    "Backend", "HFBackend", "Engine", "EngineOptions", "LLMAConfig", "DraftDefaults", "OUTPUT_REF",
+    "Decoder", "StopConfig", "collect", "DEFAULT_MODEL", "LoadedModel", "AnswerHistory",
     "ModelNotFoundError", "load_model", "CopyLength", "Proposer", "ReferenceIndex", "CopiedSpan",
     "DecodeResult", "DecodeStats", "Draft", "StepEvent", "ForcedVerifier", "GreedyVerifier",
     "SamplingConfig", "SamplingVerifier", "count_accepted",

@@ -64,7 +64,8 @@ class EngineOptions:
         """Every None choice made, for a static backend on a CUDA device (`cuda`) with or without
         CUDA graphs: on CUDA with one cache copy and split-KV attention, DEFAULT_PACKED_DRAFTS
         packed and compiled; flash attention for one unpacked draft; SDPA on CPU."""
-        copies, attention = self.cache_copies, self.attention
+        copies = self.cache_copies
+        attention = self.attention
         packs = cuda and copies == 1 and attention in (None, "split")
         packed = self.packed_drafts
         if packed is None:

@@ -55,7 +55,11 @@ def pack(rows: Sequence[Sequence[int]], block: int, drafts: int) -> PackedBlock:
     if not 1 <= len(rows) <= drafts or any(not r or r[0] != root for r in rows) or used > block:
         raise ValueError(f"a packed block takes 1 to {drafts} rows that start with the same token and "
                          f"hold at most {block} tokens together, got {[len(r) for r in rows]}")
-    ids, rel, owner, shift, index = [root], [0], [0], [], []
+    ids = [root]  # block rows: the root, then each draft's tokens in turn
+    rel = [0]  # per row: its position after the root
+    owner = [0]  # per row: its draft
+    shift: list[int] = []  # per draft: from a key's position to its slot
+    index: list[list[int]] = []  # per draft: the block rows of its logits
     for g, row in enumerate(rows):
         start = len(ids)  # the draft's first slot after the root: slot = position + start - 1
         shift.append(start - 1)

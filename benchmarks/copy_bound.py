@@ -1,6 +1,7 @@
 """The most tokens per forward any reference-copying drafter could reach in forced decoding.
 
-    python benchmarks/copy_bound.py --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/copy_bound.json
+    python -m benchmarks.copy_bound --data ../shared/data/llma-rag/rag.jsonl \
+        --json benchmarks/results/copy_bound.json
 
 In forced decoding the output is fixed (the target), so how many tokens a step can accept depends
 only on the target and the references. An oracle drafter that knows the target drafts, at each
@@ -28,11 +29,8 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from llma.bench_data import bench_prompts  # noqa: E402
-from llma.loading import load_model  # noqa: E402
+from benchmarks.data import bench_prompts
+from llma.loading import load_model
 
 CANDIDATES = (1, 2, 4, 8, 16)  # candidates verified per step, each up to block - 1 tokens
 
@@ -47,12 +45,14 @@ def common_prefix(a: list[int], start: int, b: list[int], at: int, cap: int) -> 
 
 def longest_copy(target: list[int], at: int, sources: list[list[int]], cap: int) -> int:
     """Length of the longest target[at:at + n] (n <= cap) that occurs in one of the sources."""
-    return max((common_prefix(src, s, target, at, cap) for src in sources for s in range(len(src))), default=0)
+    return max((common_prefix(src, s, target, at, cap) for src in sources for s in range(len(src))),
+               default=0)
 
 
 def fewest_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:
     """Forwards an oracle drafter needs for `target`: each accepts its longest copy, then one token."""
-    at, forwards = 0, 0
+    at = 0
+    forwards = 0
     while at < len(target):
         copied = longest_copy(target, at, [*refs, target[:at]], min(cap, len(target) - at - 1))
         at += copied + 1
@@ -63,7 +63,8 @@ def fewest_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:
 def anchored_forwards(target: list[int], refs: list[list[int]], cap: int) -> int:
     """Forwards for the perfect choice among suffix-anchored copies: the prefill gives the first
     token; each step copies from the best position that follows the last token, then adds one."""
-    at, forwards = 1, 1
+    at = 1
+    forwards = 1
     while at < len(target):
         limit = min(cap, len(target) - at - 1)
         copied = max((common_prefix(src, s, target, at, limit) for src in [*refs, target[:at]]
@@ -105,7 +106,8 @@ def candidate_forwards(target: list[int], refs: list[list[int]], cap: int, c: in
     """Forwards when each step verifies `c` suffix-anchored candidates at once (a batch or a tree)
     and keeps the one that the target follows longest; c = 1 is one draft per step, as LLMA's."""
     table = _positions(refs, max_n)
-    at, forwards = 1, 1
+    at = 1
+    forwards = 1
     while at < len(target):
         limit = min(cap, len(target) - at - 1)
         starts = candidates(refs, table, target[:at], limit, c, max_n)
@@ -134,8 +136,9 @@ def main() -> int:
         anchored += anchored_forwards(target, list(p.references.values()), args.block - 1)
         for c in CANDIDATES:
             counts[c] += candidate_forwards(target, list(p.references.values()), args.block - 1, c)
-    report = {"command": "python benchmarks/copy_bound.py " + " ".join(sys.argv[1:]), "dataset": name,
-              "prompts": len(prompts), "block": args.block, "target_tokens": tokens, "oracle_forwards": forwards,
+    report = {"command": "python -m benchmarks.copy_bound " + " ".join(sys.argv[1:]), "dataset": name,
+              "prompts": len(prompts), "block": args.block, "target_tokens": tokens,
+              "oracle_forwards": forwards,
               "oracle_tokens_per_forward": round(tokens / forwards, 3), "suffix_anchored_forwards": anchored,
               "suffix_anchored_tokens_per_forward": round(tokens / anchored, 3),
               "candidates_tokens_per_forward": {str(c): round(tokens / f, 3) for c, f in counts.items()}}

@@ -1,7 +1,7 @@
 """Drafts from earlier answers' next tokens (llma.history), counted without a model on rag.jsonl.
 
-    python benchmarks/draft_history.py --data ../shared/data/llma-rag/rag.jsonl --free \
-        --json benchmarks/draft_history.json
+    python -m benchmarks.draft_history --data ../shared/data/llma-rag/rag.jsonl --free \
+        --json benchmarks/results/draft_history.json
 
 Why: half of LLMA's steps on (a) accept nothing, mostly where the answer starts a new copy
 (draft_rules.md). `Proposer(history=...)` fills the drafts that the index leaves unused with a
@@ -22,18 +22,15 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from forced_count import forced_parser, write_report  # noqa: E402 (benchmarks/, the script's folder)
-from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
-from llma.engine import OUTPUT_REF, Engine, LLMAConfig  # noqa: E402
-from llma.history import AnswerHistory  # noqa: E402
-from llma.loading import load_model  # noqa: E402
-from llma.proposer import CopyLength, Proposer  # noqa: E402
-from llma.reference_index import ReferenceIndex  # noqa: E402
-from llma.static.tree import draft_caps  # noqa: E402
-from llma.verifier import count_accepted  # noqa: E402
+from benchmarks.data import BenchPrompt, bench_prompts
+from benchmarks.forced_count import forced_parser, write_report
+from llma.engine import OUTPUT_REF, Engine, LLMAConfig
+from llma.history import AnswerHistory
+from llma.loading import load_model
+from llma.proposer import CopyLength, Proposer
+from llma.reference_index import ReferenceIndex
+from llma.static.tree import draft_caps
+from llma.verifier import count_accepted
 
 BLOCK = 32
 
@@ -88,12 +85,14 @@ def _cpu() -> str:
 
 
 def markdown(report: dict[str, object]) -> str:
-    lines = [f"# Drafts from earlier answers' next tokens (llma.history), {report['prompts']} rag.jsonl prompts",
-             "", f"Command: `{report['command']}`", "",
-             "Tokens per forward (prefills included), counted without a model through `Proposer`; the history "
-             "starts empty and grows answer by answer. free: SmolLM2's own greedy answers (fp32, CPU). "
+    lines = [f"# Drafts from earlier answers' next tokens (llma.history), {report['prompts']} rag.jsonl "
+             "prompts", "", f"Command: `{report['command']}`", "",
+             "Tokens per forward (prefills included), counted without a model through `Proposer`; the "
+             "history starts empty and grows answer by answer. free: SmolLM2's own greedy answers "
+             "(fp32, CPU). "
              f"Proposer us/step: its host time per decoding step on this machine ({report['cpu']}).", "",
-             "| outputs | drafts per step | without history | with history | gain | proposer us/step without | with |",
+             "| outputs | drafts per step | without history | with history | gain | "
+             "proposer us/step without | with |",
              "|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         lines.append(f"| {row['outputs']} | {row['drafts']} | {row['without']} | {row['with']} | "
@@ -112,13 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, outputs in sets.items():
         for drafts in (1, 4):
-            (without, us_without), (with_, us_with) = (tokens_per_forward(prompts, outputs, drafts, h)
-                                                       for h in (False, True))
+            without, us_without = tokens_per_forward(prompts, outputs, drafts, False)
+            with_, us_with = tokens_per_forward(prompts, outputs, drafts, True)
             row = {"outputs": name, "drafts": drafts, "without": round(without, 3), "with": round(with_, 3),
                    "us_without": round(us_without, 1), "us_with": round(us_with, 1)}
             print(row, flush=True)
             rows.append(row)
-    report = {"command": "python benchmarks/draft_history.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    command_args = sys.argv[1:] if argv is None else argv
+    report = {"command": "python -m benchmarks.draft_history " + " ".join(command_args),
               "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "cpu": _cpu(),
               "rows": rows}
     print(markdown(report))

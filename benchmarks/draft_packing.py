@@ -1,6 +1,7 @@
 """Tokens per forward if several drafts shared the one fixed query block (forced decoding, no model).
 
-    python benchmarks/draft_packing.py --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/draft_packing.json
+    python -m benchmarks.draft_packing --data ../shared/data/llma-rag/rag.jsonl \
+        --json benchmarks/results/draft_packing.json
 
 Pack several drafts into the one block, draft i cut to `caps[i]` tokens, all within the block's 31
 drafted tokens (or a larger block's): `StaticBackend(tree=N)` does it (llma/static/tree.py, its
@@ -16,16 +17,12 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from forced_count import count_forced, forced_parser  # noqa: E402 (benchmarks/, the script's folder)
-from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
-from llma.loading import load_model  # noqa: E402
-from llma.reference_index import ReferenceIndex  # noqa: E402
-from llma.types import Draft  # noqa: E402
+from benchmarks.data import BenchPrompt, bench_prompts
+from benchmarks.forced_count import count_forced, forced_parser
+from llma.loading import load_model
+from llma.reference_index import ReferenceIndex
+from llma.types import Draft
 
 PACKINGS = {31: [(31,), (16, 15), (20, 11), (24, 7), (16, 8, 7), (16, 8, 4, 3), (20, 4, 4, 3), (8, 8, 8, 7),
                  (31, 5, 5, 5), (31, 3, 3, 3, 3, 3, 3, 3), (31, 3, 2, 2, 2, 2, 2, 2)],
@@ -33,10 +30,12 @@ PACKINGS = {31: [(31,), (16, 15), (20, 11), (24, 7), (16, 8, 7), (16, 8, 4, 3), 
             127: [(31, 31, 31, 31), (31, 16, 16, 16, 16, 16, 16), (31, 16, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8)]}
 
 
-def packed(drafts: list[tuple[int, ...]], caps: tuple[int, ...], total: int, trie: bool) -> list[tuple[int, ...]]:
+def packed(drafts: list[tuple[int, ...]], caps: tuple[int, ...], total: int,
+           trie: bool) -> list[tuple[int, ...]]:
     """Each draft cut to its cap and to the slots left of `total` (trie: a shared prefix is free); the
     first draft last, so that it keeps what the others leave, as in the backend (`lookup_many`)."""
-    kept, nodes = [], set()
+    kept = []
+    nodes = set()
     for draft, cap in [*zip(drafts[1:], caps[1:]), (drafts[0], caps[0])] if drafts else []:
         n = 0
         while n < min(cap, len(draft)) and (total > 0 or (trie and draft[: n + 1] in nodes)):
@@ -64,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for total, packings in PACKINGS.items():
         for caps in packings:
-            flat, trie = (round(tokens_per_forward(prompts, caps, total, args.max_new_tokens, t), 3)
-                          for t in (False, True))
+            flat = round(tokens_per_forward(prompts, caps, total, args.max_new_tokens, False), 3)
+            trie = round(tokens_per_forward(prompts, caps, total, args.max_new_tokens, True), 3)
             results.append({"drafted_tokens_per_step": total, "caps": list(caps), "tokens_per_forward": flat,
                             "tokens_per_forward_trie": trie})
             print(f"{total} drafted tokens, caps {caps}: {flat} tokens/forward, {trie} as a trie", flush=True)
-    report = {"command": "python benchmarks/draft_packing.py " + " ".join(argv or sys.argv[1:]),
+    report = {"command": "python -m benchmarks.draft_packing " + " ".join(argv or sys.argv[1:]),
               "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "results": results}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,6 +1,7 @@
 """Drafting rules that do not anchor on the output's last token, counted in forced decoding (no model).
 
-    python benchmarks/draft_rules.py --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/draft_rules.json
+    python -m benchmarks.draft_rules --data ../shared/data/llma-rag/rag.jsonl \
+        --json benchmarks/results/draft_rules.json
 
 Why: on (a) most steps that accept nothing come where the answer starts a new copy: the next target
 token is in the references, but nowhere after the output's last token (`--why`, below), so no
@@ -23,17 +24,13 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from forced_count import count_forced, forced_parser, write_report  # noqa: E402 (benchmarks/, the script's folder)
-from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
-from llma.engine import OUTPUT_REF  # noqa: E402
-from llma.loading import load_model  # noqa: E402
-from llma.reference_index import ReferenceIndex  # noqa: E402
-from llma.types import Draft, RefId  # noqa: E402
+from benchmarks.data import BenchPrompt, bench_prompts
+from benchmarks.forced_count import count_forced, forced_parser, write_report
+from llma.engine import OUTPUT_REF
+from llma.loading import load_model
+from llma.reference_index import ReferenceIndex
+from llma.types import Draft, RefId
 
 SLOTS = 31  # the 32-row block's drafted slots (llma.static.backend.DEFAULT_BLOCK - 1)
 PACKED = (31, 5, 5, 5)  # StaticBackend(tree=4)'s caps (llma.static.tree.draft_caps(32, 4))
@@ -69,7 +66,8 @@ def resume(s: Step, skips: Sequence[int], cap: int) -> list[Draft]:
         return []
     ref_id, end = s.near
     ref = s.index.references[ref_id]
-    return [Draft(tuple(ref[end + k : end + k + cap]), ref_id, end + k, 0) for k in skips if end + k < len(ref)]
+    return [Draft(tuple(ref[end + k : end + k + cap]), ref_id, end + k, 0)
+            for k in skips if end + k < len(ref)]
 
 
 def fuzzy(s: Step, cap: int) -> list[Draft]:
@@ -146,10 +144,12 @@ def _cause(index: ReferenceIndex, context: list[int], wanted: int) -> str:
 
 
 def markdown(report: dict[str, object]) -> str:
-    lines = [f"# Drafting rules not anchored on the last token, forced decoding ({report['prompts']} prompts)", "",
+    lines = [f"# Drafting rules not anchored on the last token, forced decoding ({report['prompts']} "
+             "prompts)", "",
              f"Data {report['data']}, a 32-row block (31 drafted slots), max {report['max_new_tokens']} new "
              f"tokens, no model. Command: `{report['command']}`", "",
-             "Steps of the default (4 packed) that accepted nothing, by cause:", "", "| cause | steps |", "|---|---|"]
+             "Steps of the default (4 packed) that accepted nothing, by cause:", "", "| cause | steps |",
+             "|---|---|"]
     lines += [f"| {cause} | {n} |" for cause, n in report["nothing_accepted"].items()]
     lines += ["", "| rule | tokens/forward |", "|---|---|"]
     lines += [f"| {name} | {tpf} |" for name, tpf in report["tokens_per_forward"].items()]
@@ -162,10 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     why: Counter[str] = Counter()
     results = {}
     for name, rule in RULES.items():
-        results[name] = round(count(prompts, rule, args.max_new_tokens, why if name == "4 packed (the default)"
-                                    else None), 3)
+        causes = why if name == "4 packed (the default)" else None
+        results[name] = round(count(prompts, rule, args.max_new_tokens, causes), 3)
         print(f"{results[name]} tokens/forward: {name}", flush=True)
-    report = {"command": "python benchmarks/draft_rules.py " + " ".join(argv or sys.argv[1:]), "data": str(args.data),
+    report = {"command": "python -m benchmarks.draft_rules " + " ".join(argv or sys.argv[1:]),
+              "data": str(args.data),
               "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
               "nothing_accepted": dict(why.most_common()), "tokens_per_forward": results}
     print(markdown(report))

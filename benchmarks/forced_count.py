@@ -1,4 +1,4 @@
-"""What the model-free drafting counts share (draft_packing.py, draft_rules.py, draft_settings.py).
+"""What the model-free drafting counts share (benchmarks.draft_packing, draft_rules, draft_settings).
 
 In forced decoding the output is the target, so a step's accepted tokens depend only on the target,
 the references and the drafts: these counts run no model, only the tokenizer.
@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from llma.bench_data import BenchPrompt
+from benchmarks.data import BenchPrompt
 from llma.engine import OUTPUT_REF
 from llma.reference_index import ReferenceIndex
 from llma.types import Draft, RefId
@@ -32,7 +32,8 @@ def forced_parser(description: str) -> argparse.ArgumentParser:
     return ap
 
 
-def write_report(path: Path | None, report: dict[str, object], markdown: Callable[[dict[str, object]], str]) -> None:
+def write_report(path: Path | None, report: dict[str, object],
+                 markdown: Callable[[dict[str, object]], str]) -> None:
     """The report as JSON at `path` and its markdown beside it (.md); nothing without a path."""
     if path:
         path.write_text(json.dumps(report, indent=2) + "\n")
@@ -49,7 +50,8 @@ def count_forced(prompts: list[BenchPrompt], drafter: Drafter, max_new: int, can
         target = p.target[:max_new]
         index = ReferenceIndex(p.references, min_n=1, max_n=4, policy="longest", prefer=OUTPUT_REF,
                                candidates=candidates)
-        out, near = target[:1], None  # the prefill's token
+        out = target[:1]  # the prefill's token
+        near = None
         index.extend(OUTPUT_REF, out)
         forwards += 1
         while len(out) < len(target):

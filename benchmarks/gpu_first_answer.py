@@ -1,6 +1,6 @@
 """A fresh process's first answers on CUDA with the user's defaults: `Engine.warm_up`, then answers.
 
-    python benchmarks/gpu_first_answer.py --data .gpu/data/rag.jsonl   (on the GPU machine; printed only)
+    python -m benchmarks.gpu_first_answer --data .gpu/data/rag.jsonl   (on the GPU machine; printed only)
 
 Why: the backend captures a CUDA graph per padded prompt length on first use, and torch.compile
 runs at the first step and the first prefill. This prints what `Engine.warm_up` costs and how long
@@ -15,12 +15,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from llma.bench_data import bench_prompts  # noqa: E402
-from llma.engine import Engine, LLMAConfig  # noqa: E402
-from llma.loading import load_model  # noqa: E402
+from benchmarks.data import bench_prompts
+from llma.engine import Engine, LLMAConfig
+from llma.loading import load_model
 
 
 def main() -> int:

@@ -1,15 +1,15 @@
 """Where LLMA's time goes beside the GPU steps: greedy vs LLMA, one engine, host and GPU kernels.
 
-    python benchmarks/gpu_host_profile.py --data .gpu/data/rag.jsonl [--tree N] [--mode forced] [--kernels]
+    python -m benchmarks.gpu_host_profile --data .gpu/data/rag.jsonl [--tree N] [--mode forced] [--kernels]
     (on the GPU machine)
 
 For 30 rag.jsonl prompts (free decoding by default, 128 new tokens, after an untimed prefill of
 each and a warm-up): wall ms per forward, the mean time between step events (one forward plus the
 host's work around it) and the time to the first token (the prefill), then a cProfile of the host
 side. With --tree N, through a backend packing N drafts in its block; --mode forced: forced to the
-targets, as `llma.bench --mode forced`; --kernels: also the GPU's time per forward by kernel
+targets, as `benchmarks.decode --mode forced`; --kernels: also the GPU's time per forward by kernel
 (torch.profiler over 10 prompts; kernels replayed in a CUDA graph count too). Printed only
-(benchmarks/gpu_host_profile*.txt are runs' outputs).
+(benchmarks/results/gpu_host_profile*.txt are runs' outputs).
 """
 from __future__ import annotations
 
@@ -26,15 +26,12 @@ from pathlib import Path
 import torch
 from torch.autograd import DeviceType
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from llma.bench_data import BenchPrompt, bench_prompts  # noqa: E402
-from llma.engine import Engine, LLMAConfig  # noqa: E402
-from llma.loading import load_model  # noqa: E402
-from llma.types import DecodeResult  # noqa: E402
-from llma.static import select_backend  # noqa: E402
-from llma.verifier import ForcedVerifier  # noqa: E402
+from benchmarks.data import BenchPrompt, bench_prompts
+from llma.engine import Engine, LLMAConfig
+from llma.loading import load_model
+from llma.static import select_backend
+from llma.types import DecodeResult
+from llma.verifier import ForcedVerifier
 
 
 def main() -> int:
@@ -65,19 +62,21 @@ def main() -> int:
     for name, config in configs.items():
         engine.history.clear()  # no prompt's own answer from an earlier pass
         torch.cuda.synchronize()
-        t0, forwards = time.perf_counter(), 0
+        t0 = time.perf_counter()
+        forwards = 0
         for p in prompts:
             forwards += generate(p, config).stats.forward_passes
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
-        steps, ttft = [], []
+        steps = []
+        ttft = []
         for p in prompts[:10]:
             events = list(engine.stream(p.prompt, p.references, config))
             steps += [e.step_s for e in events[1:]]
             ttft.append(events[0].elapsed_s)
-        print(f"{name} ({args.mode}): {forwards} forwards, {wall * 1e3 / forwards:.3f} ms/forward; mean step_s "
-              f"{sum(steps) / len(steps) * 1e3:.3f} ms (free decoding); ttft {sum(ttft) / len(ttft) * 1e3:.2f} ms",
-              flush=True)
+        print(f"{name} ({args.mode}): {forwards} forwards, {wall * 1e3 / forwards:.3f} ms/forward; "
+              f"mean step_s {sum(steps) / len(steps) * 1e3:.3f} ms (free decoding); "
+              f"ttft {sum(ttft) / len(ttft) * 1e3:.2f} ms", flush=True)
         profile = cProfile.Profile()
         profile.enable()
         for p in prompts:
@@ -99,7 +98,8 @@ def kernel_table(run: Callable[[], list[DecodeResult]]) -> str:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         forwards = sum(result.stats.forward_passes for result in run())
         torch.cuda.synchronize()
-    rows = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
+    rows = [e for e in prof.key_averages()
+            if e.device_type == DeviceType.CUDA and e.self_device_time_total > 0]
     rows.sort(key=lambda e: -e.self_device_time_total)
     total = sum(e.self_device_time_total for e in rows)
     lines = [f"GPU time by kernel over {forwards} forwards: {total / forwards:.1f} us per forward",

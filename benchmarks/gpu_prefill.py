@@ -1,6 +1,6 @@
 """The static backend's prefill on the GPU, eager ops against torch.compile'd ones, both in CUDA graphs.
 
-    python benchmarks/gpu_prefill.py --data .gpu/data/rag.jsonl --json $OUT/gpu_prefill.json
+    python -m benchmarks.gpu_prefill --data .gpu/data/rag.jsonl --json $OUT/gpu_prefill.json
     (on the GPU machine)
 
 Why: greedy and LLMA pay the same prefill per prompt, so it weighs more in LLMA's time (3.2-3.5x
@@ -25,14 +25,11 @@ from pathlib import Path
 import torch
 from torch.autograd import DeviceType
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from llma.bench_data import bench_prompts  # noqa: E402
-from llma.bench_report import commit  # noqa: E402
-from llma.loading import load_model  # noqa: E402
-from llma.static.backend import StaticBackend  # noqa: E402
-from llma.static.graphs import graph_length  # noqa: E402
+from benchmarks.data import bench_prompts
+from benchmarks.report import commit, write_report
+from llma.loading import load_model
+from llma.static.backend import StaticBackend
+from llma.static.graphs import graph_length
 
 
 def first_token_ms(backend: StaticBackend, prompt: list[int]) -> tuple[float, torch.Tensor]:
@@ -57,17 +54,18 @@ def markdown(report: dict) -> str:
              f"{report['prompts']} rag.jsonl prompts", "", f"Command: `{report['command']}` (commit "
              f"{report.get('commit') or 'not recorded'}, torch {report['torch']}). Prompts: "
              f"{report['prompt_tokens_mean']} tokens on average, {report['padded_tokens_mean']} padded.", "",
-             "| prefill | ms per prefill (mean) | median | GPU kernels | kernel ms | set-up s (captures, compile) |",
+             "| prefill | ms per prefill (mean) | median | GPU kernels | kernel ms | "
+             "set-up s (captures, compile) |",
              "|---|---|---|---|---|---|"]
     for name, v in report["variants"].items():
         lines.append(f"| {name} | {v['ms_per_prefill_mean']} | {v['ms_per_prefill_median']} | "
                      f"{v['kernels_per_prefill']} | {v['kernel_ms_per_prefill']} | {v['setup_s']} |")
     diff = report["compiled_vs_eager"]
     lines += ["", f"Compiled: {report['compiled_speedup']}x faster. Kernels profiled on one prompt of "
-              f"{report['variants']['compiled']['profiled_prompt_tokens']} tokens. Against the eager prefill's "
-              f"logits: max abs difference {diff['max_abs_logit_diff']}, the same first token on "
-              f"{diff['same_first_token']} of {report['prompts']} prompts (bf16 rounding; greedy and LLMA share "
-              "the prefill).", ""]
+              f"{report['variants']['compiled']['profiled_prompt_tokens']} tokens. Against the eager "
+              f"prefill's logits: max abs difference {diff['max_abs_logit_diff']}, the same first token on "
+              f"{diff['same_first_token']} of {report['prompts']} prompts (bf16 rounding; greedy and LLMA "
+              "share the prefill).", ""]
     return "\n".join(lines)
 
 
@@ -83,7 +81,7 @@ def main() -> int:
     ids = [p.prompt for p in prompts]
     median = sorted(ids, key=len)[len(ids) // 2]
     report: dict[str, object] = {
-        "command": "python benchmarks/gpu_prefill.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.gpu_prefill " + " ".join(sys.argv[1:]),
         "device": torch.cuda.get_device_name(), "dtype": str(loaded.dtype), "prompts": len(ids),
         "prompt_tokens_mean": round(statistics.mean(map(len, ids)), 1),
         "padded_tokens_mean": round(statistics.mean(graph_length(len(i), 10**6) for i in ids), 1),
@@ -107,7 +105,8 @@ def main() -> int:
         print(name, report["variants"][name], flush=True)
         del backend
         torch.cuda.empty_cache()
-    eager, compiled = first["eager ops"], first["compiled"]
+    eager = first["eager ops"]
+    compiled = first["compiled"]
     report["compiled_vs_eager"] = {
         "max_abs_logit_diff": round(max((a - b).abs().max().item() for a, b in zip(eager, compiled)), 4),
         "same_first_token": sum(int(a.argmax() == b.argmax()) for a, b in zip(eager, compiled)),
@@ -117,8 +116,7 @@ def main() -> int:
     report["compiled_speedup"] = round(speed, 3)
     print(json.dumps(report, indent=2))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        args.json.with_suffix(".md").write_text(markdown(report))
+        write_report(args.json, report, markdown(report))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Where one static decoding step's time goes on the GPU: kernel profile and variants (issue #3).
 
-    PYTHONPATH=. python3 benchmarks/gpu_profile.py --json $OUT/gpu_profile.json
+    python -m benchmarks.gpu_profile --json $OUT/gpu_profile.json
 
 A SmolLM2-135M-shaped Llama with random weights in bf16 (no model file needed). Writes the JSON after
 every section, so a run cut short keeps what it measured.
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from llma.gpu_bench import block_runner, random_llama, timed
+from benchmarks.gpu_steps import block_runner, random_llama, timed
 from llma.static import StaticBackend
 
 SMOL = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -60,7 +60,8 @@ def decode_overhead(backend: StaticBackend, prompt_len: int = 900, steps: int = 
 
 def bitwise_probe(backend: StaticBackend) -> bool:
     backend.reserve(64)
-    prompt, more = torch.randint(0, 49152, (500,)).tolist(), torch.randint(0, 49152, (40,)).tolist()
+    prompt = torch.randint(0, 49152, (500,)).tolist()
+    more = torch.randint(0, 49152, (40,)).tolist()
     backend.prefill(prompt)
     one = torch.cat([backend.forward([t]) for t in more])
     backend.trim(500)
@@ -70,7 +71,8 @@ def bitwise_probe(backend: StaticBackend) -> bool:
 def attention_only(length: int, b: int = 32, kv: int = 3, g: int = 3, d: int = 64) -> dict:
     """One layer's attention at decode shapes, by kernel: events over 200 back-to-back calls."""
     q = torch.randn(kv, g * b, d, device=DEV, dtype=torch.bfloat16)
-    k, v = (torch.randn(kv, length, d, device=DEV, dtype=torch.bfloat16) for _ in range(2))
+    k = torch.randn(kv, length, d, device=DEV, dtype=torch.bfloat16)
+    v = torch.randn(kv, length, d, device=DEV, dtype=torch.bfloat16)
     mask = torch.zeros(1, 1, g * b, length, device=DEV, dtype=torch.bfloat16)
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -80,12 +82,13 @@ def attention_only(length: int, b: int = 32, kv: int = 3, g: int = 3, d: int = 6
                 return F.scaled_dot_product_attention(q[None], k[None], v[None], attn_mask=mask)
         return run
 
-    cands = {"sdpa_efficient": sdpa(SDPBackend.EFFICIENT_ATTENTION), "sdpa_cudnn": sdpa(SDPBackend.CUDNN_ATTENTION),
-             "sdpa_math": sdpa(SDPBackend.MATH),
+    cands = {"sdpa_efficient": sdpa(SDPBackend.EFFICIENT_ATTENTION),
+             "sdpa_cudnn": sdpa(SDPBackend.CUDNN_ATTENTION), "sdpa_math": sdpa(SDPBackend.MATH),
              "bmm": lambda: torch.bmm(torch.softmax(torch.baddbmm(mask[0], q, k.transpose(1, 2)), -1), v)}
     try:  # flash attention with a per-call key count on the device (bottom-right causal): no mask tensor
         qf = torch.randn(b, kv * g, d, device=DEV, dtype=torch.bfloat16)
-        kf, vf = (torch.randn(length, kv, d, device=DEV, dtype=torch.bfloat16) for _ in range(2))
+        kf = torch.randn(length, kv, d, device=DEV, dtype=torch.bfloat16)
+        vf = torch.randn(length, kv, d, device=DEV, dtype=torch.bfloat16)
         cu_q = torch.tensor([0, b], device=DEV, dtype=torch.int32)
         cu_k = torch.tensor([0, length], device=DEV, dtype=torch.int32)
         used = torch.tensor([length // 2], device=DEV, dtype=torch.int32)
@@ -98,7 +101,8 @@ def attention_only(length: int, b: int = 32, kv: int = 3, g: int = 3, d: int = 6
         try:
             for _ in range(5):
                 fn()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
             start.record()
             for _ in range(200):
                 fn()
@@ -137,8 +141,10 @@ def main() -> None:
         backend = StaticBackend(model, graphs=True, max_len=4096, attention=attention, compile=True)
         run = block_runner(backend, 32, 1024)
         compile_s = time.perf_counter() - t0
-        save(f"compile_{attention}", {"compile_s": round(compile_s, 1), "replay_ms_B32_L1024": timed(run, DEV, reps=50),
-                                      "decode": decode_overhead(backend, prompt_len=800),  # L = 1024: no recompile
+        save(f"compile_{attention}", {"compile_s": round(compile_s, 1),
+                                      "replay_ms_B32_L1024": timed(run, DEV, reps=50),
+                                      # L = 1024: no recompile
+                                      "decode": decode_overhead(backend, prompt_len=800),
                                       "bitwise": bitwise_probe(backend)})
         save(f"profile_compiled_graph_{attention}", kernel_profile(backend, 32, 1024))
         del backend

@@ -1,9 +1,9 @@
 """What a step with several rows (drafts verified side by side) costs on the GPU, and where it goes.
 
-    PYTHONPATH=. python3 benchmarks/gpu_rows_profile.py --json $OUT/gpu_rows_profile.json [--tree 4,8]
+    python -m benchmarks.gpu_rows_profile --json $OUT/gpu_rows_profile.json [--tree 4,8]
 
 A SmolLM2-135M-shaped Llama with random weights in bf16 (no model file needed), the static backend as
-`python -m llma.bench` runs it on the GPU (CUDA graphs, split-KV attention, torch.compile), 8,192-token
+`python -m benchmarks.decode` runs it on the GPU (CUDA graphs, split-KV attention, torch.compile), 8,192-token
 context, one 32-slot block per row at position ~1,000. Per row count: the replayed step's median wall
 time, and its kernels by kind (split-KV attention, matrix products, the rest) from the profiler.
 With --tree, the same for N drafts packed into the one block (StaticBackend(tree=N)): a greedy step
@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.gpu_profile import DEV, SMOL, kernel_times
-from llma.bench_report import commit
-from llma.gpu_bench import block_runner, random_llama, timed
+from benchmarks.gpu_steps import block_runner, random_llama, timed
+from benchmarks.report import commit
 from llma.static import StaticBackend
 from llma.static.tree import NO_MOVE, draft_caps, pack, single
-
 
 
 def kind(name: str) -> str:
@@ -45,10 +44,14 @@ def breakdown(run) -> dict:
 
 def tree_runner(backend: StaticBackend, pos: int, full: bool):
     """A replay of the packed step at `pos`: one draft filling the block, or every draft at its cap."""
-    block, n = backend.block, backend.tree
+    block = backend.block
+    n = backend.tree
     caps = draft_caps(block, n)
     later = [[1] + [7 + i] * c for i, c in enumerate(caps[1:])]
-    packed = pack([[1] + [5] * (caps[0] - sum(caps[1:])), *later], block, n) if full else single([1] * block, block, n)
+    if full:
+        packed = pack([[1] + [5] * (caps[0] - sum(caps[1:])), *later], block, n)
+    else:
+        packed = single([1] * block, block, n)
     length = backend._bucket(pos + block)
     graph, static_inp, _ = backend._graph(block, length, pos)
     static_inp.copy_(torch.tensor([*packed.ids, pos, *packed.info(), *NO_MOVE]))
@@ -62,7 +65,8 @@ def main() -> None:
     ap.add_argument("--tree", default="", help="drafts packed per block, e.g. 4,8")
     args = ap.parse_args()
     report: dict = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                    "command": f"python3 benchmarks/gpu_rows_profile.py --json ... --rows {args.rows} --tree {args.tree}",
+                    "command": f"python -m benchmarks.gpu_rows_profile --json ... --rows {args.rows} "
+                               f"--tree {args.tree}",
                     "commit": commit(), "rows": {}, "tree": {}}
     model = random_llama(SMOL, 49152, DEV, torch.bfloat16).model
     for n in (int(r) for r in args.tree.split(",") if r):

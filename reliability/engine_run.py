@@ -1,8 +1,9 @@
 """Long run of the accelerator alone: many generations on one `Engine`, on CPU or a GPU.
 
-    python -m reliability.engine_run --prompts 500 --device cuda --json benchmarks/results/reliability/engine_cuda.json
+    python -m reliability.engine_run --prompts 500 --device cuda \
+        --json benchmarks/results/reliability/engine_cuda.json
 
-SQuAD questions with their paragraphs as references (as `python -m llma.bench` builds them). Every
+SQuAD questions with their paragraphs as references (as `python -m benchmarks.decode` builds them). Every
 `--abandon-every`-th generation is dropped after a few steps, as a client that disconnects or a stop
 string does. After each generation the KV cache length, the process RSS and, on CUDA, the GPU memory
 allocated and reserved are recorded: a leak shows as growth over the second half of the run. The RAG
@@ -64,7 +65,8 @@ def _generate(engine: object, prompt: object, config: object, abandon: bool) -> 
     events = engine.stream(prompt.prompt, prompt.references, config)  # type: ignore[attr-defined]
     try:
         for event in events:
-            tokens, steps = tokens + len(event.new_tokens), steps + 1
+            tokens += len(event.new_tokens)
+            steps += 1
             if abandon and steps == ABANDON_AFTER_STEPS:
                 break
     finally:
@@ -93,7 +95,9 @@ def run_engine(engine: object, prompts: Sequence[object], config: object, abando
             run.failed.append(f"{n}: {type(exc).__name__}: {exc}")
             continue
         run.seconds.append(time.perf_counter() - started)
-        run.tokens, run.forwards, run.abandoned = run.tokens + tokens, run.forwards + steps, run.abandoned + abandon
+        run.tokens += tokens
+        run.forwards += steps
+        run.abandoned += abandon
         kv = int(getattr(engine.backend, "cached", 0))  # type: ignore[attr-defined]
         run.points.append(_point(n, kv, len(prompt.prompt) + tokens, trim))  # type: ignore[attr-defined]
     return run
@@ -112,15 +116,18 @@ def figures(run: EngineRun) -> dict[str, object]:
         "python_objects_after_warmup": points[len(points) // 10].python_objects,
         "python_objects_end": points[-1].python_objects}
     for name in ("cuda_allocated", "cuda_reserved"):
-        values = [(p.generation, getattr(p, name + "_mb")) for p in points if getattr(p, name + "_mb") is not None]
+        values = [(p.generation, getattr(p, name + "_mb")) for p in points
+                  if getattr(p, name + "_mb") is not None]
         if values:
             out.update(prefixed(name, growth(values)))
     return out
 
 
 def verdict(run: EngineRun, found: dict[str, object]) -> str:
-    grew = [k for k, v in found.items() if k.endswith("second_half_growth_mb") and float(v) > MAX_GROWTH_MB]  # type: ignore[arg-type]
-    ok = not run.failed and not grew and int(found["kv_tokens_beyond_held_max"]) <= 0  # type: ignore[call-overload]
+    grew = [k for k, v in found.items()
+            if k.endswith("second_half_growth_mb") and float(v) > MAX_GROWTH_MB]  # type: ignore[arg-type]
+    beyond = int(found["kv_tokens_beyond_held_max"])  # type: ignore[call-overload]
+    ok = not run.failed and not grew and beyond <= 0
     return "PASS" if ok else f"FAIL (failed={len(run.failed)}, grew={grew})"
 
 
@@ -139,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--abandon-every", type=int, default=10)
     p.add_argument("--same-prompt", action="store_true", help="ask the first prompt every time (one shape)")
-    p.add_argument("--malloc-trim", action="store_true", help="return freed heap to the OS before each RSS reading")
+    p.add_argument("--malloc-trim", action="store_true",
+                   help="return freed heap to the OS before each RSS reading")
     p.add_argument("--json", type=Path, default=REPORT_DIR / "engine_run.json")
     args = p.parse_args(argv)
     # Taken first: the commit and date the run started from, even if HEAD moves while it runs.
@@ -148,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from benchmarks.data import bench_prompts
     from llma import Engine, EngineOptions, LLMAConfig, load_model
-    from llma.bench_data import bench_prompts
 
     loaded = load_model(device=args.device)
     engine = Engine(loaded, options=EngineOptions.from_env(os.environ))
@@ -159,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                      progress=True, trim=args.malloc_trim)
     found = figures(run)
     report = {**head,
-              "device": str(loaded.device), "dtype": str(loaded.dtype), "backend": type(engine.backend).__name__,
+              "device": str(loaded.device), "dtype": str(loaded.dtype),
+              "backend": type(engine.backend).__name__,
               "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU",
               "torch": torch.__version__, "figures": found, "verdict": verdict(run, found),
               "failures": run.failed[:20], "points": [asdict(pt) for pt in run.points]}

@@ -7,26 +7,15 @@ import json
 import logging
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import psutil
 
+from benchmarks.report import commit
+
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_DIR = ROOT / "benchmarks" / "results" / "reliability"
 log = logging.getLogger(__name__)
-
-
-def _git_commit() -> str:
-    """HEAD's short hash; LLMA_GIT_COMMIT names it where the tree travelled without .git (GPU machine)."""
-    if os.environ.get("LLMA_GIT_COMMIT"):
-        return os.environ["LLMA_GIT_COMMIT"]
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def header(command: str) -> dict[str, object]:
@@ -34,7 +23,7 @@ def header(command: str) -> dict[str, object]:
     return {"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
                        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.system()}",
-            "python": platform.python_version(), "git_commit": _git_commit()}
+            "python": platform.python_version(), "git_commit": commit() or "unknown"}
 
 
 def rss_mb(pid: int | None = None) -> float:

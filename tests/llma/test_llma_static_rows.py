@@ -103,7 +103,7 @@ def test_sampling_on_a_rows_backend_verifies_one_draft():
 
 def _rag_prompts(tok, n):
     """The first `n` rag.jsonl prompts (the LLMA paper's own retrieval set) with their passages."""
-    from llma.bench_data import bench_prompts
+    from benchmarks.data import bench_prompts
 
     return bench_prompts(tok, SHARED_DATA / "llma-rag" / "rag.jsonl", n)[1]
 

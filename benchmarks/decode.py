@@ -1,7 +1,7 @@
 """Side-by-side decoding benchmark: HF greedy, HF prompt lookup, our greedy, our LLMA.
 
-    python -m llma.bench --data ../shared/data/llma-rag/rag.jsonl --mode free --limit 20 \
-        --device cpu --json benchmarks/cpu_rag_free.json
+    python -m benchmarks.decode --data ../shared/data/llma-rag/rag.jsonl --mode free --limit 20 \
+        --device cpu --json benchmarks/results/cpu_rag_free.json
     (GPU, issue #3: benchmarks/run_gpu.sh runs it with --backend static-graphs --also-backend static)
 
 Every method decodes the same prompts in the same run; speed is reported as ratios to our greedy.
@@ -16,7 +16,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,103 +24,19 @@ import torch
 import transformers
 from tqdm import tqdm
 
-from llma.bench_data import BenchPrompt, bench_prompts
-from llma.bench_report import MethodRun, commit, markdown, summarise, write_report
-from llma.decoder import collect
+from benchmarks.data import BenchPrompt, bench_prompts
+from benchmarks.report import MethodRun, commit, markdown, summarise, write_report
+from benchmarks.runners import EngineRunner, Runner, hf_runner, sync
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
-from llma.history import AnswerHistory
 from llma.loading import LoadedModel, load_model
 from llma.reference_index import POLICIES
 from llma.static import select_backend
-from llma.types import StepEvent
-from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
 
 
-Runner = Callable[[BenchPrompt], tuple[list[int], int, int, int]]  # tokens, forwards, proposed, accepted
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def hf_runner(loaded: LoadedModel, max_new: int, forced: bool, lookup: int = 0) -> Runner:
-    """HF `generate`; forced mode decodes freely to the target's length (HF cannot be forced)."""
-    model = loaded.model
-
-    def run(p: BenchPrompt) -> tuple[list[int], int, int, int]:
-        ids = torch.tensor([p.prompt], device=loaded.device)
-        n = min(max_new, len(p.target)) if forced and p.target else max_new
-        kwargs = {"min_new_tokens": n, "eos_token_id": None} if forced else {}
-        if lookup:
-            kwargs["prompt_lookup_num_tokens"] = lookup
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
-                             pad_token_id=model.generation_config.eos_token_id, **kwargs)
-        tokens = out[0, len(p.prompt):].tolist()
-        return tokens, 0, 0, 0  # HF does not report its forward passes
-
-    return run
-
-
-class FirstToken:
-    """When a generation's first token was ready, in seconds from `start`. On CUDA the marks are
-    events on the GPU's queue, read once it has synchronised: in forced decoding the host never waits
-    for the GPU, so its own clock at the first event says only when the prefill was queued."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self._marks: list[float | torch.cuda.Event] = []
-
-    def start(self) -> None:
-        self._marks = [self._now()]
-
-    def seconds(self) -> float:
-        """After the device has synchronised: the first token's time since `start`."""
-        begin, first = self._marks[:2]
-        return begin.elapsed_time(first) / 1000 if self.cuda else first - begin
-
-    def _now(self) -> float | torch.cuda.Event:
-        if not self.cuda:
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def marking(self, events: Iterator[StepEvent]) -> Iterator[StepEvent]:
-        """`events`, marking when the first one comes (the prefill's token)."""
-        for i, event in enumerate(events):
-            if i == 0:
-                self._marks.append(self._now())
-            yield event
-
-
-class EngineRunner:
-    """One of our methods: `engine` with `config` (forced: to each prompt's target), learning from
-    its own answers only (an `AnswerHistory` per method, emptied after the warm-up by `reset`);
-    `clock` has when each call's first token was ready."""
-
-    def __init__(self, engine: Engine, config: LLMAConfig, forced: bool) -> None:
-        self.engine, self.config, self.forced, self.history = engine, config, forced, AnswerHistory()
-        self.clock = FirstToken(engine.loaded.device)
-
-    def __call__(self, p: BenchPrompt) -> tuple[list[int], int, int, int]:
-        self.clock.start()
-        config = self.config
-        target = p.target[: config.max_new_tokens] if self.forced and p.target else None
-        cfg = replace(config, max_new_tokens=len(target)) if target else config
-        events = self.engine.stream(p.prompt, p.references, cfg, ForcedVerifier(target) if target else None,
-                                    self.history)
-        result = collect(self.clock.marking(events))
-        s = result.stats
-        return result.tokens, s.forward_passes, s.proposed_tokens, s.accepted_tokens
-
-    def reset(self) -> None:
-        self.history.clear()
-
-
-def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tuple[dict[str, Runner], list[Engine]]:
+def methods(loaded: LoadedModel, engine: Engine,
+            args: argparse.Namespace) -> tuple[dict[str, Runner], list[Engine]]:
     """The runners by name, and the engines they use (for the warm-up)."""
     forced = args.mode == "forced"
     base = base_config(args)
@@ -149,7 +65,8 @@ def methods(loaded: LoadedModel, engine: Engine, args: argparse.Namespace) -> tu
     for spec in args.variant:
         name, _, settings = spec.partition(":")
         overrides = dict(kv.split("=") for kv in settings.split(",") if kv)
-        table[name] = EngineRunner(engine, replace(base, **{k: _typed(k, v) for k, v in overrides.items()}), forced)
+        config = replace(base, **{k: _typed(k, v) for k, v in overrides.items()})
+        table[name] = EngineRunner(engine, config, forced)
     return table, engines
 
 
@@ -203,18 +120,19 @@ def measure(runners: dict[str, Runner], prompts: list[BenchPrompt], device: torc
             limit = hf_limit if name.startswith("hf_") else also_limit if "@" in name else None
             if limit is not None and i >= limit:
                 continue
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             tokens, forwards, proposed, accepted = runner(p)
-            _sync(device)
+            sync(device)
             run = runs[name]
             run.times.append(time.perf_counter() - t0)
             if isinstance(runner, EngineRunner):
                 run.first_token_s.append(runner.clock.seconds())
             run.wall_s += run.times[-1]
             run.outputs.append(tokens)
-            run.forwards, run.proposed, run.accepted = (run.forwards + forwards, run.proposed + proposed,
-                                                        run.accepted + accepted)
+            run.forwards += forwards
+            run.proposed += proposed
+            run.accepted += accepted
     return runs
 
 
@@ -226,7 +144,7 @@ def _sizes(spec: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m llma.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.decode", description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="rag.jsonl (LLMA paper) or SQuAD dev json")
     ap.add_argument("--mode", choices=("free", "forced"), default="free")
     ap.add_argument("--limit", type=int, default=20)
@@ -238,10 +156,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--max-passages", type=int, default=10)
     ap.add_argument("--refs", choices=("prompt", "alone"), default="prompt")
-    ap.add_argument("--min-n", type=int, default=None, help="default: the backend's (llma.engine.DraftDefaults)")
+    ap.add_argument("--min-n", type=int, default=None,
+                    help="default: the backend's (llma.engine.DraftDefaults)")
     ap.add_argument("--max-n", type=int, default=LLMAConfig.max_n)
     ap.add_argument("-k", type=int, default=None, help="default: the backend's")
-    ap.add_argument("--fixed-k", action="store_true", help="fixed copy length (default: the backend's choice)")
+    ap.add_argument("--fixed-k", action="store_true",
+                    help="fixed copy length (default: the backend's choice)")
     ap.add_argument("--policy", default=None, choices=POLICIES, help="default: the backend's")
     ap.add_argument("--backend", default="auto", help="our greedy/llma: auto, hf, static, static-graphs")
     ap.add_argument("--also-backend", action="append", default=[], help="add greedy@B and llma@B")
@@ -251,7 +171,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tree", action="append", type=_sizes, default=[],
                     help="add greedy+treeN and llma+treeN: --backend with N drafts packed in its block (N/B: "
                          "a block of B rows)")
-    ap.add_argument("--hf-limit", type=int, default=None, help="run the HF methods on the first N prompts only")
+    ap.add_argument("--hf-limit", type=int, default=None,
+                    help="run the HF methods on the first N prompts only")
     ap.add_argument("--also-limit", type=int, default=None, help="run name@backend methods on N prompts only")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds; then stop taking new prompts")
     ap.add_argument("--variant", action="append", default=[],
@@ -275,12 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     cuda = loaded.device.type == "cuda"
     device_name = torch.cuda.get_device_name(loaded.device) if cuda else platform.processor() or "cpu"
     report = {
-        "device": f"{loaded.device.type} ({device_name}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads)",
+        "device": (f"{loaded.device.type} ({device_name}, {os.cpu_count()} cpus, "
+                   f"{torch.get_num_threads()} threads)"),
         "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,
         "n_prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "refs": args.refs,
         "backend": getattr(engine.backend, "name", type(engine.backend).__name__), "hf_limit": args.hf_limit,
         "also_limit": args.also_limit, "llma_settings": draft_settings(engine, base_config(args)),
-        "command": "python -m llma.bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m benchmarks.decode " + " ".join(sys.argv[1:] if argv is None else argv),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__},
         "commit": commit(),  # now, so that the printed table and the markdown name it as the JSON does

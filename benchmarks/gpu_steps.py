@@ -1,6 +1,7 @@
-"""GPU measurements beside `python -m llma.bench` (issue #3): bit-identity probe and verify-step cost.
+"""GPU measurements beside `python -m benchmarks.decode` (issue #3): bit-identity probe, verify-step cost.
 
-    python -m llma.gpu_bench --data ../shared/data/llma-rag/rag.jsonl --json benchmarks/gpu_steps.json
+    python -m benchmarks.gpu_steps --data ../shared/data/llma-rag/rag.jsonl \
+        --json benchmarks/results/gpu_steps.json [--attention sdpa|flash|split]
 
 1. Probe (default model): logits of the same tokens fed one per step, all in one forward, and in
    uneven chunks must be bitwise equal through the static backend (eager and graphs).
@@ -8,13 +9,14 @@
    our static step eager and with CUDA graphs; for the default model and a 7B-shaped Llama with
    random weights (bf16).
 3. Forced decoding (rag.jsonl targets) with the 7B-shaped model: our greedy vs LLMA, graphs.
+The probe and the step sweeps run the static backend with `--attention` (default sdpa) and without
+torch.compile; `--choose` instead picks the kernel and compile setting that run_gpu.sh then uses.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
-import os
 import statistics
 import sys
 import time
@@ -27,8 +29,9 @@ import torch
 import transformers
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from llma.bench_report import commit, write_report
-from llma.bench_data import bench_prompts
+from benchmarks.data import bench_prompts
+from benchmarks.report import commit, steps_markdown, write_report
+from benchmarks.runners import sync
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.history import AnswerHistory
 from llma.loading import LoadedModel, load_model
@@ -37,14 +40,11 @@ from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
 SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64)
-ATTENTION = os.environ.get("LLMA_STATIC_ATTENTION", "sdpa")  # the step sweeps run without torch.compile
+ATTENTION = "sdpa"  # --attention's default: the kernel of the probe and the step sweeps
 SEVEN_B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, max_position_embeddings=4096)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+SMALL = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=4096)  # --big small
 
 
 def timed(fn, device: torch.device, reps: int = 20, warmup: int = 3) -> float:
@@ -53,10 +53,10 @@ def timed(fn, device: torch.device, reps: int = 20, warmup: int = 3) -> float:
         fn()
     times = []
     for _ in range(reps):
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return round(statistics.median(times), 4)
 
@@ -91,14 +91,15 @@ def hf_runner(model, prompt: list[int], n: int):
     return run
 
 
-def step_costs(model, prompt: list[int], device: torch.device, length: int, sizes=SIZES, reps: int = 20) -> dict:
+def step_costs(model, prompt: list[int], device: torch.device, length: int, sizes=SIZES, reps: int = 20,
+               attention: str = ATTENTION) -> dict:
     backends = {"static-graphs": True, "static": False} if device.type == "cuda" else {"static": False}
     rows = {name: {} for name in ("hf_eager", *backends)}
     prefill_ms = {}
     for n in sizes:
         rows["hf_eager"][n] = timed(hf_runner(model, prompt, n), device, reps=max(3, reps // 4))
     for name, graphs in backends.items():
-        backend = StaticBackend(model, graphs=graphs, max_len=length, attention=ATTENTION)
+        backend = StaticBackend(model, graphs=graphs, max_len=length, attention=attention)
         with torch.no_grad():
             prefill_ms[name] = timed(partial(backend.prefill, prompt), device, reps=reps)
             for n in sizes:
@@ -118,7 +119,8 @@ def identity_probe(backend: StaticBackend, prompt: list[int], more: list[int]) -
     backend.trim(len(prompt))
     cuts = [0, 3, 10, 11, 30, len(more)]
     chunks = torch.cat([backend.forward(more[a:b]) for a, b in zip(cuts, cuts[1:]) if b > a])
-    return {"graphs": backend.graphs, "attention": backend.attention, "tokens": len(more), "block": backend.block,
+    return {"graphs": backend.graphs, "attention": backend.attention, "tokens": len(more),
+            "block": backend.block,
             "one_by_one_equals_one_forward": torch.equal(one, together),
             "one_by_one_equals_chunks": torch.equal(one, chunks),
             "max_abs_diff": (one - together).abs().max().item()}
@@ -129,7 +131,8 @@ def choose(loaded: LoadedModel, prompt: list[int], more: list[int]) -> dict:
     """Attention kernel and torch.compile for the graphs: the fastest variant whose block rows are
     bitwise equal to one-token steps on a real prompt (printed as a CHOICE line for run_gpu.sh)."""
     rows: list[dict] = []
-    variants = [("split", False), ("split", True), ("flash", False), ("flash", True), ("sdpa", False), ("sdpa", True)]
+    variants = [("split", False), ("split", True), ("flash", False), ("flash", True), ("sdpa", False),
+                ("sdpa", True)]
     for attention, compiled in variants:
         works = [r for r in rows if r.get("bitwise")]
         if compiled and not any(r["attention"] == attention for r in works):
@@ -177,27 +180,29 @@ def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str, ro
     results = {}
     for name, engine, config in runs:
         tokens = forwards = 0
-        wall, history = 0.0, AnswerHistory()  # each method learns from its own answers only
+        wall = 0.0
+        history = AnswerHistory()  # each method learns from its own answers only
         for i, p in enumerate([prompts[0], *prompts]):  # the first is an untimed warm-up
             target = p.target[:max_new]
             cfg = replace(config, max_new_tokens=len(target))
             if i == 1:
                 history.clear()  # the warm-up's answer is the first prompt's own
-            _sync(loaded.device)
+            sync(loaded.device)
             t0 = time.perf_counter()
             result = engine.generate(p.prompt, p.references, cfg, ForcedVerifier(target), history)
-            _sync(loaded.device)
+            sync(loaded.device)
             if i:
                 wall += time.perf_counter() - t0
-                tokens, forwards = tokens + len(result.tokens), forwards + result.stats.forward_passes
+                tokens += len(result.tokens)
+                forwards += result.stats.forward_passes
         results[name] = {"tokens": tokens, "wall_s": round(wall, 3), "tokens_per_s": round(tokens / wall, 1),
                          "tokens_per_forward": round(tokens / forwards, 3)}
     for name, row in results.items():
         row["speedup_vs_greedy"] = round(row["tokens_per_s"] / results["greedy"]["tokens_per_s"], 3)
         own = results["greedy+" + name.split("+")[1] if "+" in name else "greedy"]
         row["speedup_vs_own_greedy"] = round(row["tokens_per_s"] / own["tokens_per_s"], 3)
-    return {"backend": getattr(runs[0][1].backend, "name", "hf"), "n_prompts": len(prompts), "max_new_tokens": max_new,
-            "methods": results}
+    return {"backend": getattr(runs[0][1].backend, "name", "hf"), "n_prompts": len(prompts),
+            "max_new_tokens": max_new, "methods": results}
 
 
 def random_llama(shape: dict, vocab: int, device: torch.device, dtype: torch.dtype) -> LoadedModel:
@@ -214,37 +219,9 @@ def random_llama(shape: dict, vocab: int, device: torch.device, dtype: torch.dty
     return LoadedModel(model, None, "random-llama-" + "x".join(str(v) for v in shape.values()), device, dtype)
 
 
-def markdown(report: dict) -> str:
-    lines = [f"# Verify-step cost and bit-identity probe ({report['device']})", "",
-             f"Command: `{report['command']}`", ""]
-    for probe in report["identity_probe"]:
-        mode = f"{'graphs' if probe['graphs'] else 'eager'}, {probe['attention']}"
-        lines.append(f"- Probe ({mode}): {probe['tokens']} tokens one per step "
-                     f"vs one forward: bitwise equal {probe['one_by_one_equals_one_forward']}, vs uneven chunks "
-                     f"{probe['one_by_one_equals_chunks']} (block {probe['block']})")
-    for name, costs in report["step_costs"].items():
-        table = costs["ms_per_step"]
-        lines += ["", f"## {name}: ms per verify step (attention length {costs['attention_length']})", "",
-                  "| query tokens | " + " | ".join(table) + " |", "|---" * (len(table) + 1) + "|"]
-        for n in next(iter(table.values())):
-            lines.append(f"| {n} | " + " | ".join(str(col[n]) for col in table.values()) + " |")
-        if "prefill_ms" in costs:
-            lines += ["", f"Prefill of the {costs['prompt_tokens_for_hf']}-token prompt, ms: "
-                      + ", ".join(f"{k} {v}" for k, v in costs["prefill_ms"].items())]
-    for name, run in report.get("forced_decoding", {}).items():
-        lines += ["", f"## Forced decoding, {name}: {run['n_prompts']} rag.jsonl prompts, backend {run['backend']}",
-                  "", "| method | tok/s | tokens/forward | speedup vs greedy | vs own greedy (same rows or tree) |",
-                  "|---|---|---|---|---|"]
-        for m, r in run["methods"].items():
-            lines.append(f"| {m} | {r['tokens_per_s']} | {r['tokens_per_forward']} | {r['speedup_vs_greedy']}x | "
-                         f"{r.get('speedup_vs_own_greedy', '-')}x |")
-    lines += ["", f"Commit {report.get('commit') or 'not recorded'}."]
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    ap = argparse.ArgumentParser(prog="python -m llma.gpu_bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.gpu_steps", description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="rag.jsonl (prompts and forced targets)")
     ap.add_argument("--json", type=Path, required=True)
     ap.add_argument("--device", default="auto")
@@ -256,13 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--choose", action="store_true", help="only choose the attention kernel and compile")
     ap.add_argument("--rows", default="", help="also forced-decode with N drafts per step, e.g. 4,8")
     ap.add_argument("--tree", default="", help="also forced-decode with N drafts packed per block, e.g. 6")
+    ap.add_argument("--attention", default=ATTENTION,
+                    help="the static backend's attention kernel in the probe and the step sweeps")
     args = ap.parse_args(argv)
     loaded = load_model(device=args.device)
     dev = loaded.device
     _, prompts = bench_prompts(loaded.tokenizer, args.data, args.prompts)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    command_args = sys.argv[1:] if argv is None else argv
     report: dict = {"device": f"{dev.type} ({name})", "dtype": str(loaded.dtype),
-                    "command": "python -m llma.gpu_bench " + " ".join(sys.argv[1:] if argv is None else argv),
+                    "command": "python -m benchmarks.gpu_steps " + " ".join(command_args),
                     "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
                     "commit": commit()}
     probe_tokens = prompts[0].target[:40]
@@ -272,26 +252,28 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         return 0
     modes = (True, False) if dev.type == "cuda" else (False,)
-    report["identity_probe"] = [identity_probe(StaticBackend(loaded.model, graphs=g, attention=ATTENTION),
+    attention = args.attention
+    report["identity_probe"] = [identity_probe(StaticBackend(loaded.model, graphs=g, attention=attention),
                                                prompts[0].prompt, probe_tokens) for g in modes]
     print(json.dumps(report["identity_probe"]), flush=True)
     sizes = [int(n) for n in args.sizes.split(",")]
-    report["step_costs"] = {loaded.name: step_costs(loaded.model, prompts[0].prompt, dev, args.length, sizes)}
-    print(markdown(report), flush=True)
+    report["step_costs"] = {loaded.name: step_costs(loaded.model, prompts[0].prompt, dev, args.length, sizes,
+                                                    attention=attention)}
+    print(steps_markdown(report), flush=True)
     if args.big != "none":
-        shape = SEVEN_B if args.big == "7b" else dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                                                      num_attention_heads=4, num_key_value_heads=2,
-                                                      max_position_embeddings=4096)
+        shape = SEVEN_B if args.big == "7b" else SMALL
         big = random_llama(shape, loaded.model.config.vocab_size, dev, loaded.dtype)
         del loaded
-        report["step_costs"][big.name] = step_costs(big.model, prompts[0].prompt, dev, args.length, sizes, reps=10)
-        print(markdown(report), flush=True)
+        report["step_costs"][big.name] = step_costs(big.model, prompts[0].prompt, dev, args.length, sizes,
+                                                    reps=10, attention=attention)
+        print(steps_markdown(report), flush=True)
         backend = "static-graphs" if dev.type == "cuda" else "static"
-        rows, tree = ([int(n) for n in arg.split(",") if n] for arg in (args.rows, args.tree))
-        report["forced_decoding"] = {big.name: forced_decoding(big, prompts, args.max_new_tokens, backend, rows,
-                                                               tree)}
-    print(markdown(report))
-    write_report(args.json, report, markdown(report))
+        rows = [int(n) for n in args.rows.split(",") if n]
+        tree = [int(n) for n in args.tree.split(",") if n]
+        runs = forced_decoding(big, prompts, args.max_new_tokens, backend, rows, tree)
+        report["forced_decoding"] = {big.name: runs}
+    print(steps_markdown(report))
+    write_report(args.json, report, steps_markdown(report))
     return 0
 
 

@@ -1,5 +1,24 @@
-"""The benchmark's summary (llma.bench_report.summarise): ratios and identity against the right greedy."""
-from llma.bench_report import MethodRun, _own_greedy, markdown, summarise
+"""The decoding benchmark (`python -m benchmarks.decode`): its summary (benchmarks.report.summarise),
+ratios and identity against the right greedy; its runners; and `benchmarks.gpu_steps`' forced decoding."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.data import BenchPrompt
+from benchmarks.report import MethodRun, _own_greedy, markdown, summarise
+from llma.loading import LoadedModel
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def tiny_llama(context: int) -> LoadedModel:
+    """A random-weight two-layer Llama on the CPU in fp32 (the benchmarks' own `random_llama`)."""
+    from benchmarks.gpu_steps import random_llama
+
+    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=context)
+    return random_llama(shape, 97, torch.device("cpu"), torch.float32)
 
 
 def _run(outputs, times, forwards):
@@ -15,7 +34,8 @@ def test_own_greedy_is_the_same_backend_and_rows():
 
 
 def test_summary_compares_rows_with_both_greedies():
-    same, other = [[1, 2, 3], [4, 5]], [[1, 2, 9], [4, 5]]
+    same = [[1, 2, 3], [4, 5]]
+    other = [[1, 2, 9], [4, 5]]
     runs = {
         "hf_greedy": _run(same[:1], [3.0], 0),
         "greedy": _run(same, [1.0, 1.0], 5),
@@ -31,22 +51,22 @@ def test_summary_compares_rows_with_both_greedies():
     assert rows["llma"]["speedup_vs_own_greedy"] == rows["llma"]["speedup_vs_greedy"] == 2.0
 
 
-def test_gpu_bench_forced_decoding_with_rows_on_cpu():
+def test_gpu_steps_forced_decoding_with_rows_on_cpu():
     """The 7B-shaped run's code path, on a tiny model: every method forced to the same target."""
-    from llma.bench_data import BenchPrompt
-    from llma.gpu_bench import forced_decoding
-    from llma_fixtures import tiny_llama
+    from benchmarks.gpu_steps import forced_decoding
 
     loaded = tiny_llama(context=256)
     target = [(7 * i) % 97 for i in range(30)]
-    prompt = BenchPrompt(prompt=list(range(3, 20)), references={"doc": target[5:25] + target[:8]}, target=target)
+    references = {"doc": target[5:25] + target[:8]}
+    prompt = BenchPrompt(prompt=list(range(3, 20)), references=references, target=target)
     report = forced_decoding(loaded, [prompt], 30, "static", rows=[2], tree=[3])
     methods = report["methods"]
     assert report["backend"] == "static"  # the base engine's, not the last one's
-    assert set(methods) == {"greedy", "llma", "llma_hf_defaults", "llma_k32", "greedy+rows2", "llma+rows2",
-                            "greedy+tree3", "llma+tree3"}
+    assert set(methods) == {"greedy", "llma", "llma_hf_defaults", "llma_k32", "greedy+rows2",
+                            "llma+rows2", "greedy+tree3", "llma+tree3"}
     assert all(m["tokens"] == 30 for m in methods.values())
-    assert methods["llma+tree3"]["tokens_per_forward"] > 1 and methods["greedy+tree3"]["speedup_vs_own_greedy"] == 1
+    assert methods["llma+tree3"]["tokens_per_forward"] > 1
+    assert methods["greedy+tree3"]["speedup_vs_own_greedy"] == 1
     assert methods["llma+rows2"]["tokens_per_forward"] >= methods["llma"]["tokens_per_forward"] > 1
     assert methods["greedy+rows2"]["speedup_vs_own_greedy"] == 1.0
 
@@ -56,14 +76,17 @@ def test_summary_splits_off_the_first_token():
     outputs = [[1, 2, 3, 4, 5], [6, 7, 8]]  # 6 tokens after the first ones
     runs = {
         "hf_greedy": _run(outputs[:1], [3.0], 0),
-        "greedy": MethodRun(outputs=outputs, times=[1.0, 1.0], wall_s=2.0, forwards=8, first_token_s=[0.4, 0.4]),
-        "llma": MethodRun(outputs=outputs, times=[0.5, 0.5], wall_s=1.0, forwards=3, first_token_s=[0.4, 0.4]),
+        "greedy": MethodRun(outputs=outputs, times=[1.0, 1.0], wall_s=2.0, forwards=8,
+                            first_token_s=[0.4, 0.4]),
+        "llma": MethodRun(outputs=outputs, times=[0.5, 0.5], wall_s=1.0, forwards=3,
+                          first_token_s=[0.4, 0.4]),
     }
     rows = {r["method"]: r for r in summarise(runs)}
     assert rows["greedy"]["decode_tokens_per_s"] == 5.0 and rows["greedy"]["ms_to_first_token"] == 400.0
     assert rows["llma"]["decode_tokens_per_s"] == 30.0 and rows["llma"]["decode_speedup_vs_greedy"] == 6.0
     assert rows["llma"]["speedup_vs_greedy"] == 2.0  # end to end, the shared first token included
-    assert rows["hf_greedy"]["decode_tokens_per_s"] is None and rows["hf_greedy"]["decode_speedup_vs_greedy"] is None
+    assert rows["hf_greedy"]["decode_tokens_per_s"] is None
+    assert rows["hf_greedy"]["decode_speedup_vs_greedy"] is None
     report = {"dataset": "rag", "mode": "forced", "n_prompts": 2, "device": "cpu", "command": "c",
               "versions": {}, "results": list(rows.values())}
     table = markdown(report)
@@ -78,10 +101,9 @@ def test_summary_splits_off_the_first_token():
 
 def test_engine_runner_times_the_first_token_in_forced_decoding():
     """The runner's clock marks when the prefill's token came, inside the measured time."""
-    from llma.bench import EngineRunner, measure
-    from llma.bench_data import BenchPrompt
+    from benchmarks.decode import measure
+    from benchmarks.runners import EngineRunner
     from llma.engine import Engine, LLMAConfig
-    from llma_fixtures import tiny_llama
 
     engine = Engine(tiny_llama(context=256), "static")
     target = [(7 * i) % 97 for i in range(40)]
@@ -92,25 +114,28 @@ def test_engine_runner_times_the_first_token_in_forced_decoding():
                "llma": EngineRunner(engine, config, forced=True)}
     runs = measure(runners, prompts, engine.loaded.device)
     for name in ("greedy", "llma"):
-        (first,), (wall,) = runs[name].first_token_s, runs[name].times
+        (first,) = runs[name].first_token_s
+        (wall,) = runs[name].times
         assert 0 < first < wall and runs[name].outputs == [target]
     assert runs["hf_greedy"].first_token_s == []
     rows = {r["method"]: r for r in summarise(runs)}
     assert rows["llma"]["decode_speedup_vs_greedy"] > 0 and rows["llma"]["tokens_per_forward"] > 1
 
 
-def test_bench_names_the_same_commit_in_its_table_and_json(tmp_path, monkeypatch):
-    """`python -m llma.bench` end to end (bundled model, CPU, one forced prompt): the printed table and
+@pytest.mark.slow
+@pytest.mark.shared_data
+def test_decode_names_the_same_commit_in_its_table_and_json(tmp_path, monkeypatch):
+    """`python -m benchmarks.decode` end to end (bundled model, CPU, one forced prompt): the printed table and
     the markdown name the commit the JSON records (the markdown was once rendered before it was set)."""
     import json
 
-    from llma.bench import main
-    from llma_fixtures import SHARED_DATA
+    from benchmarks.decode import main
 
     monkeypatch.setenv("LLMA_GIT_COMMIT", "abc1234")
     out = tmp_path / "bench.json"
-    assert main(["--data", str(SHARED_DATA / "llma-rag" / "rag.jsonl"), "--mode", "forced", "--limit", "1",
-                 "--max-new-tokens", "6", "--device", "cpu", "--hf-limit", "1", "--json", str(out)]) == 0
+    data = SHARED_DATA / "llma-rag" / "rag.jsonl"
+    assert main(["--data", str(data), "--mode", "forced", "--limit", "1", "--max-new-tokens", "6",
+                 "--device", "cpu", "--hf-limit", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["commit"] == "abc1234"
     assert "Commit abc1234." in out.with_suffix(".md").read_text()

@@ -1,5 +1,6 @@
-"""The benchmarks' reports: what `python -m llma.bench` measured per method, summarised (speed ratios,
-identity), its markdown table and the JSON beside it."""
+"""The benchmarks' reports: what `python -m benchmarks.decode` measured per method, summarised (speed
+ratios, identity), its markdown table and the JSON beside it; the markdown of `python -m
+benchmarks.gpu_steps`; and `commit`, the code's commit that every report names."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,8 @@ class MethodRun:
 
 
 def _first_divergence(a: list[int], b: list[int]) -> int | None:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+    at_end = None if len(a) == len(b) else min(len(a), len(b))
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), at_end)
 
 
 def _tps(run: MethodRun, n: int) -> float:
@@ -58,10 +60,12 @@ def _own_greedy(name: str) -> str:
 
 
 def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
-    greedy, hf = runs["greedy"], runs["hf_greedy"]
+    greedy = runs["greedy"]
+    hf = runs["hf_greedy"]
     rows = []
     for name, run in runs.items():
-        tps, n = (run.tokens / run.wall_s if run.wall_s else 0.0), len(run.outputs)
+        tps = run.tokens / run.wall_s if run.wall_s else 0.0
+        n = len(run.outputs)
         own = runs.get(_own_greedy(name), greedy)
         divergences = [_first_divergence(o, g) for o, g in zip(run.outputs, greedy.outputs)]
         decode = _decode_tps(run, n)
@@ -92,26 +96,28 @@ def summarise(runs: dict[str, MethodRun]) -> list[dict[str, object]]:
 def markdown(report: dict[str, object]) -> str:
     lines = [f"# {report['dataset']} ({report['mode']} decoding), {report['n_prompts']} prompts",
              "", f"Device: {report['device']}. Command: `{report['command']}`", "",
-             f"Our greedy/llma: backend {report.get('backend')}; name@backend: the same through that backend; "
-             "name+rowsN: the same with N drafts verified side by side per step; name+treeN: N drafts packed "
-             "into the one block (treeN/B: a block of B rows); own greedy: greedy through the same backend (and "
-             "rows or tree). Speedups compare the same prompts. After the first token: the same prompts' tokens "
-             "after the first over the time after it (the decoding steps, without the prefill that greedy and "
-             "LLMA share; on CUDA the first token is timed on the GPU's clock).", "",
+             f"Our greedy/llma: backend {report.get('backend')}; name@backend: the same through that "
+             "backend; name+rowsN: the same with N drafts verified side by side per step; name+treeN: N "
+             "drafts packed into the one block (treeN/B: a block of B rows); own greedy: greedy through the "
+             "same backend (and rows or tree). Speedups compare the same prompts. After the first token: the "
+             "same prompts' tokens after the first over the time after it (the decoding steps, without the "
+             "prefill that greedy and LLMA share; on CUDA the first token is timed on the GPU's clock).", "",
              f"LLMA drafting settings (on our backend; what the command leaves unset is the backend's "
              f"default): {report.get('llma_settings', 'not recorded')}", "",
-             "| method | prompts | tok/s | tokens/forward | acceptance | speedup vs our greedy | vs HF greedy | "
-             "vs own greedy | ms/forward | identical to our greedy | to own greedy | to HF greedy | "
-             "ms to first token | after it: tok/s | after it: vs our greedy |",
+             "| method | prompts | tok/s | tokens/forward | acceptance | speedup vs our greedy | "
+             "vs HF greedy | vs own greedy | ms/forward | identical to our greedy | to own greedy | "
+             "to HF greedy | ms to first token | after it: tok/s | after it: vs our greedy |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
-        lines.append(f"| {r['method']} | {r['prompts']} | {r['tokens_per_s']} | {r['tokens_per_forward'] or '-'} | "
-                     f"{r['acceptance_rate'] or '-'} | {r['speedup_vs_greedy']}x | {r['speedup_vs_hf_greedy']}x | "
+        lines.append(f"| {r['method']} | {r['prompts']} | {r['tokens_per_s']} | "
+                     f"{r['tokens_per_forward'] or '-'} | {r['acceptance_rate'] or '-'} | "
+                     f"{r['speedup_vs_greedy']}x | {r['speedup_vs_hf_greedy']}x | "
                      f"{r.get('speedup_vs_own_greedy', '-')}x | {r.get('ms_per_forward') or '-'} | "
                      f"{r['identical_to_greedy']:.0%} | {r['identical_to_own_greedy']:.0%} | "
                      f"{r['identical_to_hf_greedy']:.0%} | {r.get('ms_to_first_token') or '-'} | "
                      f"{r.get('decode_tokens_per_s') or '-'} | {_times(r.get('decode_speedup_vs_greedy'))} |")
-    lines += ["", f"Commit {report.get('commit') or 'not recorded'}.", "", f"Versions: {report['versions']}", ""]
+    lines += ["", f"Commit {report.get('commit') or 'not recorded'}.", "",
+              f"Versions: {report['versions']}", ""]
     return "\n".join(lines)
 
 
@@ -119,9 +125,42 @@ def _times(ratio: float | None) -> str:
     return f"{ratio}x" if ratio else "-"
 
 
+def steps_markdown(report: dict) -> str:
+    """`python -m benchmarks.gpu_steps`'s report as markdown: the probes, the step costs per model and
+    block size, the forced decoding runs."""
+    lines = [f"# Verify-step cost and bit-identity probe ({report['device']})", "",
+             f"Command: `{report['command']}`", ""]
+    for probe in report["identity_probe"]:
+        mode = f"{'graphs' if probe['graphs'] else 'eager'}, {probe['attention']}"
+        lines.append(f"- Probe ({mode}): {probe['tokens']} tokens one per step "
+                     f"vs one forward: bitwise equal {probe['one_by_one_equals_one_forward']}, "
+                     f"vs uneven chunks {probe['one_by_one_equals_chunks']} (block {probe['block']})")
+    for name, costs in report["step_costs"].items():
+        table = costs["ms_per_step"]
+        lines += ["", f"## {name}: ms per verify step (attention length {costs['attention_length']})", "",
+                  "| query tokens | " + " | ".join(table) + " |", "|---" * (len(table) + 1) + "|"]
+        for n in next(iter(table.values())):
+            lines.append(f"| {n} | " + " | ".join(str(col[n]) for col in table.values()) + " |")
+        if "prefill_ms" in costs:
+            lines += ["", f"Prefill of the {costs['prompt_tokens_for_hf']}-token prompt, ms: "
+                      + ", ".join(f"{k} {v}" for k, v in costs["prefill_ms"].items())]
+    for name, run in report.get("forced_decoding", {}).items():
+        lines += ["", f"## Forced decoding, {name}: {run['n_prompts']} rag.jsonl prompts, "
+                  f"backend {run['backend']}", "",
+                  "| method | tok/s | tokens/forward | speedup vs greedy | "
+                  "vs own greedy (same rows or tree) |",
+                  "|---|---|---|---|---|"]
+        for m, r in run["methods"].items():
+            lines.append(f"| {m} | {r['tokens_per_s']} | {r['tokens_per_forward']} | "
+                         f"{r['speedup_vs_greedy']}x | {r.get('speedup_vs_own_greedy', '-')}x |")
+    lines += ["", f"Commit {report.get('commit') or 'not recorded'}."]
+    return "\n".join(lines) + "\n"
+
+
 def commit() -> str | None:
-    """The code's commit: LLMA_GIT_COMMIT where the tree travelled without .git (the GPU machine).
-    (reliability/report.py keeps its own: importing llma there would load torch into light tools.)"""
+    """HEAD's short hash, or None where git cannot tell; LLMA_GIT_COMMIT names it where the tree
+    travelled without .git (the GPU machine). The one place that reads LLMA_GIT_COMMIT: the benchmarks
+    and reliability/ report through it (this module imports neither torch nor llma)."""
     if os.environ.get("LLMA_GIT_COMMIT"):
         return os.environ["LLMA_GIT_COMMIT"]
     try:

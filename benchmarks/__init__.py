@@ -1,0 +1,1 @@
+"""The benchmarks: scripts run as `python -m benchmarks.<name>`, their data sets and reports."""

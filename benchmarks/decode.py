@@ -30,7 +30,9 @@ from benchmarks.runners import EngineRunner, Runner, hf_runner, sync
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
 from llma.reference_index import POLICIES
-from llma.static import select_backend
+from llma.backend import Backend
+from llma.options import EngineOptions
+from llma.static import StaticBackend, select_backend
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +51,17 @@ def methods(loaded: LoadedModel, engine: Engine,
     table["hf_prompt_lookup"] = hf_runner(loaded, args.max_new_tokens, forced, lookup=args.k or HF_DEFAULTS.k)
     engines = [engine]
     for backend in args.also_backend:  # the same two methods through another backend: greedy@static, ...
-        other = Engine(loaded, backend=backend)
+        other = Engine(loaded, options=replace(engine.options, backend=backend))
         engines.append(other)
         table[f"greedy@{backend}"] = EngineRunner(other, base.greedy(), forced)
         table[f"llma@{backend}"] = EngineRunner(other, base, forced)
     # Several drafts per step: side by side (rows) or packed into the block (tree); greedy runs the same.
     for option, specs in (("rows", args.rows), ("tree", args.tree)):
+        field = "cache_copies" if option == "rows" else "packed_drafts"
         for spec in specs:  # N, or N/B: N drafts in a query block of B rows (both greedy and LLMA)
             n, _, block = spec.partition("/")
-            sizes = {option: int(n), **({"block": int(block)} if block else {})}
-            other = Engine(loaded, backend=select_backend(loaded.model, args.backend, **sizes))
+            options = replace(engine.options, **{field: int(n)})
+            other = Engine(loaded, backend=backend_for(loaded, options, int(block) if block else None))
             engines.append(other)
             table[f"greedy+{option}{spec}"] = EngineRunner(other, base.greedy(), forced)
             table[f"llma+{option}{spec}"] = EngineRunner(other, base, forced)
@@ -68,6 +71,17 @@ def methods(loaded: LoadedModel, engine: Engine,
         config = replace(base, **{k: _typed(k, v) for k, v in overrides.items()})
         table[name] = EngineRunner(engine, config, forced)
     return table, engines
+
+
+def backend_for(loaded: LoadedModel, options: EngineOptions, block: int | None) -> Backend:
+    """The backend `options` choose, with a query block of `block` rows where given (static only)."""
+    if block is None:
+        return select_backend(loaded.model, options)
+    graphs = options.backend != "static"
+    chosen = options.resolve(loaded.device.type == "cuda", graphs)
+    return StaticBackend(loaded.model, block=block, graphs=graphs, attention=chosen.attention,
+                         compile=chosen.compile, cache_copies=chosen.cache_copies,
+                         packed_drafts=chosen.packed_drafts)
 
 
 def base_config(args: argparse.Namespace) -> LLMAConfig:
@@ -189,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-    engine = Engine(loaded, backend=args.backend)
+    # The environment is read here, at the edge: LLMA_STATIC_* choose the engine's kernels.
+    engine = Engine(loaded, options=EngineOptions.from_env(os.environ, backend=args.backend))
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit, args.refs, args.max_passages)
     if args.mode == "forced" and not all(p.target for p in prompts):
         raise SystemExit(f"--mode forced needs targets (result.text) in {args.data}")

@@ -13,7 +13,7 @@ accepted prefix plus the next token:
 - free (`--free`): the outputs are SmolLM2's own greedy answers, generated here on the CPU in
   fp32 (LLMA is lossless, so free decoding's steps are forced decoding to these).
 Settings: the static backend's (min_n 1, k 31, "longest"), 1 draft per step (31 tokens) and 4
-packed into a 32-row block (llma.static.tree.draft_caps, the CUDA default).
+packed into a 32-row block (llma.static.packing.draft_caps, the CUDA default).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from llma.history import AnswerHistory
 from llma.loading import load_model
 from llma.proposer import CopyLength, Proposer
 from llma.reference_index import ReferenceIndex
-from llma.static.tree import draft_caps
+from llma.static.packing import draft_caps
 from llma.verifier import count_accepted
 
 BLOCK = 32

@@ -4,7 +4,7 @@
         --json benchmarks/results/draft_packing.json
 
 Pack several drafts into the one block, draft i cut to `caps[i]` tokens, all within the block's 31
-drafted tokens (or a larger block's): `StaticBackend(tree=N)` does it (llma/static/tree.py, its
+drafted tokens (or a larger block's): `StaticBackend(packed_drafts=N)` does it (llma/static/packing.py, its
 caps from `draft_caps`; draft_settings.py counts those). This counts other cap choices, and what a
 token tree would add: "flat" gives each draft its own slots (what the backend does), "trie" stores
 the drafts' shared prefixes once, so a later draft costs only the slots after the prefix it shares

@@ -7,7 +7,7 @@ Why: on (a) most steps that accept nothing come where the answer starts a new co
 token is in the references, but nowhere after the output's last token (`--why`, below), so no
 suffix-anchored draft can hold it. These rules draft such copies anyway, each as extra drafts packed
 into the one 32-row block next to `ReferenceIndex.lookup_many`'s (31 drafted slots in all, the
-first draft keeping what the others leave, as `StaticBackend(tree=N)` does):
+first draft keeping what the others leave, as `StaticBackend(packed_drafts=N)` does):
 - "resume+1": the answer changed one word of the passage it was copying: go on in that passage one
   token after where the last accepted copy ended (the proposer's `near` point), whatever the last token;
 - "resume+0": the answer inserted a word: go on from that point itself;
@@ -33,7 +33,7 @@ from llma.reference_index import ReferenceIndex
 from llma.types import Draft, RefId
 
 SLOTS = 31  # the 32-row block's drafted slots (llma.static.backend.DEFAULT_BLOCK - 1)
-PACKED = (31, 5, 5, 5)  # StaticBackend(tree=4)'s caps (llma.static.tree.draft_caps(32, 4))
+PACKED = (31, 5, 5, 5)  # StaticBackend(packed_drafts=4)'s caps (llma.static.packing.draft_caps(32, 4))
 
 
 @dataclass

@@ -11,7 +11,7 @@ per step, and counts forwards. It chose the static backend's drafting defaults
 (llma.engine.fixed_block_defaults); on the GPU, `python -m benchmarks.decode --mode forced` measures the
 same tokens per forward with the real model (benchmarks/GPU.md). Also with several drafts verified
 per step: side by side (the backend's `rows`) or packed into the one block (its `tree`, with the
-caps of llma.static.tree.draft_caps). Only the tokenizer is loaded.
+caps of llma.static.packing.draft_caps). Only the tokenizer is loaded.
 """
 from __future__ import annotations
 
@@ -27,23 +27,26 @@ from llma.decoder import Decoder, StopConfig
 from llma.engine import OUTPUT_REF
 from llma.loading import load_model
 from llma.proposer import CopyLength, Proposer
+from llma.backend import SingleDraftBackend
 from llma.reference_index import POLICIES, ReferenceIndex
-from llma.static.tree import draft_caps
+from llma.static.packing import draft_caps
 from llma.verifier import ForcedVerifier
 
 BLOCK = 32  # llma.static.backend.DEFAULT_BLOCK: the last token and up to 31 drafted ones
 PACKED = [(32, n) for n in (2, 4, 6, 8, 11)] + [(64, n) for n in (6, 9, 12)]  # (block, drafts) for tree=N
 
 
-class CountingBackend:
+class CountingBackend(SingleDraftBackend):
     """The Backend protocol with a fixed block and no model: forced decoding never reads logits."""
+
+    name = "counting"
 
     def __init__(self, block: int = BLOCK, rows: int = 1, tree: int = 0) -> None:
         self.block = block
         self.rows = rows
         self.tree = tree
         self._len = 0
-        self.draft_caps = draft_caps(block, tree) if tree else None
+        self.draft_caps = draft_caps(block, tree) if tree else ()
         self._logits = torch.zeros(max(rows, tree), block, 1)
 
     context_length = property(lambda self: 1 << 20)
@@ -112,12 +115,12 @@ def markdown(report: dict[str, object]) -> str:
               f"{r['prefer_answer']} | {r['tokens_per_forward']} |" for r in report["rows"]]
     several = report.get("drafts_per_step_tokens_per_forward", {})
     lines += ["", "With the static backend's defaults (min_n 1, max_n 4, k 31, longest, the answer first) "
-              "and N drafts verified side by side per step (`StaticBackend(rows=N)`):", "",
+              "and N drafts verified side by side per step (`StaticBackend(cache_copies=N)`):", "",
               "| drafts per step | tokens/forward |", "|---|---|"]
     lines += [f"| {n} | {tpf} |" for n, tpf in several.items()]
     packed = report.get("packed_tokens_per_forward", [])
-    lines += ["", "The same, the drafts packed into the one block (`StaticBackend(tree=N)`; the later "
-              "drafts' lengths from `llma.static.tree.draft_caps`, the first takes what they leave):", "",
+    lines += ["", "The same, the drafts packed into the one block (`StaticBackend(packed_drafts=N)`; the later "
+              "drafts' lengths from `llma.static.packing.draft_caps`, the first takes what they leave):", "",
               "| block | drafts per step | draft lengths | tokens/forward |", "|---|---|---|---|"]
     lines += [f"| {r['block']} | {r['drafts']} | {r['caps']} | {r['tokens_per_forward']} |" for r in packed]
     return "\n".join(lines) + "\n"
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
               f"policy={policy} prefer_answer={prefer}", flush=True)
     best = max(rows, key=lambda r: r["tokens_per_forward"])
     print(f"best: {best}")
-    # The static backend's defaults with N drafts verified side by side per step (StaticBackend(rows=N)).
+    # The static backend's defaults with N drafts verified side by side per step (StaticBackend(cache_copies=N)).
     several = {str(n): with_defaults(prompts, eos_ids, args.max_new_tokens, rows=n) for n in (1, 2, 4, 8, 16)}
     print(f"drafts per step -> tokens/forward: {several}")
     packed = [{"block": block, "drafts": n, "caps": list(draft_caps(block, n)),

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import os
 import pstats
 import sys
 import time
@@ -29,7 +30,7 @@ from torch.autograd import DeviceType
 from benchmarks.data import BenchPrompt, bench_prompts
 from llma.engine import Engine, LLMAConfig
 from llma.loading import load_model
-from llma.static import select_backend
+from llma.options import EngineOptions
 from llma.types import DecodeResult
 from llma.verifier import ForcedVerifier
 
@@ -43,7 +44,8 @@ def main() -> int:
     ap.add_argument("--kernels", action="store_true", help="also the GPU time per forward by kernel")
     args = ap.parse_args()
     loaded = load_model(device="cuda")
-    engine = Engine(loaded, backend=select_backend(loaded.model, "static-graphs", tree=args.tree))
+    options = EngineOptions.from_env(os.environ, backend="static-graphs", packed_drafts=args.tree)
+    engine = Engine(loaded, options=options)
     _, prompts = bench_prompts(loaded.tokenizer, args.data, args.prompts)
     configs = {"greedy": LLMAConfig(max_new_tokens=128).greedy(), "llma": LLMAConfig(max_new_tokens=128)}
     for p in prompts:  # every prefill graph captured here, untimed

@@ -89,7 +89,7 @@ def main() -> int:
     }
     first: dict[str, list[torch.Tensor]] = {}
     for name, compile in (("eager ops", False), ("compiled", True)):
-        backend = StaticBackend(loaded.model, attention="split", compile=compile, tree=4)
+        backend = StaticBackend(loaded.model, attention="split", compile=compile, packed_drafts=4)
         t0 = time.perf_counter()
         first[name] = [first_token_ms(backend, i)[1] for i in ids]  # captures and compiles: untimed
         setup = time.perf_counter() - t0

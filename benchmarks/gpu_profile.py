@@ -54,8 +54,8 @@ def decode_overhead(backend: StaticBackend, prompt_len: int = 900, steps: int = 
     for i in range(steps):
         backend.forward([int(i)]).argmax(-1).tolist()
     per_step = (time.perf_counter() - t0) * 1e3 / steps
-    replay = timed(block_runner(backend, backend.block, backend._L), DEV, reps=30)
-    return {"attention_length": backend._L, "step_ms": round(per_step, 4), "replay_ms": replay}
+    replay = timed(block_runner(backend, backend.block, backend.key_length), DEV, reps=30)
+    return {"attention_length": backend.key_length, "step_ms": round(per_step, 4), "replay_ms": replay}
 
 
 def bitwise_probe(backend: StaticBackend) -> bool:

@@ -6,8 +6,8 @@ A SmolLM2-135M-shaped Llama with random weights in bf16 (no model file needed), 
 `python -m benchmarks.decode` runs it on the GPU (CUDA graphs, split-KV attention, torch.compile), 8,192-token
 context, one 32-slot block per row at position ~1,000. Per row count: the replayed step's median wall
 time, and its kernels by kind (split-KV attention, matrix products, the rest) from the profiler.
-With --tree, the same for N drafts packed into the one block (StaticBackend(tree=N)): a greedy step
-(one draft) and a block full of drafts (each at its cap, llma.static.tree.draft_caps).
+With --tree, the same for N drafts packed into the one block (StaticBackend(packed_drafts=N)): a greedy step
+(one draft) and a block full of drafts (each at its cap, llma.static.packing.draft_caps).
 """
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from benchmarks.gpu_profile import DEV, SMOL, kernel_times
 from benchmarks.gpu_steps import block_runner, random_llama, timed
 from benchmarks.report import commit
 from llma.static import StaticBackend
-from llma.static.tree import NO_MOVE, draft_caps, pack, single
+from llma.static.cache import NO_MOVE
+from llma.static.packing import draft_caps, pack, single
 
 
 def kind(name: str) -> str:
@@ -45,17 +46,17 @@ def breakdown(run) -> dict:
 def tree_runner(backend: StaticBackend, pos: int, full: bool):
     """A replay of the packed step at `pos`: one draft filling the block, or every draft at its cap."""
     block = backend.block
-    n = backend.tree
+    n = backend.packed_drafts
     caps = draft_caps(block, n)
     later = [[1] + [7 + i] * c for i, c in enumerate(caps[1:])]
     if full:
         packed = pack([[1] + [5] * (caps[0] - sum(caps[1:])), *later], block, n)
     else:
         packed = single([1] * block, block, n)
-    length = backend._bucket(pos + block)
-    graph, static_inp, _ = backend._graph(block, length, pos)
-    static_inp.copy_(torch.tensor([*packed.ids, pos, *packed.info(), *NO_MOVE]))
-    return graph.replay
+    length = backend.attention_length(pos + block)
+    captured = backend.step_graph(backend.layout, length, pos)
+    captured.inp.copy_(torch.tensor(backend.layout.flat(packed.ids, pos, packed.info(), NO_MOVE)))
+    return captured.graph.replay
 
 
 def main() -> None:
@@ -70,7 +71,7 @@ def main() -> None:
                     "commit": commit(), "rows": {}, "tree": {}}
     model = random_llama(SMOL, 49152, DEV, torch.bfloat16).model
     for n in (int(r) for r in args.tree.split(",") if r):
-        backend = StaticBackend(model, graphs=True, attention="split", compile=True, tree=n)
+        backend = StaticBackend(model, graphs=True, attention="split", compile=True, packed_drafts=n)
         for full in (False, True):
             run = tree_runner(backend, 1024, full)
             report["tree"][f"{n} {'packed' if full else 'greedy'}"] = {"step_ms": timed(run, DEV, reps=50),
@@ -79,7 +80,7 @@ def main() -> None:
         del backend
         torch.cuda.empty_cache()
     for rows in (int(r) for r in args.rows.split(",") if r):
-        backend = StaticBackend(model, graphs=True, attention="split", compile=True, rows=rows)
+        backend = StaticBackend(model, graphs=True, attention="split", compile=True, cache_copies=rows)
         run = block_runner(backend, 32, 1056)
         report["rows"][rows] = {"step_ms": timed(run, DEV, reps=50), **breakdown(run)}
         print(rows, json.dumps(report["rows"][rows]), flush=True)

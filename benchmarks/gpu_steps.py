@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import statistics
 import sys
@@ -35,7 +36,9 @@ from benchmarks.runners import sync
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.history import AnswerHistory
 from llma.loading import LoadedModel, load_model
-from llma.static import StaticBackend, select_backend
+from llma.options import EngineOptions
+from llma.static import StaticBackend
+from llma.static.inputs import StepLayout
 from llma.verifier import ForcedVerifier
 
 log = logging.getLogger(__name__)
@@ -64,16 +67,17 @@ def timed(fn, device: torch.device, reps: int = 20, warmup: int = 3) -> float:
 def block_runner(backend: StaticBackend, block: int, length: int):
     """One static step of `block` query slots at position `length - block` (attending to ~`length` keys)."""
     pos = max(0, length - block)
-    length = backend._bucket(max(length, block))
-    ids = torch.randint(0, backend.embed.shape[0], (backend.rows * block,),
+    length = backend.attention_length(max(length, block))
+    layout = StepLayout(block, backend.cache_copies)
+    ids = torch.randint(0, backend.weights.embed.shape[0], (backend.cache_copies * block,),
                         generator=torch.Generator().manual_seed(block))
-    inp = torch.cat([ids, torch.tensor([pos])])
+    inp = torch.tensor(layout.flat(ids.tolist(), pos))
     if backend.graphs:
-        graph, static_inp, _ = backend._graph(block, length, pos)
-        static_inp.copy_(inp)
-        return graph.replay
+        captured = backend.step_graph(layout, length, pos)
+        captured.inp.copy_(inp)
+        return captured.graph.replay
     inp = inp.to(backend.device)
-    return lambda: backend._step(inp, length)
+    return lambda: backend.step(inp, layout, length)
 
 
 @torch.inference_mode()
@@ -150,7 +154,7 @@ def choose(loaded: LoadedModel, prompt: list[int], more: list[int]) -> dict:
             ok = probe["one_by_one_equals_one_forward"] and probe["one_by_one_equals_chunks"]
             rows.append({"attention": attention, "compile": compiled, "bitwise": ok,
                          "step_ms": step_ms,
-                         "setup_s": round(time.perf_counter() - t0, 1), "attention_length": backend._L})
+                         "setup_s": round(time.perf_counter() - t0, 1), "attention_length": backend.key_length})
         except Exception as err:  # noqa: BLE001
             rows.append({"attention": attention, "compile": compiled, "error": str(err)[:300]})
         print(rows[-1], flush=True)
@@ -165,13 +169,15 @@ def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str, ro
     """Our greedy and LLMA (defaults and two earlier settings); with `rows`, greedy+rowsN and
     llma+rowsN through a backend verifying N drafts side by side (greedy there runs N rows too);
     with `tree`, greedy+treeN and llma+treeN, N drafts packed into the one block."""
-    engine = Engine(loaded, backend=backend)
+    options = EngineOptions.from_env(os.environ, backend=backend)
+    engine = Engine(loaded, options=options)
     configs = {"greedy": LLMAConfig(enabled=False), "llma": LLMAConfig(),  # llma: the backend's defaults
                "llma_hf_defaults": HF_DEFAULTS.apply(LLMAConfig()),
                "llma_k32": LLMAConfig(min_n=1, k=32, adaptive=False, policy="recent")}
     runs = [(name, engine, config) for name, config in configs.items()]
     for option, n in [*(("rows", n) for n in rows), *(("tree", n) for n in tree)]:
-        several = Engine(loaded, backend=select_backend(loaded.model, backend, **{option: n}))
+        field = "cache_copies" if option == "rows" else "packed_drafts"
+        several = Engine(loaded, options=replace(options, **{field: n}))
         runs += [(f"greedy+{option}{n}", several, LLMAConfig(enabled=False)),
                  (f"llma+{option}{n}", several, LLMAConfig())]
     for e in {id(e): e for _, e, _ in runs}.values():

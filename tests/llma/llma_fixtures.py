@@ -9,15 +9,17 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from llma.backend import Argmax
+from llma.backend import Argmax, SingleDraftBackend
 from llma.loading import LoadedModel
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-class SequenceBackend:
+class SequenceBackend(SingleDraftBackend):
     """What the mock backends share: the tokens fed so far (`seq`, its length the cache), the sizes
-    of the forwards, the context window, and `trim`."""
+    of the forwards, the context window, and `trim` (the other Backend members: one draft a step)."""
+
+    name = "mock"
 
     def __init__(self, context_length: int) -> None:
         self._context_length = context_length
@@ -97,7 +99,9 @@ class ScriptedRowsBackend(ScriptedBackend):
     def __init__(self, script: Sequence[int], rows: int = 3, caps: Sequence[int] | None = None,
                  **kwargs: int) -> None:
         super().__init__(script, **kwargs)
-        self.rows, self.row_counts, self.draft_caps = rows, [], caps
+        self.rows = rows
+        self.row_counts: list[int] = []
+        self.draft_caps = tuple(caps or ())
         self._candidates: list[list[int]] = []
         self.drafts_seen: list[list[list[int]]] = []  # each forward_rows' rows
 

@@ -61,7 +61,7 @@ def test_engine_parts_follow_the_config():
 class _GraphBackend:
     """A CPU static backend that says it captures graphs (as on CUDA), counting its prefills and steps."""
 
-    graphs = True
+    needs_warm_up = True
 
     def __init__(self, backend):
         self._backend, self.calls = backend, []

@@ -30,6 +30,7 @@ def _bench_prompts():  # noqa: ANN202 (the prompt builder, where the tree at han
 
 
 def dump(args: argparse.Namespace) -> dict[str, object]:
+    import llma
     from llma import Engine, ForcedVerifier, LLMAConfig, load_model
 
     loaded = load_model(device=args.device)
@@ -54,7 +55,7 @@ def dump(args: argparse.Namespace) -> dict[str, object]:
             runs[f"{mode}/{method}"] = rows
     if engine.backend.name.startswith("static-graphs"):
         torch.cuda.synchronize()
-    return {"backend": engine.backend.name, "device": str(loaded.device), "dtype": str(loaded.dtype),
+    return {"llma": llma.__file__, "backend": engine.backend.name, "device": str(loaded.device), "dtype": str(loaded.dtype),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "commit": args.commit,
             "seconds": round(time.perf_counter() - started, 1), "runs": runs}
@@ -94,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "dump":
         found = dump(args)
         Path(args.json).write_text(json.dumps(found))
-        print(f"{found['backend']} on {found['gpu'] or found['device']}: {found['prompts']} prompts in "
-              f"{found['seconds']} s -> {args.json}")
+        print(f"{found['llma']}: {found['backend']} on {found['gpu'] or found['device']}: "
+              f"{found['prompts']} prompts in {found['seconds']} s -> {args.json}")
         return 0
     lines, same = compare(json.loads(Path(args.before).read_text()), json.loads(Path(args.after).read_text()))
     print("\n".join(lines))

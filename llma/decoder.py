@@ -166,14 +166,9 @@ class Decoder:
             self.backend.trim(cached + verdict.accepted)
         return verdict
 
-    def generate(
-        self,
-        prompt: Sequence[int],
-        *,
-        proposer: Proposer | None = None,
-        verifier: Verifier | None = None,
-        stop: StopConfig = StopConfig(),
-    ) -> DecodeResult:
+    def generate(self, prompt: Sequence[int], *, proposer: Proposer | None = None,
+                 verifier: Verifier | None = None, stop: StopConfig = StopConfig()) -> DecodeResult:
+        """`stream`'s events folded into one result."""
         return collect(self.stream(prompt, proposer=proposer, verifier=verifier, stop=stop))
 
 

@@ -225,14 +225,10 @@ class Engine:
             stop=stop,
         )
 
-    def generate(
-        self,
-        prompt: Sequence[int],
-        references: Mapping[RefId, Sequence[int]] | None = None,
-        config: LLMAConfig = LLMAConfig(),
-        verifier: Verifier | None = None,
-        history: AnswerHistory | None = None,
-    ) -> DecodeResult:
+    def generate(self, prompt: Sequence[int], references: Mapping[RefId, Sequence[int]] | None = None,
+                 config: LLMAConfig = LLMAConfig(), verifier: Verifier | None = None,
+                 history: AnswerHistory | None = None) -> DecodeResult:
+        """`stream`'s events folded into one result (tokens, copied spans, statistics)."""
         return collect(self.stream(prompt, references, config, verifier, history))
 
     def warm_up(self) -> bool:

@@ -16,36 +16,32 @@ from rag.eval.squad import SquadQuestion
 
 @dataclass
 class Totals:
-    """LLMA runs against their greedy baselines, summed over questions."""
+    """LLMA runs against their greedy baselines: one (llma, greedy) pair of answers per question."""
 
-    n: int = 0
-    tokens: int = 0
-    forwards: int = 0
-    accepted: int = 0
-    llma_wall: float = 0.0
-    greedy_wall: float = 0.0
-    identical: int = 0
-    per_question_speedups: list[float] = field(default_factory=list)
+    pairs: list[tuple[Answer, Answer]] = field(default_factory=list)
 
     def add(self, llma: Answer, greedy: Answer) -> None:
-        self.n += 1
-        self.tokens += int(llma.stats["tokens"])
-        self.forwards += int(llma.stats["forward_passes"])
-        self.accepted += int(llma.stats["accepted_tokens"])
-        self.llma_wall += float(llma.stats["wall_s"])
-        self.greedy_wall += float(greedy.stats["wall_s"])
-        self.identical += llma.tokens == greedy.tokens
-        self.per_question_speedups.append(float(greedy.stats["wall_s"]) / max(float(llma.stats["wall_s"]), 1e-9))
+        self.pairs.append((llma, greedy))
+
+    def _sum(self, key: str, of_greedy: bool = False) -> float:
+        return sum(float(pair[of_greedy].stats[key]) for pair in self.pairs)
 
     def summary(self) -> dict[str, float | int]:
+        n = len(self.pairs)
+        tokens = self._sum("tokens")
+        forwards = self._sum("forward_passes")
+        llma_wall = self._sum("wall_s")
+        greedy_wall = self._sum("wall_s", of_greedy=True)
+        speedups = [float(g.stats["wall_s"]) / max(float(a.stats["wall_s"]), 1e-9) for a, g in self.pairs]
+        identical = sum(a.tokens == g.tokens for a, g in self.pairs)
         return {
-            "n": self.n,
-            "tokens_per_forward": self.tokens / self.forwards if self.forwards else 0.0,
-            "copied_share": self.accepted / self.tokens if self.tokens else 0.0,
-            "speedup_vs_greedy": self.greedy_wall / self.llma_wall if self.llma_wall else 0.0,
-            "mean_per_question_speedup": sum(self.per_question_speedups) / self.n if self.n else 0.0,
-            "identical_to_greedy": self.identical / self.n if self.n else 0.0,
-            "mean_new_tokens": self.tokens / self.n if self.n else 0.0,
+            "n": n,
+            "tokens_per_forward": tokens / forwards if forwards else 0.0,
+            "copied_share": self._sum("accepted_tokens") / tokens if tokens else 0.0,
+            "speedup_vs_greedy": greedy_wall / llma_wall if llma_wall else 0.0,
+            "mean_per_question_speedup": sum(speedups) / n if n else 0.0,
+            "identical_to_greedy": identical / n if n else 0.0,
+            "mean_new_tokens": tokens / n if n else 0.0,
         }
 
 

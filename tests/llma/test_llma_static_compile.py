@@ -75,8 +75,9 @@ def test_the_real_compile_gives_greedy_and_llma_equals_its_greedy():
     assert engine.generate(prompt, None, config.greedy()).tokens == greedy.tokens
     llma = engine.generate(prompt, {"answer": greedy.tokens[2:], "noise": list(range(60, 90))}, config)
     assert llma.tokens == greedy.tokens and llma.stats.accepted_tokens > 10
-    assert all(f._compiled is not None for f in (compiled._pre_c, compiled._post_c, compiled._pre_p,
-                                                 compiled._post_p))  # no fallback
+    w = compiled.weights
+    assert all(f._compiled is not None for f in (w._pre_step, w._post_step, w._pre_prefill,
+                                                 w._post_prefill))  # no fallback
 
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
@@ -93,4 +94,5 @@ def test_the_compiled_prefill_takes_every_prompt_length_in_one_compile():
         prompt = [(7 * i) % 90 + 3 for i in range(n)]
         torch.testing.assert_close(compiled.prefill(prompt), eager.prefill(prompt), rtol=1e-5, atol=1e-5)
     assert counters["stats"]["unique_graphs"] == 2  # _prefill_pre and _prefill_post, once each
-    assert compiled._pre_p._compiled is not None and compiled._post_p._compiled is not None
+    assert compiled.weights._pre_prefill._compiled is not None
+    assert compiled.weights._post_prefill._compiled is not None

@@ -39,11 +39,12 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
   python3 -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers',
               transformers.__version__, 'triton', triton.__version__)"
   if has smoke; then  # the static backend's tests, the CUDA ones included (stop at once if one fails)
-    SMOKE="cuda or bit_identical or backend_choice or upload or default_packs or compile or warm_up"
+    SMOKE="cuda or bit_identical or backend_choice or upload or options or compile or warm_up"
     timeout 200 python3 -m pytest -q -x \
       tests/llma/test_llma_static.py tests/llma/test_llma_split_attention.py \
       tests/llma/test_llma_static_rows.py tests/llma/test_llma_static_tree.py \
       tests/llma/test_llma_static_compile.py tests/llma/test_llma_engine.py tests/llma/test_llma_history.py \
+      tests/llma/test_llma_options.py \
       -k "$SMOKE or (history and not smollm)" || { echo "SMOKE TEST FAILED"; exit 1; }
   fi
   if has choose; then  # attention kernel and torch.compile: the fastest variant still bitwise row-invariant

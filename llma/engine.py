@@ -129,7 +129,7 @@ class DraftDefaults:
 
 
 # The generic HF loop: every drafted token costs compute there, so drafts start short and adapt,
-# and no draft from the answer history (docs/DESIGN.md, "Drafting defaults").
+# and no draft from the answer history (docs/DESIGN.md, "Drafting rules").
 HF_DEFAULTS = DraftDefaults(min_n=2, k=8, adaptive=True, policy="recent", answer_history=False)
 
 
@@ -137,7 +137,7 @@ def fixed_block_defaults(max_draft: int) -> DraftDefaults:
     """The defaults for a fixed query block of `max_draft` drafted slots (llma.static): every step
     runs the whole block, so drafts fill it, from 1-gram matches on, at the occurrence with the
     longest tail, and drafts from the answer history fill what the references leave unused
-    (docs/DESIGN.md, "Drafting defaults")."""
+    (docs/DESIGN.md, "Drafting rules")."""
     return DraftDefaults(min_n=1, k=max_draft, adaptive=False, policy="longest", answer_history=True)
 
 

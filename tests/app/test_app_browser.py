@@ -19,6 +19,7 @@ The zorblax widget is configured with the markup <script>window.__xss=1</script>
 <img src=x onerror="window.__xss=1"> inside its zorblax settings file.
 """
 ANSWER_TIMEOUT_MS = 240_000
+pytestmark = pytest.mark.slow  # a browser and the session's live app (about 35 s to start)
 
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium); the browser test needs it",

@@ -2,11 +2,14 @@
 reliability/load.py (the long one: `python -m reliability.load --users 20 --minutes 5`)."""
 from __future__ import annotations
 
+import pytest
+
 from reliability.load import load_questions, run_load
 
 USERS, SECONDS = 3, 30
 
 
+@pytest.mark.slow
 def test_three_concurrent_users_all_answered_completely(live_app):
     report = run_load(live_app.url, live_app.proc.pid, USERS, SECONDS, load_questions(),
                       max_new_tokens=24, timeout_s=240, sample_s=1.0)

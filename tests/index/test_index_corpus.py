@@ -38,6 +38,7 @@ def test_answer_occurs_in_its_document(q):
     assert _flat(q["answer"]) in _flat((DOCS / q["source"]).read_text(encoding="utf-8"))
 
 
+@pytest.mark.slow
 def test_questions_retrieve_their_source(tmp_path, embedder):
     build_index(DOCS, tmp_path / "idx", embedder=embedder, progress=False)
     index = load_index(tmp_path / "idx", embedder=embedder)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from reliability import crash
 
 DOCS = Path(__file__).resolve().parents[2] / "data" / "docs"
 
 
+@pytest.mark.slow
 def test_sigkilled_builds_leave_a_or_b_and_recover(tmp_path):
     report = crash.run_campaign(DOCS, tmp_path, runs=3, seed=7, files=5, save_every=2,
                                 max_bytes=4000)  # small files: a short test

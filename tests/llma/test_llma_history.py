@@ -126,7 +126,9 @@ def test_a_second_answer_copies_where_the_first_taught_it_and_stays_exact(rows):
     assert first_forwards == plain_forwards and second_forwards < plain_forwards
 
 
-def test_smollm_with_a_tree_and_its_history_identical_to_greedy_fp32(smollm, monkeypatch):
+@pytest.mark.slow
+@pytest.mark.shared_data("llma-rag/rag.jsonl")
+def test_smollm_with_a_tree_and_its_history_identical_to_greedy_fp32(smollm, monkeypatch, shared_data):
     """The real default model, fp32 on CPU, the CUDA default's 4 drafts packed: one engine answers
     three rag.jsonl prompts in turn, its history growing; every answer is greedy's, and the history
     did draft copy starts (the proposer's calls counted)."""
@@ -145,7 +147,7 @@ def test_smollm_with_a_tree_and_its_history_identical_to_greedy_fp32(smollm, mon
     monkeypatch.setattr(llma.proposer, "copy_start", counted)
     engine = Engine(smollm, backend=StaticBackend(smollm.model, block=32, packed_drafts=4, max_len=2048))
     config = LLMAConfig(max_new_tokens=32)
-    for p in _rag_prompts(smollm.tokenizer, 3):
+    for p in _rag_prompts(smollm.tokenizer, 3, shared_data):
         greedy = engine.generate(p.prompt, p.references, config.greedy()).tokens
         assert engine.generate(p.prompt, p.references, config).tokens == greedy
     assert len(engine.history) > 50 and any(drafted)

@@ -32,6 +32,7 @@ def prompts(count: int, seed: int = 0) -> list[Prompt]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["hf", "static"])
 def test_thirty_generations_hold_nothing_beyond_the_last(backend: str) -> None:
     engine = Engine(tiny_llama(context=128), backend=backend)

@@ -50,6 +50,7 @@ def _pvalue(observed: list[int], expected: list[float]) -> float:
     return chisquare(np.asarray(observed, dtype=np.float64), expected_arr).pvalue
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warp", [
     SamplingConfig(temperature=1.0),
     SamplingConfig(temperature=0.7, top_k=4),

@@ -6,6 +6,7 @@ TRITON_INTERPRET=1; the child runs the checks. The kernels' arithmetic in the in
 (fp32 here), not the GPU's, so these tests check the logic: the right keys, masks, chunk bounds and
 combine, rows independent of the block, LLMA equal to greedy. The GPU run checks the bits in bf16.
 """
+import ast
 import os
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def _llma_equals_greedy(loaded: LoadedModel, backend: StaticBackend) -> None:
 
 if os.environ.get("TRITON_INTERPRET") != "1":
 
-    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+    @pytest.mark.cuda
     def test_cuda_split_attention_rows_bitwise_and_llma_equals_greedy():
         loaded = _tiny("cuda", torch.bfloat16)
         backend = StaticBackend(loaded.model, block=BLOCK, attention="split")  # graphs: auto on CUDA
@@ -62,13 +63,27 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", cache_copies=3))
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", packed_drafts=3))
 
+    def _interpreter_tests() -> list[str]:
+        """The tests the child runs: those defined under this file's `else:` (TRITON_INTERPRET=1)."""
+        tree = ast.parse(Path(__file__).read_text())
+        branch = next(node for node in tree.body if isinstance(node, ast.If) and "TRITON_INTERPRET" in
+                      ast.unparse(node.test))
+        return [node.name for node in ast.walk(ast.Module(body=branch.orelse, type_ignores=[]))
+                if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
+
+    @pytest.mark.slow
     def test_split_attention_in_the_triton_interpreter():
+        expected = _interpreter_tests()
+        assert expected, "no interpreter tests found under the TRITON_INTERPRET branch"
         env = {**os.environ, "TRITON_INTERPRET": "1"}
-        child = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__],
-                               cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
+        cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", __file__]
+        child = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
                                text=True, timeout=900)
         assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
-        assert child.stdout.strip().splitlines()[-1].startswith("10 passed"), child.stdout[-2000:]
+        summary = child.stdout.strip().splitlines()[-1]
+        assert summary.startswith(f"{len(expected)} passed") and "failed" not in summary, child.stdout[-2000:]
+        passed = {line.split("::")[-1] for line in child.stdout.splitlines() if line.startswith("PASSED ")}
+        assert passed == set(expected), child.stdout[-2000:]
 
 else:
     import torch.nn.functional as F

@@ -1,9 +1,10 @@
 """The static fixed-shape backend (llma.static): HF-greedy identity, LLMA bit-identity, fallback.
 
-On CPU without graphs (the same step function the CUDA graphs capture); the CUDA tests skip without
-a GPU. Bit-identity rests on each row of a fixed-shape block being computed independently of the
-other rows; where this CPU's matrix product is not row-invariant at the block size, the bitwise
-checks skip (token identity is still checked).
+On CPU without graphs (the same step function the CUDA graphs capture); the CUDA tests (marked
+`cuda`) skip without a GPU. Bit-identity rests on each row of a fixed-shape block being computed
+independently of the other rows; where this CPU's matrix product is not row-invariant at the block
+size, the bitwise checks still run but are expected to fail (xfail, with the reason; an XPASS if they
+hold anyway); token identity is still checked.
 """
 import logging
 
@@ -36,6 +37,14 @@ def _row_invariant(dtype, block, device="cpu"):
         if not torch.equal(F.linear(y.to(device), w.to(device))[0], full[r]):
             return False
     return True
+
+
+def expect_row_invariance(request, dtype, block):
+    """Bitwise checks need a row-invariant matrix product at `block` rows; where this CPU's is not,
+    the test still runs, as an xfail naming the reason (strict=False: an XPASS if the bits agree)."""
+    if not _row_invariant(dtype, block):
+        reason = f"this CPU's {dtype} matrix product is not row-invariant at {block} rows"
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
 
 
 def _tiny(dtype=torch.float32, context=256):
@@ -102,9 +111,8 @@ def test_hf_backend_pads_the_prefill_and_drops_the_padding():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_block_rows_bit_identical_to_one_token_steps(dtype):
-    if not _row_invariant(dtype, BLOCK):
-        pytest.skip(f"this CPU's {dtype} matrix product is not row-invariant at {BLOCK} rows")
+def test_block_rows_bit_identical_to_one_token_steps(dtype, request):
+    expect_row_invariance(request, dtype, BLOCK)
     st = StaticBackend(_tiny(dtype).model, block=BLOCK)
     prompt, more = _ids(20, 3), _ids(13, 4)
     st.prefill(prompt)
@@ -238,7 +246,7 @@ def test_backend_choice():
         Engine(loaded, backend="fast")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_graphs_llma_bit_identical_to_greedy():
     loaded = _tiny(torch.bfloat16)
     loaded.model.to("cuda")
@@ -254,7 +262,7 @@ def test_cuda_graphs_llma_bit_identical_to_greedy():
     assert eager.generate(prompt, refs, CONFIGS[1]).tokens == eager.generate(prompt, None, CONFIGS[1].greedy()).tokens
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_prefill_graphs_agree_with_the_eager_prefill():
     """One graph per padded prompt length, in a shared memory pool: replaying another length's graph
     in between changes nothing, and the graph leaves the cache as the eager prefill does."""
@@ -285,7 +293,7 @@ def test_graph_lengths_two_per_doubling_each_under_one_and_a_half_times_the_prom
     assert graph_length(300, 320) == 320 and graph_length(330, 320) == 330  # capped, never below the prompt
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_new_prefill_graphs_hold_little_gpu_memory():
     """A capture per new prompt length once took a fresh stream, and cuBLAS keeps a workspace
     (up to 32 MB) per stream for good: 294 MB after 500 SQuAD prompts (engine_cuda_prefill_graphs.md)."""

@@ -64,6 +64,7 @@ def test_a_working_compile_runs_every_step(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile on CPU needs a C++ compiler")
+@pytest.mark.slow
 def test_the_real_compile_gives_greedy_and_llma_equals_its_greedy():
     """The real torch.compile (inductor, CPU): greedy through the compiled steps gives the eager
     greedy's tokens, and LLMA through them equals that greedy."""

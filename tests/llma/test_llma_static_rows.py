@@ -2,7 +2,7 @@
 
 Each row is a block on its own copy of the cache; greedy steps run the same block in every row, so
 greedy and LLMA run the same shapes, and LLMA is bit-identical to greedy through the same backend.
-On CPU in fp32 (the bitwise checks skip where this CPU's matrix product is not row-invariant).
+On CPU in fp32 (the bitwise checks xfail where this CPU's matrix product is not row-invariant).
 """
 import pytest
 import torch
@@ -11,14 +11,13 @@ from llma.engine import Engine, LLMAConfig
 from llma.options import EngineOptions
 from llma.static import StaticBackend, select_backend
 from llma_fixtures import SHARED_DATA
-from test_llma_static import _hf_greedy, _ids, _row_invariant, _tiny
+from test_llma_static import _hf_greedy, _ids, _tiny, expect_row_invariance
 
 BLOCK, ROWS = 8, 3
 
 
-def test_forward_rows_equal_one_row_forwards_and_keep_syncs_every_copy():
-    if not _row_invariant(torch.float32, BLOCK * ROWS):
-        pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK * ROWS} rows")
+def test_forward_rows_equal_one_row_forwards_and_keep_syncs_every_copy(request):
+    expect_row_invariance(request, torch.float32, BLOCK * ROWS)
     st = StaticBackend(_tiny().model, block=BLOCK, cache_copies=ROWS)
     prompt, drafts = _ids(20, 1), [_ids(5, 2), _ids(8, 3), _ids(1, 4)]
     st.prefill(prompt)
@@ -101,20 +100,23 @@ def test_sampling_on_a_rows_backend_verifies_one_draft():
     assert again == [t for e in events for t in e.new_tokens]  # seeded: reproducible
 
 
-def _rag_prompts(tok, n):
-    """The first `n` rag.jsonl prompts (the LLMA paper's own retrieval set) with their passages."""
+def _rag_prompts(tok, n, data=SHARED_DATA):
+    """The first `n` rag.jsonl prompts (the LLMA paper's own retrieval set) with their passages; `data`:
+    the shared data folder (the `shared_data` fixture, which fails where it is absent)."""
     from benchmarks.data import bench_prompts
 
-    return bench_prompts(tok, SHARED_DATA / "llma-rag" / "rag.jsonl", n)[1]
+    return bench_prompts(tok, data / "llma-rag" / "rag.jsonl", n)[1]
 
 
-def test_smollm_with_rows_identical_to_greedy_fp32(smollm):
+@pytest.mark.slow
+@pytest.mark.shared_data("llma-rag/rag.jsonl")
+def test_smollm_with_rows_identical_to_greedy_fp32(smollm, shared_data):
     """The real default model, fp32 on CPU, two rag.jsonl prompts: LLMA verifying 4 drafts per step
     gives greedy's tokens and needs no more forwards than with one draft."""
     rows = StaticBackend(smollm.model, block=16, cache_copies=4, max_len=2048)
     one = StaticBackend(smollm.model, block=16, max_len=2048)
     config = LLMAConfig(max_new_tokens=48)
-    for p in _rag_prompts(smollm.tokenizer, 2):
+    for p in _rag_prompts(smollm.tokenizer, 2, shared_data):
         greedy = Engine(smollm, backend=rows).generate(p.prompt, p.references, config.greedy()).tokens
         llma = Engine(smollm, backend=rows).generate(p.prompt, p.references, config)
         single = Engine(smollm, backend=one).generate(p.prompt, p.references, config)
@@ -122,7 +124,7 @@ def test_smollm_with_rows_identical_to_greedy_fp32(smollm):
         assert llma.stats.forward_passes <= single.stats.forward_passes
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_graphs_with_rows_llma_bit_identical_to_greedy():
     loaded = _tiny(torch.bfloat16)
     loaded.model.to("cuda")

@@ -13,7 +13,7 @@ from llma.engine import Engine, LLMAConfig
 from llma.static import StaticBackend, select_backend
 from llma.options import DEFAULT_PACKED_DRAFTS, EngineOptions
 from llma.static.packing import draft_caps, pack, single
-from test_llma_static import _hf_greedy, _ids, _row_invariant, _tiny
+from test_llma_static import _hf_greedy, _ids, _tiny, expect_row_invariance
 from test_llma_static_rows import _rag_prompts, llma_on_pieces
 
 BLOCK, TREE = 16, 4
@@ -64,17 +64,15 @@ def _packed_rows_equal_each_draft_alone(model, **options):
     assert torch.equal(st.forward([14, 1, 2]), alone.forward([14, 1, 2]))
 
 
-def test_packed_rows_equal_each_draft_alone_and_keep_moves_the_kept_one():
-    if not _row_invariant(torch.float32, BLOCK):
-        pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK} rows")
+def test_packed_rows_equal_each_draft_alone_and_keep_moves_the_kept_one(request):
+    expect_row_invariance(request, torch.float32, BLOCK)
     _packed_rows_equal_each_draft_alone(_tiny().model)
 
 
-def test_keep_moves_keys_onto_slots_they_overlap():
+def test_keep_moves_keys_onto_slots_they_overlap(request):
     """A kept draft that starts one slot after the root's next and keeps 4 tokens: its keys move
     over slots they themselves occupy (copied through a clone); the sequence goes on as if fed alone."""
-    if not _row_invariant(torch.float32, BLOCK):
-        pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK} rows")
+    expect_row_invariance(request, torch.float32, BLOCK)
     model, prompt = _tiny().model, _ids(30, 1)
     st, alone = StaticBackend(model, block=BLOCK, packed_drafts=TREE), StaticBackend(model, block=BLOCK, packed_drafts=TREE)
     st.prefill(prompt)
@@ -109,11 +107,10 @@ def test_forward_argmax_gives_each_rows_argmax_of_its_logits():
     assert plain.forward_argmax([[5, 6]]).index == ((0, 1),) and plain.cached == 32
 
 
-def test_a_kept_draft_moves_in_its_own_sequence_only():
+def test_a_kept_draft_moves_in_its_own_sequence_only(request):
     """`keep` leaves the move to the next step; a new prompt's prefill cancels it, so nothing of the
     last answer is moved into the new sequence."""
-    if not _row_invariant(torch.float32, BLOCK):
-        pytest.skip(f"this CPU's matrix product is not row-invariant at {BLOCK} rows")
+    expect_row_invariance(request, torch.float32, BLOCK)
     model, first, second = _tiny().model, _ids(30, 1), _ids(40, 2)  # slots 31..33: the new prompt's
     st, fresh = StaticBackend(model, block=BLOCK, packed_drafts=TREE), StaticBackend(model, block=BLOCK, packed_drafts=TREE)
     st.prefill(first)
@@ -163,13 +160,15 @@ def test_llma_with_a_tree_bit_identical_to_greedy_and_uses_it():
     assert sum(e.accepted for e in events) > 10
 
 
-def test_smollm_with_a_tree_identical_to_greedy_fp32(smollm):
+@pytest.mark.slow
+@pytest.mark.shared_data("llma-rag/rag.jsonl")
+def test_smollm_with_a_tree_identical_to_greedy_fp32(smollm, shared_data):
     """The real default model, fp32 on CPU, two rag.jsonl prompts: LLMA with 6 drafts packed in the
     block gives greedy's tokens, greedy through the tree backend gives plain greedy's."""
     tree = StaticBackend(smollm.model, block=32, packed_drafts=6, max_len=2048)
     one = StaticBackend(smollm.model, block=32, max_len=2048)
     config = LLMAConfig(max_new_tokens=48)
-    for p in _rag_prompts(smollm.tokenizer, 2):
+    for p in _rag_prompts(smollm.tokenizer, 2, shared_data):
         greedy = Engine(smollm, backend=tree).generate(p.prompt, p.references, config.greedy()).tokens
         llma = list(Engine(smollm, backend=tree).stream(p.prompt, p.references, config))
         assert [t for e in llma for t in e.new_tokens] == greedy
@@ -177,7 +176,7 @@ def test_smollm_with_a_tree_identical_to_greedy_fp32(smollm):
         assert max(e.candidates for e in llma) > 1
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.cuda
 def test_cuda_graphs_with_a_tree_llma_bit_identical_to_greedy():
     from test_llma_split_attention import _tiny as _tiny_16  # 16-wide heads, as split attention needs
 

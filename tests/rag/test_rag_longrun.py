@@ -3,6 +3,8 @@ one pipeline; none fails, the KV cache never holds more than the last answer, th
 within its capacity and memory does not keep growing."""
 from __future__ import annotations
 
+import pytest
+
 from rag import RAGPipeline
 from rag_fixtures import QUESTIONS, small
 from reliability.longrun import growth, longest_inputs, run_questions
@@ -10,6 +12,7 @@ from reliability.longrun import growth, longest_inputs, run_questions
 VARIANTS = ["{}", "Please answer: {}", "{} Answer briefly.", "Quick question. {}", "{} Thanks!"]
 
 
+@pytest.mark.slow
 def test_thirty_consecutive_questions_leak_nothing(pipe: RAGPipeline) -> None:
     questions = [v.format(q) for v in VARIANTS for q in QUESTIONS] * 2  # 30, repeats hit the cache
     result = run_questions(pipe, questions, small(6, use_answer_cache=True), gc_every=10)

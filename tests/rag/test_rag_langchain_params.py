@@ -45,7 +45,8 @@ def test_constructor_parameters_set_the_engine_settings(pipe: RAGPipeline, spy: 
     model = LLMAChatModel(pipeline=pipe, max_tokens=3, temperature=0.7, top_p=0.9, top_k=5, seed=11,
                           stop=["###"], llma=LLMAConfig(max_new_tokens=50, k=4))
     reply = model.invoke(MESSAGES)
-    config, stop = spy.calls[-1]
+    config = spy.calls[-1][0]
+    stop = spy.calls[-1][1]
     settings = (config.max_new_tokens, config.temperature, config.top_p, config.top_k, config.seed)
     assert settings == (3, 0.7, 0.9, 5, 11)
     assert config.k == 4 and stop == ("###",)  # llma's own settings stay

@@ -219,6 +219,8 @@ def build_ui(service: Service, examples: list[str] | None = None,
                     use_llma = gr.Checkbox(True, label="LLMA on (off = plain decoding)")
                     use_history = gr.Checkbox(True, label="Copy from earlier turns")
                 with gr.Accordion("Add documents", open=False):
+                    gr.Markdown("Uploaded documents join the shared index: every user of this app "
+                                "can retrieve them.", elem_id="llma-upload-note")
                     files = gr.File(label=f"Upload {', '.join(uploads.ALLOWED_SUFFIXES)} "
                                     f"(≤ {uploads.MAX_UPLOAD_BYTES // 2**20} MB each)",
                                     file_count="multiple", type="filepath", elem_id="llma-upload")

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent
 MODEL_EVENTS = "model"  # concurrency id shared by everything that uses the model or swaps the index
 log = logging.getLogger("llma-rag.app")
 COMPARE_HINT = ('<div class="llma-muted">"Compare with plain greedy" re-runs the last question '
-                'without copying and reports the speedup.</div>')
+                'with and without copying (same references, no cached answers), alternately after '
+                'a warm-up, and reports the median speedup and its spread.</div>')
 
 
 def load_examples(path: Path = ROOT / "data" / "questions.json") -> list[str]:
@@ -50,13 +51,21 @@ def _not_ready(service: Service) -> str | None:
     return service.status if service.error else f"The model is not ready yet: {service.status}"
 
 
+def session_key(request: gr.Request | None) -> str | None:
+    """The browser session's private key for the pipeline's answer cache (Gradio's session hash:
+    one per page load or API client); None (no cache) when Gradio gives none."""
+    session = getattr(request, "session_hash", None)
+    return session if isinstance(session, str) and session else None
+
+
 def build_ui(service: Service, examples: list[str] | None = None,
              max_new_tokens: int = 256) -> gr.Blocks:
     examples = load_examples() if examples is None else examples
 
     def respond(message, state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature,
-                use_llma, use_history):
-        """Stream one answer: (chatbot, state, textbox, sources, stats, plot, compare)."""
+                use_llma, use_history, request: gr.Request):
+        """Stream one answer: (chatbot, state, textbox, sources, stats, plot, compare). Earlier
+        turns come from this browser's own state; cached answers from this session's cache only."""
         values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
         skip = (gr.skip(),) * 7
         question, problem = chat.check_question(message)
@@ -76,8 +85,9 @@ def build_ui(service: Service, examples: list[str] | None = None,
         yield display, state, "", gr.skip(), gr.skip(), gr.skip(), COMPARE_HINT
         view = None
         try:
-            for view in chat.follow(service.pipe.stream(question, history=history,
-                                                        settings=settings)):
+            deltas = service.pipe.stream(question, history=history, settings=settings,
+                                         session=session_key(request))
+            for view in chat.follow(deltas):
                 display[-1] = chat.assistant_message(view.html())
                 yield display, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         except Exception as exc:  # a failed answer must not take the app down
@@ -139,6 +149,12 @@ def build_ui(service: Service, examples: list[str] | None = None,
                 message += f"\nIndexing failed: {exc}"
                 gr.Warning(f"Indexing failed: {exc}")
         return message, None
+
+    def forget_session(request: gr.Request):
+        """The tab was closed: drop its cached answers."""
+        session = session_key(request)
+        if service.pipe is not None and session is not None:
+            service.pipe.forget_session(session)
 
     def clear():
         empty = {"display": [], "history": []}
@@ -203,6 +219,8 @@ def build_ui(service: Service, examples: list[str] | None = None,
                     use_llma = gr.Checkbox(True, label="LLMA on (off = plain decoding)")
                     use_history = gr.Checkbox(True, label="Copy from earlier turns")
                 with gr.Accordion("Add documents", open=False):
+                    gr.Markdown("Uploaded documents join the shared index: every user of this app "
+                                "can retrieve them.", elem_id="llma-upload-note")
                     files = gr.File(label=f"Upload {', '.join(uploads.ALLOWED_SUFFIXES)} "
                                     f"(≤ {uploads.MAX_UPLOAD_BYTES // 2**20} MB each)",
                                     file_count="multiple", type="filepath", elem_id="llma-upload")
@@ -227,6 +245,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
                    api_name=False).then(draft_values, None, drafting, queue=False, api_name=False)
         demo.load(poll_status, None, [status, timer], queue=False, api_name="status")
         demo.load(draft_values, None, drafting, queue=False, api_name="draft_defaults")
+        demo.unload(forget_session)
     return demo
 
 

@@ -5,12 +5,12 @@
     answer = pipe.answer("What does the with statement do?")
     answer.text, answer.spans, answer.stats["tokens_per_forward"]
 """
-from rag.cache import AnswerCache, CachedAnswer
+from rag.cache import AnswerCache, CachedAnswer, SessionCaches
 from rag.inputs import check_question
 from rag.pipeline import RAGPipeline, retrieve
 from rag.types import Answer, AnswerDelta, Comparison, Passage, RagSettings, SourceText, TextSpan
 
 __all__ = [
     "Answer", "AnswerCache", "AnswerDelta", "CachedAnswer", "Comparison", "Passage", "RAGPipeline",
-    "RagSettings", "SourceText", "TextSpan", "check_question", "retrieve",
+    "RagSettings", "SessionCaches", "SourceText", "TextSpan", "check_question", "retrieve",
 ]

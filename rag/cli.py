@@ -71,7 +71,9 @@ def _ask(args: argparse.Namespace) -> None:
     print(("greedy: " if args.no_llma else "llma: ") + stats_line(answer))
     if args.compare:
         print("greedy: " + stats_line(comparison.greedy))
-        print(f"speedup {comparison.speedup:.2f}x, identical to greedy: {comparison.identical}")
+        print(f"speedup {comparison.speedup:.2f}x (median of {comparison.repeats} alternating runs, "
+              f"{comparison.speedup_min:.2f}-{comparison.speedup_max:.2f}x), "
+              f"identical to greedy: {comparison.identical}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,6 +54,15 @@ def check_history(history: object) -> list[dict[str, object]]:
             for m in history]
 
 
+def check_session(session: object) -> str | None:
+    """None (no session: nothing is cached) or the session key, a non-empty string."""
+    if session is None:
+        return None
+    if not isinstance(session, str) or not session.strip():
+        raise ValueError(f"session must be None or a non-empty string, got {session!r}")
+    return session
+
+
 def check_messages(messages: object) -> list[dict[str, str]]:
     """Chat messages for the chat template: system/user/assistant roles, text content (cleaned)."""
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence) or not messages:

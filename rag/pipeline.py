@@ -4,15 +4,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
-
 from transformers import PreTrainedTokenizerBase
 
 from index import DocumentIndex, Embedder, load_index
 from llma import DraftDefaults, Engine, EngineOptions, LLMAConfig, LoadedModel, load_model
-from rag.cache import AnswerCache
+from rag.cache import SessionCaches
+from rag.compare import compare
 from rag.generation import Request, run
-from rag.inputs import check_history, check_messages, check_question, check_reference_texts
+from rag.inputs import (check_history, check_messages, check_question, check_reference_texts,
+                        check_session)
 from rag.prompt import Prompt, Turn, build_prompt, parse_history, render
 from rag.references import TokenizedText, build_references
 from rag.types import Answer, AnswerDelta, Comparison, Passage, RagSettings, SourceText
@@ -43,17 +43,25 @@ class RAGPipeline:
     """Answers questions over a `DocumentIndex` (None: no retrieval) with one model.
 
     One engine holds one KV cache, so generations are serialised by a lock: concurrent callers wait.
+
+    The answer cache is private to a session: `answer`/`stream`/`prepare` take a `session` key, and
+    an answer is stored in, and offered as a reference from, that session's cache only (at most
+    `cache_size` answers per session, `max_sessions` sessions, least recently used dropped). With
+    no session (the default) no cache is read or written: a caller serving several users cannot
+    leak one user's answer to another by forgetting the key. The index is shared by every caller.
     """
 
     def __init__(self, index: DocumentIndex | None, loaded: LoadedModel, embedder: Embedder | None = None,
-                 cache_size: int = 256, engine_options: EngineOptions | None = None) -> None:
+                 cache_size: int = 256, engine_options: EngineOptions | None = None,
+                 max_sessions: int = 128) -> None:
         """`engine_options`: how the model runs (llma.options; default: the engine's own defaults)."""
         self.index = index
         self.loaded = loaded
         self.engine = Engine(loaded, options=engine_options)
         self.engine.warm_up()  # on a GPU: the CUDA graphs and torch.compile now, not in the first answer
         # The cache compares questions with the index's own embedder; without an index, the default.
-        self.cache = AnswerCache(embedder or (index.embedder if index else Embedder()), cache_size)
+        cache_embedder = embedder or (index.embedder if index else Embedder())
+        self.caches = SessionCaches(cache_embedder, cache_size, max_sessions)
         self._lock = threading.Lock()
 
     @classmethod
@@ -81,53 +89,69 @@ class RAGPipeline:
                              f"model's context of {self.engine.context_length} tokens")
         return budget
 
-    def _sources(self, question: str, prompt: Prompt, settings: RagSettings) -> list[SourceText]:
+    def _sources(self, question: str, prompt: Prompt, settings: RagSettings,
+                 session: str | None) -> list[SourceText]:
         sources = [_turn_source(t) for t in prompt.turns] if settings.use_history_refs else []
         sources += [_passage_source(p) for p in prompt.passages]
-        if settings.use_answer_cache:
-            hits = self.cache.lookup(question, settings.cache_threshold)
+        cache = self.caches.peek(session) if settings.use_answer_cache and session is not None else None
+        if cache is not None:
+            hits = cache.lookup(question, settings.cache_threshold)
             sources += [SourceText(f"cache:{i}", "cache", hit.answer, f'cached answer to "{hit.question}"')
                         for i, hit in enumerate(hits)]
         return sources
 
-    def prepare(self, question: str, history: History = (), settings: RagSettings = RagSettings()) -> Request:
-        """Retrieval, prompt and references for a question (no decoding)."""
+    def prepare(self, question: str, history: History = (), settings: RagSettings = RagSettings(),
+                session: str | None = None) -> Request:
+        """Retrieval, prompt and references for a question (no decoding); cached answers only from
+        `session`'s own cache (none without a session)."""
         question = check_question(question)
         history = check_history(history)
+        session = check_session(session)
         passages = retrieve(self.index, question, settings.top_k, settings.min_score) \
             if self.index is not None and settings.top_k > 0 else []
         prompt = build_prompt(self.tokenizer, question, parse_history(history), passages,
                               self._budget(settings.llma), with_index=self.index is not None)
-        sources = self._sources(question, prompt, settings)
+        sources = self._sources(question, prompt, settings, session)
         tokenized = TokenizedText(prompt.text, prompt.ids, prompt.offsets)
         refs = build_references(self.tokenizer, tokenized, sources, settings.refs_from_prompt)
         return Request(prompt.ids, refs, settings.llma, settings.stop, prompt.passages)
 
-    def stream(self, question: str, history: History = (), settings: RagSettings = RagSettings()) -> Iterator[AnswerDelta]:
-        """Deltas as the answer grows. An empty question raises here, at once; other bad input on
-        the first `next()`."""
+    def stream(self, question: str, history: History = (), settings: RagSettings = RagSettings(),
+               session: str | None = None) -> Iterator[AnswerDelta]:
+        """Deltas as the answer grows. With `settings.use_answer_cache` and a `session`, the
+        session's earlier answers to similar questions are references and the finished answer is
+        stored in that session's cache; without a session, no cache is used. An empty question or
+        a bad session raises here, at once; other bad input on the first `next()`."""
         question = check_question(question)
-        return self._stream(question, check_history(history), settings)
+        session = check_session(session)
+        return self._stream(question, check_history(history), settings, session)
 
-    def _stream(self, question: str, history: History, settings: RagSettings) -> Iterator[AnswerDelta]:
+    def _stream(self, question: str, history: History, settings: RagSettings,
+                session: str | None) -> Iterator[AnswerDelta]:
         with self._lock:
-            request = self.prepare(question, history, settings)
+            request = self.prepare(question, history, settings, session)
             for delta in run(self.engine, request):
-                if delta.answer is not None and settings.use_answer_cache:
-                    self.cache.put(question, delta.answer.text)
+                if delta.answer is not None and settings.use_answer_cache and session is not None:
+                    self.caches.get(session).put(question, delta.answer.text)
                 yield delta
 
-    def answer(self, question: str, history: History = (), settings: RagSettings = RagSettings()) -> Answer:
-        return _final(self.stream(question, history, settings))
+    def answer(self, question: str, history: History = (), settings: RagSettings = RagSettings(),
+               session: str | None = None) -> Answer:
+        """The finished answer of `stream` (same contract)."""
+        return _final(self.stream(question, history, settings, session))
+
+    def forget_session(self, session: str) -> None:
+        """Drop the session's cached answers (when its user leaves)."""
+        self.caches.forget(session)
 
     def compare_with_greedy(self, question: str, history: History = (),
-                            settings: RagSettings = RagSettings()) -> Comparison:
-        """LLMA as set, then plain greedy decoding (proposer off) on the same prompt."""
-        llma = self.answer(question, history, settings)
-        greedy = self.answer(question, history, replace(settings, llma=settings.llma.greedy(), use_answer_cache=False))
-        wall = float(llma.stats["wall_s"])
-        speedup = float(greedy.stats["wall_s"]) / wall if wall > 0 else 0.0
-        return Comparison(llma=llma, greedy=greedy, speedup=speedup, identical=llma.tokens == greedy.tokens)
+                            settings: RagSettings = RagSettings(), repeats: int = 3) -> Comparison:
+        """LLMA as set against plain greedy decoding (proposer off) on the same prompt and the same
+        references, never the answer cache; warmed up, `repeats` alternating pairs, the median
+        speedup and its spread (`rag.compare.compare`). Bad input raises before any decoding."""
+        question = check_question(question)
+        history = check_history(history)
+        return compare(lambda s: self.answer(question, history, s), settings, repeats)
 
     def stream_messages(self, messages: Sequence[Mapping[str, str]], references: Sequence[str] = (),
                         config: LLMAConfig = LLMAConfig(), stop: Sequence[str] = (),

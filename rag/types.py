@@ -119,9 +119,27 @@ class AnswerDelta:
 
 @dataclass
 class Comparison:
-    """The same question answered with LLMA and with plain greedy decoding."""
+    """The same question answered with LLMA and with plain greedy decoding, same references.
+
+    `speedups` holds greedy wall time / LLMA wall time of each measured pair, in run order;
+    `speedup` is their median, `speedup_min` and `speedup_max` the spread. `llma` and `greedy` are
+    the answers of the median pair. `identical`: every run gave the same token ids.
+    """
 
     llma: Answer
     greedy: Answer
-    speedup: float  # greedy wall time / LLMA wall time
-    identical: bool  # same token ids
+    speedup: float
+    identical: bool
+    speedups: list[float] = field(default_factory=list)
+
+    @property
+    def repeats(self) -> int:
+        return len(self.speedups)
+
+    @property
+    def speedup_min(self) -> float:
+        return min(self.speedups, default=self.speedup)
+
+    @property
+    def speedup_max(self) -> float:
+        return max(self.speedups, default=self.speedup)

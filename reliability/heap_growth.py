@@ -27,7 +27,7 @@ def main() -> None:
 
     questions = squad_corpus(SQUAD, 12, WORK_DIR / "docs")
     pipe = RAGPipeline.from_paths(str(WORK_DIR / "index"), device="cpu")
-    pipe.cache.capacity = CACHE_SIZE  # full after the warm-up: the steady state
+    pipe.caches.capacity = CACHE_SIZE  # full after the warm-up: the steady state
     settings = RagSettings(top_k=3, llma=LLMAConfig(max_new_tokens=48))
     run_questions(pipe, questions[:WARMUP], settings)
     before = trimmed_rss()

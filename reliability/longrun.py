@@ -84,18 +84,19 @@ def sample(pipe: object, question: int, answer_tokens: int, with_gc: bool, trim:
         trim_heap()
     backend = pipe.engine.backend  # type: ignore[attr-defined]
     return Sample(question, rss_mb(), int(getattr(backend, "cached", 0)), answer_tokens,
-                  len(pipe.cache), _cuda_mb(), len(gc.get_objects()) if with_gc else None)  # type: ignore[attr-defined]
+                  len(pipe.caches), _cuda_mb(), len(gc.get_objects()) if with_gc else None)  # type: ignore[attr-defined]
 
 
 def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_every: int = 50,
-                  progress: bool = False, trim: bool = False) -> LongRun:
-    """Ask every question in turn; failures are recorded, never raised."""
+                  progress: bool = False, trim: bool = False, session: str | None = "longrun") -> LongRun:
+    """Ask every question in turn, all in one `session` (one user: its answer cache fills up);
+    failures are recorded, never raised."""
     result = LongRun()
     result.samples.append(sample(pipe, 0, 0, True, trim))
     for n, question in enumerate(tqdm(questions, desc="questions", disable=not progress), start=1):
         started = time.perf_counter()
         try:
-            answer = pipe.answer(question, settings=settings)  # type: ignore[attr-defined]
+            answer = pipe.answer(question, settings=settings, session=session)  # type: ignore[attr-defined]
         except Exception as exc:  # a long run must report every failure, not stop at the first
             log.exception("question %d failed", n)
             result.failed.append({"question": n, "text": question, "error": f"{type(exc).__name__}: {exc}"})

@@ -71,13 +71,27 @@ def steps_frame(steps: Sequence[Mapping[str, Any]] | None) -> pd.DataFrame:
     return frame.astype({"step": "int64", "accepted": "int64", "kind": "str"})
 
 
+def speedup_text(comparison: Any) -> str:
+    """The median speedup and, over several measured pairs, its spread: "2.10× (median of 3
+    alternating runs, 1.95–2.31×)"; "–" when there is no number."""
+    speedup = comparison.speedup
+    if not isinstance(speedup, (int, float)):
+        return "–"
+    speedups = [s for s in getattr(comparison, "speedups", None) or () if isinstance(s, (int, float))]
+    if len(speedups) < 2:
+        return f"{speedup:.2f}×"
+    return (f"{speedup:.2f}× (median of {len(speedups)} alternating runs, "
+            f"{min(speedups):.2f}–{max(speedups):.2f}×)")
+
+
 def comparison_html(comparison: Any) -> str:
-    """Speedup and identity of an LLMA answer against plain greedy on the same question."""
-    llma, greedy = comparison.llma, comparison.greedy
+    """Speedup (median and spread) and identity of LLMA against plain greedy on the same question
+    with the same references; the table shows the median pair."""
+    llma = comparison.llma
+    greedy = comparison.greedy
     identical = bool(comparison.identical)
     verdict = ("identical outputs ✓" if identical else "outputs DIFFER ✗")
-    speedup = comparison.speedup
-    speed_txt = f"{speedup:.2f}×" if isinstance(speedup, (int, float)) else "–"
+    speed_txt = html.escape(speedup_text(comparison))
 
     def col(ans: Any, name: str) -> str:
         st = getattr(ans, "stats", {}) or {}

@@ -65,6 +65,7 @@ class FakeComparison:
     greedy: Any
     speedup: float
     identical: bool
+    speedups: list = field(default_factory=list)
 
 
 PASSAGE_TEXT = ("Dictionaries preserve insertion order, meaning that keys will be produced in the "
@@ -75,6 +76,8 @@ class FakePipeline:
     def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
         self.delay, self.fail = delay, fail
         self.calls: list[tuple[str, list, Any]] = []
+        self.sessions: list[str | None] = []  # the session of each call, in order
+        self.forgotten: list[str] = []
         self.index = None
         self.active = self.max_active = 0
         # As a GPU's static backend would report them (RAGPipeline.draft_defaults).
@@ -86,8 +89,9 @@ class FakePipeline:
                 FakePassage("passage:2", 2, "Unrelated <b>text</b> & more.", "other.md", "Other",
                             0.42, "c2")]
 
-    def stream(self, question: str, history=None, settings=None):
+    def stream(self, question: str, history=None, settings=None, session=None):
         self.calls.append((question, list(history or []), settings))
+        self.sessions.append(session)
         if self.fail:
             raise RuntimeError("model exploded")
         self.active += 1
@@ -125,13 +129,16 @@ class FakePipeline:
         answer = FakeAnswer(text, spans, passages, stats, steps)
         yield FakeDelta("", [], None, True, answer)
 
-    def answer(self, question, history=None, settings=None):
+    def answer(self, question, history=None, settings=None, session=None):
         final = None
-        for delta in self.stream(question, history, settings):
+        for delta in self.stream(question, history, settings, session):
             final = delta.answer or final
         return final
 
     def compare_with_greedy(self, question, history=None, settings=None):
         a = self.answer(question, history, settings)
         g = FakeAnswer(a.text, [], a.passages, dict(a.stats, wall_s=0.5, forward_passes=11), [])
-        return FakeComparison(a, g, 0.5 / 0.26, True)
+        return FakeComparison(a, g, 0.5 / 0.26, True, [1.5, 0.5 / 0.26, 2.25])
+
+    def forget_session(self, session):
+        self.forgotten.append(session)

@@ -115,3 +115,46 @@ def test_uploaded_markup_is_shown_as_text_not_executed(page, tmp_path):
     assert page.locator("#llma-sources script, #llma-sources img, #llma-chat img[src='x']").count() == 0
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-browser-xss.png"), full_page=True)
+
+
+PRIVATE_QUESTION = "What happens when an assert statement fails?"
+
+
+def open_session(browser, url: str):
+    """A new browser context (its own cookies and storage: another user) on the app."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    session = context.new_page()
+    session.set_default_timeout(30_000)
+    session.goto(url)
+    session.wait_for_selector("#llma-status :text('Ready.')", timeout=60_000)
+    return context, session
+
+
+def test_a_second_session_never_sees_the_first_sessions_answers(page, live_app):
+    """Issue #24: two users (two browser contexts). The first one's cached answer is a source in
+    its own session only; the second, asking the same question, gets no cached answer and no
+    earlier turn of the first."""
+    first_context, first = open_session(page.context.browser, live_app.url)
+    second_context, second = open_session(page.context.browser, live_app.url)
+    try:
+        ask_and_wait(first, PRIVATE_QUESTION)
+        first_answer = first.locator("#llma-chat [data-testid='bot'] .llma-answer").last.inner_text()
+        first.get_by_text("Clear chat").click()  # no earlier turn: the answer cache is the only copy
+        first.wait_for_function("() => !document.querySelector(\"#llma-chat [data-testid='bot']\")")
+        ask_and_wait(first, PRIVATE_QUESTION)
+        assert f'cached answer to "{PRIVATE_QUESTION}"' in first.locator("#llma-sources").inner_text()
+
+        ask_and_wait(second, PRIVATE_QUESTION)
+        sources = second.locator("#llma-sources").inner_text()
+        assert "cached answer" not in sources and "earlier turn" not in sources, sources
+        assert second.locator("#llma-chat [data-testid='bot']").count() == 1
+        assert second.locator("#llma-chat [data-testid='user']").count() == 1
+        assert second.locator("#llma-chat mark.llma-src-cache, #llma-chat mark.llma-src-history").count() == 0
+        # The same question, answered from the passages alone: the same greedy answer.
+        answer = second.locator("#llma-chat [data-testid='bot'] .llma-answer").last.inner_text()
+        assert answer == first_answer
+        ARTIFACTS.mkdir(exist_ok=True)
+        second.screenshot(path=str(ARTIFACTS / "app-browser-second-session.png"), full_page=True)
+    finally:
+        first_context.close()
+        second_context.close()

@@ -123,7 +123,21 @@ def test_compare_with_greedy(harness):
     client.predict(**SETTINGS, api_name="/compare")  # nothing asked yet: a warning, no error
     ask(client, "Compare me")
     out = client.predict(**SETTINGS, api_name="/compare")
-    assert "Speedup: 1.92×" in out and "identical outputs" in out
+    assert "Speedup: 1.92× (median of 3 alternating runs, 1.50–2.25×)" in out
+    assert "identical outputs" in out
+
+
+def test_each_client_session_gets_its_own_cache_key(harness):
+    """The pipeline's answer cache is keyed by Gradio's session: the same key for every turn of a
+    session, a different one for another session."""
+    first = harness.client()
+    second = harness.client()
+    ask(first, "Mine?")
+    ask(first, "Mine again?")
+    ask(second, "Theirs?")
+    sessions = harness.pipe.sessions[-3:]
+    assert all(isinstance(s, str) and s for s in sessions)
+    assert sessions[0] == sessions[1] != sessions[2]
 
 
 def test_one_generation_at_a_time(harness):

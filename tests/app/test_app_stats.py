@@ -44,3 +44,13 @@ def test_comparison():
     assert "2.50×" in same and "identical" in same
     differ = comparison_html(SimpleNamespace(llma=llma, greedy=greedy, speedup=0.9, identical=False))
     assert "DIFFER" in differ and "&lt;i&gt;other&lt;/i&gt;" in differ and "<i>" not in differ
+
+
+def test_comparison_reports_the_median_and_the_spread():
+    llma = SimpleNamespace(text="same", stats=STATS)
+    greedy = SimpleNamespace(text="same", stats=dict(STATS, wall_s=3.0, forward_passes=30))
+    repeated = SimpleNamespace(llma=llma, greedy=greedy, speedup=2.5, identical=True,
+                               speedups=[2.7, 2.5, 1.9])
+    assert "Speedup: 2.50× (median of 3 alternating runs, 1.90–2.70×)" in comparison_html(repeated)
+    once = SimpleNamespace(llma=llma, greedy=greedy, speedup=2.5, identical=True, speedups=[2.5])
+    assert "Speedup: 2.50×</b>" in comparison_html(once)

@@ -19,7 +19,7 @@ def test_thirty_consecutive_questions_leak_nothing(pipe: RAGPipeline) -> None:
     assert result.failed == [] and result.incomplete == 0 and result.answered == 30
     for s in result.samples[1:]:
         assert 0 < s.kv_tokens <= s.answer_tokens  # only the last answer's tokens are held
-        assert s.answer_cache <= pipe.cache.capacity
+        assert s.answer_cache <= pipe.caches.capacity
     rss = growth([(s.question, s.rss_mb) for s in result.samples])
     assert rss["second_half_growth_mb"] < 100  # loose: allocator noise on a short run
 

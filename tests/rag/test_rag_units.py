@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from rag.cache import AnswerCache
+from rag.cache import AnswerCache, SessionCaches
 from rag.generation import _find_stop, _held_back
 from rag.textspans import add_span, clip_spans
 from rag.types import RagSettings, TextSpan
@@ -96,6 +96,29 @@ def test_answer_cache_survives_concurrent_writers() -> None:
     for t in threads:
         t.join()
     assert len(cache) == 16
+
+
+def test_session_caches_keep_each_sessions_answers_apart() -> None:
+    caches = SessionCaches(WordEmbedder(), capacity=4, max_sessions=2)  # type: ignore[arg-type]
+    caches.get("alice").put("what is a volcano", "Alice's answer.")
+    assert caches.peek("bob") is None and caches.sessions == 1  # peeking makes no cache
+    assert caches.get("bob").lookup("what is a volcano", threshold=0.5) == []
+    assert [h.answer for h in caches.get("alice").lookup("what is a volcano", 0.99)] == ["Alice's answer."]
+    assert len(caches) == 1
+
+
+def test_session_caches_drop_the_least_recent_session_and_forget_on_request() -> None:
+    caches = SessionCaches(WordEmbedder(), capacity=4, max_sessions=2)  # type: ignore[arg-type]
+    for session in ("a", "b"):
+        caches.get(session).put("q", f"answer of {session}")
+    caches.peek("a")  # touch: "b" is now the least recent
+    caches.get("c")
+    assert caches.peek("b") is None and caches.peek("a") is not None and caches.sessions == 2
+    caches.forget("a")
+    caches.forget("never seen")
+    assert caches.peek("a") is None and len(caches) == 0
+    with pytest.raises(ValueError):
+        SessionCaches(WordEmbedder(), max_sessions=0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("kwargs", [{"top_k": -1}, {"cache_threshold": 1.5}, {"stop": ("",)}])

@@ -73,7 +73,7 @@ def run_squad(pipe: RAGPipeline, questions: list[SquadQuestion], settings: RagSe
         titles = [hit.chunk.title for hit in pipe.index.search(q.question, k=5)]
         hits1 += titles[:1] == [q.paragraph_title]
         hits5 += q.paragraph_title in titles
-        comparison = pipe.compare_with_greedy(q.question, settings=settings)
+        comparison = pipe.compare_with_greedy(q.question, settings=settings, repeats=1)
         from_prompt.add(comparison.llma, comparison.greedy)
         alone.add(pipe.answer(q.question, settings=replace(settings, refs_from_prompt=False)), comparison.greedy)
         text = comparison.llma.text.strip()
@@ -104,7 +104,7 @@ def run_mt_bench(pipe: RAGPipeline, items: list[tuple[str, str, str]], settings:
     with_history, without = Totals(), Totals()
     for turn1, answer1, turn2 in tqdm(items, desc="mt-bench", unit="question"):
         history = [{"role": "user", "content": turn1}, {"role": "assistant", "content": answer1}]
-        comparison = pipe.compare_with_greedy(turn2, history, settings)
+        comparison = pipe.compare_with_greedy(turn2, history, settings, repeats=1)
         with_history.add(comparison.llma, comparison.greedy)
         without.add(pipe.answer(turn2, history, replace(settings, use_history_refs=False)), comparison.greedy)
     return {"with_history_refs": with_history.summary(), "without_history_refs": without.summary()}

@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt requirements-models.txt pyproject.toml
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 run: setup
 	$(PY) app.py

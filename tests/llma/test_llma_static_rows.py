@@ -115,7 +115,7 @@ def test_smollm_with_rows_identical_to_greedy_fp32(smollm, shared_data):
     gives greedy's tokens and needs no more forwards than with one draft."""
     rows = StaticBackend(smollm.model, block=16, cache_copies=4, max_len=2048)
     one = StaticBackend(smollm.model, block=16, max_len=2048)
-    config = LLMAConfig(max_new_tokens=48)
+    config = LLMAConfig(max_new_tokens=32)
     for p in _rag_prompts(smollm.tokenizer, 2, shared_data):
         greedy = Engine(smollm, backend=rows).generate(p.prompt, p.references, config.greedy()).tokens
         llma = Engine(smollm, backend=rows).generate(p.prompt, p.references, config)

@@ -38,7 +38,10 @@ class DocumentIndex:
 
     def search(self, query: str, k: int = 4, min_score: float | None = None) -> list[SearchHit]:
         """The k chunks most similar to `query`, best first; scores are cosine
-        similarities, and hits scoring below `min_score` are dropped."""
+        similarities, and hits scoring below `min_score` are dropped. An empty (or blank)
+        query is a ValueError: it has no meaning to compare with."""
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError("the search query is empty: give some words to search for")
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
         vector = self.embedder.embed([query])

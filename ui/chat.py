@@ -8,13 +8,14 @@ from typing import Any
 from .highlight import render_answer, render_user
 from .stats import stats_footer
 
-MAX_QUESTION_CHARS = 4000
+def check_question(message: str | None, max_chars: int | None = None) -> tuple[str, str | None]:
+    """(question, None) when it can be asked, else ("", reason to show the user). `max_chars`: the
+    library's own limit (rag.inputs.MAX_QUESTION_CHARS) unless given, so the page and the library
+    accept the same questions."""
+    from rag.inputs import MAX_QUESTION_CHARS, clean_text  # late: rag imports torch; the page comes first
 
-
-def check_question(message: str | None, max_chars: int = MAX_QUESTION_CHARS) -> tuple[str, str | None]:
-    """(question, None) when it can be asked, else ("", reason to show the user)."""
-    from rag.inputs import clean_text  # late: rag imports torch, and the page should come up first
-
+    if max_chars is None:
+        max_chars = MAX_QUESTION_CHARS
     question = clean_text(message if isinstance(message, str) else "").strip()
     if not question:
         return "", "Type a question first."

@@ -92,6 +92,19 @@ def test_history_is_passed_on_the_next_turn(harness):
     assert settings.use_history_refs is False
 
 
+def test_the_page_and_the_library_accept_the_same_questions():
+    from rag.inputs import MAX_QUESTION_CHARS, check_question
+    from ui.chat import check_question as check_on_page
+
+    longest = "why " * (MAX_QUESTION_CHARS // 4 - 1) + "why?"
+    assert len(longest) == MAX_QUESTION_CHARS
+    assert check_on_page(longest) == (longest, None) and check_question(longest) == longest
+    question, problem = check_on_page(longest + "!")
+    assert question == "" and f"the limit is {MAX_QUESTION_CHARS:,}" in problem
+    with pytest.raises(ValueError):
+        check_question(longest + "!")
+
+
 @pytest.mark.parametrize("message", ["", "  \n\t ", "x" * 100_000, "\x00\x01\x1b[31m\x7f"])
 def test_empty_and_huge_messages_never_reach_the_model(harness, message):
     calls = len(harness.pipe.calls)

@@ -34,6 +34,9 @@ def test_build_then_search(corpus, tmp_path):
     assert lines[0].startswith("1. [") and "cats.md — Cats" in lines[0]
     assert "sixteen hours" in lines[1]
     assert lines[2].startswith("2. [")
+    empty = _cli("search", str(out), "")
+    assert empty.returncode == 1 and empty.stderr.strip() == (
+        "error: the search query is empty: give some words to search for")
 
 
 def test_errors_are_one_line_and_non_zero(tmp_path):

@@ -51,6 +51,9 @@ def test_k_and_min_score(built):
     assert [h.chunk.source for h in hits] == ["cats.md"]
     with pytest.raises(ValueError):
         index.search("cats", k=0)
+    for blank in ("", "  \n\t"):  # no meaning to compare with: an error, not the k nearest junk hits
+        with pytest.raises(ValueError, match="search query is empty"):
+            index.search(blank)
 
 
 def test_reload_gives_identical_results(built, tmp_path):

@@ -30,9 +30,8 @@ from benchmarks.runners import EngineRunner, Runner, hf_runner, sync
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel, load_model
 from llma.reference_index import POLICIES
-from llma.backend import Backend
 from llma.options import EngineOptions
-from llma.static import StaticBackend, select_backend
+from llma.static import select_backend
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +60,8 @@ def methods(loaded: LoadedModel, engine: Engine,
         for spec in specs:  # N, or N/B: N drafts in a query block of B rows (both greedy and LLMA)
             n, _, block = spec.partition("/")
             options = replace(engine.options, **{field: int(n)})
-            other = Engine(loaded, backend=backend_for(loaded, options, int(block) if block else None))
+            sizes = {"block": int(block)} if block else {}  # N/B: a query block of B rows
+            other = Engine(loaded, backend=select_backend(loaded.model, options, **sizes))
             engines.append(other)
             table[f"greedy+{option}{spec}"] = EngineRunner(other, base.greedy(), forced)
             table[f"llma+{option}{spec}"] = EngineRunner(other, base, forced)
@@ -71,17 +71,6 @@ def methods(loaded: LoadedModel, engine: Engine,
         config = replace(base, **{k: _typed(k, v) for k, v in overrides.items()})
         table[name] = EngineRunner(engine, config, forced)
     return table, engines
-
-
-def backend_for(loaded: LoadedModel, options: EngineOptions, block: int | None) -> Backend:
-    """The backend `options` choose, with a query block of `block` rows where given (static only)."""
-    if block is None:
-        return select_backend(loaded.model, options)
-    graphs = options.backend != "static"
-    chosen = options.resolve(loaded.device.type == "cuda", graphs)
-    return StaticBackend(loaded.model, block=block, graphs=graphs, attention=chosen.attention,
-                         compile=chosen.compile, cache_copies=chosen.cache_copies,
-                         packed_drafts=chosen.packed_drafts)
 
 
 def base_config(args: argparse.Namespace) -> LLMAConfig:

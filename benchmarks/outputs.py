@@ -53,8 +53,6 @@ def dump(args: argparse.Namespace) -> dict[str, object]:
                 result = engine.generate(p.prompt, p.references, run_cfg, verifier)
                 rows.append({"tokens": result.tokens, "forwards": result.stats.forward_passes})
             runs[f"{mode}/{method}"] = rows
-    if engine.backend.name.startswith("static-graphs"):
-        torch.cuda.synchronize()
     return {"llma": llma.__file__, "backend": engine.backend.name, "device": str(loaded.device), "dtype": str(loaded.dtype),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
             "prompts": len(prompts), "max_new_tokens": args.max_new_tokens, "commit": args.commit,

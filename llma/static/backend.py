@@ -215,9 +215,9 @@ class StaticBackend:
         """After `forward_rows`: keep `row`'s tokens up to `length` in the sequence, in every copy."""
         if not 0 <= row < self.drafts_per_step:
             raise ValueError(f"keep needs a row < {self.drafts_per_step}, got {row}")
-        self.cache.check_keep(length)
         if self.packed_drafts:  # moved by the next step, in its graph: a launch now costs host time
-            self.cache.keep_packed(self._packed.shift[row], length)
+            shift = self._packed.shift[row] if self._packed is not None else 0  # None: keep refuses
+            self.cache.keep_packed(shift, length)
         else:
             self.cache.keep_copy(row, length)
 

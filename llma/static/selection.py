@@ -12,8 +12,10 @@ from llma.static.family import unsupported_reason
 log = logging.getLogger(__name__)
 
 
-def select_backend(model: PreTrainedModel, options: EngineOptions = EngineOptions()) -> Backend:
-    """The backend `options` ask for on `model`'s device.
+def select_backend(model: PreTrainedModel, options: EngineOptions = EngineOptions(),
+                   **static: int) -> Backend:
+    """The backend `options` ask for on `model`'s device; `static`: StaticBackend's own sizes
+    (`block`, `max_len`, `min_bucket`) where the static backend is chosen.
 
     "auto": the static backend with CUDA graphs on a CUDA device when the model family is supported
     (else the HF loop, with the reason logged); "hf": the HF loop; "static": the static backend
@@ -34,4 +36,4 @@ def select_backend(model: PreTrainedModel, options: EngineOptions = EngineOption
     graphs = options.backend != "static"
     chosen = options.resolve(cuda, graphs)
     return StaticBackend(model, graphs=graphs, attention=chosen.attention, compile=chosen.compile,
-                         cache_copies=chosen.cache_copies, packed_drafts=chosen.packed_drafts)
+                         cache_copies=chosen.cache_copies, packed_drafts=chosen.packed_drafts, **static)

@@ -147,10 +147,8 @@ class ScriptedArgmaxBackend(ScriptedRowsBackend):
 
     def forward_argmax(self, rows: Sequence[Sequence[int]]) -> Argmax:
         self.argmax_calls += 1
-        logits = self.forward_rows(rows) if len(rows) > 1 else self.forward(rows[0])[None]
-        width = logits.shape[1]
-        index = tuple(tuple(range(c * width, c * width + len(r))) for c, r in enumerate(rows))
-        return CountedArgmax(logits.argmax(-1).flatten(), index, self.reads)
+        found = super().forward_argmax(rows)
+        return CountedArgmax(found.best, found.index, self.reads)
 
 
 def exact_twin(model: torch.nn.Module):

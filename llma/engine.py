@@ -175,6 +175,8 @@ def build_verifier(config: LLMAConfig) -> Verifier:
 class Engine:
     """A model ready to decode with references; `stream` yields one `StepEvent` per forward pass."""
 
+    concurrent = False  # one KV cache: callers serialise (llma.batch.BatchEngine takes many at once)
+
     def __init__(self, loaded: LoadedModel, backend: Backend | str | None = None,
                  options: EngineOptions | None = None) -> None:
         """`backend`: a Backend to run, or a backend name (shorthand for

@@ -14,17 +14,20 @@ from llma.batch.runner import MAX_ROWS, BatchRunner
 from llma.batch.scheduler import Scheduler, SchedulerStats
 from llma.checks import check_references, check_token_ids
 from llma.decoder import collect
-from llma.engine import OUTPUT_REF, DraftDefaults, LLMAConfig, build_proposer, build_verifier, fixed_block_defaults
+from llma.engine import (OUTPUT_REF, DraftDefaults, Engine, LLMAConfig, build_proposer, build_verifier,
+                         fixed_block_defaults)
 from llma.history import AnswerHistory
 from llma.loading import LoadedModel
+from llma.options import EngineOptions
 from llma.sequence import DecodeState, StopConfig
+from llma.static.family import unsupported_reason
 from llma.static.packing import draft_caps
 from llma.types import DecodeResult, RefId, StepEvent
 from llma.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchEngine", "OUTPUT_REF"]
+__all__ = ["BatchEngine", "OUTPUT_REF", "open_engine"]
 
 
 class BatchEngine:
@@ -34,6 +37,8 @@ class BatchEngine:
     batch grows (default: measured now, a few seconds). `max_len` caps the context (each slot holds
     one). Raises ValueError for a model family outside the static arithmetic (llma.static.family).
     """
+
+    concurrent = True  # callers may stream from many threads at once
 
     def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
                  cost: CostModel | None = None) -> None:
@@ -52,6 +57,11 @@ class BatchEngine:
     @property
     def context_length(self) -> int:
         return self.runner.context_length
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens held in the slots of the requests running now."""
+        return self.scheduler.cached_tokens
 
     @property
     def stats(self) -> SchedulerStats:
@@ -80,5 +90,23 @@ class BatchEngine:
                  history: AnswerHistory | None = None) -> DecodeResult:
         return collect(self.stream(prompt, references, config, verifier, history))
 
+    def warm_up(self) -> bool:
+        """Nothing to set up on first use (no CUDA graphs): False, as `Engine.warm_up` says then."""
+        return False
+
     def close(self) -> None:
         self.scheduler.close()
+
+
+def open_engine(loaded: LoadedModel, options: EngineOptions | None = None) -> Engine | BatchEngine:
+    """The engine `options` ask for: a `BatchEngine` of `options.batch_default(...)` slots where that is
+    above 0 and the model family runs on it (else, with the reason logged, the one-at-a-time
+    `Engine`), or an `Engine`. Callers tell them apart by `concurrent`."""
+    options = options or EngineOptions()
+    slots = options.batch_default(loaded.device.type == "cuda")
+    if slots > 0:
+        reason = unsupported_reason(loaded.model)
+        if reason is None:
+            return BatchEngine(loaded, slots=slots)
+        log.warning("batch engine not used, one request at a time instead: %s", reason)
+    return Engine(loaded, options=options)

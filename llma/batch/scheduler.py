@@ -86,6 +86,10 @@ class Scheduler:
         return len(self._running)
 
     @property
+    def cached_tokens(self) -> int:
+        return sum(r.cached for r in list(self._running))
+
+    @property
     def waiting(self) -> int:
         return len(self._waiting) + self._unseen
 

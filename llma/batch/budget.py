@@ -61,8 +61,9 @@ class RowBudget:
     n * E[tokens per step at the tier] / cost(n * rows).
 
     The expectation comes from the accepted lengths of recent steps (`observe`): a step that kept
-    `a` drafted tokens would have kept min(a, rows - 1) in a smaller block. Until steps are seen it
-    assumes `prior` accepted tokens per step."""
+    `a` drafted tokens would have kept min(a, rows - 1) in a smaller block; one that kept its whole
+    draft, cut short by its block, counts as keeping a full block's (it might have). Until steps are
+    seen it assumes `prior` accepted tokens per step. Of equally good tiers, the larger wins."""
 
     def __init__(self, cost: CostModel, tiers: Sequence[tuple[int, int]] = TIERS, window: int = 512,
                  prior: int = 4) -> None:
@@ -70,9 +71,9 @@ class RowBudget:
         self.tiers = [Tier(r, d) for r, d in tiers]
         self.recent: deque[int] = deque([prior] * 16, maxlen=window)
 
-    def observe(self, accepted: int) -> None:
-        """A verified step kept `accepted` drafted tokens."""
-        self.recent.append(accepted)
+    def observe(self, accepted: int, cut: bool = False) -> None:
+        """A verified step kept `accepted` drafted tokens; `cut`: all of a draft its block cut short."""
+        self.recent.append(self.tiers[-1].max_draft if cut else accepted)
 
     def expected(self, tier: Tier) -> float:
         """Tokens per step expected at `tier`: the next token plus the accepted ones it has room for."""
@@ -83,4 +84,4 @@ class RowBudget:
         """The tier for `n` >= 1 decoding requests (the greedy one when none is `drafting`)."""
         if not drafting:
             return self.tiers[0]
-        return max(self.tiers, key=lambda t: n * self.expected(t) / self.cost(n * t.rows))
+        return max(self.tiers, key=lambda t: (n * self.expected(t) / self.cost(n * t.rows), t.rows))

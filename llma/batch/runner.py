@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 from llma.backend import context_length_of
 from llma.batch.budget import CostModel
 from llma.batch.cache import SlotCache
-from llma.batch.rows import row_invariant
+from llma.batch.rows import TILES, choose_tile
 from llma.batch.step import BatchStep, Block
 from llma.static.family import unsupported_reason
 from llma.static.weights import LlamaWeights
@@ -27,8 +27,10 @@ class BatchRunner:
 
     `max_len` caps the context (default: the model's, at most 4096: each slot holds a whole context).
     Raises ValueError for a model family the static arithmetic does not cover (llma.static.family).
-    `invariant` tells whether this machine's kernels gave every row the same bits whatever the row
-    count, checked at start-up; where not, a request's output may differ from its solo run (logged).
+    `tile`: the row tile the products run over, the smallest for which this machine's kernels give
+    every row the same bits whatever the row count (checked at start-up on the model's weights);
+    `invariant` is False where no tile does, and a request's output may then differ from its solo
+    run (logged).
     """
 
     def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None) -> None:
@@ -43,11 +45,14 @@ class BatchRunner:
             w = self.weights
             self.cache = SlotCache(len(w.layers), slots, w.kv_heads, self.capacity, w.head_dim, w.dtype,
                                    self.device)
-            self.invariant = all(row_invariant(t) for t in (w.lm_head, w.layers[0].qkv, w.layers[0].gate_up))
+            layer = w.layers[0]
+            tile = choose_tile((w.lm_head, layer.qkv, layer.gate_up, layer.o_t.t(), layer.down_t.t()))
+        self.invariant = tile is not None
+        self.tile = tile or TILES[-1]
         if not self.invariant:
             log.warning("this machine's matrix products round rows differently by row count: batched "
                         "outputs may differ from solo runs")
-        self.step = BatchStep(self.weights, self.cache)
+        self.step = BatchStep(self.weights, self.cache, self.tile)
 
     @property
     def slots(self) -> int:
@@ -70,9 +75,8 @@ class BatchRunner:
         slot = self.cache.acquire()
         try:
             def timed(r: int) -> float:
-                per = max(1, r // MAX_ROWS)
-                blocks = [Block.chunk(slot, 0, [0] * min(MAX_ROWS, r - i * MAX_ROWS), 128)
-                          for i in range(min(per, -(-r // MAX_ROWS)))]
+                blocks = [Block.chunk(slot, 0, [0] * min(MAX_ROWS, r - i * MAX_ROWS), 128, logits=True)
+                          for i in range(-(-r // MAX_ROWS))]
                 best = float("inf")
                 for _ in range(3):
                     start = time.perf_counter()

@@ -187,32 +187,33 @@ class Scheduler:
         plans = [self._plan(r, tier) for r in self._running]
         blocks = [p.block for p in plans]
         planned = time.perf_counter()
-        logits = self.runner.run(blocks)  # [rows, vocab]
+        logits = self.runner.run(blocks)  # [the blocks' out rows, vocab]
         argmax = logits.argmax(-1).tolist()
         ran = time.perf_counter()
         at = 0
         for p in plans:
-            rows = len(p.block)
+            rows = len(p.block.out)
             self._apply(p, logits[at : at + rows], argmax[at : at + rows], len(self._running))
             at += rows
         done = time.perf_counter()
         s = self.stats
         s.steps += 1
         s.request_steps += len(plans)
-        s.rows += at
+        s.rows += sum(len(b) for b in blocks)
         s.forward_s += ran - planned
         s.host_s += (planned - started) + (done - ran)
 
     def _plan(self, r: _Request, tier: Tier) -> _Plan:
         if r.prefilling:
             chunk = r.prompt[r.cached : r.cached + PREFILL_CHUNK]
-            return _Plan(r, Block.chunk(r.slot, r.cached, chunk, r.length), [], None)
+            last = r.cached + len(chunk) == len(r.prompt)
+            return _Plan(r, Block.chunk(r.slot, r.cached, chunk, r.length, last), [], None, 0)
         state = r.state
         count = tier.drafts if state.rows_rule else min(tier.drafts, 1)
         caps = draft_caps(tier.rows, count) if count > 1 else ()
         drafts = state.propose(count, caps, tier.max_draft) if tier.drafts else []
         block, packing = Block.packed(r.slot, r.cached, state.rows(drafts), r.length)
-        return _Plan(r, block, drafts, packing)
+        return _Plan(r, block, drafts, packing, caps[0] if caps else tier.max_draft)
 
     def _apply(self, p: _Plan, logits: torch.Tensor, argmax: list[int], batch: int) -> None:
         r = p.request
@@ -231,7 +232,8 @@ class Scheduler:
                 self.runner.cache.move(r.slot, source, r.cached + 1, kept)
             r.cached += 1 + kept
             if p.drafts:
-                self.budget.observe(kept)
+                draft = p.drafts[verdict.draft]
+                self.budget.observe(kept, kept == len(draft) and len(draft) >= p.cap)
             event = r.state.advance(p.drafts, verdict)
         r.events.put(_with_batch(event, batch))
         if event.finished:
@@ -244,6 +246,7 @@ class _Plan:
     block: Block
     drafts: list[Draft]
     packing: PackedBlock | None
+    cap: int  # the longest draft its block took
 
 
 def _with_batch(event: StepEvent, batch: int) -> StepEvent:

@@ -25,7 +25,8 @@ class Block:
     slot: its cache slot; pos: the cached tokens (the first row's key goes to position `pos`);
     ids [rows]: tokens; rel [rows]: each row's position after `pos`; owner [rows]: each row's draft;
     shifts [drafts]: per draft, from a key's position after `pos` to its slot (row r's key is written
-    at slot `pos + r`); length: the request's attention length L (fixed for its whole generation).
+    at slot `pos + r`); length: the request's attention length L (fixed for its whole generation);
+    out: the rows whose logits the step returns.
     """
 
     slot: int
@@ -35,12 +36,16 @@ class Block:
     owner: tuple[int, ...]
     shifts: tuple[int, ...]
     length: int
+    out: tuple[int, ...]
 
     @staticmethod
-    def chunk(slot: int, pos: int, ids: Sequence[int], length: int) -> Block:
-        """Consecutive tokens (a prompt chunk) after `pos`."""
+    def chunk(slot: int, pos: int, ids: Sequence[int], length: int, last: bool = False,
+              logits: bool = False) -> Block:
+        """Consecutive tokens (a prompt chunk) after `pos`; the logits of its last row if `last` (the
+        prompt's last chunk), of every row if `logits`, else none."""
         n = len(ids)
-        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length)
+        out = tuple(range(n)) if logits else (n - 1,) if last else ()
+        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length, out)
 
     @staticmethod
     def packed(slot: int, pos: int, rows: Sequence[Sequence[int]], length: int) -> tuple[Block, PackedBlock]:
@@ -48,33 +53,37 @@ class Block:
         `index` gives each draft's rows of logits and `shift` where its keys went."""
         used = 1 + sum(len(r) - 1 for r in rows)
         p = pack(rows, used, len(rows))
-        return Block(slot, pos, tuple(p.ids), tuple(p.rel), tuple(p.draft), tuple(p.shift), length), p
+        return Block(slot, pos, tuple(p.ids), tuple(p.rel), tuple(p.draft), tuple(p.shift), length,
+                     tuple(range(used))), p
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
 class BatchStep:
-    """`step(blocks)`: the logits [sum of the blocks' rows, vocab] (fp32) of one forward over `blocks`,
-    their keys and values written into their slots first."""
+    """`step(blocks)`: the logits [the blocks' `out` rows, vocab] (fp32, in order) of one forward over
+    `blocks`, their keys and values written into their slots first; every product over whole `tile`s."""
 
-    def __init__(self, weights, cache: SlotCache) -> None:  # noqa: ANN001 (llma.static.weights.LlamaWeights)
+    def __init__(self, weights, cache: SlotCache, tile: int) -> None:  # noqa: ANN001 (LlamaWeights)
         self.weights = weights
         self.cache = cache
+        self.tile = tile
 
     @torch.no_grad()
     def __call__(self, blocks: Sequence[Block]) -> torch.Tensor:
         w = self.weights
         device = w.device
         n = sum(map(len, blocks))
-        m = padded(n)  # every product over whole row tiles: the padding rows are dropped at the end
+        m = padded(n, self.tile)  # every product over whole row tiles: the padding rows are dropped at the end
         ids = torch.zeros(m, dtype=torch.long)
         positions = torch.zeros(m, dtype=torch.long)
         slots = torch.zeros(n, dtype=torch.long)
         key_slots = torch.zeros(n, dtype=torch.long)
+        out: list[int] = []
         at = 0
         for b in blocks:
             k = len(b)
+            out += [at + r for r in b.out]
             ids[at : at + k] = torch.tensor(b.ids)
             positions[at : at + k] = b.pos + torch.tensor(b.rel)
             slots[at : at + k] = b.slot
@@ -84,7 +93,7 @@ class BatchStep:
         attend = self._attention(blocks, n, m, slots, key_slots)
         x = w.run(F.embedding(ids, w.embed), w.cos[positions][:, None], w.sin[positions][:, None], attend,
                   step=True)
-        return linear(x, w.lm_head)[:n].float()
+        return linear(x[torch.tensor(out, dtype=torch.long, device=device)], w.lm_head, self.tile).float()
 
     def _attention(self, blocks: Sequence[Block], n: int, m: int, slots: torch.Tensor,
                    key_slots: torch.Tensor) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -102,7 +111,7 @@ class BatchStep:
                 rows = len(b)
                 outs.append(block_attention(q[at : at + rows], cache.k[i, b.slot, :, : b.length],
                                             cache.v[i, b.slot, :, : b.length], b.pos, rel, owner, shifts,
-                                            w.scale))
+                                            w.scale, self.tile))
                 at += rows
             if m > n:
                 outs.append(q.new_zeros(m - n, w.heads * w.head_dim))

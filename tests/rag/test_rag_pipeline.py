@@ -80,7 +80,8 @@ def test_without_an_index_there_is_no_retrieval(loaded: LoadedModel, index: Docu
 def test_concurrent_callers_share_steps_and_get_their_solo_answers(pipe: RAGPipeline) -> None:
     """The CPU default is the batch engine: a question asked while another streams joins its steps."""
     assert pipe.engine.concurrent
-    long, short = small(40, use_llma=False), small(12)
+    long = RagSettings(llma=LLMAConfig(max_new_tokens=40).greedy(), use_answer_cache=False)
+    short = small(12)
     expected = {QUESTIONS[0]: pipe.answer(QUESTIONS[0], settings=long).text,
                 QUESTIONS[1]: pipe.answer(QUESTIONS[1], settings=short).text}
     results: dict[str, object] = {}

@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llma.backend import Argmax, Backend
 from llma.proposer import Proposer
+from llma.repetition import LoopDetector, RepetitionStop
 from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
 from llma.verifier import GreedyVerifier, RowsVerifier, Verdict, Verifier
 
@@ -20,14 +21,17 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StopConfig:
-    """When to stop: `max_new_tokens`, any of `eos_token_ids`, or a stop sequence of token ids.
+    """When to stop: `max_new_tokens`, any of `eos_token_ids`, a stop sequence of token ids, or a
+    loop in the output (`repetition`, llma.repetition; None: off).
 
-    The EOS token or stop sequence is kept at the end of the output, as Hugging Face `generate` does.
+    The EOS token, stop sequence or loop's last token is kept at the end of the output, as Hugging
+    Face `generate` keeps its EOS token.
     """
 
     max_new_tokens: int = 256
     eos_token_ids: frozenset[int] = frozenset()
     stop_sequences: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
+    repetition: RepetitionStop | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -36,14 +40,18 @@ class StopConfig:
             raise ValueError("stop sequences must not be empty")
 
 
-def _first_stop(output: Sequence[int], start: int, stop: StopConfig) -> tuple[int, str] | None:
-    """Where the output must end, if a stop condition falls in `output[start:]`: (length, reason)."""
+def _first_stop(output: Sequence[int], start: int, stop: StopConfig,
+                loop: LoopDetector | None = None) -> tuple[int, str] | None:
+    """Where the output must end, if a stop condition falls in `output[start:]`: (length, reason).
+    `loop` has seen `output[:start]`; it is given the tokens up to the stop."""
     for i in range(start, len(output)):
         if output[i] in stop.eos_token_ids:
             return i + 1, "eos"
         for seq in stop.stop_sequences:
             if i + 1 >= len(seq) and tuple(output[i + 1 - len(seq) : i + 1]) == seq:
                 return i + 1, "stop_sequence"
+        if loop is not None and loop.push(output[i]):
+            return i + 1, "repetition"
     if len(output) >= stop.max_new_tokens:
         return stop.max_new_tokens, "max_new_tokens"
     return None
@@ -74,8 +82,9 @@ class Decoder:
         # The token generated from the last context position is never fed back, hence the + 1.
         room = context - len(prompt) + 1
         limit_reason = "max_new_tokens" if stop.max_new_tokens <= room else "context_full"
-        stop = StopConfig(min(stop.max_new_tokens, room), stop.eos_token_ids, stop.stop_sequences)
+        stop = replace(stop, max_new_tokens=min(stop.max_new_tokens, room))
         stop_ids = stop.eos_token_ids
+        loop = stop.repetition.detector() if stop.repetition else None
         t0 = time.perf_counter()
         output: list[int] = []
 
@@ -86,7 +95,8 @@ class Decoder:
         # Decided once: a runtime-checkable protocol's isinstance costs tens of microseconds a call.
         rows_rule = isinstance(verifier, RowsVerifier)
         count = self._candidates(rows_rule)
-        argmax = self.backend.forward_argmax if rows_rule else None
+        # The argmax alone, made in the step, unless the rule reads the logits (penalties).
+        argmax = self.backend.forward_argmax if rows_rule and not verifier.reads_logits else None
         sequence = list(prompt)  # prompt + output, for the proposer
         step = 0
         draft: Draft | None = None
@@ -97,7 +107,7 @@ class Decoder:
             new = [*(draft.tokens[:accepted] if draft else ()), token]
             output.extend(new)
             sequence.extend(new)
-            ended = _first_stop(output, before, stop)
+            ended = _first_stop(output, before, stop, loop)
             if ended:
                 del output[ended[0] :]
             now = time.perf_counter()
@@ -158,6 +168,9 @@ class Decoder:
         tokens = [d.tokens for d in drafts] or [()]
         if argmax is not None:
             verdict = verifier.verify_targets(argmax(rows).rows, tokens, position)
+        elif len(rows) > 1:  # several drafts, a RowsVerifier that reads their logits (penalties)
+            assert isinstance(verifier, RowsVerifier)
+            verdict = verifier.verify_rows(self.backend.forward_rows(rows), tokens, position)
         else:  # one draft (a rule that reads the logits, e.g. sampling)
             verdict = Verdict(0, *verifier.verify(self.backend.forward(rows[0]), tokens[0], position))
         if len(rows) > 1:

@@ -7,13 +7,21 @@ or several packed per step (each row penalised as of its own prefix).
 """
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from llma_fixtures import tiny_llama
+from test_llma_properties_decoder import (TableBackend, check_run, check_stats, decode_setup, llma_settings,
+                                          references_from)
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from llma.engine import Engine, LLMAConfig
+from llma.decoder import collect
+from llma.engine import OUTPUT_REF, Engine, LLMAConfig
 from llma.penalties import Penalties, TokenCounts
+from llma.repetition import RepetitionStop
 from llma.static import StaticBackend
 from llma.verifier import (ForcedVerifier, GreedyVerifier, PenalisedRowsVerifier, PenalisedVerifier,
                            RowsVerifier, SamplingVerifier)
@@ -201,3 +209,26 @@ def test_forced_decoding_ignores_the_penalties():
     config = LLMAConfig(max_new_tokens=20, repetition_penalty=1.5, presence_penalty=1.0, frequency_penalty=1.0,
                         min_n=1, repetition_stop=False)
     assert engine.generate(prompt, {"t": target}, config, verifier=ForcedVerifier(target)).tokens == target
+
+
+@settings(max_examples=150, deadline=None)
+@given(setup=decode_setup(), cfg=llma_settings(), data=st.data(),
+       penalties=st.tuples(st.sampled_from([1.0, 0.7, 1.5]), st.sampled_from([0.0, 0.8, -0.3]),
+                           st.sampled_from([0.0, 0.4, 1.1])),
+       loop=st.sampled_from([None, RepetitionStop(1, 4, 2), RepetitionStop(2, 6, 3)]))
+def test_engine_llma_equals_engine_greedy_with_penalties_and_a_repetition_stop(setup, cfg, data, penalties, loop):
+    """On mock models whose outputs soon cycle (so loops are found, often inside accepted drafts):
+    every step extends greedy's output with the same penalties, and both stop at the same token."""
+    (seed, vocab, order, period), prompt, stop, context = setup
+    model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=sorted(stop.eos_token_ids)),
+                            get_input_embeddings=lambda: SimpleNamespace(num_embeddings=vocab))
+    engine = Engine(SimpleNamespace(model=model), backend=TableBackend(seed, vocab, context, order, period))
+    config = LLMAConfig(**cfg, max_new_tokens=stop.max_new_tokens, stop_sequences=stop.stop_sequences,
+                        repetition_penalty=penalties[0], presence_penalty=penalties[1],
+                        frequency_penalty=penalties[2], repetition_stop=loop or False)
+    plain = engine.generate(prompt, None, config.greedy())
+    refs = data.draw(references_from(prompt + plain.tokens, vocab))
+    events = list(engine.stream(prompt, refs, config))
+    k_cap = max(config.k, config.k_max) if config.adaptive else config.k
+    check_run(events, plain.tokens, {**refs, OUTPUT_REF: plain.tokens}, k_cap=k_cap)
+    check_stats(collect(iter(events)), events, plain)

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 from llma.backend import Argmax, Backend
 from llma.proposer import Proposer
@@ -93,10 +94,10 @@ class Decoder:
             proposer.prepare()  # e.g. its reference index, built while the GPU prefills
         accepted, token = verifier.verify(logits, (), 0)
         # Decided once: a runtime-checkable protocol's isinstance costs tens of microseconds a call.
-        rows_rule = isinstance(verifier, RowsVerifier)
-        count = self._candidates(rows_rule)
+        rows = verifier if isinstance(verifier, RowsVerifier) else None
+        count = self._candidates(rows is not None)
         # The argmax alone, made in the step, unless the rule reads the logits (penalties).
-        argmax = self.backend.forward_argmax if rows_rule and not verifier.reads_logits else None
+        argmax = self.backend.forward_argmax if rows is not None and not rows.reads_logits else None
         sequence = list(prompt)  # prompt + output, for the proposer
         step = 0
         draft: Draft | None = None
@@ -169,8 +170,8 @@ class Decoder:
         if argmax is not None:
             verdict = verifier.verify_targets(argmax(rows).rows, tokens, position)
         elif len(rows) > 1:  # several drafts, a RowsVerifier that reads their logits (penalties)
-            assert isinstance(verifier, RowsVerifier)
-            verdict = verifier.verify_rows(self.backend.forward_rows(rows), tokens, position)
+            rule = cast(RowsVerifier, verifier)  # only a RowsVerifier gets several drafts (_candidates)
+            verdict = rule.verify_rows(self.backend.forward_rows(rows), tokens, position)
         else:  # one draft (a rule that reads the logits, e.g. sampling)
             verdict = Verdict(0, *verifier.verify(self.backend.forward(rows[0]), tokens[0], position))
         if len(rows) > 1:

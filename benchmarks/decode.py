@@ -74,9 +74,10 @@ def methods(loaded: LoadedModel, engine: Engine,
 
 
 def base_config(args: argparse.Namespace) -> LLMAConfig:
-    """The `llma` method's settings: what the command line sets, the engine's defaults for the rest."""
+    """The `llma` method's settings: what the command line sets, the engine's defaults for the rest;
+    no repetition stop, so that every method decodes what HF greedy does (the same workload)."""
     return LLMAConfig(max_new_tokens=args.max_new_tokens, min_n=args.min_n, max_n=args.max_n, k=args.k,
-                      adaptive=False if args.fixed_k else None, policy=args.policy)
+                      adaptive=False if args.fixed_k else None, policy=args.policy, repetition_stop=False)
 
 
 def _typed(name: str, value: str) -> object:

@@ -37,7 +37,8 @@ def dump(args: argparse.Namespace) -> dict[str, object]:
     engine = Engine(loaded)
     engine.warm_up()
     _, prompts = _bench_prompts()(loaded.tokenizer, Path(args.data), args.limit)
-    config = LLMAConfig(max_new_tokens=args.max_new_tokens)
+    # No repetition stop: the outputs compare with earlier dumps and with HF greedy token for token.
+    config = LLMAConfig(max_new_tokens=args.max_new_tokens, repetition_stop=False)
     runs: dict[str, list[dict[str, object]]] = {}
     started = time.perf_counter()
     for mode in ("free", "forced"):

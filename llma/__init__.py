@@ -5,8 +5,10 @@ from llma.decoder import Decoder, StopConfig, collect
 from llma.history import AnswerHistory
 from llma.loading import DEFAULT_MODEL, LoadedModel, ModelNotFoundError, load_model
 from llma.options import EngineOptions
+from llma.penalties import Penalties
 from llma.proposer import CopyLength, Proposer
 from llma.reference_index import ReferenceIndex
+from llma.repetition import RepetitionStop
 from llma.types import CopiedSpan, DecodeResult, DecodeStats, Draft, StepEvent
 from llma.verifier import ForcedVerifier, GreedyVerifier, SamplingConfig, SamplingVerifier, count_accepted
 from llma.batch import BatchEngine, open_engine  # last: it builds on the modules above
@@ -16,5 +18,6 @@ __all__ = [
     "Decoder", "StopConfig", "collect", "DEFAULT_MODEL", "LoadedModel", "AnswerHistory",
     "ModelNotFoundError", "load_model", "CopyLength", "Proposer", "ReferenceIndex", "CopiedSpan",
     "DecodeResult", "DecodeStats", "Draft", "StepEvent", "ForcedVerifier", "GreedyVerifier",
-    "SamplingConfig", "SamplingVerifier", "count_accepted", "BatchEngine", "open_engine",
+    "SamplingConfig", "SamplingVerifier", "count_accepted", "Penalties", "RepetitionStop", "BatchEngine",
+    "open_engine",
 ]

@@ -54,12 +54,16 @@ class Decoder:
 
     def _verify(self, state: DecodeState, drafts: list[Draft]) -> Verdict:
         """One forward over [last token + draft] (one row per draft where there are several), the
-        verdict, and the cache cut back to the accepted tokens. A rows rule reads the backend's
-        `forward_argmax` (the model's argmax alone), any other rule one draft's logits."""
+        verdict, and the cache cut back to the accepted tokens. An argmax rule reads the backend's
+        `forward_argmax` (the model's argmax alone), a rows rule with penalties every draft's logits,
+        any other rule one draft's logits."""
         rows = state.rows(drafts)
         cached = len(state.sequence)  # with the last token, which this forward caches
-        if state.rows_rule:
+        if state.argmax_rule:
             verdict = state.verdict(drafts, self.backend.forward_argmax(rows).rows, None)
+        elif state.rows_rule:  # a rows rule that reads the logits (penalties): [drafts, rows, vocab]
+            logits = self.backend.forward_rows(rows) if len(rows) > 1 else self.backend.forward(rows[0])[None]
+            verdict = state.verdict(drafts, None, lambda: logits)
         else:
             verdict = state.verdict(drafts, None, lambda: self.backend.forward(rows[0]))
         if len(rows) > 1:

@@ -20,11 +20,13 @@ from llma.decoder import Decoder, StopConfig, collect
 from llma.history import AnswerHistory
 from llma.loading import LoadedModel
 from llma.options import EngineOptions
+from llma.penalties import Penalties, TokenCounts
 from llma.proposer import CopyLength, Proposer
 from llma.reference_index import Policy, ReferenceIndex
+from llma.repetition import RepetitionStop
 from llma.static import select_backend
 from llma.types import DecodeResult, RefId, StepEvent
-from llma.verifier import GreedyVerifier, SamplingConfig, SamplingVerifier, Verifier
+from llma.verifier import GreedyVerifier, SamplingConfig, SamplingVerifier, Verifier, penalised
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,11 @@ class LLMAConfig:
     answers most often wrote after the output's last token (llma.history), where the references
     leave a step's drafts unused; the answer is added to that history. Never used when sampling
     (a seeded answer must not depend on earlier ones).
+    `repetition_penalty` (Hugging Face's), `presence_penalty` and `frequency_penalty` (OpenAI's;
+    llma.penalties) apply in greedy and sampling alike, to every verified row as of its own prefix,
+    so LLMA stays identical to plain decoding with the same penalties. 1.0, 0.0, 0.0: off.
+    `repetition_stop`: end the answer at the token that completes a loop (llma.repetition; stop
+    reason "repetition"); True (the default) is `RepetitionStop()`, False or None is off.
     """
 
     enabled: bool = True
@@ -63,6 +70,10 @@ class LLMAConfig:
     stop_sequences: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
     max_reference_tokens: int = MAX_REFERENCE_TOKENS
     answer_history: bool | None = None
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_stop: RepetitionStop | bool | None = True
 
     def __post_init__(self) -> None:
         for name in ("min_n", "max_n", "k", "k_max", "max_new_tokens", "top_k", "max_reference_tokens"):
@@ -86,6 +97,21 @@ class LLMAConfig:
         StopConfig(self.max_new_tokens, frozenset(), self.stop_sequences)
         if self.temperature > 0:
             SamplingConfig(self.temperature, self.top_k, self.top_p)
+        self.penalties()
+        if not isinstance(self.repetition_stop, (RepetitionStop, bool, type(None))):
+            raise ValueError(f"repetition_stop must be a RepetitionStop, True (the default rule) or "
+                             f"False/None (off), got {self.repetition_stop!r}")
+
+    def penalties(self) -> Penalties | None:
+        """The penalties, None if all are off."""
+        penalties = Penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty)
+        return penalties if penalties.active else None
+
+    def loop_rule(self) -> RepetitionStop | None:
+        """The repetition stop's rule, None if off."""
+        if isinstance(self.repetition_stop, RepetitionStop):
+            return self.repetition_stop
+        return RepetitionStop() if self.repetition_stop else None
 
     def greedy(self) -> LLMAConfig:
         """The same settings with the proposer off: the baseline."""
@@ -163,13 +189,18 @@ def build_proposer(references: Mapping[RefId, Sequence[int]], config: LLMAConfig
     return Proposer(index, config.copy_length(), output, history if learn else None)
 
 
-def build_verifier(config: LLMAConfig) -> Verifier:
-    """Greedy for temperature 0, else lossless speculative sampling seeded by `config.seed`."""
+def build_verifier(config: LLMAConfig, prompt: Sequence[int] = ()) -> Verifier:
+    """Greedy for temperature 0, else lossless speculative sampling seeded by `config.seed`; with
+    `config`'s penalties (llma.penalties) for one generation after `prompt`."""
+    rule: Verifier
     if config.temperature == 0:
-        return GreedyVerifier()
-    generator = torch.Generator()
-    generator.manual_seed(config.seed if config.seed is not None else torch.seed())
-    return SamplingVerifier(SamplingConfig(config.temperature, config.top_k, config.top_p), generator)
+        rule = GreedyVerifier()
+    else:
+        generator = torch.Generator()
+        generator.manual_seed(config.seed if config.seed is not None else torch.seed())
+        rule = SamplingVerifier(SamplingConfig(config.temperature, config.top_k, config.top_p), generator)
+    penalties = config.penalties()
+    return rule if penalties is None else penalised(rule, TokenCounts(penalties, prompt))
 
 
 class Engine:
@@ -216,8 +247,9 @@ class Engine:
         return build_proposer(references, config, self.draft_defaults, self.backend.drafts_per_step,
                               self.history if history is None else history)
 
-    def verifier(self, config: LLMAConfig) -> Verifier:
-        return build_verifier(config)
+    def verifier(self, config: LLMAConfig, prompt: Sequence[int] = ()) -> Verifier:
+        """The rule `config` implies; with penalties, for one generation after `prompt`."""
+        return build_verifier(config, prompt)
 
     def stream(
         self,
@@ -227,16 +259,16 @@ class Engine:
         verifier: Verifier | None = None,
         history: AnswerHistory | None = None,
     ) -> Iterator[StepEvent]:
-        """`verifier` overrides the one the config implies (the benchmark's forced decoding);
-        `history` the engine's own answer history (the benchmark: one per method)."""
+        """`verifier` overrides the one the config implies, penalties included (the benchmark's
+        forced decoding); `history` the engine's own answer history (the benchmark: one per method)."""
         check_token_ids("prompt", prompt, self.vocab_size)
         references = check_references(references, self.vocab_size, config.max_reference_tokens)
-        stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences)
+        stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences, config.loop_rule())
         self.backend.reserve(config.max_new_tokens)  # a static cache sizes its attention for the answer
         return self.decoder.stream(
             prompt,
             proposer=self.proposer(references, config, history),
-            verifier=verifier or self.verifier(config),
+            verifier=verifier or self.verifier(config, prompt),
             stop=stop,
         )
 

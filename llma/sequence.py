@@ -8,23 +8,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from llma.proposer import Proposer
+from llma.repetition import LoopDetector, RepetitionStop
 from llma.types import CopiedSpan, Draft, StepEvent
 from llma.verifier import GreedyVerifier, RowsVerifier, Verdict, Verifier
 
 
 @dataclass(frozen=True)
 class StopConfig:
-    """When to stop: `max_new_tokens`, any of `eos_token_ids`, or a stop sequence of token ids.
+    """When to stop: `max_new_tokens`, any of `eos_token_ids`, a stop sequence of token ids, or a
+    loop in the output (`repetition`, llma.repetition; None: off).
 
-    The EOS token or stop sequence is kept at the end of the output, as Hugging Face `generate` does.
+    The EOS token, stop sequence or loop's last token is kept at the end of the output, as Hugging
+    Face `generate` keeps its EOS token.
     """
 
     max_new_tokens: int = 256
     eos_token_ids: frozenset[int] = frozenset()
     stop_sequences: tuple[tuple[int, ...], ...] = field(default_factory=tuple)
+    repetition: RepetitionStop | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -33,14 +37,18 @@ class StopConfig:
             raise ValueError("stop sequences must not be empty")
 
 
-def first_stop(output: Sequence[int], start: int, stop: StopConfig) -> tuple[int, str] | None:
-    """Where the output must end, if a stop condition falls in `output[start:]`: (length, reason)."""
+def first_stop(output: Sequence[int], start: int, stop: StopConfig,
+               loop: LoopDetector | None = None) -> tuple[int, str] | None:
+    """Where the output must end, if a stop condition falls in `output[start:]`: (length, reason).
+    `loop` has seen `output[:start]`; it is given the tokens up to the stop."""
     for i in range(start, len(output)):
         if output[i] in stop.eos_token_ids:
             return i + 1, "eos"
         for seq in stop.stop_sequences:
             if i + 1 >= len(seq) and tuple(output[i + 1 - len(seq) : i + 1]) == seq:
                 return i + 1, "stop_sequence"
+        if loop is not None and loop.push(output[i]):
+            return i + 1, "repetition"
     if len(output) >= stop.max_new_tokens:
         return stop.max_new_tokens, "max_new_tokens"
     return None
@@ -68,10 +76,13 @@ class DecodeState:
         self.verifier = verifier or GreedyVerifier()
         # Decided once: a runtime-checkable protocol's isinstance costs tens of microseconds a call.
         self.rows_rule = isinstance(self.verifier, RowsVerifier)
+        # A rows rule reads the model's argmax alone, unless it reads the logits (penalties).
+        self.argmax_rule = self.rows_rule and not self.verifier.reads_logits
         # The token generated from the last context position is never fed back, hence the + 1.
         room = context_length - len(prompt) + 1
         self.limit_reason = "max_new_tokens" if stop.max_new_tokens <= room else "context_full"
-        self.stop = StopConfig(min(stop.max_new_tokens, room), stop.eos_token_ids, stop.stop_sequences)
+        self.stop = replace(stop, max_new_tokens=min(stop.max_new_tokens, room))
+        self.loop = stop.repetition.detector() if stop.repetition else None
         self.output: list[int] = []
         self.sequence = prompt  # prompt + output, for the proposer
         self.step = 0
@@ -114,12 +125,15 @@ class DecodeState:
         return [[self.last, *d.tokens] for d in drafts] or [[self.last]]
 
     def verdict(self, drafts: Sequence[Draft], targets, logits) -> Verdict:  # noqa: ANN001
-        """The verdict of a step over `rows(drafts)`: from `targets()` ([draft][row] argmax) by a rows
-        rule, else from `logits()` (one draft's [rows, vocab]); each callable is read only if needed."""
+        """The verdict of a step over `rows(drafts)`: from `targets()` ([draft][row] argmax) by an
+        argmax rule, else from `logits()`: [drafts, longest row, vocab] for a rows rule (penalties),
+        one draft's [rows, vocab] for another; each callable is read only if needed."""
         tokens = [d.tokens for d in drafts] or [()]
         position = len(self.output)
-        if self.rows_rule:
+        if self.argmax_rule:
             return self.verifier.verify_targets(targets, tokens, position)
+        if self.rows_rule:
+            return self.verifier.verify_rows(logits(), tokens, position)
         return Verdict(0, *self.verifier.verify(logits(), tokens[0], position))
 
     def advance(self, drafts: Sequence[Draft], verdict: Verdict) -> StepEvent:
@@ -134,7 +148,7 @@ class DecodeState:
         new = [*(draft.tokens[:accepted] if draft else ()), token]
         self.output.extend(new)
         self.sequence.extend(new)
-        ended = first_stop(self.output, before, self.stop)
+        ended = first_stop(self.output, before, self.stop, self.loop)
         if ended:
             cut = len(self.output) - ended[0]
             del self.output[ended[0] :]

@@ -18,6 +18,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
+from llma.penalties import TokenCounts
 
 class Verdict(NamedTuple):
     """What one step keeps: the draft (its index among those verified), how many of its tokens are
@@ -52,7 +53,10 @@ class Verifier(Protocol):
 @runtime_checkable
 class RowsVerifier(Verifier, Protocol):
     """A verifier that can choose among several drafts verified side by side. Only a deterministic
-    rule can: keeping the best of several sampled checks would bias sampling."""
+    rule can: keeping the best of several sampled checks would bias sampling. `reads_logits`: it
+    must see the logits (`verify_rows`), never the argmax alone (`verify_targets`)."""
+
+    reads_logits: bool
 
     def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
                     position: int) -> Verdict:
@@ -72,6 +76,8 @@ class GreedyVerifier:
     The output is exactly what plain greedy decoding gives, as long as the logits of a multi-token
     forward equal those of one-token forwards (true up to floating-point rounding of the kernels).
     """
+
+    reads_logits = False
 
     def verify(self, logits: torch.Tensor, draft: Sequence[int], position: int) -> tuple[int, int]:
         targets = logits.argmax(dim=-1).tolist()
@@ -99,6 +105,7 @@ class ForcedVerifier:
     """
 
     target: Sequence[int]
+    reads_logits = False
 
     def verify(self, logits: torch.Tensor, draft: Sequence[int], position: int) -> tuple[int, int]:
         return self._forced(draft, position)  # the logits are not read
@@ -187,3 +194,53 @@ class SamplingVerifier:
 
     def _sample(self, weights: torch.Tensor) -> int:
         return int(torch.multinomial(weights, 1, generator=self.generator).item())
+
+
+class PenalisedVerifier:
+    """A rule (`rule`) that sees the logits penalised (llma.penalties): row i of a draft with the
+    counts as of the prompt, the output so far and `draft[:i]`, as plain decoding would at that
+    position. It follows the output from its own verdicts (each step emits the accepted tokens and
+    the next token), so one instance serves one generation; `penalised` makes one."""
+
+    def __init__(self, rule: Verifier, counts: TokenCounts) -> None:
+        self.rule = rule
+        self.counts = counts
+
+    def verify(self, logits: torch.Tensor, draft: Sequence[int], position: int) -> tuple[int, int]:
+        self._check(position)
+        accepted, token = self.rule.verify(self.counts.apply(logits, [draft]), draft, position)
+        self.counts.extend([*draft[:accepted], token])
+        return accepted, token
+
+    def _check(self, position: int) -> None:
+        if position != self.counts.produced:
+            raise RuntimeError(f"a PenalisedVerifier serves one generation: asked for output position "
+                               f"{position} after {self.counts.produced} tokens")
+
+
+class PenalisedRowsVerifier(PenalisedVerifier):
+    """`PenalisedVerifier` of a RowsVerifier: it chooses among several drafts, from their logits."""
+
+    reads_logits = True
+
+    def __init__(self, rule: RowsVerifier, counts: TokenCounts) -> None:
+        super().__init__(rule, counts)
+        self.rows_rule = rule
+
+    def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
+                    position: int) -> Verdict:
+        self._check(position)
+        verdict = self.rows_rule.verify_rows(self.counts.apply(logits, drafts), drafts, position)
+        self.counts.extend([*drafts[verdict.draft][: verdict.accepted], verdict.next_token])
+        return verdict
+
+    def verify_targets(self, targets: Callable[[], list[list[int]]], drafts: Sequence[Sequence[int]],
+                       position: int) -> Verdict:
+        raise TypeError("penalties need the logits: verify_rows, not verify_targets (reads_logits)")
+
+
+def penalised(rule: Verifier, counts: TokenCounts) -> PenalisedVerifier:
+    """`rule` with penalties; it still chooses among several drafts if `rule` can."""
+    if isinstance(rule, RowsVerifier):
+        return PenalisedRowsVerifier(rule, counts)
+    return PenalisedVerifier(rule, counts)

@@ -15,7 +15,8 @@ PROVIDER = "llma"
 
 # LangChain's name -> LLMAConfig's field.
 SETTINGS = {"max_tokens": "max_new_tokens", "temperature": "temperature", "top_p": "top_p",
-            "top_k": "top_k", "seed": "seed"}
+            "top_k": "top_k", "seed": "seed", "frequency_penalty": "frequency_penalty",
+            "presence_penalty": "presence_penalty", "repetition_penalty": "repetition_penalty"}
 # What a call may pass besides `stop`: the settings, the model's name, LLMA's reference texts.
 PER_CALL = frozenset({*SETTINGS, "model", "references"})
 # LangChain's own flags that reach the model's methods with the call's arguments (read, then unused).

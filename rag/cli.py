@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--dtype", default=None, help="float32, bfloat16, float16")
     ask.add_argument("--max-new-tokens", type=int, default=128)
     ask.add_argument("--no-llma", action="store_true", help="plain greedy decoding")
+    ask.add_argument("--repetition-penalty", type=float, default=1.0, help="Hugging Face's (1.0: off)")
+    ask.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI's (0.0: off)")
+    ask.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI's (0.0: off)")
+    ask.add_argument("--no-repetition-stop", action="store_true",
+                     help="do not end the answer when it starts to loop")
     ask.add_argument("--compare", action="store_true", help="also decode greedily and report the speedup")
     ask.add_argument("--k", type=int, default=4, help="passages to retrieve")
     ask.add_argument("--min-score", type=float, default=None, help="drop passages scoring lower")
@@ -51,7 +56,9 @@ def _ask(args: argparse.Namespace) -> None:
 
     # Every argument is checked before the model loads: bad input fails in a second, not ten.
     question = check_question(args.question)
-    config = LLMAConfig(max_new_tokens=args.max_new_tokens)
+    config = LLMAConfig(max_new_tokens=args.max_new_tokens, repetition_penalty=args.repetition_penalty,
+                        presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+                        repetition_stop=not args.no_repetition_stop)
     settings = RagSettings(top_k=args.k, min_score=args.min_score,
                            llma=config.greedy() if args.no_llma else config)
     options = EngineOptions.from_env(os.environ)  # LLMA_BACKEND, LLMA_STATIC_*

@@ -65,7 +65,8 @@ class LLMAChatModel(BaseChatModel):
     """A chat model decoding with LLMA. Pass reference texts per call: `invoke(msgs, references=[...])`.
 
     LangChain's standard parameters set the engine's decoding settings (`llma`, an `LLMAConfig`):
-    `max_tokens` its `max_new_tokens`; `temperature`, `top_p`, `top_k` and `seed` the fields of the
+    `max_tokens` its `max_new_tokens`; `temperature`, `top_p`, `top_k`, `seed`, `frequency_penalty`
+    and `presence_penalty` (OpenAI's) and `repetition_penalty` (Hugging Face's) the fields of the
     same names (temperature 0: greedy). Left at None, a parameter keeps `llma`'s value. `stop` holds
     stop strings: the reply ends before the first one (which is not kept). The same names given per
     call (`invoke(msgs, max_tokens=5)`, `bind(...)`) override the model's for that call; a per-call
@@ -88,6 +89,9 @@ class LLMAChatModel(BaseChatModel):
     top_p: float | None = None
     top_k: int | None = None
     seed: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    repetition_penalty: float | None = None
     stop: list[str] | None = None
     streaming: bool = False
     """True: `invoke` decodes through `_stream`, calling back per token; the reply is the same."""

@@ -104,7 +104,8 @@ def run_questions(pipe: object, questions: Sequence[str], settings: object, gc_e
         result.answered += 1
         result.tokens += int(answer.stats["tokens"])
         result.cache_hits_used += any(k.startswith("cache:") for k in answer.sources)
-        complete = bool(answer.text.strip()) and answer.stop_reason in ("eos", "max_new_tokens", "stop_string")
+        complete = bool(answer.text.strip()) and answer.stop_reason in ("eos", "max_new_tokens", "stop_string",
+                                                                   "repetition")
         result.incomplete += not complete
         held = int(answer.stats["prompt_tokens"]) + int(answer.stats["tokens"])
         result.samples.append(sample(pipe, n, held, n % gc_every == 0, trim))

@@ -8,6 +8,10 @@ from typing import Any
 import pandas as pd
 
 STEP_COLUMNS = ["step", "accepted", "kind"]
+# Why an answer ended, in plain words (the engine's and the pipeline's stop reasons).
+STOP_REASONS = {"eos": "end of answer", "max_new_tokens": "token limit", "context_full": "context window full",
+                "stop_sequence": "stop sequence", "stop_string": "stop string",
+                "repetition": "repetition (the answer began to loop)"}
 
 
 def _num(stats: Mapping[str, Any], key: str) -> float | None:
@@ -40,7 +44,8 @@ def stats_html(stats: Mapping[str, Any] | None, stop_reason: str | None = None) 
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td class='llma-v'>{html.escape(v)}</td></tr>"
                    for k, v in stat_rows(stats))
     if stop_reason:
-        rows += f"<tr><td>Stopped by</td><td class='llma-v'>{html.escape(str(stop_reason))}</td></tr>"
+        said = STOP_REASONS.get(str(stop_reason), str(stop_reason))
+        rows += f"<tr><td>Stopped by</td><td class='llma-v'>{html.escape(said)}</td></tr>"
     return f'<table class="llma-stats" id="llma-stats-table">{rows}</table>'
 
 

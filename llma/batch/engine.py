@@ -77,10 +77,11 @@ class BatchEngine:
         cancels the request (its slot is freed before the next step)."""
         check_token_ids("prompt", prompt, self.vocab_size)
         references = check_references(references, self.vocab_size, config.max_reference_tokens)
-        stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences)
+        stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences, config.loop_rule())
         proposer = build_proposer(references, config, self.draft_defaults, self.drafts_per_step,
                                   self.history if history is None else history)
-        state = DecodeState(prompt, self.context_length, proposer, verifier or build_verifier(config), stop)
+        state = DecodeState(prompt, self.context_length, proposer, verifier or build_verifier(config, prompt),
+                            stop)
         if proposer is not None:
             proposer.prepare()  # the reference index, built here in the caller's thread
         return self.scheduler.submit(state, list(prompt))

@@ -225,7 +225,7 @@ class Scheduler:
         else:
             index = p.packing.index
             verdict: Verdict = r.state.verdict(p.drafts, lambda: [[argmax[i] for i in rows] for rows in index],
-                                               lambda: logits[index[0]])
+                                               lambda: _draft_logits(logits, index, r.state.rows_rule))
             kept = verdict.accepted
             if kept and p.packing.shift[verdict.draft]:
                 source = r.cached + 1 + p.packing.shift[verdict.draft]
@@ -247,6 +247,15 @@ class _Plan:
     drafts: list[Draft]
     packing: PackedBlock | None
     cap: int  # the longest draft its block took
+
+
+def _draft_logits(logits: torch.Tensor, index: list[list[int]], every: bool) -> torch.Tensor:
+    """The first draft's rows [rows, vocab], or with `every` each draft's [drafts, longest, vocab]
+    (shorter drafts padded with their first row, never read)."""
+    if not every:
+        return logits[index[0]]
+    longest = max(map(len, index))
+    return logits[torch.tensor([rows + rows[:1] * (longest - len(rows)) for rows in index])]
 
 
 def _with_batch(event: StepEvent, batch: int) -> StepEvent:

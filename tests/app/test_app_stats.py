@@ -54,3 +54,9 @@ def test_comparison_reports_the_median_and_the_spread():
     assert "Speedup: 2.50× (median of 3 alternating runs, 1.90–2.70×)" in comparison_html(repeated)
     once = SimpleNamespace(llma=llma, greedy=greedy, speedup=2.5, identical=True, speedups=[2.5])
     assert "Speedup: 2.50×</b>" in comparison_html(once)
+
+
+def test_stop_reasons_read_as_words():
+    assert "repetition (the answer began to loop)" in stats_html(STATS, stop_reason="repetition")
+    assert "token limit" in stats_html(STATS, stop_reason="max_new_tokens")
+    assert "something_new" in stats_html(STATS, stop_reason="something_new")  # an unknown one as it is

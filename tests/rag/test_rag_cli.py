@@ -54,3 +54,9 @@ def test_unknown_model_offline_is_a_clear_error(capsys: pytest.CaptureFixture[st
 def test_an_index_built_with_another_embedder_is_refused(index_dir: Path) -> None:
     with pytest.raises(EmbedderMismatchError, match="was built with embedder"):
         RAGPipeline.from_paths(str(index_dir), embedder="some-other/embedder")
+
+
+def test_a_bad_penalty_is_refused_before_the_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "What?", "--no-index", "--repetition-penalty", "0",
+                       "--model", "no-such-org/no-such-model")  # refused before the load is tried
+    assert code == 1 and "repetition_penalty must be > 0" in err and len(err.strip().splitlines()) == 1

@@ -119,3 +119,18 @@ def test_bad_call_arguments_are_refused_before_decoding(pipe: RAGPipeline, spy: 
         model.bind(model="other").invoke(MESSAGES)
     assert spy.calls == []
     assert model.invoke(MESSAGES, model=pipe.loaded.name, stream=False).content  # its own name: fine
+
+
+def test_penalties_are_standard_parameters(pipe: RAGPipeline, spy: Spy) -> None:
+    spy.decode = False
+    model = LLMAChatModel(pipeline=pipe, frequency_penalty=0.5, presence_penalty=0.25)
+    model.invoke(MESSAGES)
+    config = spy.calls[-1][0]
+    assert (config.frequency_penalty, config.presence_penalty, config.repetition_penalty) == (0.5, 0.25, 1.0)
+    model.bind(presence_penalty=1.0, repetition_penalty=1.3).invoke(MESSAGES)
+    config = spy.calls[-1][0]
+    assert (config.frequency_penalty, config.presence_penalty, config.repetition_penalty) == (0.5, 1.0, 1.3)
+    with pytest.raises(ValidationError, match="repetition_penalty must be > 0"):
+        LLMAChatModel(pipeline=pipe, repetition_penalty=0.0)
+    with pytest.raises(ValueError, match=r"frequency_penalty=inf.*must be a finite number"):
+        model.invoke(MESSAGES, frequency_penalty=float("inf"))

@@ -195,3 +195,16 @@ def test_bad_input_raises_in_the_callers_thread(engine):
         engine.stream([1000], None, LLMAConfig())
     with pytest.raises(ValueError, match="context"):
         engine.stream(_ids(600, 1), None, LLMAConfig())
+
+
+def test_penalties_and_the_repetition_stop_per_request(engine, tiny):
+    """Penalties score each drafted row as of its own prefix, also in a batch (llma.penalties)."""
+    prompt = _ids(12, 30)
+    plain = LLMAConfig(max_new_tokens=30, repetition_stop=False)
+    penalised = LLMAConfig(max_new_tokens=30, repetition_penalty=1.5, presence_penalty=0.5, frequency_penalty=0.3)
+    greedy = engine.generate(prompt, None, penalised.greedy()).tokens
+    refs = {"a": greedy + engine.generate(prompt, None, plain.greedy()).tokens}
+    requests = [(prompt, refs, penalised), (prompt, refs, penalised.greedy()), (prompt, refs, plain)]
+    solo = _solo(engine, requests)
+    assert solo[0] == solo[1] == greedy and solo[2] != greedy
+    assert _together(engine, requests, [2, 0, 1], [0.0] * 3) == solo

@@ -84,6 +84,11 @@ def build_ui(service: Service, examples: list[str] | None = None,
         values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
         yield from turns.retry(state, values, request)
 
+    def respond_next(state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature,
+                     use_llma, use_history, request: gr.Request):
+        values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
+        yield from turns.respond_next(state, values, request)
+
     def sent(message, request: gr.Request):
         return turns.sent(message, request)
 
@@ -218,11 +223,15 @@ def build_ui(service: Service, examples: list[str] | None = None,
         settings = [top_k, min_n, max_n, k, adaptive, max_new, temperature, use_llma, use_history]
         outputs = [chatbot, state, msg, sources, stats_box, plot, compare_box, stop_btn, notice]
         model = dict(concurrency_id=MODEL_EVENTS, concurrency_limit=1)
-        for trigger, api in ((send.click, "ask"), (msg.submit, False)):
-            # Every question is kept (queued behind this session's answer, with a notice).
-            trigger(respond, [msg, state, *settings], outputs, api_name=api, trigger_mode="multiple",
-                    show_progress="minimal", **model)
-            trigger(sent, msg, [msg, notice], queue=False, api_name=False, show_progress="hidden")
+        for trigger in (send.click, msg.submit):
+            # Every question is kept: queued behind this session's answer, with a notice.
+            trigger(sent, msg, [msg, notice], queue=False, api_name=False, show_progress="hidden",
+                    trigger_mode="multiple").then(
+                respond_next, [state, *settings], outputs, api_name=False, trigger_mode="multiple",
+                show_progress="minimal", **model)
+        # The API's "ask" (gradio_client, reliability.load): the question in, the same outputs.
+        gr.Button(visible=False, elem_id="llma-ask-api").click(
+            respond, [msg, state, *settings], outputs, api_name="ask", **model)
         chatbot.retry(retry, [state, *settings], outputs, api_name=False, **model)
         stop_btn.click(stop, None, None, queue=False, api_name=False)
         for clearing in (clear_btn.click, chatbot.clear):  # the chatbot's own trash icon too

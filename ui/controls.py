@@ -1,9 +1,11 @@
 """Per browser session: is an answer streaming, has the user asked to stop it or to clear the chat,
-how many questions wait behind it. The Stop and Clear handlers run at once (outside the queue)
-and only set flags here; the streaming handler reads them after every step."""
+which questions wait behind it. The send, Stop and Clear handlers run at once (outside the queue)
+and only record here; the streaming handler takes the questions in order and reads the flags
+after every step."""
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 
@@ -14,28 +16,35 @@ class SessionControl:
 
     epoch: int = 0
     streaming: bool = False
-    queued: int = 0
+    pending: deque[str] = field(default_factory=deque)  # questions sent, not yet begun
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    @property
+    def queued(self) -> int:
+        """Questions that wait for an answer before them (the next one to begin excluded)."""
+        return max(0, len(self.pending) - (0 if self.streaming else 1))
+
+    def enqueue(self, question: str) -> bool:
+        """A question was sent; True when it has to wait for an answer before it."""
+        with self.lock:
+            self.pending.append(question)
+            return self.streaming or len(self.pending) > 1
+
+    def next_question(self) -> str | None:
+        with self.lock:
+            return self.pending.popleft() if self.pending else None
+
     def begin(self) -> int:
-        """A turn starts (it was queued, if anything was): returns its epoch."""
+        """A turn starts: returns its epoch."""
         with self.lock:
             self.streaming = True
-            self.queued = max(0, self.queued - 1)
             self.stop.clear()
             return self.epoch
 
     def end(self) -> None:
         with self.lock:
             self.streaming = False
-
-    def enqueue(self) -> bool:
-        """A question was sent; True when it has to wait for this session's current answer."""
-        with self.lock:
-            waits = self.streaming or self.queued > 0
-            self.queued += 1
-            return waits
 
     def request_stop(self) -> bool:
         """Stop the streaming answer; False when none is streaming."""
@@ -46,9 +55,11 @@ class SessionControl:
             return True
 
     def clear(self) -> None:
-        """Forget the chat: the streaming answer, if any, is stopped and dropped."""
+        """Forget the chat: the streaming answer, if any, is stopped and dropped, and the questions
+        waiting behind it (asked in that chat) are dropped too."""
         with self.lock:
             self.epoch += 1
+            self.pending.clear()
             self.stop.set()
 
     def cleared_since(self, epoch: int) -> bool:

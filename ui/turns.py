@@ -37,7 +37,7 @@ def fresh_state(epoch: int = 0) -> dict[str, Any]:
 def notice_html(control: SessionControl) -> str:
     """The line under the input: how many of this session's questions wait."""
     if control.queued <= 0:
-        return ""
+        return '<div class="llma-notice-none"></div>'  # not "": the page keeps an old value for it
     waiting = "1 question waits" if control.queued == 1 else f"{control.queued} questions wait"
     return (f'<div class="llma-notice">⏳ {waiting} for the current answer to end; '
             f'{"it is" if control.queued == 1 else "they are"} asked next.</div>')
@@ -74,13 +74,15 @@ class ChatTurns:
 
     # -- events outside the queue ------------------------------------------------------------
     def sent(self, message: Any, request: Any) -> tuple[Any, str]:
-        """Runs at once on every send (beside `respond`, which may wait): empties the textbox
-        and, when this session's answer is still streaming, says the question waits for it."""
+        """Runs at once on every send: takes the question from the textbox into this session's
+        queue (`respond_next` then answers it) and, when an answer is still streaming, says
+        that the question waits for it. A question that cannot be asked is a warning."""
         question, problem = check_question(message)
         if problem:
+            gr.Warning(problem)
             return gr.skip(), gr.skip()
         control = self.control(request)
-        if control.enqueue():
+        if control.enqueue(question):
             gr.Info(f"Queued: “{question[:60]}{'…' if len(question) > 60 else ''}” is asked when "
                     "the current answer ends.")
         return "", notice_html(control)
@@ -114,6 +116,14 @@ class ChatTurns:
             return
         trimmed = dict(state, display=state["display"][:-2], history=state.get("last_history", []))
         yield from self.respond(question, trimmed, values, request)
+
+    def respond_next(self, state: Any, values: tuple, request: Any) -> Iterator[tuple]:
+        """Answer the oldest question `sent` queued for this session (none: nothing to do)."""
+        question = self.control(request).next_question()
+        if question is None:
+            yield out()
+            return
+        yield from self.respond(question, state, values, request)
 
     def respond(self, message: Any, state: Any, values: tuple, request: Any) -> Iterator[tuple]:
         """Stream one answer (see OUTPUTS). Earlier turns come from this browser's own state;

@@ -55,15 +55,15 @@ class _Run:
         ref = self.request.references.get(str(event.span.ref_id)) if event.span else None
         source = None  # the kind of text this step's accepted tokens were copied from
         if event.span and event.span.ref_id == OUTPUT_REF:  # the answer repeating itself
-            source = "output"
             span = self_span(event.span, self.answer)
             if span:
                 add_span(self.spans, span, self.answer.text, self.answer.text)
+            source = "output" if span else "blank"
         elif event.span and ref:
-            source = ref.source.kind
             span = to_text_span(event.span, self.answer, ref)
             if span:
                 add_span(self.spans, span, self.answer.text, ref.source.text)
+            source = ref.source.kind if span else "blank"
         self.steps.append({"step": event.step, "proposed": event.proposed, "accepted": event.accepted,
                            "new_tokens": len(event.new_tokens), "step_s": event.step_s,
                            "source": source if event.accepted else None})

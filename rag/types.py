@@ -88,7 +88,8 @@ class TextSpan:
 class Answer:
     """A finished answer. `stats` is `DecodeStats.as_dict()` plus "prompt_tokens"; `steps` has one
     dict per decoder step (proposed, accepted, new_tokens, step_s, and `source`: the kind of text
-    its accepted tokens were copied from, a SourceKind, or None when none); `sources` maps every reference
+    its accepted tokens were copied from, a SourceKind, "blank" when they are only spaces or line
+    breaks (no span: nothing to highlight), None when it copied nothing); `sources` maps every reference
     id to its text (passages, earlier turns, cached answers), so spans can be shown in context."""
 
     text: str

@@ -10,9 +10,10 @@ import pandas as pd
 STEP_COLUMNS = ["step", "accepted", "source"]
 # The highlight colours (ui.highlight's CSS), so the plot's bars match the marks in the answer.
 KIND_COLORS = {"passage": "#d4a106", "history": "#3b82f6", "cache": "#16a34a", "output": "#db2777",
-               "other": "#9333ea"}
+               "other": "#9333ea", "blank": "#9ca3af"}
 KIND_NAMES = {"passage": "retrieved passages", "history": "earlier turns", "cache": "cached answers",
-              "output": "repeated from this answer", "other": "other references"}
+              "output": "repeated from this answer", "other": "other references",
+              "blank": "spaces and line breaks"}
 STOP_REASONS = {
     "eos": "the model ended its answer",
     "max_new_tokens": "it reached the limit on new tokens",
@@ -96,11 +97,15 @@ def _kind_rows(counts: Mapping[str, int]) -> str:
     """One row per kind of source copied from, its count in that kind's highlight colour."""
     out = []
     for kind in KIND_NAMES:
-        if counts.get(kind):
-            cls = "llma-src-other" if kind == "other" else f"llma-src-{kind}"
-            out.append(f"<tr class='llma-kind' data-kind='{kind}'><td class='llma-sub'>from "
-                       f"{html.escape(KIND_NAMES[kind])}</td><td class='llma-v'><mark class='llma-src "
-                       f"{cls}'>{counts[kind]}</mark></td></tr>")
+        if not counts.get(kind):
+            continue
+        if kind == "blank":  # nothing visible to highlight: said so, in no colour
+            label, value = "spaces and line breaks (not highlighted)", str(counts[kind])
+        else:
+            label = f"from {KIND_NAMES[kind]}"
+            value = f"<mark class='llma-src llma-src-{kind}'>{counts[kind]}</mark>"
+        out.append(f"<tr class='llma-kind' data-kind='{kind}'><td class='llma-sub'>"
+                   f"{html.escape(label)}</td><td class='llma-v'>{value}</td></tr>")
     return "".join(out)
 
 
@@ -135,30 +140,32 @@ def stats_footer(stats: Mapping[str, Any] | None) -> str:
 
 
 def steps_frame(steps: Sequence[Mapping[str, Any]] | None) -> pd.DataFrame:
-    """Accepted copied tokens per forward pass (one row each) and what they were copied from."""
+    """The forward passes that copied: their number (from 1, counting every pass), the copied
+    tokens they accepted and the kind of source, named as in the legend."""
     rows = []
     for i, step in enumerate(steps or (), 1):
         step = step if isinstance(step, Mapping) else {}
         accepted = int(step.get("accepted") or 0)
-        kind = step.get("source") if step.get("source") in KIND_NAMES else "other"
-        rows.append({"step": i, "accepted": accepted,
-                     "source": KIND_NAMES[kind] if accepted else "nothing"})
+        if accepted:
+            kind = step.get("source") if step.get("source") in KIND_NAMES else "other"
+            rows.append({"step": i, "accepted": accepted, "source": KIND_NAMES[kind]})
     frame = pd.DataFrame(rows, columns=STEP_COLUMNS)
     # Fixed dtypes even when empty: the plot picks its axis types from the first value it gets.
     return frame.astype({"step": "int64", "accepted": "int64", "source": "str"})
 
 
 def plot_colors() -> dict[str, str]:
-    """The plot's bar colour for each "copied from" value: the highlight colour of that kind."""
-    return {**{KIND_NAMES[k]: c for k, c in KIND_COLORS.items()}, "nothing": "#9ca3af"}
+    """The plot's bar colour for each source name: the highlight colour of that kind."""
+    return {KIND_NAMES[k]: c for k, c in KIND_COLORS.items()}
 
 
-def plot_limits(frame: pd.DataFrame) -> tuple[list[int], list[int]]:
-    """Axis ranges from 0 that are long enough for whole-number ticks: Vega picks about 5 ticks
-    on this plot's height and 8 on its width, so at least 5 and 10 units."""
-    steps = int(frame["step"].max()) if len(frame) else 0
+def plot_limits(frame: pd.DataFrame, passes: int = 0) -> tuple[list[int], list[int]]:
+    """Axis ranges from 0 that are long enough for whole-number ticks (Vega picks about 5 ticks
+    on this plot's height and 8 on its width, so at least 5 and 10 units); `passes`: how many
+    forward passes the answer took (the x axis spans them all)."""
+    last = max(passes, int(frame["step"].max()) if len(frame) else 0)
     accepted = int(frame["accepted"].max()) if len(frame) else 0
-    return [0, max(10, steps + 1)], [0, max(5, accepted)]
+    return [0, max(10, last + 1)], [0, max(5, accepted)]
 
 
 def speedup_text(comparison: Any) -> str:

@@ -49,7 +49,7 @@ def plot_value(steps: Any) -> gr.BarPlot:
     if not steps:
         return gr.BarPlot(value=None)
     frame = stats.steps_frame(steps)
-    x_lim, y_lim = stats.plot_limits(frame)
+    x_lim, y_lim = stats.plot_limits(frame, len(steps))
     return gr.BarPlot(value=frame, x_lim=x_lim, y_lim=y_lim)
 
 

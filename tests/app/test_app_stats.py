@@ -49,6 +49,8 @@ def test_copied_tokens_split_by_source_add_up_to_the_copied_count():
            "class='llma-src llma-src-output'>5</mark>" in out
     assert "llma-src-passage'>12<" in out and "llma-src-history'>3<" in out
     assert copied_by_kind([{"accepted": 2}]) == {"other": 2}
+    blank = stats_html(STATS, None, [{"accepted": 2, "source": "blank"}])
+    assert "spaces and line breaks (not highlighted)</td><td class='llma-v'>2</td>" in blank
 
 
 def test_footer():
@@ -59,12 +61,12 @@ def test_footer():
 
 def test_steps_frame_and_plot_limits_give_whole_number_axes_from_zero():
     df = steps_frame([{"proposed": 8, "accepted": 5, "source": "passage"}, {"proposed": 4, "accepted": 0},
-                      {"proposed": 0, "accepted": 0}])
-    assert list(df["step"]) == [1, 2, 3] and list(df["accepted"]) == [5, 0, 0]
-    assert list(df["source"]) == ["retrieved passages", "nothing", "nothing"]
-    assert plot_limits(df) == ([0, 10], [0, 5])
+                      {"proposed": 0, "accepted": 0}, {"proposed": 3, "accepted": 2}])
+    assert list(df["step"]) == [1, 4] and list(df["accepted"]) == [5, 2]  # the passes that copied
+    assert list(df["source"]) == ["retrieved passages", "other references"]
+    assert plot_limits(df, 4) == ([0, 10], [0, 5])
     long = steps_frame([{"accepted": 17, "source": "output"}] * 40)
-    assert plot_limits(long) == ([0, 41], [0, 17])
+    assert plot_limits(long, 40) == ([0, 41], [0, 17]) and plot_limits(long, 60)[0] == [0, 61]
     assert set(plot_colors()) >= set(long["source"]) | set(df["source"])
     empty = steps_frame([])
     assert len(empty) == 0 and str(empty["accepted"].dtype) == "int64"

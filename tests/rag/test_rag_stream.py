@@ -74,6 +74,18 @@ def test_copies_from_the_answer_itself_become_spans_and_steps_name_their_source(
     assert sum(s["accepted"] for s in answer.steps if s["source"] == "output") == n - 1
 
 
+def test_a_copy_of_only_spaces_is_counted_as_blank_not_as_a_span(loaded: LoadedModel) -> None:
+    """A copied line break has nothing to highlight: no span, and its step says "blank"."""
+    tok = loaded.tokenizer
+    cat, dog = (tok(t, add_special_tokens=False)["input_ids"] for t in ("The cat.", "The dog."))
+    [nl] = tok("\n\n", add_special_tokens=False)["input_ids"]
+    first = cat + [nl] + dog
+    copied = {1: CopiedSpan(OUTPUT_REF, len(cat), len(cat) + 1, len(first), len(first) + 1)}
+    deltas = replay(loaded, [first, [nl] + dog[:1]], copied)
+    answer = deltas[-1].answer
+    assert answer.spans == [] and [s["source"] for s in answer.steps] == [None, "blank"]
+
+
 def test_stop_string_prefixes_are_not_sent_early(loaded: LoadedModel) -> None:
     ids = loaded.tokenizer(SOURCE.text, add_special_tokens=False)["input_ids"]
     deltas = replay(loaded, [[t] for t in ids], {}, stop=("est ouvert",))

@@ -14,6 +14,9 @@ KIND_COLORS = {"passage": "#d4a106", "history": "#3b82f6", "cache": "#16a34a", "
 KIND_NAMES = {"passage": "retrieved passages", "history": "earlier turns", "cache": "cached answers",
               "output": "repeated from this answer", "other": "other references",
               "blank": "spaces and line breaks"}
+# The same kinds, short enough for the plot's legend.
+PLOT_NAMES = {"passage": "passage", "history": "earlier turn", "cache": "cached answer",
+              "output": "this answer", "other": "other", "blank": "spaces"}
 STOP_REASONS = {
     "eos": "the model ended its answer",
     "max_new_tokens": "it reached the limit on new tokens",
@@ -141,14 +144,14 @@ def stats_footer(stats: Mapping[str, Any] | None) -> str:
 
 def steps_frame(steps: Sequence[Mapping[str, Any]] | None) -> pd.DataFrame:
     """The forward passes that copied: their number (from 1, counting every pass), the copied
-    tokens they accepted and the kind of source, named as in the legend."""
+    tokens they accepted and the kind of source (its short name, PLOT_NAMES)."""
     rows = []
     for i, step in enumerate(steps or (), 1):
         step = step if isinstance(step, Mapping) else {}
         accepted = int(step.get("accepted") or 0)
         if accepted:
             kind = step.get("source") if step.get("source") in KIND_NAMES else "other"
-            rows.append({"step": i, "accepted": accepted, "source": KIND_NAMES[kind]})
+            rows.append({"step": i, "accepted": accepted, "source": PLOT_NAMES[kind]})
     frame = pd.DataFrame(rows, columns=STEP_COLUMNS)
     # Fixed dtypes even when empty: the plot picks its axis types from the first value it gets.
     return frame.astype({"step": "int64", "accepted": "int64", "source": "str"})
@@ -156,7 +159,7 @@ def steps_frame(steps: Sequence[Mapping[str, Any]] | None) -> pd.DataFrame:
 
 def plot_colors() -> dict[str, str]:
     """The plot's bar colour for each source name: the highlight colour of that kind."""
-    return {KIND_NAMES[k]: c for k, c in KIND_COLORS.items()}
+    return {PLOT_NAMES[k]: c for k, c in KIND_COLORS.items()}
 
 
 def plot_limits(frame: pd.DataFrame, passes: int = 0) -> tuple[list[int], list[int]]:

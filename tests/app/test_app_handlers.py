@@ -81,8 +81,7 @@ def test_answer_streams_and_is_highlighted(harness):
     assert "Tokens per forward" in stats_html and "11 of 15 (73%)" in stats_html
     assert plot["x_lim"] == [0, 10] and plot["y_lim"] == [0, 6]  # from 0, whole-number ticks
     assert [row[:2] for row in plot["value"]["data"]] == [[2, 6], [3, 2], [4, 3]]
-    assert [row[2] for row in plot["value"]["data"]] == ["retrieved passages", "retrieved passages",
-                                                         "repeated from this answer"]
+    assert [row[2] for row in plot["value"]["data"]] == ["passage", "passage", "this answer"]
 
 
 def test_the_first_update_is_a_spinner(harness):

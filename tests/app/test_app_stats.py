@@ -63,7 +63,7 @@ def test_steps_frame_and_plot_limits_give_whole_number_axes_from_zero():
     df = steps_frame([{"proposed": 8, "accepted": 5, "source": "passage"}, {"proposed": 4, "accepted": 0},
                       {"proposed": 0, "accepted": 0}, {"proposed": 3, "accepted": 2}])
     assert list(df["step"]) == [1, 4] and list(df["accepted"]) == [5, 2]  # the passes that copied
-    assert list(df["source"]) == ["retrieved passages", "other references"]
+    assert list(df["source"]) == ["passage", "other"]
     assert plot_limits(df, 4) == ([0, 10], [0, 5])
     long = steps_frame([{"accepted": 17, "source": "output"}] * 40)
     assert plot_limits(long, 40) == ([0, 41], [0, 17]) and plot_limits(long, 60)[0] == [0, 61]

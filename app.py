@@ -89,8 +89,10 @@ def build_ui(service: Service, examples: list[str] | None = None,
         values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
         yield from turns.respond_next(state, values, request)
 
-    def sent(message, request: gr.Request):
-        return turns.sent(message, request)
+    def sent(message, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
+             use_history, request: gr.Request):
+        values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
+        return turns.sent(message, values, request)
 
     def stop(request: gr.Request):
         turns.stop(request)
@@ -225,15 +227,16 @@ def build_ui(service: Service, examples: list[str] | None = None,
         model = dict(concurrency_id=MODEL_EVENTS, concurrency_limit=1)
         for trigger in (send.click, msg.submit):
             # Every question is kept: queued behind this session's answer, with a notice.
-            trigger(sent, msg, [msg, notice], queue=False, api_name=False, show_progress="hidden",
-                    trigger_mode="multiple").then(
+            # Queued (warnings and notices need the queue), but never waits: no concurrency limit.
+            trigger(sent, [msg, *settings], [msg, notice], api_name=False, show_progress="hidden",
+                    trigger_mode="multiple", concurrency_limit=None).then(
                 respond_next, [state, *settings], outputs, api_name=False, trigger_mode="multiple",
                 show_progress="minimal", **model)
         # The API's "ask" (gradio_client, reliability.load): the question in, the same outputs.
         gr.Button(visible=False, elem_id="llma-ask-api").click(
             respond, [msg, state, *settings], outputs, api_name="ask", **model)
         chatbot.retry(retry, [state, *settings], outputs, api_name=False, **model)
-        stop_btn.click(stop, None, None, queue=False, api_name=False)
+        stop_btn.click(stop, None, None, api_name=False, concurrency_limit=None)  # never waits
         for clearing in (clear_btn.click, chatbot.clear):  # the chatbot's own trash icon too
             clearing(clear, state, outputs, queue=False, api_name=False)
         compare_btn.click(compare, [state, *settings], compare_box, api_name="compare",

@@ -73,11 +73,18 @@ class ChatTurns:
         return service.status if service.error else f"The model is not ready yet: {service.status}"
 
     # -- events outside the queue ------------------------------------------------------------
-    def sent(self, message: Any, request: Any) -> tuple[Any, str]:
+    def sent(self, message: Any, values: tuple, request: Any) -> tuple[Any, str]:
         """Runs at once on every send: takes the question from the textbox into this session's
         queue (`respond_next` then answers it) and, when an answer is still streaming, says
-        that the question waits for it. A question that cannot be asked is a warning."""
+        that the question waits for it. A question that cannot be asked now (empty, too long,
+        model not ready, bad settings) is a warning, and stays in the textbox."""
         question, problem = check_question(message)
+        if not problem:
+            try:
+                self.make_settings(*values)
+            except (ValueError, TypeError) as exc:
+                problem = f"Invalid settings: {exc}"
+        problem = problem or self._problem()
         if problem:
             gr.Warning(problem)
             return gr.skip(), gr.skip()

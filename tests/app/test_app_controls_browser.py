@@ -151,6 +151,7 @@ def test_a_question_sent_while_an_answer_streams_is_queued_with_a_notice(page, h
     send(page, "Second, typed while the first streams?")
     notice = page.locator("#llma-notice")
     sync_api.expect(notice).to_contain_text("1 question waits")
+    page.get_by_text("Queued: “Second, typed while the first streams?”").first.wait_for()  # a toast too
     assert page.input_value("#llma-input textarea") == ""  # taken, not lost
     wait_answers(page, 2)
     asked = [c[0] for c in harness.pipe.calls[-2:]]
@@ -195,6 +196,7 @@ def test_statistics_agree_with_the_highlights_and_read_plainly(page, harness):
     send(page, "Statistics?")
     wait_answers(page, 1)
     stats = page.locator("#llma-stats")
+    sync_api.expect(stats).to_contain_text("Copied tokens")
     copied = re.search(r"Copied tokens\s+(\d+) of (\d+)", stats.inner_text())
     assert copied, repr(stats.inner_text())
     kinds = stats.locator("tr.llma-kind")
@@ -222,3 +224,19 @@ def test_no_absolute_paths_on_the_page(page, harness):
     body = page.locator("body").inner_text()
     assert str(harness.service.docs_dir) not in body and str(harness.service.index_dir) not in body
     assert not re.search(r"(?<![\w.])/(tmp|home|root|work)/", body), body
+
+
+def test_a_question_that_cannot_be_asked_is_a_warning_and_stays_in_the_textbox(page, harness):
+    calls = len(harness.pipe.calls)
+    page.click("#llma-send")  # empty
+    page.get_by_text("Type a question first.").first.wait_for()
+    page.get_by_text("Settings", exact=True).first.click()
+    for label, value in (("Min n-gram", "5"), ("Max n-gram", "2")):
+        box = page.locator(f"input[type=number][aria-label='number input for {label}']")
+        box.fill(value)
+        box.press("Enter")
+    send(page, "Kept after a bad setting?")
+    page.get_by_text("Invalid settings").first.wait_for()
+    assert page.input_value("#llma-input textarea") == "Kept after a bad setting?"
+    page.wait_for_timeout(500)
+    assert len(harness.pipe.calls) == calls and page.locator(USER).count() == 0

@@ -235,6 +235,8 @@ def test_a_question_that_cannot_be_asked_is_a_warning_and_stays_in_the_textbox(p
         box = page.locator(f"input[type=number][aria-label='number input for {label}']")
         box.fill(value)
         box.press("Enter")
+        box.blur()
+        sync_api.expect(box).to_have_value(value)
     send(page, "Kept after a bad setting?")
     page.get_by_text("Invalid settings").first.wait_for()
     assert page.input_value("#llma-input textarea") == "Kept after a bad setting?"

@@ -15,8 +15,9 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from ui import chat, highlight, stats, uploads  # noqa: E402
+from ui import highlight, stats, uploads  # noqa: E402
 from ui.service import Service, default_loader  # noqa: E402
+from ui.turns import ChatTurns, fresh_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 MODEL_EVENTS = "model"  # concurrency id shared by everything that uses the model or swaps the index
@@ -24,6 +25,13 @@ log = logging.getLogger("llma-rag.app")
 COMPARE_HINT = ('<div class="llma-muted">"Compare with plain greedy" re-runs the last question '
                 'with and without copying (same references, no cached answers), alternately after '
                 'a warm-up, and reports the median speedup and its spread.</div>')
+
+
+def page_assets() -> dict:
+    """The page's CSS, its script (copy buttons copy the text shown: ui/page.js) and theme, for
+    `launch`."""
+    return dict(css=highlight.CSS + stats.CSS, js=(ROOT / "ui" / "page.js").read_text(encoding="utf-8"),
+                theme=gr.themes.Soft())
 
 
 def load_examples(path: Path = ROOT / "data" / "questions.json") -> list[str]:
@@ -62,52 +70,35 @@ def build_ui(service: Service, examples: list[str] | None = None,
              max_new_tokens: int = 256) -> gr.Blocks:
     examples = load_examples() if examples is None else examples
 
+    turns = ChatTurns(service, make_settings, session_key, COMPARE_HINT)
+
     def respond(message, state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature,
                 use_llma, use_history, request: gr.Request):
-        """Stream one answer: (chatbot, state, textbox, sources, stats, plot, compare). Earlier
-        turns come from this browser's own state; cached answers from this session's cache only."""
+        """Stream one answer: (chatbot, state, textbox, sources, stats, plot, compare, stop,
+        notice); see ui.turns."""
         values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
-        skip = (gr.skip(),) * 7
-        question, problem = chat.check_question(message)
-        problem = problem or _not_ready(service)
-        if problem:
-            gr.Warning(problem)
-            yield skip
-            return
-        try:
-            settings = make_settings(*values)
-        except (ValueError, TypeError) as exc:
-            gr.Warning(f"Invalid settings: {exc}")
-            yield skip
-            return
-        history = [dict(m) for m in state["history"]]
-        display = state["display"] + [chat.user_message(question), chat.assistant_message("")]
-        yield display, state, "", gr.skip(), gr.skip(), gr.skip(), COMPARE_HINT
-        view = None
-        try:
-            deltas = service.pipe.stream(question, history=history, settings=settings,
-                                         session=session_key(request))
-            for view in chat.follow(deltas):
-                display[-1] = chat.assistant_message(view.html())
-                yield display, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        except Exception as exc:  # a failed answer must not take the app down
-            log.exception("generation failed")
-            display[-1] = chat.assistant_message(
-                highlight.render_answer((view.text if view else "") + f"\n\n⚠️ Error: {exc}"))
-            gr.Warning(f"Generation failed: {exc}")
-            yield display, {"display": display, "history": history}, *(gr.skip(),) * 5
-            return
-        answer = view.answer if view else None
-        text = answer.text if answer else (view.text if view else "")
-        new_state = {"display": display, "history": history + [
-            {"role": "user", "content": question}, {"role": "assistant", "content": text}],
-            "last_question": question, "last_history": history}
-        yield (display, new_state, gr.skip(),
-               highlight.render_sources(view.passages if view else [],
-                                        view.spans if view else [],
-                                        getattr(answer, "sources", None)),
-               stats.stats_html(answer.stats if answer else None, getattr(answer, "stop_reason", None)),
-               stats.steps_frame(answer.steps if answer else None), gr.skip())
+        yield from turns.respond(message, state, values, request)
+
+    def retry(state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
+              use_history, retry_data: gr.RetryData, request: gr.Request):
+        values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
+        yield from turns.retry(state, values, request)
+
+    def respond_next(state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature,
+                     use_llma, use_history, request: gr.Request):
+        values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
+        yield from turns.respond_next(state, values, request)
+
+    def sent(message, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
+             use_history, request: gr.Request):
+        values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
+        return turns.sent(message, values, request)
+
+    def stop(request: gr.Request):
+        turns.stop(request)
+
+    def clear(state, request: gr.Request):
+        return turns.clear(state, request)
 
     def compare(state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
                 use_history):
@@ -128,7 +119,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
             return gr.skip()
         except Exception as exc:
             log.exception("comparison failed")
-            gr.Warning(f"Comparison failed: {exc}")
+            gr.Warning(service.public(f"Comparison failed: {exc}"))
             return gr.skip()
         return stats.comparison_html(result)
 
@@ -146,20 +137,16 @@ def build_ui(service: Service, examples: list[str] | None = None,
                 gr.Info(f"Indexed {len(saved.saved)} document(s).")
             except Exception as exc:
                 log.exception("indexing failed")
-                message += f"\nIndexing failed: {exc}"
-                gr.Warning(f"Indexing failed: {exc}")
+                message += service.public(f"\nIndexing failed: {exc}")
+                gr.Warning(service.public(f"Indexing failed: {exc}"))
         return message, None
 
     def forget_session(request: gr.Request):
-        """The tab was closed: drop its cached answers."""
+        """The tab was closed: drop its cached answers and its controls."""
         session = session_key(request)
+        turns.forget(request)
         if service.pipe is not None and session is not None:
             service.pipe.forget_session(session)
-
-    def clear():
-        empty = {"display": [], "history": []}
-        return ([], empty, highlight.render_sources([]), stats.stats_html(None),
-                stats.steps_frame([]), COMPARE_HINT)
 
     def poll_status():
         done = service.ready.is_set() or service.error is not None
@@ -174,7 +161,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
         return defaults.min_n, defaults.k, defaults.adaptive
 
     with gr.Blocks(title="llma-rag: document QA with LLMA") as demo:
-        state = gr.State({"display": [], "history": []})
+        state = gr.State(fresh_state())
         gr.Markdown("## llma-rag · document QA with LLMA (Inference with Reference)\n"
                     "Answers stream token by token. Highlighted text was copied from a reference "
                     "and verified by the model, several tokens per forward pass; the output is "
@@ -184,25 +171,33 @@ def build_ui(service: Service, examples: list[str] | None = None,
             with gr.Column(scale=3):
                 gr.HTML(highlight.legend_html(), elem_id="llma-legend")
                 chatbot = gr.Chatbot(label="Chat", show_label=False, elem_id="llma-chat", height=520,
-                                     latex_delimiters=[], buttons=[],
+                                     latex_delimiters=[], buttons=["copy", "copy_all"],
                                      feedback_options=None, group_consecutive_messages=False)
                 with gr.Row():
-                    msg = gr.Textbox(placeholder="Ask about the documents…", show_label=False,
-                                     scale=5, max_lines=6, elem_id="llma-input", autofocus=True)
-                    send = gr.Button("Ask", variant="primary", scale=1, elem_id="llma-send")
+                    msg = gr.Textbox(placeholder="Ask about the documents… (Enter sends, "
+                                     "Shift+Enter: new line)", show_label=False, scale=6,
+                                     lines=1, max_lines=6, elem_id="llma-input", autofocus=True)
+                    send = gr.Button("Ask", variant="primary", scale=1, min_width=80,
+                                     elem_id="llma-send")
+                    stop_btn = gr.Button("Stop", variant="stop", scale=1, min_width=80,
+                                         interactive=False, elem_id="llma-stop")
+                notice = gr.HTML("", elem_id="llma-notice")
                 with gr.Row():
                     compare_btn = gr.Button("Compare with plain greedy", elem_id="llma-compare-btn")
-                    clear_btn = gr.Button("Clear chat")
+                    clear_btn = gr.Button("Clear chat", elem_id="llma-clear")
                 if examples:
                     gr.Examples(examples=[[q] for q in examples], inputs=[msg],
                                 label="Example questions", examples_per_page=8)
             with gr.Column(scale=2):
                 with gr.Accordion("Statistics (last answer)", open=True):
                     stats_box = gr.HTML(stats.stats_html(None), elem_id="llma-stats")
-                    plot = gr.BarPlot(None, x="step", y="accepted", y_lim=[0, None],
-                                      title="Copied tokens accepted per step", height=200,
-                                      x_title="decoding step (forward pass)",
-                                      y_title="accepted", elem_id="llma-plot")
+                    plot = gr.BarPlot(None, x="step", y="accepted",
+                                      color="source", color_map=stats.plot_colors(),
+                                      color_title="copied from",
+                                      x_lim=[0, 10], y_lim=[0, 5], x_axis_format="d",
+                                      y_axis_format="d", title="Copied tokens per forward pass",
+                                      height=220, x_title="forward pass", y_title="copied tokens",
+                                      elem_id="llma-plot")
                     compare_box = gr.HTML(COMPARE_HINT, elem_id="llma-compare-out")
                 with gr.Accordion("Sources", open=True):
                     sources = gr.HTML(highlight.render_sources([]), elem_id="llma-sources")
@@ -228,17 +223,26 @@ def build_ui(service: Service, examples: list[str] | None = None,
                     upload_msg = gr.Textbox(label="Indexing", interactive=False, lines=3,
                                             elem_id="llma-upload-msg")
         settings = [top_k, min_n, max_n, k, adaptive, max_new, temperature, use_llma, use_history]
-        outputs = [chatbot, state, msg, sources, stats_box, plot, compare_box]
-        send.click(respond, [msg, state, *settings], outputs, api_name="ask",
-                   concurrency_id=MODEL_EVENTS, concurrency_limit=1)
-        msg.submit(respond, [msg, state, *settings], outputs, api_name=False,
-                   concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        outputs = [chatbot, state, msg, sources, stats_box, plot, compare_box, stop_btn, notice]
+        model = dict(concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        for trigger in (send.click, msg.submit):
+            # Every question is kept: queued behind this session's answer, with a notice.
+            # Queued (warnings and notices need the queue), but never waits: no concurrency limit.
+            trigger(sent, [msg, *settings], [msg, notice], api_name=False, show_progress="hidden",
+                    trigger_mode="multiple", concurrency_limit=None).then(
+                respond_next, [state, *settings], outputs, api_name=False, trigger_mode="multiple",
+                show_progress="minimal", **model)
+        # The API's "ask" (gradio_client, reliability.load): the question in, the same outputs.
+        gr.Button(visible=False, elem_id="llma-ask-api").click(
+            respond, [msg, state, *settings], outputs, api_name="ask", **model)
+        chatbot.retry(retry, [state, *settings], outputs, api_name=False, **model)
+        stop_btn.click(stop, None, None, api_name=False, concurrency_limit=None)  # never waits
+        for clearing in (clear_btn.click, chatbot.clear):  # the chatbot's own trash icon too
+            clearing(clear, state, outputs, queue=False, api_name=False)
         compare_btn.click(compare, [state, *settings], compare_box, api_name="compare",
                           concurrency_id=MODEL_EVENTS, concurrency_limit=1)
         upload_btn.click(add_documents, files, [upload_msg, files], api_name="add_documents",
                          concurrency_id=MODEL_EVENTS, concurrency_limit=1)
-        clear_btn.click(clear, None, [chatbot, state, sources, stats_box, plot, compare_box],
-                        queue=False, api_name=False)
         timer = gr.Timer(1.0)
         drafting = [min_n, k, adaptive]
         timer.tick(poll_status, None, [status, timer], queue=False, show_progress="hidden",
@@ -294,8 +298,7 @@ def main(argv=None) -> None:
     demo = build_ui(service, max_new_tokens=args.max_new_tokens)
     demo.queue(default_concurrency_limit=answers_at_once(args.device), max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, show_error=True,
-                max_file_size=uploads.MAX_UPLOAD_BYTES, footer_links=["api"],
-                css=highlight.CSS + stats.CSS, theme=gr.themes.Soft())
+                max_file_size=uploads.MAX_UPLOAD_BYTES, footer_links=["api"], **page_assets())
 
 
 if __name__ == "__main__":

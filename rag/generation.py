@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
 
-from llma import DecodeStats, Engine, LLMAConfig, StepEvent
+from llma import OUTPUT_REF, DecodeStats, Engine, LLMAConfig, StepEvent
 from rag.references import Reference
-from rag.textspans import AnswerText, add_span, clip_spans, to_text_span
+from rag.textspans import AnswerText, add_span, clip_spans, self_span, to_text_span
 from rag.types import Answer, AnswerDelta, Passage, SourceText, TextSpan
 
 
@@ -51,14 +51,22 @@ class _Run:
 
     def step(self, event: StepEvent) -> AnswerDelta:
         self.stats.add(event)
-        self.steps.append({"step": event.step, "proposed": event.proposed, "accepted": event.accepted,
-                           "new_tokens": len(event.new_tokens), "step_s": event.step_s})
         self.answer.extend(event.new_tokens)
         ref = self.request.references.get(str(event.span.ref_id)) if event.span else None
-        if event.span and ref:
+        source = None  # the kind of text this step's accepted tokens were copied from
+        if event.span and event.span.ref_id == OUTPUT_REF:  # the answer repeating itself
+            span = self_span(event.span, self.answer)
+            if span:
+                add_span(self.spans, span, self.answer.text, self.answer.text)
+            source = "output" if span else "blank"
+        elif event.span and ref:
             span = to_text_span(event.span, self.answer, ref)
             if span:
                 add_span(self.spans, span, self.answer.text, ref.source.text)
+            source = ref.source.kind if span else "blank"
+        self.steps.append({"step": event.step, "proposed": event.proposed, "accepted": event.accepted,
+                           "new_tokens": len(event.new_tokens), "step_s": event.step_s,
+                           "source": source if event.accepted else None})
         self.stop_reason = event.stop_reason or self.stop_reason
         cut = _find_stop(self.answer.text, self.request.stop, len(self.sent))
         if cut is not None:

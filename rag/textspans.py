@@ -60,6 +60,20 @@ def to_text_span(span: CopiedSpan, answer: AnswerText, ref: Reference) -> TextSp
     return TextSpan(start, end, ref.source.kind, ref.source.id, src_start, src_end, ref.source.label)
 
 
+OUTPUT_LABEL = "this answer, earlier words"
+
+
+def self_span(span: CopiedSpan, answer: AnswerText) -> TextSpan | None:
+    """The character span of tokens the answer copied from its own earlier tokens (reference id
+    llma.OUTPUT_REF: `ref_start`/`ref_end` are output positions); None as in `to_text_span`."""
+    start, end = answer.char_at(span.out_start), answer.char_at(span.out_end)
+    src_start, src_end = answer.char_at(span.ref_start), answer.char_at(span.ref_end)
+    text = answer.text[start:end]
+    if not text.strip() or text != answer.text[src_start:src_end]:
+        return None
+    return TextSpan(start, end, "output", "output", src_start, src_end, OUTPUT_LABEL)
+
+
 def add_span(spans: list[TextSpan], span: TextSpan, answer: str, source: str) -> TextSpan:
     """Append `span`, or extend the last span when `span` continues it in the same source.
 

@@ -7,7 +7,7 @@ from typing import Literal
 from llma import LLMAConfig
 from llma.checks import check_finite, check_int
 
-SourceKind = Literal["passage", "history", "cache", "reference"]
+SourceKind = Literal["passage", "history", "cache", "reference", "output"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ class SourceText:
 
 @dataclass(frozen=True)
 class TextSpan:
-    """Answer text copied from a source: `answer[start:end] == source_text[source_start:source_end]`."""
+    """Answer text copied from a source: `answer[start:end] == source_text[source_start:source_end]`.
+    Kind "output" (id "output"): copied from the answer's own earlier text, so the source text is
+    the answer itself."""
 
     start: int
     end: int
@@ -85,7 +87,9 @@ class TextSpan:
 @dataclass
 class Answer:
     """A finished answer. `stats` is `DecodeStats.as_dict()` plus "prompt_tokens"; `steps` has one
-    dict per decoder step (proposed, accepted, new_tokens, step_s); `sources` maps every reference
+    dict per decoder step (proposed, accepted, new_tokens, step_s, and `source`: the kind of text
+    its accepted tokens were copied from, a SourceKind, "blank" when they are only spaces or line
+    breaks (no span: nothing to highlight), None when it copied nothing); `sources` maps every reference
     id to its text (passages, earlier turns, cached answers), so spans can be shown in context."""
 
     text: str

@@ -5,8 +5,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .highlight import render_answer, render_user
+from .highlight import render_answer, render_user, render_waiting
 from .stats import stats_footer
+
+STOPPED_NOTE = "⏹ Stopped: the answer was cut here."
 
 def check_question(message: str | None, max_chars: int | None = None) -> tuple[str, str | None]:
     """(question, None) when it can be asked, else ("", reason to show the user). `max_chars`: the
@@ -51,9 +53,16 @@ class StreamView:
             self.text = delta.answer.text
             self.passages = list(delta.answer.passages or self.passages)
 
-    def html(self) -> str:
+    @property
+    def stop_reason(self) -> str | None:
+        return getattr(self.answer, "stop_reason", None)
+
+    def html(self, stopped: bool = False) -> str:
+        """The message: a spinner until the first text arrives, then the highlighted Markdown."""
+        if not self.text and self.answer is None and not stopped:
+            return render_waiting()
         footer = stats_footer(self.answer.stats) if self.answer is not None else ""
-        return render_answer(self.text, self.spans, footer)
+        return render_answer(self.text, self.spans, footer, STOPPED_NOTE if stopped else "")
 
 
 def follow(deltas: Iterable[Any]) -> Iterator[StreamView]:

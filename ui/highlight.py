@@ -6,9 +6,9 @@ run past the text or be empty: the text is cut at every span boundary and each p
 with the spans that cover it (the first one, by start then order given, picks the color; the
 hover title lists all of them).
 
-The answer HTML is a single line (newlines become `<br>`): the chat renders messages as Markdown,
-and one line of HTML starting with a block tag is passed through as raw HTML, so Markdown never
-rewrites the escaped text inside it.
+Answers are Markdown, rendered safely with their marks by `ui.markdown`; the answer HTML is a
+single line: the chat renders messages as Markdown, and one line of HTML starting with a block tag
+is passed through as raw HTML, so the chat's own Markdown never rewrites it.
 """
 from __future__ import annotations
 
@@ -17,11 +17,14 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .markdown import render_marked
+
 # source_kind -> (css class, legend label)
 KINDS: dict[str, tuple[str, str]] = {
     "passage": ("llma-src-passage", "retrieved passage"),
     "history": ("llma-src-history", "earlier turn"),
     "cache": ("llma-src-cache", "cached answer"),
+    "output": ("llma-src-output", "repeated from this answer"),
 }
 _OTHER = ("llma-src-other", "other reference")
 
@@ -32,10 +35,22 @@ mark.llma-src { color: inherit; padding: 0 1px; border-radius: 3px; cursor: help
 mark.llma-src-passage { background: rgba(250, 204, 21, 0.38); border-bottom: 2px solid #d4a106; }
 mark.llma-src-history { background: rgba(96, 165, 250, 0.32); border-bottom: 2px solid #3b82f6; }
 mark.llma-src-cache { background: rgba(74, 222, 128, 0.32); border-bottom: 2px solid #16a34a; }
+mark.llma-src-output { background: rgba(244, 114, 182, 0.30); border-bottom: 2px solid #db2777; }
 mark.llma-src-other { background: rgba(192, 132, 252, 0.32); border-bottom: 2px solid #9333ea; }
 .llma-legend { display: flex; gap: 0.9em; flex-wrap: wrap; align-items: center; font-size: 0.9em; }
 .llma-legend mark { padding: 0 0.4em; }
 .llma-msg-stats { margin-top: 0.5em; font-size: 0.8em; opacity: 0.75; }
+.llma-answer p { margin: 0 0 0.5em 0; } .llma-answer p:last-child { margin-bottom: 0; }
+.llma-answer pre { white-space: pre-wrap; }
+.llma-notice { font-size: 0.9em; padding: 0.3em 0.6em; border-radius: 6px;
+               background: rgba(96, 165, 250, 0.15); }
+.llma-msg-note { margin-top: 0.4em; font-size: 0.85em; font-style: italic; opacity: 0.8; }
+.llma-waiting { display: flex; align-items: center; gap: 0.5em; opacity: 0.8; }
+.llma-spinner { display: inline-block; width: 1em; height: 1em; border-radius: 50%;
+                border: 2px solid currentColor; border-right-color: transparent;
+                animation: llma-spin 0.8s linear infinite; }
+.llma-waiting::after { content: "Finding passages and reading the prompt…"; }
+@keyframes llma-spin { to { transform: rotate(360deg); } }
 .llma-passage { border: 1px solid var(--border-color-primary, #ddd); border-radius: 8px;
                 padding: 0.5em 0.7em; margin-bottom: 0.6em; }
 .llma-passage-head { display: flex; justify-content: space-between; gap: 0.5em;
@@ -85,6 +100,12 @@ def _escape(text: str, newlines: str) -> str:
     return escaped.replace("\n", newlines) if newlines != "\n" else escaped
 
 
+def _mark_tag(covering: list[Any]) -> str:
+    titles = list(dict.fromkeys(span_label(s).replace("\n", " ") for s in covering))
+    cls = kind_class(_get(covering[0], "source_kind"))
+    return f'<mark class="llma-src {cls}" title="{html.escape("; ".join(titles), quote=True)}">'
+
+
 def highlight(text: str, ranges: Sequence[tuple[int, int, Any]], *, newlines: str = "<br>") -> str:
     """Escaped `text` with each covered piece wrapped in <mark class=... title=...>.
 
@@ -98,10 +119,7 @@ def highlight(text: str, ranges: Sequence[tuple[int, int, Any]], *, newlines: st
         if not covering or (text[a:b].isspace() and "\n" in text[a:b]):  # no empty marks on blank lines
             parts.append(piece)
             continue
-        titles = list(dict.fromkeys(span_label(s) for s in covering))
-        cls = kind_class(_get(covering[0], "source_kind"))
-        title = html.escape("; ".join(titles), quote=True)
-        parts.append(f'<mark class="llma-src {cls}" title="{title}">{piece}</mark>')
+        parts.append(f'{_mark_tag(covering)}{piece}</mark>')
     return "".join(parts)
 
 
@@ -109,11 +127,23 @@ def answer_ranges(spans: Iterable[Any]) -> list[tuple[int, int, Any]]:
     return [(_get(s, "start", 0), _get(s, "end", 0), s) for s in spans or ()]
 
 
-def render_answer(text: str, spans: Iterable[Any] = (), footer: str = "") -> str:
-    """One line of HTML for a chat message: highlighted answer plus an optional (escaped) footer."""
-    body = highlight(text, answer_ranges(spans))
-    foot = f'<div class="llma-msg-stats">{html.escape(footer)}</div>' if footer else ""
-    return f'<div class="llma-answer">{body}</div>{foot}'
+def render_answer(text: str, spans: Iterable[Any] = (), footer: str = "", note: str = "") -> str:
+    """One line of HTML for a chat message: the answer's Markdown with its copied pieces marked,
+    then an optional note ("Stopped.") and footer (statistics), both plain text, escaped."""
+    text = text or ""
+    pieces = [(a, b, covering) for a, b, covering in _segments(len(text), answer_ranges(spans))
+              if covering]
+    body = render_marked(text, pieces, _mark_tag)
+    extra = "".join(f'<div class="{cls}">{html.escape(value)}</div>'
+                    for cls, value in (("llma-msg-note", note), ("llma-msg-stats", footer)) if value)
+    return f'<div class="llma-answer">{body}</div>{extra}'
+
+
+def render_waiting() -> str:
+    """The assistant's message until the first token arrives: a spinner. Its words come from the
+    CSS, so the message has no text yet (a client reading the chat sees an empty answer)."""
+    return ('<div class="llma-answer llma-waiting"><span class="llma-spinner" role="status" '
+            'aria-label="waiting for the first token"></span></div>')
 
 
 def render_user(text: str) -> str:

@@ -57,8 +57,21 @@ class Service:
         self._lock = threading.Lock()  # index updates, one at a time
 
     # -- status ---------------------------------------------------------------------------
+    def public(self, text: str) -> str:
+        """`text` without this machine's absolute paths: the documents and index folders become
+        their names, the home folder "~" (the page shows statuses and errors to every user)."""
+        folders = {}
+        for folder in (self.docs_dir, self.index_dir):
+            for form in {str(folder), str(folder.resolve())}:
+                if Path(form).is_absolute():
+                    folders[form] = folder.name
+        for form in sorted(folders, key=len, reverse=True):
+            text = text.replace(form, folders[form])
+        home = str(Path.home())
+        return text.replace(home + "/", "~/") if len(home) > 1 else text
+
     def _set(self, status: str) -> None:
-        self._status, self._since = status, time.monotonic()
+        self._status, self._since = self.public(status), time.monotonic()
         log.info("%s", status)
 
     @property
@@ -79,17 +92,18 @@ class Service:
             first = not self.index_dir.is_dir() or not any(self.index_dir.iterdir())
             what = "Building the index (first start: embedding every document)" if first else \
                 "Updating the index (only new or changed documents)"
-            self._set(f"{what}: {self.docs_dir} → {self.index_dir}; progress in the console")
+            self._set(f"{what}: {self.docs_dir.name}/ → {self.index_dir.name}/; progress in the console")
             with self._lock:
                 report = self._builder(self.docs_dir, self.index_dir)
             index_line = report.summary() if hasattr(report, "summary") else str(report)
-            self._set(f"Loading the model ({self.model or 'bundled default'})…")
+            model = Path(self.model).name if self.model and Path(self.model).is_absolute() else self.model
+            self._set(f"Loading the model ({model or 'bundled default'})…")
             self.pipe = self._loader(self.index_dir, self.model, self.device, self.dtype)
             self._set(f"Ready. Index: {index_line}")
             self.ready.set()
         except Exception as exc:  # shown in the UI; the server keeps running
             log.exception("start-up failed")
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error = self.public(f"{type(exc).__name__}: {exc}")
             self._set(f"Start-up failed: {self.error}")
 
     # -- uploads --------------------------------------------------------------------------

@@ -72,14 +72,21 @@ PASSAGE_TEXT = ("Dictionaries preserve insertion order, meaning that keys will b
                 "same order they were added sequentially over the dictionary. <script>x</script>")
 
 
+REPEATED = "Dictionaries preserve"  # the answer's own words, copied again
+
+
 class FakePipeline:
     def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
         self.delay, self.fail = delay, fail
+        self.fail_message = "model exploded"
         self.calls: list[tuple[str, list, Any]] = []
         self.sessions: list[str | None] = []  # the session of each call, in order
         self.forgotten: list[str] = []
         self.index = None
         self.active = self.max_active = 0
+        self.first_delay = 0.0  # seconds before the first delta (retrieval and prefill)
+        self.script: str | None = None  # answer with this text (one delta per line) instead
+        self.closed = 0  # streams that ended, finished or not
         # As a GPU's static backend would report them (RAGPipeline.draft_defaults).
         self.draft_defaults = SimpleNamespace(min_n=1, k=31, adaptive=False, policy="longest")
 
@@ -93,15 +100,35 @@ class FakePipeline:
         self.calls.append((question, list(history or []), settings))
         self.sessions.append(session)
         if self.fail:
-            raise RuntimeError("model exploded")
+            raise RuntimeError(self.fail_message)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
         try:
-            yield from self._stream()
+            if self.first_delay:
+                time.sleep(self.first_delay)
+            yield from (self._scripted(self.script) if self.script is not None else self._stream())
         finally:
             self.active -= 1
+            self.closed += 1
+
+    def _scripted(self, text: str):
+        lines = text.splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            yield FakeDelta(line, [], self.passages() if i == 0 else None)
+            if self.delay:
+                time.sleep(self.delay)
+        stats = {"forward_passes": len(lines), "tokens": len(lines), "proposed_tokens": 0,
+                 "accepted_tokens": 0, "tokens_per_forward": 1.0, "acceptance_rate": 0.0,
+                 "copied_share": 0.0, "tokens_per_s": 10.0, "wall_s": 0.1, "ttft_s": 0.01,
+                 "prompt_tokens": 100}
+        steps = [{"proposed": 0, "accepted": 0, "new_tokens": 1, "step_s": 0.01, "source": None}
+                 for _ in lines]
+        yield FakeDelta("", [], None, True, FakeAnswer(text, [], self.passages(), stats, steps))
 
     def _stream(self):
+        """'Yes. ' + a quote of the first passage (a copied span), then the quote's first words
+        again (copied from the answer itself: a span of kind "output"), word by word; the steps
+        count the same copies (6 + 2 tokens from the passage, 3 from the answer)."""
         passages = self.passages()
         prefix = "Yes. "
         quote = PASSAGE_TEXT[:38]  # "Dictionaries preserve insertion order,"
@@ -120,12 +147,20 @@ class FakePipeline:
             yield FakeDelta(word, new_spans, passages if i == 0 else None)
             if self.delay:
                 time.sleep(self.delay)
-        steps = [{"proposed": 0, "accepted": 0, "new_tokens": 1, "step_s": 0.01},
-                 {"proposed": 8, "accepted": 6, "new_tokens": 7, "step_s": 0.01},
-                 {"proposed": 8, "accepted": 2, "new_tokens": 3, "step_s": 0.01}]
-        stats = {"forward_passes": 3, "tokens": 11, "proposed_tokens": 16, "accepted_tokens": 8,
-                 "tokens_per_forward": 11 / 3, "acceptance_rate": 0.5, "copied_share": 8 / 11,
-                 "tokens_per_s": 42.0, "wall_s": 0.26, "ttft_s": 0.05, "prompt_tokens": 300}
+        repeat = " " + REPEATED
+        start = len(text) + 1
+        text += repeat
+        own = FakeSpan(start, start + len(REPEATED), "output", "output", len(prefix),
+                       len(prefix) + len(REPEATED), "this answer, earlier words")
+        spans = spans + [own]
+        yield FakeDelta(repeat, [own])
+        steps = [{"proposed": 0, "accepted": 0, "new_tokens": 1, "step_s": 0.01, "source": None},
+                 {"proposed": 8, "accepted": 6, "new_tokens": 7, "step_s": 0.01, "source": "passage"},
+                 {"proposed": 8, "accepted": 2, "new_tokens": 3, "step_s": 0.01, "source": "passage"},
+                 {"proposed": 4, "accepted": 3, "new_tokens": 4, "step_s": 0.01, "source": "output"}]
+        stats = {"forward_passes": 4, "tokens": 15, "proposed_tokens": 20, "accepted_tokens": 11,
+                 "tokens_per_forward": 15 / 4, "acceptance_rate": 11 / 20, "copied_share": 11 / 15,
+                 "tokens_per_s": 42.0, "wall_s": 0.36, "ttft_s": 0.05, "prompt_tokens": 300}
         answer = FakeAnswer(text, spans, passages, stats, steps)
         yield FakeDelta("", [], None, True, answer)
 

@@ -2,6 +2,7 @@
 gradio_client. Covers streaming, multi-turn history, bad input, errors, queueing, uploads, flags."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -38,7 +39,7 @@ class Harness:
         self.demo.queue(default_concurrency_limit=1)
         self.port = free_port()
         self.demo.launch(server_name="127.0.0.1", server_port=self.port, prevent_thread_lock=True,
-                         quiet=True)
+                         quiet=True, **app.page_assets())
 
     def reload(self, pipe, index_dir):
         self.reloads += 1
@@ -73,11 +74,32 @@ def test_answer_streams_and_is_highlighted(harness):
     assert len(chats) >= 5  # one update per delta
     final = bot_html(outputs)
     assert '<mark class="llma-src llma-src-passage" title="copied from [1] Mapping types">' in final
-    assert "11 tokens · 3 forward passes" in final
+    assert '<mark class="llma-src llma-src-output" title="copied from this answer, earlier words">' in final
+    assert "15 tokens · 4 forward passes" in final
     sources, stats_html, plot = outputs[-1][2], outputs[-1][3], outputs[-1][4]
     assert "Mapping types" in sources and "&lt;script&gt;x&lt;/script&gt;" in sources
-    assert "Tokens per forward" in stats_html
-    assert [row[1] for row in plot["data"]] == [0, 6, 2]
+    assert "Tokens per forward" in stats_html and "11 of 15 (73%)" in stats_html
+    assert plot["x_lim"] == [0, 10] and plot["y_lim"] == [0, 6]  # from 0, whole-number ticks
+    assert [row[:2] for row in plot["value"]["data"]] == [[2, 6], [3, 2], [4, 3]]
+    assert [row[2] for row in plot["value"]["data"]] == ["passage", "passage", "this answer"]
+
+
+def test_the_first_update_is_a_spinner(harness):
+    outputs = ask(harness.client(), "Spinner?")
+    first = outputs[0][0][-1]["content"][0]["text"]
+    assert 'class="llma-spinner"' in first and "llma-answer" in first
+    assert "llma-spinner" not in bot_html(outputs)
+
+
+def test_a_failing_message_never_shows_absolute_paths(harness, tmp_path):
+    harness.pipe.fail = True
+    harness.pipe.fail_message = f"cannot read {harness.service.docs_dir.resolve()}/x.md"
+    try:
+        outputs = ask(harness.client(), "Paths?")
+    finally:
+        harness.pipe.fail, harness.pipe.fail_message = False, "model exploded"
+    text = bot_html(outputs)
+    assert "cannot read docs/x.md" in text and str(harness.service.docs_dir) not in text
 
 
 def test_history_is_passed_on_the_next_turn(harness):
@@ -215,6 +237,22 @@ def test_startup_failure_is_reported(tmp_path):
     svc = Service(tmp_path / "d", tmp_path / "i", builder=broken)
     svc.start(background=False)
     assert not svc.ready.is_set() and "no such folder" in svc.status
+
+
+def test_statuses_show_no_absolute_paths(tmp_path):
+    """Issue #24: the page shows folder names, never this machine's paths."""
+    seen = []
+
+    def builder(docs, index):
+        seen.append(svc.status)
+        raise FileNotFoundError(f"no such folder: {(tmp_path / 'docs').resolve()}/a.md in {Path.home()}/x")
+
+    svc = Service(tmp_path / "docs", tmp_path / "index", builder=builder)
+    svc.start(background=False)
+    for status in seen + [svc.status, svc.error]:
+        assert str(tmp_path) not in status and str(Path.home()) + "/" not in status, status
+    assert "docs/ → index/" in seen[0]
+    assert "no such folder: docs/a.md in ~/x" in svc.status
 
 
 def test_examples_file_is_read():

@@ -49,7 +49,7 @@ def marks(fragment):
 def test_markup_in_text_is_escaped_not_rendered():
     out = render_answer(XSS, [span(0, 8)])
     tags = {t for t, _ in parse(out).tags}
-    assert tags <= {"div", "mark", "br"}, tags
+    assert tags <= {"div", "mark", "p"}, tags
     assert "<script" not in out and "<img" not in out
     assert "onerror=" not in out.replace("onerror=&quot;", "")  # only as escaped text
     assert visible_text(out) == XSS
@@ -102,7 +102,7 @@ def test_unicode_offsets_are_characters():
     start = text.index("👋")
     out = render_answer(text, [span(start, start + 4)])
     assert visible_text(out) == text
-    assert marks(out)[0][0] == "👋 — "
+    assert marks(out)[0][0] == "👋 —"  # the piece's trailing space is left unmarked
 
 
 @pytest.mark.parametrize("spans", [[], [span(0, 0)], [span(5, 2)], [span(-3, 100)], [span(50, 60)]])
@@ -114,12 +114,34 @@ def test_empty_and_out_of_range_spans(spans):
         assert text == "hello"  # clipped to the text, never beyond it
 
 
-def test_answer_is_one_line_so_markdown_leaves_it_alone():
-    out = render_answer("line 1\n\nline 2 * not a list\n# not a heading", [span(0, 4)],
+def test_answer_markdown_is_rendered_on_one_line_with_its_marks():
+    """Issue #24: code fences, lists and headings render; the HTML is one line (the chat passes
+    it through untouched), code keeps its line breaks, and marks do not break the Markdown."""
+    text = ("Use it:\n\n```python\nwith open(p) as f:\n\n    data = f.read()\n```\n"
+            "- first item\n- second item\n\n1. one\n2. two\n# Title")
+    first = text.index("first item")
+    fence = text.index("with open")
+    out = render_answer(text, [span(first - 2, first + 10), span(fence, fence + 18, "output")],
                         footer="3 tokens")
     assert "\n" not in out
-    assert out.count("<br>") == 3
+    tags = [t for t, _ in parse(out).tags]
+    assert tags.count("li") == 4 and "ul" in tags and "ol" in tags and "h1" in tags
+    assert '<pre><code class="language-python">' in out
+    assert [t for t, _, _ in marks(out)] == ["with open(p) as f:", "first item"]
+    assert marks(out)[0][1] == "llma-src-output"
+    assert "with open(p) as f:&#10;&#10;    data = f.read()" in out.replace("</mark>", "").split(">", 3)[-1] \
+        or "&#10;&#10;    data = f.read()" in out
     assert "3 tokens" in visible_text(out)
+
+
+def test_markdown_in_answers_cannot_inject_markup_links_or_images():
+    text = ("[click](javascript:alert(1)) ![x](http://example.com/x.png) <b onclick=x>b</b>\n"
+            "```\n<script>window.__xss=1</script>\n```\n\ue000\U000f0000 sentinel-like")
+    out = render_answer(text, [span(0, 5)])
+    tags = {t for t, _ in parse(out).tags}
+    assert tags <= {"div", "mark", "p", "pre", "code", "br"}, tags
+    assert "href" not in out and "<img" not in out and "<script" not in out and "<b " not in out
+    assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in out
 
 
 def test_sources_mark_only_their_own_copies():

@@ -1,25 +1,56 @@
 """Statistics panel, per-message footer, step plot data and the greedy comparison."""
 from types import SimpleNamespace
 
-from ui.stats import comparison_html, stat_rows, stats_footer, stats_html, steps_frame
+from ui.stats import (comparison_html, copied_by_kind, plot_colors, plot_limits, stat_rows,
+                      stats_footer, stats_html, steps_frame, stop_text)
 
 STATS = {"forward_passes": 10, "tokens": 30, "proposed_tokens": 40, "accepted_tokens": 20,
          "tokens_per_forward": 3.0, "acceptance_rate": 0.5, "copied_share": 2 / 3,
          "tokens_per_s": 25.04, "wall_s": 1.2, "ttft_s": 0.31, "prompt_tokens": 512}
+STEPS = [{"accepted": 0, "source": None}, {"accepted": 8, "source": "passage"},
+         {"accepted": 5, "source": "output"}, {"accepted": 4, "source": "passage"},
+         {"accepted": 3, "source": "history"}]
 
 
 def test_rows_cover_the_required_numbers():
     rows = dict(stat_rows(STATS))
-    assert rows["Tokens"] == "30" and rows["Forward passes"] == "10"
-    assert rows["Tokens per forward"] == "3.00" and rows["Copied tokens"] == "67%"
+    assert rows["Tokens generated"] == "30" and rows["Forward passes"] == "10"
+    assert rows["Tokens per forward"] == "3.00" and rows["Copied tokens"] == "20 of 30 (67%)"
+    assert rows["Drafts confirmed"] == "20 of 40 (50%)"
     assert rows["Tokens / s"] == "25.0" and rows["Time to first token"] == "0.31 s"
+
+
+def test_labels_are_explained_in_plain_words_and_numbers_have_no_long_decimals():
+    """Issue #24: what "acceptance" and "stopped by" mean; no "0,000000"-style numbers."""
+    out = stats_html(STATS, "max_new_tokens", STEPS)
+    assert "Why it ended</td><td class='llma-v'>it reached the limit on new tokens" in out
+    assert "What these numbers mean" in out and "the share the model agreed with" in out
+    assert stop_text("eos") == "the model ended its answer" and stop_text("stopped") == "you pressed Stop"
+    assert stop_text("weird") == "weird"
+    import re
+    assert not re.search(r"\d[.,]\d{4,}", out), out
 
 
 def test_missing_values_show_a_dash_and_empty_stats_a_hint():
     rows = dict(stat_rows({"tokens": 3}))
-    assert rows["Tokens"] == "3" and rows["Tokens / s"] == "–"
+    assert rows["Tokens generated"] == "3" and rows["Tokens / s"] == "–"
     assert "Ask a question" in stats_html(None)
     assert "<script" not in stats_html(STATS, stop_reason="<script>")
+
+
+def test_copied_tokens_split_by_source_add_up_to_the_copied_count():
+    """The per-kind rows (in the highlight colours) add up to "Copied tokens", copies from the
+    answer itself included; a step that does not say counts as another reference."""
+    counts = copied_by_kind(STEPS)
+    assert counts == {"passage": 12, "output": 5, "history": 3}
+    assert sum(counts.values()) == STATS["accepted_tokens"]
+    out = stats_html(STATS, None, STEPS)
+    assert "<td class='llma-sub'>from repeated from this answer</td><td class='llma-v'><mark " \
+           "class='llma-src llma-src-output'>5</mark>" in out
+    assert "llma-src-passage'>12<" in out and "llma-src-history'>3<" in out
+    assert copied_by_kind([{"accepted": 2}]) == {"other": 2}
+    blank = stats_html(STATS, None, [{"accepted": 2, "source": "blank"}])
+    assert "spaces and line breaks (not highlighted)</td><td class='llma-v'>2</td>" in blank
 
 
 def test_footer():
@@ -28,11 +59,15 @@ def test_footer():
     assert stats_footer({}) == ""
 
 
-def test_steps_frame_has_numeric_columns_even_when_empty():
-    df = steps_frame([{"proposed": 8, "accepted": 5}, {"proposed": 4, "accepted": 0},
-                      {"proposed": 0, "accepted": 0}])
-    assert list(df["step"]) == [1, 2, 3] and list(df["accepted"]) == [5, 0, 0]
-    assert list(df["kind"]) == ["copied", "rejected draft", "no draft"]
+def test_steps_frame_and_plot_limits_give_whole_number_axes_from_zero():
+    df = steps_frame([{"proposed": 8, "accepted": 5, "source": "passage"}, {"proposed": 4, "accepted": 0},
+                      {"proposed": 0, "accepted": 0}, {"proposed": 3, "accepted": 2}])
+    assert list(df["step"]) == [1, 4] and list(df["accepted"]) == [5, 2]  # the passes that copied
+    assert list(df["source"]) == ["passage", "other"]
+    assert plot_limits(df, 4) == ([0, 10], [0, 5])
+    long = steps_frame([{"accepted": 17, "source": "output"}] * 40)
+    assert plot_limits(long, 40) == ([0, 41], [0, 17]) and plot_limits(long, 60)[0] == [0, 61]
+    assert set(plot_colors()) >= set(long["source"]) | set(df["source"])
     empty = steps_frame([])
     assert len(empty) == 0 and str(empty["accepted"].dtype) == "int64"
 
@@ -57,6 +92,6 @@ def test_comparison_reports_the_median_and_the_spread():
 
 
 def test_stop_reasons_read_as_words():
-    assert "repetition (the answer began to loop)" in stats_html(STATS, stop_reason="repetition")
-    assert "token limit" in stats_html(STATS, stop_reason="max_new_tokens")
+    assert "it started repeating itself in a loop" in stats_html(STATS, stop_reason="repetition")
+    assert "reached the limit on new tokens" in stats_html(STATS, stop_reason="max_new_tokens")
     assert "something_new" in stats_html(STATS, stop_reason="something_new")  # an unknown one as it is

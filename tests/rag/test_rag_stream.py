@@ -3,7 +3,7 @@ and stop-string prefixes are held back."""
 from __future__ import annotations
 
 from rag_fixtures import QUESTIONS, small
-from llma import CopiedSpan, LLMAConfig, LoadedModel, StepEvent
+from llma import OUTPUT_REF, CopiedSpan, LLMAConfig, LoadedModel, StepEvent
 from rag import RAGPipeline
 from rag.generation import Request, _Run
 from rag.references import alone
@@ -54,6 +54,36 @@ def test_copied_runs_become_character_spans_that_grow(loaded: LoadedModel) -> No
         sent += delta.text
         assert all(s.end <= len(sent) for s in delta.spans)
     assert [s.start for d in deltas for s in d.spans] == [span.start, span.start]  # sent, then grown
+
+
+def test_copies_from_the_answer_itself_become_spans_and_steps_name_their_source(loaded: LoadedModel) -> None:
+    """Issue #24: tokens copied from the answer's own earlier words (reference "output") are a
+    span of kind "output" over the repeated text, and each step says what it copied from, so the
+    page's counts and highlights agree."""
+    ids = loaded.tokenizer("The cat sat on the mat.", add_special_tokens=False)["input_ids"]
+    n = len(ids)
+    copied = {1: CopiedSpan(OUTPUT_REF, 0, n - 1, n, 2 * n - 1)}
+    deltas = replay(loaded, [ids, ids], copied)
+    answer = deltas[-1].answer
+    assert answer.text == "The cat sat on the mat." * 2
+    [span] = answer.spans
+    assert (span.source_kind, span.source_id) == ("output", "output")
+    assert answer.text[span.start:span.end] == answer.text[span.source_start:span.source_end]
+    assert span.start == len("The cat sat on the mat.") and span.source_start == 0
+    assert [s["source"] for s in answer.steps] == [None, "output"]
+    assert sum(s["accepted"] for s in answer.steps if s["source"] == "output") == n - 1
+
+
+def test_a_copy_of_only_spaces_is_counted_as_blank_not_as_a_span(loaded: LoadedModel) -> None:
+    """A copied line break has nothing to highlight: no span, and its step says "blank"."""
+    tok = loaded.tokenizer
+    cat, dog = (tok(t, add_special_tokens=False)["input_ids"] for t in ("The cat.", "The dog."))
+    [nl] = tok("\n\n", add_special_tokens=False)["input_ids"]
+    first = cat + [nl] + dog
+    copied = {1: CopiedSpan(OUTPUT_REF, len(cat), len(cat) + 1, len(first), len(first) + 1)}
+    deltas = replay(loaded, [first, [nl] + dog[:1]], copied)
+    answer = deltas[-1].answer
+    assert answer.spans == [] and [s["source"] for s in answer.steps] == [None, "blank"]
 
 
 def test_stop_string_prefixes_are_not_sent_early(loaded: LoadedModel) -> None:

@@ -71,14 +71,14 @@ class BatchRunner:
         return self.step(blocks)
 
     def measure(self, rows: Sequence[int] = (16, 32, 64, 128, 256)) -> CostModel:
-        """The step's cost by row count, timed now on a free slot (the fastest of three runs each)."""
+        """The step's cost by row count, timed now on a free slot (the faster of two runs each)."""
         slot = self.cache.acquire()
         try:
             def timed(r: int) -> float:
                 blocks = [Block.chunk(slot, 0, [0] * min(MAX_ROWS, r - i * MAX_ROWS), 128, logits=True)
                           for i in range(-(-r // MAX_ROWS))]
                 best = float("inf")
-                for _ in range(3):
+                for _ in range(2):
                     start = time.perf_counter()
                     self.run(blocks)
                     if self.device.type == "cuda":

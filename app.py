@@ -20,7 +20,8 @@ from ui.service import Service, default_loader  # noqa: E402
 from ui.turns import ChatTurns, fresh_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-MODEL_EVENTS = "model"  # concurrency id shared by everything that uses the model or swaps the index
+MODEL_EVENTS = "model"  # concurrency id shared by everything that uses the model
+EXCLUSIVE_EVENTS = "index"  # index updates, one at a time
 log = logging.getLogger("llma-rag.app")
 COMPARE_HINT = ('<div class="llma-muted">"Compare with plain greedy" re-runs the last question '
                 'with and without copying (same references, no cached answers), alternately after '
@@ -67,7 +68,7 @@ def session_key(request: gr.Request | None) -> str | None:
 
 
 def build_ui(service: Service, examples: list[str] | None = None,
-             max_new_tokens: int = 256) -> gr.Blocks:
+             max_new_tokens: int = 256, answers: int = 1) -> gr.Blocks:
     examples = load_examples() if examples is None else examples
 
     turns = ChatTurns(service, make_settings, session_key, COMPARE_HINT)
@@ -224,7 +225,8 @@ def build_ui(service: Service, examples: list[str] | None = None,
                                             elem_id="llma-upload-msg")
         settings = [top_k, min_n, max_n, k, adaptive, max_new, temperature, use_llma, use_history]
         outputs = [chatbot, state, msg, sources, stats_box, plot, compare_box, stop_btn, notice]
-        model = dict(concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        # Answers: as many at once as the engine decodes together (1: the one-at-a-time engine).
+        model = dict(concurrency_id=MODEL_EVENTS, concurrency_limit=answers)
         for trigger in (send.click, msg.submit):
             # Every question is kept: queued behind this session's answer, with a notice.
             # Queued (warnings and notices need the queue), but never waits: no concurrency limit.
@@ -239,10 +241,9 @@ def build_ui(service: Service, examples: list[str] | None = None,
         stop_btn.click(stop, None, None, api_name=False, concurrency_limit=None)  # never waits
         for clearing in (clear_btn.click, chatbot.clear):  # the chatbot's own trash icon too
             clearing(clear, state, outputs, queue=False, api_name=False)
-        compare_btn.click(compare, [state, *settings], compare_box, api_name="compare",
-                          concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        compare_btn.click(compare, [state, *settings], compare_box, api_name="compare", **model)
         upload_btn.click(add_documents, files, [upload_msg, files], api_name="add_documents",
-                         concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+                         concurrency_id=EXCLUSIVE_EVENTS, concurrency_limit=1)
         timer = gr.Timer(1.0)
         drafting = [min_n, k, adaptive]
         timer.tick(poll_status, None, [status, timer], queue=False, show_progress="hidden",
@@ -295,8 +296,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     service = Service(args.docs, args.index, args.model, args.device, args.dtype, loader=load_pipeline)
     service.start(background=True)
-    demo = build_ui(service, max_new_tokens=args.max_new_tokens)
-    demo.queue(default_concurrency_limit=answers_at_once(args.device), max_size=64)
+    answers = answers_at_once(args.device)
+    demo = build_ui(service, max_new_tokens=args.max_new_tokens, answers=answers)
+    demo.queue(default_concurrency_limit=answers, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, show_error=True,
                 max_file_size=uploads.MAX_UPLOAD_BYTES, footer_links=["api"], **page_assets())
 

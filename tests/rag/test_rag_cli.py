@@ -54,3 +54,47 @@ def test_unknown_model_offline_is_a_clear_error(capsys: pytest.CaptureFixture[st
 def test_an_index_built_with_another_embedder_is_refused(index_dir: Path) -> None:
     with pytest.raises(EmbedderMismatchError, match="was built with embedder"):
         RAGPipeline.from_paths(str(index_dir), embedder="some-other/embedder")
+
+
+def test_ask_streams_the_answer_as_it_is_generated(monkeypatch: pytest.MonkeyPatch, index_dir: Path) -> None:
+    """Issue #24: the answer reaches stdout piece by piece while the decoder still runs: the first
+    piece is written before the stream's last delta exists."""
+    events: list[str] = []
+    written: list[str] = []
+    original = RAGPipeline.stream
+
+    def stream(self, *args, **kwargs):
+        for delta in original(self, *args, **kwargs):
+            events.append("final" if delta.done else "delta")
+            yield delta
+
+    class Out:
+        def write(self, text: str) -> int:
+            if text:
+                events.append("write")
+                written.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            events.append("flush")
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr(RAGPipeline, "stream", stream)
+    monkeypatch.setattr("sys.stdout", Out())
+    code = main(["ask", "What is a volcano?", "--index", str(index_dir), "--max-new-tokens", "16",
+                 "--device", "cpu", "--no-llma"])  # greedy: one token per delta
+    assert code == 0
+    assert events.index("write") < events.index("final")
+    pieces_before_final = events[:events.index("final")].count("write")
+    assert pieces_before_final >= 3  # piece by piece, not one block at the end
+    text = "".join(written)
+    assert "tokens in" in text and "volcano.txt" in text
+
+
+def test_min_score_defaults_to_the_measured_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from rag.cli import _parser
+    from rag.types import DEFAULT_MIN_SCORE
+
+    assert _parser().parse_args(["ask", "q"]).min_score == DEFAULT_MIN_SCORE

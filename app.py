@@ -15,7 +15,7 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
-from ui import chat, highlight, stats, uploads  # noqa: E402
+from ui import chat, highlight, notice, stats, uploads  # noqa: E402
 from ui.service import Service, default_loader  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -103,6 +103,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
             {"role": "user", "content": question}, {"role": "assistant", "content": text}],
             "last_question": question, "last_history": history}
         yield (display, new_state, gr.skip(),
+               notice.notice_html(getattr(answer, "notice", "")) +
                highlight.render_sources(view.passages if view else [],
                                         view.spans if view else [],
                                         getattr(answer, "sources", None)),
@@ -110,7 +111,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
                stats.steps_frame(answer.steps if answer else None), gr.skip())
 
     def compare(state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
-                use_history):
+                use_history, request: gr.Request):
         values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
         question = state.get("last_question")
         if not question:
@@ -122,7 +123,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
         try:
             settings = make_settings(*values)
             result = service.pipe.compare_with_greedy(question, state.get("last_history", []),
-                                                      settings)
+                                                      settings, session=session_key(request))
         except ValueError as exc:
             gr.Warning(f"Invalid settings: {exc}")
             return gr.skip()
@@ -132,26 +133,33 @@ def build_ui(service: Service, examples: list[str] | None = None,
             return gr.skip()
         return stats.comparison_html(result)
 
-    def add_documents(files):
-        saved = uploads.save_uploads(files, service.docs_dir)
-        message = saved.message()
-        if saved.rejected:
-            gr.Warning("; ".join(f"{n}: {r}" for n, r in saved.rejected))
-        if saved.saved:
-            try:
-                report = service.reindex()
-                message += "\nIndex updated: " + report.summary()
-                for skipped in getattr(report, "skipped", []):
-                    message += f"\nSkipped {skipped.path}: {skipped.reason}"
-                gr.Info(f"Indexed {len(saved.saved)} document(s).")
-            except Exception as exc:
-                log.exception("indexing failed")
-                message += f"\nIndexing failed: {exc}"
-                gr.Warning(f"Indexing failed: {exc}")
-        return message, None
+    def add_documents(files, request: gr.Request, progress=gr.Progress()):
+        """Index the uploads for this session only: (message, files, uploads list, status)."""
+        session = session_key(request)
+        if problem := _not_ready(service) or (None if session else "Uploads need a browser session."):
+            gr.Warning(problem)
+            return problem, gr.skip(), gr.skip(), gr.skip()
+        result = uploads.add_uploads(service.pipe, session, files, progress)
+        if result.rejected:
+            gr.Warning("; ".join(f"{n}: {r}" for n, r in result.rejected))
+        if result.saved:
+            gr.Info(f"Indexed {len(result.saved)} document(s) for this session.")
+        return (result.message(), None, *uploads_view(session))
+
+    def remove_documents(names, request: gr.Request):
+        """Remove the selected uploads of this session: (message, uploads list, status)."""
+        session = session_key(request)
+        if _not_ready(service) or not session:
+            return gr.skip(), gr.skip(), gr.skip()
+        return uploads.remove_uploads(service.pipe, session, names), *uploads_view(session)
+
+    def uploads_view(session):
+        documents = service.pipe.documents(session)
+        return (gr.CheckboxGroup(choices=list(documents), value=[]),
+                uploads.status_line(service.status, documents))
 
     def forget_session(request: gr.Request):
-        """The tab was closed: drop its cached answers."""
+        """The tab was closed: drop its cached answers and uploads."""
         session = session_key(request)
         if service.pipe is not None and session is not None:
             service.pipe.forget_session(session)
@@ -219,14 +227,16 @@ def build_ui(service: Service, examples: list[str] | None = None,
                     use_llma = gr.Checkbox(True, label="LLMA on (off = plain decoding)")
                     use_history = gr.Checkbox(True, label="Copy from earlier turns")
                 with gr.Accordion("Add documents", open=False):
-                    gr.Markdown("Uploaded documents join the shared index: every user of this app "
-                                "can retrieve them.", elem_id="llma-upload-note")
+                    gr.Markdown(uploads.PRIVACY_NOTE, elem_id="llma-upload-note")
                     files = gr.File(label=f"Upload {', '.join(uploads.ALLOWED_SUFFIXES)} "
                                     f"(≤ {uploads.MAX_UPLOAD_BYTES // 2**20} MB each)",
                                     file_count="multiple", type="filepath", elem_id="llma-upload")
                     upload_btn = gr.Button("Add to index", elem_id="llma-upload-btn")
                     upload_msg = gr.Textbox(label="Indexing", interactive=False, lines=3,
                                             elem_id="llma-upload-msg")
+                    upload_list = gr.CheckboxGroup([], label="Your uploads (this session only)",
+                                                   elem_id="llma-uploads")
+                    remove_btn = gr.Button("Remove selected", elem_id="llma-remove-btn")
         settings = [top_k, min_n, max_n, k, adaptive, max_new, temperature, use_llma, use_history]
         outputs = [chatbot, state, msg, sources, stats_box, plot, compare_box]
         send.click(respond, [msg, state, *settings], outputs, api_name="ask",
@@ -235,8 +245,11 @@ def build_ui(service: Service, examples: list[str] | None = None,
                    concurrency_id=MODEL_EVENTS, concurrency_limit=1)
         compare_btn.click(compare, [state, *settings], compare_box, api_name="compare",
                           concurrency_id=MODEL_EVENTS, concurrency_limit=1)
-        upload_btn.click(add_documents, files, [upload_msg, files], api_name="add_documents",
-                         concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        upload_btn.click(add_documents, files, [upload_msg, files, upload_list, status],
+                         api_name="add_documents", concurrency_id=MODEL_EVENTS, concurrency_limit=1)
+        remove_btn.click(remove_documents, upload_list, [upload_msg, upload_list, status],
+                         api_name="remove_documents", concurrency_id=MODEL_EVENTS,
+                         concurrency_limit=1)
         clear_btn.click(clear, None, [chatbot, state, sources, stats_box, plot, compare_box],
                         queue=False, api_name=False)
         timer = gr.Timer(1.0)
@@ -265,7 +278,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--index", default=env("LLMA_INDEX", str(ROOT / "indexes" / "demo")),
                    help="index folder, built/updated from --docs at start [LLMA_INDEX]")
     p.add_argument("--docs", default=env("LLMA_DOCS", str(ROOT / "data" / "docs")),
-                   help="documents folder; uploads go to its uploads/ subfolder [LLMA_DOCS]")
+                   help="documents folder, indexed for every user [LLMA_DOCS]")
     p.add_argument("--model", default=env("LLMA_MODEL"), help="model (default: bundled) [LLMA_MODEL]")
     p.add_argument("--device", default=env("LLMA_DEVICE"), help="cpu, cuda, auto [LLMA_DEVICE]")
     p.add_argument("--dtype", default=env("LLMA_DTYPE"), help="float32, bfloat16… [LLMA_DTYPE]")

@@ -45,7 +45,8 @@ class UploadResult:
     def message(self) -> str:
         lines = []
         if self.saved:
-            lines.append("Added: " + ", ".join(f"{n} ({self.chunks[n]} chunks)" for n in self.saved))
+            lines.append("Added: " + ", ".join(f"{n} ({_count(self.chunks[n], 'chunk')})"
+                                               for n in self.saved))
             lines.append("Index updated: searchable in this session only.")
         for name, reason in self.rejected:
             lines.append(f"Not added: {name}: {reason}")
@@ -115,9 +116,12 @@ def remove_uploads(pipe: Uploads, session: str, names: list[str] | None) -> str:
 def documents_line(documents: Mapping[str, int]) -> str:
     if not documents:
         return "Your uploads: none."
-    chunks = sum(documents.values())
-    return (f"Your uploads: {len(documents)} document{'s' if len(documents) != 1 else ''}, "
-            f"{chunks} chunk{'s' if chunks != 1 else ''} (this session only).")
+    return (f"Your uploads: {_count(len(documents), 'document')}, "
+            f"{_count(sum(documents.values()), 'chunk')} (this session only).")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def status_line(service_status: str, documents: Mapping[str, int]) -> str:

@@ -26,6 +26,7 @@ NOTHING_FOUND = ("No passage of the documents scored {min_score:.2f} or more for
                  "none was given to the model: this answer is the model's own, not from the documents.")
 
 STANDALONE_SCORE = 0.5
+TURN_CHARS = 1000  # an earlier question's share of the query (the embedder reads 256 tokens)
 
 __all__ = ["DEFAULT_MIN_SCORE", "NOTHING_FOUND", "STANDALONE_SCORE", "conversation_query", "retrieve",
            "retrieve_hits", "retrieve_in_conversation"]
@@ -33,9 +34,9 @@ __all__ = ["DEFAULT_MIN_SCORE", "NOTHING_FOUND", "STANDALONE_SCORE", "conversati
 
 def conversation_query(question: str, turns: Sequence[Turn], previous: int) -> str:
     """The retrieval query: `question`, then up to `previous` earlier user questions, the most
-    recent first, one per line. The question leads, so where the embedder truncates a long query
-    it is the oldest turns that are cut."""
-    asked = [t.content.strip() for t in turns if t.role == "user" and t.content.strip()]
+    recent first, one per line, each cut to `TURN_CHARS` characters. The question leads, so where
+    the embedder truncates a long query it is the oldest turns that are cut."""
+    asked = [t.content.strip()[:TURN_CHARS] for t in turns if t.role == "user" and t.content.strip()]
     earlier = list(reversed(asked))[:previous] if previous > 0 else []
     return "\n".join([question.strip(), *earlier])
 

@@ -89,6 +89,7 @@ def test_an_upload_is_private_listed_removable_and_shows_progress(browser, live_
         sync_api.expect(listing).not_to_contain_text("zorblax-private.md")
         sync_api.expect(first.locator("#llma-status")).not_to_contain_text("Your uploads")
         first.get_by_text("Clear chat").click()
+        first.wait_for_function("() => !document.querySelector(\"#llma-chat [data-testid='bot']\")")
         ask_and_wait(first, QUESTION)
         # No passage at all now (the notice says so; the tiny shared docs know no zorblax). The
         # session's own cached answer may still be offered: it is this user's own.

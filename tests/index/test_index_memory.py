@@ -6,13 +6,11 @@ from pathlib import Path
 import pytest
 
 from index import IndexingError, MemoryIndex
-from conftest import CORPUS
 
 
-def test_add_search_replace_remove(tmp_path: Path, embedder, make_pdf) -> None:
+def test_add_search_replace_remove(tmp_path: Path, embedder, make_pdf, corpus: Path) -> None:
     docs = MemoryIndex(embedder)
-    cats, bread = tmp_path / "a", tmp_path / "b"
-    cats.write_text(CORPUS["cats.md"], encoding="utf-8")
+    cats, bread = corpus / "cats.md", tmp_path / "b"
     bread.write_bytes(make_pdf("Knead the dough and let the yeast make it rise before baking"))
     progress: list[tuple[int, int]] = []
     assert docs.add_file(cats, "cats.md", on_progress=lambda *p: progress.append(p)) == 1

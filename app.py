@@ -21,7 +21,7 @@ from ui.turns import ChatTurns, fresh_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 MODEL_EVENTS = "model"  # concurrency id shared by everything that uses the model
-EXCLUSIVE_EVENTS = "index"  # index updates, one at a time
+EXCLUSIVE_EVENTS = "uploads"  # a session's uploads indexed one batch at a time
 log = logging.getLogger("llma-rag.app")
 COMPARE_HINT = ('<div class="llma-muted">"Compare with plain greedy" re-runs the last question '
                 'with and without copying (same references, no cached answers), alternately after '
@@ -102,7 +102,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
         return turns.clear(state, request)
 
     def compare(state, top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
-                use_history):
+                use_history, request: gr.Request):
         values = (top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma, use_history)
         question = state.get("last_question")
         if not question:
@@ -114,7 +114,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
         try:
             settings = make_settings(*values)
             result = service.pipe.compare_with_greedy(question, state.get("last_history", []),
-                                                      settings)
+                                                      settings, session=session_key(request))
         except ValueError as exc:
             gr.Warning(f"Invalid settings: {exc}")
             return gr.skip()
@@ -124,26 +124,33 @@ def build_ui(service: Service, examples: list[str] | None = None,
             return gr.skip()
         return stats.comparison_html(result)
 
-    def add_documents(files):
-        saved = uploads.save_uploads(files, service.docs_dir)
-        message = saved.message()
-        if saved.rejected:
-            gr.Warning("; ".join(f"{n}: {r}" for n, r in saved.rejected))
-        if saved.saved:
-            try:
-                report = service.reindex()
-                message += "\nIndex updated: " + report.summary()
-                for skipped in getattr(report, "skipped", []):
-                    message += f"\nSkipped {skipped.path}: {skipped.reason}"
-                gr.Info(f"Indexed {len(saved.saved)} document(s).")
-            except Exception as exc:
-                log.exception("indexing failed")
-                message += service.public(f"\nIndexing failed: {exc}")
-                gr.Warning(service.public(f"Indexing failed: {exc}"))
-        return message, None
+    def add_documents(files, request: gr.Request, progress=gr.Progress()):
+        """Index the uploads for this session only: (message, files, uploads list, status)."""
+        session = session_key(request)
+        if problem := _not_ready(service) or (None if session else "Uploads need a browser session."):
+            gr.Warning(problem)
+            return problem, gr.skip(), gr.skip(), gr.skip()
+        result = uploads.add_uploads(service.pipe, session, files, progress)
+        if result.rejected:
+            gr.Warning("; ".join(f"{n}: {r}" for n, r in result.rejected))
+        if result.saved:
+            gr.Info(f"Indexed {len(result.saved)} document(s) for this session.")
+        return (result.message(), None, *uploads_view(session))
+
+    def remove_documents(names, request: gr.Request):
+        """Remove the selected uploads of this session: (message, uploads list, status)."""
+        session = session_key(request)
+        if _not_ready(service) or not session:
+            return gr.skip(), gr.skip(), gr.skip()
+        return uploads.remove_uploads(service.pipe, session, names), *uploads_view(session)
+
+    def uploads_view(session):
+        documents = service.pipe.documents(session)
+        return (gr.CheckboxGroup(choices=list(documents), value=[]),
+                uploads.status_line(service.status, documents))
 
     def forget_session(request: gr.Request):
-        """The tab was closed: drop its cached answers and its controls."""
+        """The tab was closed: drop its cached answers and uploads."""
         session = session_key(request)
         turns.forget(request)
         if service.pipe is not None and session is not None:
@@ -215,14 +222,16 @@ def build_ui(service: Service, examples: list[str] | None = None,
                     use_llma = gr.Checkbox(True, label="LLMA on (off = plain decoding)")
                     use_history = gr.Checkbox(True, label="Copy from earlier turns")
                 with gr.Accordion("Add documents", open=False):
-                    gr.Markdown("Uploaded documents join the shared index: every user of this app "
-                                "can retrieve them.", elem_id="llma-upload-note")
+                    gr.Markdown(uploads.PRIVACY_NOTE, elem_id="llma-upload-note")
                     files = gr.File(label=f"Upload {', '.join(uploads.ALLOWED_SUFFIXES)} "
                                     f"(≤ {uploads.MAX_UPLOAD_BYTES // 2**20} MB each)",
                                     file_count="multiple", type="filepath", elem_id="llma-upload")
                     upload_btn = gr.Button("Add to index", elem_id="llma-upload-btn")
                     upload_msg = gr.Textbox(label="Indexing", interactive=False, lines=3,
                                             elem_id="llma-upload-msg")
+                    upload_list = gr.CheckboxGroup([], label="Your uploads (this session only)",
+                                                   elem_id="llma-uploads")
+                    remove_btn = gr.Button("Remove selected", elem_id="llma-remove-btn")
         settings = [top_k, min_n, max_n, k, adaptive, max_new, temperature, use_llma, use_history]
         outputs = [chatbot, state, msg, sources, stats_box, plot, compare_box, stop_btn, notice]
         # Answers: as many at once as the engine decodes together (1: the one-at-a-time engine).
@@ -242,8 +251,11 @@ def build_ui(service: Service, examples: list[str] | None = None,
         for clearing in (clear_btn.click, chatbot.clear):  # the chatbot's own trash icon too
             clearing(clear, state, outputs, queue=False, api_name=False)
         compare_btn.click(compare, [state, *settings], compare_box, api_name="compare", **model)
-        upload_btn.click(add_documents, files, [upload_msg, files], api_name="add_documents",
-                         concurrency_id=EXCLUSIVE_EVENTS, concurrency_limit=1)
+        upload_btn.click(add_documents, files, [upload_msg, files, upload_list, status],
+                         api_name="add_documents", concurrency_id=EXCLUSIVE_EVENTS, concurrency_limit=1)
+        remove_btn.click(remove_documents, upload_list, [upload_msg, upload_list, status],
+                         api_name="remove_documents", concurrency_id=EXCLUSIVE_EVENTS,
+                         concurrency_limit=1)
         timer = gr.Timer(1.0)
         drafting = [min_n, k, adaptive]
         timer.tick(poll_status, None, [status, timer], queue=False, show_progress="hidden",
@@ -281,7 +293,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--index", default=env("LLMA_INDEX", str(ROOT / "indexes" / "demo")),
                    help="index folder, built/updated from --docs at start [LLMA_INDEX]")
     p.add_argument("--docs", default=env("LLMA_DOCS", str(ROOT / "data" / "docs")),
-                   help="documents folder; uploads go to its uploads/ subfolder [LLMA_DOCS]")
+                   help="documents folder, indexed for every user [LLMA_DOCS]")
     p.add_argument("--model", default=env("LLMA_MODEL"), help="model (default: bundled) [LLMA_MODEL]")
     p.add_argument("--device", default=env("LLMA_DEVICE"), help="cpu, cuda, auto [LLMA_DEVICE]")
     p.add_argument("--dtype", default=env("LLMA_DTYPE"), help="float32, bfloat16… [LLMA_DTYPE]")

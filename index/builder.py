@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,10 @@ from .types import BuildReport, Chunk, SkippedFile
 from .vectors import HNSW_THRESHOLD, build_faiss, index_type_for
 
 log = logging.getLogger(__name__)
+
+# on_progress(stage, done, total): stage "reading" (files) or "embedding" (chunks).
+Progress = Callable[[str, int, int], None] | None
+EMBED_SLICE = 64
 
 
 @dataclass
@@ -87,12 +92,15 @@ class _Chunker:
 
 
 def _collect(docs_dir: Path, out_dir: Path, previous: _Previous, chunker: _Chunker,
-             text_field: str, report: BuildReport, progress: bool, max_bytes: int) -> list[_FileChunks]:
+             text_field: str, report: BuildReport, progress: bool, max_bytes: int,
+             on_progress: Progress) -> list[_FileChunks]:
     """Read every file; reuse unchanged ones, chunk the rest; fill the report."""
     by_suffix = readers(text_field)
     files: list[_FileChunks] = []
-    for path in tqdm(list(iter_files(docs_dir, exclude=out_dir)), desc="reading", unit="file",
-                     disable=not progress):
+    paths = list(iter_files(docs_dir, exclude=out_dir))
+    for done, path in enumerate(tqdm(paths, desc="reading", unit="file", disable=not progress)):
+        if on_progress:
+            on_progress("reading", done, len(paths))
         rel = path.relative_to(docs_dir).as_posix()
         reader = by_suffix.get(path.suffix.lower())
         try:
@@ -112,13 +120,23 @@ def _collect(docs_dir: Path, out_dir: Path, previous: _Previous, chunker: _Chunk
     return files
 
 
-def _embed_new(files: list[_FileChunks], embedder: Embedder, progress: bool) -> int:
-    """Embed, in one batch, the chunks of every new or changed file."""
+def _embed_new(files: list[_FileChunks], embedder: Embedder, progress: bool,
+               on_progress: Progress) -> int:
+    """Embed the chunks of every new or changed file (in slices of EMBED_SLICE when progress is
+    reported, so that it can be)."""
     pending = [f for f in files if f.vectors is None]
     texts = [c.text for f in pending for c in f.chunks]
     if not texts:
         return 0
-    vectors = embedder.embed(texts, progress=progress)
+    if on_progress is None:
+        vectors = embedder.embed(texts, progress=progress)
+    else:
+        parts = []
+        for start in range(0, len(texts), EMBED_SLICE):
+            on_progress("embedding", start, len(texts))
+            parts.append(embedder.embed(texts[start:start + EMBED_SLICE], progress=progress))
+        on_progress("embedding", len(texts), len(texts))
+        vectors = np.concatenate(parts)
     offset = 0
     for f in pending:
         f.vectors, offset = vectors[offset:offset + len(f.chunks)], offset + len(f.chunks)
@@ -136,12 +154,15 @@ def build_index(
     hnsw_threshold: int = HNSW_THRESHOLD,
     jsonl_text_field: str = JSONL_TEXT_FIELD,
     max_file_bytes: int = MAX_FILE_BYTES,
+    on_progress: Progress = None,
 ) -> BuildReport:
     """Index every supported file under `docs_dir` into `out_dir`.
 
     Re-running on the same `out_dir` only embeds new and changed files (by
     sha256); removed files are dropped. Files that cannot be used, or are over
-    `max_file_bytes`, are skipped and listed in `report.skipped`. The folder is
+    `max_file_bytes`, are skipped and listed in `report.skipped`. `on_progress(stage, done, total)`
+    is called as files are read (stage "reading", counting files) and chunks embedded
+    ("embedding", counting chunks; its last call has done == total). The folder is
     replaced atomically, and not rewritten at all when nothing changed. Raises NoDocumentsError when
     `docs_dir` is missing or yields no text.
     """
@@ -157,14 +178,14 @@ def build_index(
     with store.build_lock(out_dir):
         previous = _load_previous(out_dir, embedder.name, chunk_size, chunk_overlap)
         files = _collect(docs_dir, out_dir, previous, _Chunker(embedder, chunk_size, chunk_overlap),
-                         jsonl_text_field, report, progress, max_file_bytes)
+                         jsonl_text_field, report, progress, max_file_bytes, on_progress)
         report.removed = sorted(set(previous.files) - {f.rel for f in files})
         report.num_chunks = sum(len(f.chunks) for f in files)
         if report.num_chunks == 0:
             skipped = f" ({len(report.skipped)} files skipped)" if report.skipped else ""
             raise NoDocumentsError(f"no supported documents found in {docs_dir}{skipped}; "
                                    f"supported: {', '.join(sorted(readers()))}")
-        report.embedded_chunks = _embed_new(files, embedder, progress)
+        report.embedded_chunks = _embed_new(files, embedder, progress, on_progress)
         _save(files, out_dir, docs_dir, embedder, chunk_size, chunk_overlap, hnsw_threshold, report)
     report.seconds = time.monotonic() - started
     log.info("%s", report.summary())

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import faiss
+import numpy as np
 
 from . import store
 from .embedder import Embedder, as_embedder
@@ -42,10 +43,15 @@ class DocumentIndex:
         query is a ValueError: it has no meaning to compare with."""
         if not isinstance(query, str) or not query.strip():
             raise ValueError("the search query is empty: give some words to search for")
+        return self.search_vector(self.embedder.embed([query])[0], k, min_score)
+
+    def search_vector(self, vector: np.ndarray, k: int = 4,
+                      min_score: float | None = None) -> list[SearchHit]:
+        """`search` for a query already embedded with this index's embedder (a unit vector)."""
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        vector = self.embedder.embed([query])
-        scores, ids = self._faiss.search(vector, min(k, len(self.chunks)))
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        scores, ids = self._faiss.search(query, min(k, len(self.chunks)))
         hits = [SearchHit(self.chunks[i], float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
         if min_score is not None:
             hits = [hit for hit in hits if hit.score >= min_score]

@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import faiss
 import numpy as np
@@ -80,14 +81,58 @@ class StoredIndex:
 
 @contextlib.contextmanager
 def build_lock(out_dir: Path) -> Iterator[None]:
-    """Exclusive lock on an index folder for the duration of a build."""
+    """Exclusive lock on an index folder for the duration of a build.
+
+    The lock is the OS's (`flock` on `.build.lock`), held by the open file, so the OS releases it
+    when its holder dies, however it dies: a `.build.lock` left by a killed build never blocks or
+    alters a later build. The holder writes its pid into the file, so that a build that has to
+    wait can say for whom (`lock_holder`).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / LOCK).open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+    with (out_dir / LOCK).open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("index %s is being built by process %s; waiting for that build to end",
+                        out_dir, lock_holder(out_dir) or "(unknown)")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        _write_holder(fh, str(os.getpid()))
         try:
             yield
         finally:
+            _write_holder(fh, "")
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_holder(fh: IO[str], text: str) -> None:
+    fh.truncate(0)
+    fh.write(text)
+    fh.flush()
+
+
+def lock_holder(out_dir: Path) -> int | None:
+    """The pid of the live process building into `out_dir` (0 while it has not written it yet), or
+    None when no build holds the lock (a `.build.lock` left by a killed build is not held: the OS
+    released it with its holder)."""
+    path = out_dir / LOCK
+    try:
+        fh = path.open("r")
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = fh.read().strip()
+            return int(text) if text.isdigit() else 0
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return None
+
+
+def has_index(out_dir: Path) -> bool:
+    """True when `out_dir` holds a committed index (a manifest): a folder holding only a killed
+    first build's leftovers (its `.build.lock`, uncommitted data files) has none."""
+    return (out_dir / MANIFEST).is_file()
 
 
 def _sha256_file(path: Path) -> str:

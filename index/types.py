@@ -67,8 +67,10 @@ class BuildReport:
         }
 
     def summary(self) -> str:
+        """One line for people (the app's status line among them): the index folder by its name
+        only, never a full path."""
         parts = ", ".join(f"{n} {name}" for name, n in self.counts().items())
         return (
-            f"{self.num_chunks} chunks in {self.out_dir} ({self.index_type}); files: {parts}; "
+            f"{self.num_chunks} chunks in index {self.out_dir.name!r} ({self.index_type}); files: {parts}; "
             f"embedded {self.embedded_chunks} chunks in {self.seconds:.1f}s"
         )

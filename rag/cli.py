@@ -1,4 +1,5 @@
-"""Command line: `python -m rag ask "question" [--index DIR] [--no-llma] ...`."""
+"""Command line: `python -m rag ask "question" [--index DIR] [--no-llma] ...`; the answer is
+written to stdout as it is generated, then its sources and statistics."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +7,14 @@ import logging
 import os
 import sys
 from dataclasses import replace
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rag.types import DEFAULT_MIN_SCORE
+
+if TYPE_CHECKING:
+    from rag.types import Answer, AnswerDelta
 
 DEFAULT_INDEX = "indexes/demo"
 DEFAULT_DOCS = "data/docs"
@@ -32,7 +40,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="do not end the answer when it starts to loop")
     ask.add_argument("--compare", action="store_true", help="also decode greedily and report the speedup")
     ask.add_argument("--k", type=int, default=4, help="passages to retrieve")
-    ask.add_argument("--min-score", type=float, default=None, help="drop passages scoring lower")
+    ask.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE,
+                     help=f"drop passages scoring lower (default {DEFAULT_MIN_SCORE}; -1: keep all)")
+    ask.add_argument("--marked", action="store_true",
+                     help="after the streamed answer, print it again with the copied spans marked")
     return parser
 
 
@@ -64,14 +75,18 @@ def _ask(args: argparse.Namespace) -> None:
     options = EngineOptions.from_env(os.environ)  # LLMA_BACKEND, LLMA_STATIC_*
     pipe = RAGPipeline.from_paths(_index_dir(args), args.model, args.device, args.dtype,
                                   engine_options=options)
+    color = sys.stdout.isatty()
     if args.compare:
         comparison = pipe.compare_with_greedy(question, settings=replace(settings, llma=config))
         answer = comparison.llma
+        print(marked_text(answer, color).strip())
     else:
-        answer = pipe.answer(question, settings=settings)
-    color = sys.stdout.isatty()
-    print(marked_text(answer, color).strip())
+        answer = _stream(pipe.stream(question, settings=settings))
+        if args.marked:
+            print("\n" + marked_text(answer, color).strip())
     print()
+    if answer.notice:
+        print(answer.notice)
     for line in legend(answer, color):
         print(line)
     print()
@@ -81,6 +96,22 @@ def _ask(args: argparse.Namespace) -> None:
         print(f"speedup {comparison.speedup:.2f}x (median of {comparison.repeats} alternating runs, "
               f"{comparison.speedup_min:.2f}-{comparison.speedup_max:.2f}x), "
               f"identical to greedy: {comparison.identical}")
+
+
+def _stream(deltas: Iterator[AnswerDelta]) -> Answer:
+    """Write the answer to stdout as it is generated (leading blank space dropped); the Answer."""
+    answer, started = None, False
+    for delta in deltas:
+        text = delta.text if started else delta.text.lstrip()
+        if text:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            started = True
+        answer = delta.answer or answer
+    sys.stdout.write("\n")
+    if answer is None:  # the stream always ends with the finished answer; this guards a broken one
+        raise RuntimeError("the generation ended without a final answer")
+    return answer
 
 
 def main(argv: list[str] | None = None) -> int:

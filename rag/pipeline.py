@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
 from transformers import PreTrainedTokenizerBase
 
 from index import DocumentIndex, Embedder, load_index
@@ -15,20 +17,16 @@ from rag.generation import Request, run
 from rag.inputs import (check_history, check_messages, check_question, check_reference_texts,
                         check_session)
 from rag.prompt import Prompt, Turn, build_prompt, parse_history, render
+from rag.private_docs import SessionDocuments
 from rag.references import TokenizedText, build_references
+from rag.retrieval import NOTHING_FOUND, retrieve, retrieve_in_conversation
 from rag.types import Answer, AnswerDelta, Comparison, Passage, RagSettings, SourceText
+
+__all__ = ["RAGPipeline", "retrieve"]  # retrieve: rag.retrieval's, re-exported
 
 log = logging.getLogger(__name__)
 
 History = Sequence[Mapping[str, object]]
-
-
-def retrieve(index: DocumentIndex, question: str, k: int, min_score: float | None) -> list[Passage]:
-    """The top-k chunks as numbered passages, best first."""
-    hits = index.search(question, k=k, min_score=min_score)
-    return [Passage(id=f"passage:{n}", number=n, text=hit.chunk.text.strip(), source=hit.chunk.source,
-                    title=hit.chunk.title or hit.chunk.source, score=hit.score, chunk_id=hit.chunk.id)
-            for n, hit in enumerate(hits, start=1)]
 
 
 def _turn_source(turn: Turn) -> SourceText:
@@ -51,7 +49,12 @@ class RAGPipeline:
     an answer is stored in, and offered as a reference from, that session's cache only (at most
     `cache_size` answers per session, `max_sessions` sessions, least recently used dropped). With
     no session (the default) no cache is read or written: a caller serving several users cannot
-    leak one user's answer to another by forgetting the key. The index is shared by every caller.
+    leak one user's answer to another by forgetting the key. The index is shared by every caller;
+    documents uploaded with `add_document` are searched for their own session only (see
+    rag.private_docs), and `forget_session` drops them with the session's cached answers.
+    Retrieval (rag.retrieval) follows the conversation (a follow-up is searched with the user's
+    previous questions) and keeps
+    passages scoring at least `settings.min_score`; when none is kept, the answer's `notice` says so.
     """
 
     def __init__(self, index: DocumentIndex | None, loaded: LoadedModel, embedder: Embedder | None = None,
@@ -65,6 +68,7 @@ class RAGPipeline:
         # The cache compares questions with the index's own embedder; without an index, the default.
         cache_embedder = embedder or (index.embedder if index else Embedder())
         self.caches = SessionCaches(cache_embedder, cache_size, max_sessions)
+        self.uploads = SessionDocuments(cache_embedder, max_sessions)
         # Decoding: serialised only for an engine with one KV cache; retrieval and prompts: one at a time.
         self._decoding: AbstractContextManager = nullcontext() if self.engine.concurrent else threading.Lock()
         self._preparing = threading.Lock()
@@ -105,21 +109,40 @@ class RAGPipeline:
                         for i, hit in enumerate(hits)]
         return sources
 
+    def _passages(self, question: str, turns: list[Turn], settings: RagSettings,
+                  session: str | None) -> tuple[list[Passage], str]:
+        """The passages for the question (shared index and the session's uploads) and the notice."""
+        private = self.uploads.peek(session) if session is not None else None
+        searchable = self.index is not None or (private is not None and len(private) > 0)
+        if settings.top_k == 0 or not searchable:
+            return [], ""
+        passages = retrieve_in_conversation(self.index, question, turns, settings.query_turns,
+                                            settings.top_k, settings.min_score, private)
+        notice = NOTHING_FOUND.format(min_score=settings.min_score) \
+            if not passages and settings.min_score is not None else ""
+        return passages, notice
+
     def prepare(self, question: str, history: History = (), settings: RagSettings = RagSettings(),
                 session: str | None = None) -> Request:
-        """Retrieval, prompt and references for a question (no decoding); cached answers only from
-        `session`'s own cache (none without a session)."""
+        """Retrieval, prompt and references for a question (no decoding); cached answers and
+        uploads only from `session`'s own (none without a session)."""
+        return self._prepare(question, history, settings, session)[0]
+
+    def _prepare(self, question: str, history: History, settings: RagSettings,
+                 session: str | None) -> tuple[Request, str]:
         question = check_question(question)
         history = check_history(history)
         session = check_session(session)
-        passages = retrieve(self.index, question, settings.top_k, settings.min_score) \
-            if self.index is not None and settings.top_k > 0 else []
-        prompt = build_prompt(self.tokenizer, question, parse_history(history), passages,
-                              self._budget(settings.llma), with_index=self.index is not None)
+        turns = parse_history(history)
+        passages, notice = self._passages(question, turns, settings, session)
+        # The passage instructions only where there are passages: without any, the model answers
+        # plainly (and the notice tells the reader).
+        prompt = build_prompt(self.tokenizer, question, turns, passages,
+                              self._budget(settings.llma), with_index=bool(passages))
         sources = self._sources(question, prompt, settings, session)
         tokenized = TokenizedText(prompt.text, prompt.ids, prompt.offsets)
         refs = build_references(self.tokenizer, tokenized, sources, settings.refs_from_prompt)
-        return Request(prompt.ids, refs, settings.llma, settings.stop, prompt.passages)
+        return Request(prompt.ids, refs, settings.llma, settings.stop, prompt.passages), notice
 
     def stream(self, question: str, history: History = (), settings: RagSettings = RagSettings(),
                session: str | None = None) -> Iterator[AnswerDelta]:
@@ -135,10 +158,12 @@ class RAGPipeline:
                 session: str | None) -> Iterator[AnswerDelta]:
         with self._decoding:
             with self._preparing:
-                request = self.prepare(question, history, settings, session)
+                request, notice = self._prepare(question, history, settings, session)
             for delta in run(self.engine, request):
-                if delta.answer is not None and settings.use_answer_cache and session is not None:
-                    self.caches.get(session).put(question, delta.answer.text)
+                if delta.answer is not None:
+                    delta.answer.notice = notice
+                    if settings.use_answer_cache and session is not None:
+                        self.caches.get(session).put(question, delta.answer.text)
                 yield delta
 
     def answer(self, question: str, history: History = (), settings: RagSettings = RagSettings(),
@@ -147,17 +172,40 @@ class RAGPipeline:
         return _final(self.stream(question, history, settings, session))
 
     def forget_session(self, session: str) -> None:
-        """Drop the session's cached answers (when its user leaves)."""
+        """Drop the session's cached answers and uploads (when its user leaves)."""
         self.caches.forget(session)
+        self.uploads.forget(session)
+
+    def add_document(self, session: str, path: Path | str, name: str,
+                     on_progress: Callable[[int, int], None] | None = None) -> int:
+        """Index the file at `path` as `name` for `session` only (a name given again replaces its
+        document); its number of chunks. IndexingError, with the reason, for an unusable file."""
+        session = check_session(session)
+        if session is None:
+            raise ValueError("an upload needs a session: it is searchable in that session only")
+        return self.uploads.get(session).add_file(path, name, on_progress=on_progress)
+
+    def remove_document(self, session: str, name: str) -> bool:
+        """Drop the session's upload `name`; False when it has none of that name."""
+        private = self.uploads.peek(check_session(session) or "")
+        return private.remove(name) if private is not None else False
+
+    def documents(self, session: str | None) -> dict[str, int]:
+        """The session's uploads: name -> chunks, in upload order."""
+        private = self.uploads.peek(session) if session else None
+        return private.chunk_counts() if private is not None else {}
 
     def compare_with_greedy(self, question: str, history: History = (),
-                            settings: RagSettings = RagSettings(), repeats: int = 3) -> Comparison:
+                            settings: RagSettings = RagSettings(), repeats: int = 3,
+                            session: str | None = None) -> Comparison:
         """LLMA as set against plain greedy decoding (proposer off) on the same prompt and the same
-        references, never the answer cache; warmed up, `repeats` alternating pairs, the median
-        speedup and its spread (`rag.compare.compare`). Bad input raises before any decoding."""
+        references, never the answer cache (`session` only adds its uploads to the retrieval);
+        warmed up, `repeats` alternating pairs, the median speedup and its spread
+        (`rag.compare.compare`). Bad input raises before any decoding."""
         question = check_question(question)
         history = check_history(history)
-        return compare(lambda s: self.answer(question, history, s), settings, repeats)
+        session = check_session(session)
+        return compare(lambda s: self.answer(question, history, s, session), settings, repeats)
 
     def stream_messages(self, messages: Sequence[Mapping[str, str]], references: Sequence[str] = (),
                         config: LLMAConfig = LLMAConfig(), stop: Sequence[str] = (),

@@ -8,19 +8,25 @@ from llma import LLMAConfig
 from llma.checks import check_finite, check_int
 
 SourceKind = Literal["passage", "history", "cache", "reference", "output"]
+# Passages scoring lower are not given to the model (cosine similarity, all-MiniLM-L6-v2); measured
+# on the demo documents and SQuAD v1.1 dev: benchmarks/results/min_score.json (rag/retrieval.py).
+DEFAULT_MIN_SCORE = 0.3
 
 
 @dataclass(frozen=True)
 class RagSettings:
     """Per-question settings.
 
-    `top_k` 0 turns retrieval off. `refs_from_prompt` takes each reference's token ids from the
+    `top_k` 0 turns retrieval off. Passages scoring under `min_score` are dropped (None: none is).
+    `query_turns`: how many earlier user questions join the question in the retrieval query
+    (rag.retrieval.conversation_query; 0: the question alone). `refs_from_prompt` takes each reference's token ids from the
     prompt's own tokenization (a passage tokenized alone splits differently at its edges, so the
     model's output would match it less often). `stop` holds stop strings, applied to decoded text.
     """
 
     top_k: int = 4
-    min_score: float | None = None
+    min_score: float | None = DEFAULT_MIN_SCORE
+    query_turns: int = 2
     llma: LLMAConfig = field(default_factory=LLMAConfig)
     use_history_refs: bool = True
     use_answer_cache: bool = True
@@ -30,6 +36,7 @@ class RagSettings:
 
     def __post_init__(self) -> None:
         check_int("top_k", self.top_k, 0)
+        check_int("query_turns", self.query_turns, 0)
         if self.min_score is not None:
             check_finite("min_score", self.min_score)
         check_finite("cache_threshold", self.cache_threshold)
@@ -90,7 +97,9 @@ class Answer:
     dict per decoder step (proposed, accepted, new_tokens, step_s, and `source`: the kind of text
     its accepted tokens were copied from, a SourceKind, "blank" when they are only spaces or line
     breaks (no span: nothing to highlight), None when it copied nothing); `sources` maps every reference
-    id to its text (passages, earlier turns, cached answers), so spans can be shown in context."""
+    id to its text (passages, earlier turns, cached answers), so spans can be shown in context.
+    `notice`: what the reader should know about how the answer was made (empty, or that no
+    passage was relevant enough to be given to the model)."""
 
     text: str
     spans: list[TextSpan]
@@ -100,6 +109,7 @@ class Answer:
     stop_reason: str
     tokens: list[int] = field(default_factory=list)
     sources: dict[str, SourceText] = field(default_factory=dict)
+    notice: str = ""
 
 
 @dataclass

@@ -12,10 +12,17 @@ from typing import Any
 log = logging.getLogger("llma-rag.app")
 
 
-def _default_builder(docs_dir: Path, index_dir: Path) -> Any:
+def _default_builder(docs_dir: Path, index_dir: Path,
+                     on_progress: Callable[[str, int, int], None] | None = None) -> Any:
     from index import build_index
 
-    return build_index(docs_dir, index_dir, progress=True)
+    return build_index(docs_dir, index_dir, progress=True, on_progress=on_progress)
+
+
+def _has_index(index_dir: Path) -> bool:
+    from index import has_index
+
+    return has_index(index_dir)
 
 
 def default_loader(index_dir: Path, model: str | None, device: str | None, dtype: str | None,
@@ -43,16 +50,19 @@ class Service:
 
     def __init__(self, docs_dir: Path | str, index_dir: Path | str, model: str | None = None,
                  device: str | None = None, dtype: str | None = None, *,
-                 builder: Callable[[Path, Path], Any] = _default_builder,
+                 builder: Callable[[Path, Path], Any] | None = None,
                  loader: Callable[..., Any] = default_loader,
                  reloader: Callable[[Any, Path], None] = _default_reload) -> None:
         self.docs_dir, self.index_dir = Path(docs_dir), Path(index_dir)
         self.model, self.device, self.dtype = model, device, dtype
-        self._builder, self._loader, self._reloader = builder, loader, reloader
+        # The default builder reports its progress into the status line (the page polls it).
+        self._builder = builder or self._build_with_progress
+        self._loader, self._reloader = loader, reloader
         self.pipe: Any = None
         self.error: str | None = None
         self.ready = threading.Event()
         self._status = "Starting…"
+        self._stage = "Updating the index"
         self._since = time.monotonic()
         self._lock = threading.Lock()  # index updates, one at a time
 
@@ -80,6 +90,14 @@ class Service:
             return self._status
         return f"{self._status} ({time.monotonic() - self._since:.0f} s)"
 
+    def _build_with_progress(self, docs_dir: Path, index_dir: Path) -> Any:
+        return _default_builder(docs_dir, index_dir, on_progress=self._progress)
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        """The index build's progress into the status line (kept out of the log: one per slice)."""
+        what = "reading files" if stage == "reading" else "embedding chunks"
+        self._status = f"{self._stage}: {what} {done}/{total}"
+
     # -- start-up -------------------------------------------------------------------------
     def start(self, background: bool = True) -> None:
         if background:
@@ -89,10 +107,12 @@ class Service:
 
     def _startup(self) -> None:
         try:
-            first = not self.index_dir.is_dir() or not any(self.index_dir.iterdir())
-            what = "Building the index (first start: embedding every document)" if first else \
-                "Updating the index (only new or changed documents)"
-            self._set(f"{what}: {self.docs_dir.name}/ → {self.index_dir.name}/; progress in the console")
+            # A committed index is updated; a folder without one (new, or holding what a killed
+            # first build left, its .build.lock included) is built.
+            first = not _has_index(self.index_dir)
+            self._stage = "Building the index (first start: embedding every document)" if first \
+                else "Updating the index (only new or changed documents)"
+            self._set(f"{self._stage}…")
             with self._lock:
                 report = self._builder(self.docs_dir, self.index_dir)
             index_line = report.summary() if hasattr(report, "summary") else str(report)

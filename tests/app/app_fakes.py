@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -82,6 +83,7 @@ class FakePipeline:
         self.calls: list[tuple[str, list, Any]] = []
         self.sessions: list[str | None] = []  # the session of each call, in order
         self.forgotten: list[str] = []
+        self.uploads: dict[str, dict[str, int]] = {}
         self.index = None
         self.active = self.max_active = 0
         self.first_delay = 0.0  # seconds before the first delta (retrieval and prefill)
@@ -170,10 +172,28 @@ class FakePipeline:
             final = delta.answer or final
         return final
 
-    def compare_with_greedy(self, question, history=None, settings=None):
+    def compare_with_greedy(self, question, history=None, settings=None, session=None):
         a = self.answer(question, history, settings)
         g = FakeAnswer(a.text, [], a.passages, dict(a.stats, wall_s=0.5, forward_passes=11), [])
         return FakeComparison(a, g, 0.5 / 0.26, True, [1.5, 0.5 / 0.26, 2.25])
 
     def forget_session(self, session):
         self.forgotten.append(session)
+        self.uploads.pop(session, None)
+
+    # Private uploads (RAGPipeline.add_document / remove_document / documents), per session.
+    def add_document(self, session, path, name, on_progress=None):
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+        if not text.strip():
+            raise ValueError(f"{name}: no extractable text")
+        for done in range(3):
+            if on_progress:
+                on_progress(done, 2)
+        self.uploads.setdefault(session, {})[name] = 2
+        return 2
+
+    def remove_document(self, session, name):
+        return self.uploads.get(session, {}).pop(name, None) is not None
+
+    def documents(self, session):
+        return dict(self.uploads.get(session, {}))

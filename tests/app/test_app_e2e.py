@@ -70,7 +70,7 @@ def test_unsupported_upload_gets_a_clear_message(client, live_app, tmp_path):
 
     bad = tmp_path / "malware.exe"
     bad.write_bytes(b"MZ\x00\x00")
-    message, _ = client.predict([handle_file(str(bad))], api_name="/add_documents")
+    message, *_ = client.predict([handle_file(str(bad))], api_name="/add_documents")
     assert "Not added: malware.exe: unsupported file type '.exe'" in message
     assert not (live_app.docs / "uploads" / "malware.exe").exists()
 
@@ -85,8 +85,8 @@ def test_bad_uploads_lose_nothing_already_indexed(client, live_app, tmp_path):
     before = load_index(live_app.index).sources
     fake = tmp_path / "report.pdf"
     fake.write_bytes(b"this is not a PDF at all")
-    message, _ = client.predict([handle_file(str(fake))], api_name="/add_documents")
-    assert "Skipped uploads/report.pdf: invalid PDF" in message, message
+    message, *_ = client.predict([handle_file(str(fake))], api_name="/add_documents")
+    assert "Not added: report.pdf: invalid PDF" in message, message
     huge = tmp_path / "huge.txt"
     with huge.open("wb") as fh:
         fh.truncate(25 * 2**20)

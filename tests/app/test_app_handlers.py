@@ -185,19 +185,6 @@ def test_one_generation_at_a_time(harness):
     assert harness.pipe.max_active == 1
 
 
-def test_upload_copies_indexes_and_rejects(harness, tmp_path):
-    good, bad = tmp_path / "notes.md", tmp_path / "tool.exe"
-    good.write_text("# Notes\nzorblax")
-    bad.write_bytes(b"MZ")
-    builds = harness.builds
-    message, _ = harness.client().predict([handle_file(str(good)), handle_file(str(bad))],
-                                          api_name="/add_documents")
-    assert "Added: notes.md" in message and "Index updated:" in message
-    assert "Not added: tool.exe: unsupported file type '.exe'" in message
-    assert (harness.service.docs_dir / "uploads" / "notes.md").read_text() == "# Notes\nzorblax"
-    assert harness.builds == builds + 1 and harness.reloads == 1
-
-
 def test_not_ready_is_a_warning(tmp_path):
     h = Harness(tmp_path, ready=False)
     try:

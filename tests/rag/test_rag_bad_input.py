@@ -62,6 +62,7 @@ def test_a_huge_history_turn_is_dropped_from_the_prompt(pipe: RAGPipeline) -> No
     ({"top_k": -1}, "top_k must be >= 0"),
     ({"top_k": 2.5}, "top_k must be an integer"),
     ({"min_score": math.nan}, "min_score must be a finite number"),
+    ({"query_turns": -1}, "query_turns must be >= 0"),
     ({"cache_threshold": 2.0}, "cosine similarity in"),
     ({"stop": ("",)}, "non-empty strings"),
     ({"stop": "###"}, "non-empty strings"),  # one string, not a tuple of them
@@ -79,7 +80,7 @@ def test_max_new_tokens_beyond_the_context_is_refused(pipe: RAGPipeline) -> None
 
 def test_out_of_range_retrieval_settings_are_safe(pipe: RAGPipeline, index: DocumentIndex) -> None:
     """More passages than chunks: all chunks; a min_score nothing reaches: no passages, still an answer."""
-    many = pipe.answer(QUESTION, settings=small(4, top_k=1000))
+    many = pipe.answer(QUESTION, settings=small(4, top_k=1000, min_score=None))
     assert len(many.passages) == len(index)
     none = pipe.answer(QUESTION, settings=small(4, min_score=0.99))
     assert none.passages == [] and none.text

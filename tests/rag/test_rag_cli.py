@@ -60,3 +60,47 @@ def test_a_bad_penalty_is_refused_before_the_model_loads(capsys: pytest.CaptureF
     code, _, err = run(capsys, "What?", "--no-index", "--repetition-penalty", "0",
                        "--model", "no-such-org/no-such-model")  # refused before the load is tried
     assert code == 1 and "repetition_penalty must be > 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_ask_streams_the_answer_as_it_is_generated(monkeypatch: pytest.MonkeyPatch, index_dir: Path) -> None:
+    """Issue #24: the answer reaches stdout piece by piece while the decoder still runs: the first
+    piece is written before the stream's last delta exists."""
+    events: list[str] = []
+    written: list[str] = []
+    original = RAGPipeline.stream
+
+    def stream(self, *args, **kwargs):
+        for delta in original(self, *args, **kwargs):
+            events.append("final" if delta.done else "delta")
+            yield delta
+
+    class Out:
+        def write(self, text: str) -> int:
+            if text:
+                events.append("write")
+                written.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            events.append("flush")
+
+        def isatty(self) -> bool:
+            return False
+
+    monkeypatch.setattr(RAGPipeline, "stream", stream)
+    monkeypatch.setattr("sys.stdout", Out())
+    code = main(["ask", "What is a volcano?", "--index", str(index_dir), "--max-new-tokens", "16",
+                 "--device", "cpu", "--no-llma"])  # greedy: one token per delta
+    assert code == 0
+    assert events.index("write") < events.index("final")
+    pieces_before_final = events[:events.index("final")].count("write")
+    assert pieces_before_final >= 3  # piece by piece, not one block at the end
+    text = "".join(written)
+    assert "tokens in" in text and "volcano.txt" in text
+
+
+def test_min_score_defaults_to_the_measured_one(capsys: pytest.CaptureFixture[str]) -> None:
+    from rag.cli import _parser
+    from rag.types import DEFAULT_MIN_SCORE
+
+    assert _parser().parse_args(["ask", "q"]).min_score == DEFAULT_MIN_SCORE

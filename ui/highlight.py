@@ -42,7 +42,7 @@ mark.llma-src-other { background: rgba(192, 132, 252, 0.32); border-bottom: 2px 
 .llma-msg-stats { margin-top: 0.5em; font-size: 0.8em; opacity: 0.75; }
 .llma-answer p { margin: 0 0 0.5em 0; } .llma-answer p:last-child { margin-bottom: 0; }
 .llma-answer pre { white-space: pre-wrap; }
-.llma-notice { font-size: 0.9em; padding: 0.3em 0.6em; border-radius: 6px;
+.llma-notice, .llma-answer-notice { font-size: 0.9em; padding: 0.3em 0.6em; border-radius: 6px;
                background: rgba(96, 165, 250, 0.15); }
 .llma-msg-note { margin-top: 0.4em; font-size: 0.85em; font-style: italic; opacity: 0.8; }
 .llma-waiting { display: flex; align-items: center; gap: 0.5em; opacity: 0.8; }

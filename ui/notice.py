@@ -9,5 +9,5 @@ def notice_html(notice: str | None) -> str:
     """An escaped, visible note; empty when there is nothing to say."""
     if not notice:
         return ""
-    return (f'<div class="llma-notice" id="llma-notice" style="margin-bottom:.5em">'
+    return (f'<div class="llma-answer-notice" id="llma-answer-notice" style="margin-bottom:.5em">'
             f'ℹ️ {html.escape(notice)}</div>')

@@ -15,6 +15,7 @@ import gradio as gr
 from . import highlight, stats
 from .chat import StreamView, assistant_message, check_question, user_message
 from .controls import Controls, SessionControl
+from .notice import notice_html as answer_notice
 
 log = logging.getLogger("llma-rag.app")
 # chatbot, state, textbox, sources, statistics, plot, comparison, Stop button, notice
@@ -198,7 +199,8 @@ class ChatTurns:
         new_state = {"display": display, "history": history + [
             {"role": "user", "content": question}, {"role": "assistant", "content": view.text}], **turn}
         answer = view.answer
-        sources = highlight.render_sources(view.passages, view.spans, getattr(answer, "sources", None))
+        sources = answer_notice(getattr(answer, "notice", "")) + \
+            highlight.render_sources(view.passages, view.spans, getattr(answer, "sources", None))
         if stopped or answer is None:
             yield out(chat=display, state=new_state, sources=sources, stats=STOPPED_STATS,
                       plot=plot_value([]), stop=gr.update(interactive=False))

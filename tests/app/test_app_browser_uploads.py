@@ -103,7 +103,7 @@ def test_nothing_relevant_found_is_said(browser, live_app):
     context, session = open_session(browser, live_app.url)
     try:
         ask_and_wait(session, "Who painted the Mona Lisa?")
-        notice = session.locator("#llma-notice")
+        notice = session.locator("#llma-answer-notice")
         sync_api.expect(notice).to_be_visible()
         assert "No passage of the documents scored" in notice.inner_text()
         assert "answer is the model's own" in notice.inner_text()

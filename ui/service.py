@@ -112,7 +112,7 @@ class Service:
             first = not _has_index(self.index_dir)
             self._stage = "Building the index (first start: embedding every document)" if first \
                 else "Updating the index (only new or changed documents)"
-            self._set(f"{self._stage}…")
+            self._set(f"{self._stage}: {self.docs_dir.name}/ → {self.index_dir.name}/…")
             with self._lock:
                 report = self._builder(self.docs_dir, self.index_dir)
             index_line = report.summary() if hasattr(report, "summary") else str(report)

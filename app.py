@@ -306,9 +306,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
+    # Before the loading thread starts: transformers must not be imported from two threads at once.
+    answers = answers_at_once(args.device)
     service = Service(args.docs, args.index, args.model, args.device, args.dtype, loader=load_pipeline)
     service.start(background=True)
-    answers = answers_at_once(args.device)
     demo = build_ui(service, max_new_tokens=args.max_new_tokens, answers=answers)
     demo.queue(default_concurrency_limit=answers, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, show_error=True,

@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": f"{loaded.device.type} ({name}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads)",
         "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,
         "n_requests": len(prompts), "max_new_tokens": args.max_new_tokens, "slots": args.slots,
-        "rate": args.rate, "row_invariant_kernels": batch.runner.invariant,
+        "rate": args.rate, "row_invariant_kernels": batch.runner.invariant, "row_tile": batch.runner.tile,
         "cost_model_s": batch.scheduler.budget.cost.points,
         "command": "python -m benchmarks.serve_batch " + " ".join(sys.argv[1:] if argv is None else argv),
         "commit": commit(), "results": [],

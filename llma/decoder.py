@@ -109,7 +109,7 @@ class Decoder:
                 step=step, new_tokens=tuple(output[before:]), proposed=len(draft) if draft else 0,
                 accepted=kept, span=_span(draft, kept, before) if draft and kept else None,
                 elapsed_s=now - t0, step_s=now - last_t, finished=ended is not None, stop_reason=reason,
-                candidates=candidates,
+                candidates=candidates, draft_ref=draft.ref_id if draft else None,
             )
             if ended:
                 return

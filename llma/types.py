@@ -60,6 +60,7 @@ class StepEvent:
     finished: bool = False
     stop_reason: str | None = None
     candidates: int = 0  # drafts verified side by side in this forward (the kept one is `proposed` long)
+    draft_ref: RefId | None = None  # the reference the kept draft was copied from (None: no draft)
 
 
 @dataclass

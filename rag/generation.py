@@ -48,12 +48,17 @@ class _Run:
         self.sent = ""
         self.sent_spans: dict[int, int] = {}  # start -> end of each span as last sent
         self.stop_reason = "max_new_tokens"
+        self.drafts_by_source: dict[str, dict[str, int]] = {}  # ref id -> drafted and accepted tokens
 
     def step(self, event: StepEvent) -> AnswerDelta:
         self.stats.add(event)
         self.steps.append({"step": event.step, "proposed": event.proposed, "accepted": event.accepted,
                            "new_tokens": len(event.new_tokens), "step_s": event.step_s})
         self.answer.extend(event.new_tokens)
+        if event.draft_ref is not None and event.proposed:
+            counts = self.drafts_by_source.setdefault(str(event.draft_ref), {"proposed": 0, "accepted": 0})
+            counts["proposed"] += event.proposed
+            counts["accepted"] += event.accepted
         ref = self.request.references.get(str(event.span.ref_id)) if event.span else None
         if event.span and ref:
             span = to_text_span(event.span, self.answer, ref)
@@ -81,7 +86,8 @@ class _Run:
 
     def _answer(self) -> Answer:
         stats = {**self.stats.as_dict(), "prompt_tokens": len(self.request.prompt_ids),
-                 "references": len(self.request.references)}
+                 "references": len(self.request.references),
+                 "drafts_by_source": {k: dict(v) for k, v in self.drafts_by_source.items()}}
         sources: dict[str, SourceText] = {k: r.source for k, r in self.request.references.items()}
         return Answer(text=self.sent, spans=list(self.spans), passages=list(self.request.passages), stats=stats,
                       steps=self.steps, stop_reason=self.stop_reason, tokens=list(self.answer.tokens),

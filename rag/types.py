@@ -84,7 +84,8 @@ class TextSpan:
 
 @dataclass
 class Answer:
-    """A finished answer. `stats` is `DecodeStats.as_dict()` plus "prompt_tokens"; `steps` has one
+    """A finished answer. `stats` is `DecodeStats.as_dict()` plus "prompt_tokens", "references" and
+    "drafts_by_source" (reference id -> {"proposed", "accepted"} drafted tokens); `steps` has one
     dict per decoder step (proposed, accepted, new_tokens, step_s); `sources` maps every reference
     id to its text (passages, earlier turns, cached answers), so spans can be shown in context."""
 

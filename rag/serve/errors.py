@@ -1,6 +1,7 @@
 """OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with an HTTP status."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -23,10 +24,19 @@ class ApiError(Exception):
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
 
 
+_FIELD = re.compile(r"^[a-z_][a-z0-9_]*$")
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _is_field(part: object) -> bool:
+    """A field name or list index, not pydantic's tag of a union member ('str', 'LLMAOptions')."""
+    return isinstance(part, int) or (isinstance(part, str) and bool(_FIELD.match(part)) and part not in _TYPE_TAGS)
+
+
 def from_validation(err: ValidationError) -> ApiError:
     """The first problem pydantic found, naming the parameter (dotted path) as OpenAI does."""
     first = err.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
+    param = ".".join(str(p) for p in first["loc"] if _is_field(p)) or None
     message = first["msg"]
     if first["type"] == "missing":
         message = f"Missing required parameter: '{param}'."

@@ -11,8 +11,8 @@ from llma import DraftDefaults, Engine, EngineOptions, LLMAConfig, LoadedModel, 
 from rag.cache import SessionCaches
 from rag.compare import compare
 from rag.generation import Request, run
-from rag.inputs import (check_history, check_messages, check_question, check_reference_texts,
-                        check_session)
+from rag.inputs import (PromptTooLongError, check_history, check_messages, check_question,
+                        check_reference_texts, check_session)
 from rag.prompt import Prompt, Turn, build_prompt, parse_history, render
 from rag.references import TokenizedText, build_references
 from rag.types import Answer, AnswerDelta, Comparison, Passage, RagSettings, SourceText
@@ -197,10 +197,10 @@ class RAGPipeline:
             text, ids, offsets = tokenized()
             budget = self._budget(config)
             if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
-                raise ValueError(f"the prompt has {len(ids)} tokens, more than this server's limit of "
+                raise PromptTooLongError(f"the prompt has {len(ids)} tokens, more than this server's limit of "
                                  f"{max_prompt_tokens}")
             if len(ids) > budget:
-                raise ValueError(f"the prompt has {len(ids)} tokens but only {budget} fit "
+                raise PromptTooLongError(f"the prompt has {len(ids)} tokens but only {budget} fit "
                                  "(the model's context minus max_new_tokens)")
             refs = build_references(self.tokenizer, TokenizedText(text, ids, offsets), sources, refs_from_prompt)
             yield from run(self.engine, Request(ids, refs, config, stop))

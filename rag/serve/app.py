@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from rag.inputs import PromptTooLongError
 from rag.pipeline import RAGPipeline
 from rag.serve.backend import GenerationBackend, GenerationStream, QueueFull, SerialBackend
 from rag.serve.convert import RAG_MODEL, Plan, chat_plan, completion_plan
@@ -33,19 +35,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """`model`: the plain model's id; `rag`: also serve `llma-rag` (the server has an index)."""
+    """`model`: the plain model's id; `rag`: also serve `llma-rag` (the server has an index);
+    `instance`: names this server (a replica) in every response's `x-llma-instance` header
+    (default: its process id)."""
 
     model: str
     rag: bool = False
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
+    instance: str | None = None
 
 
 def build_app(pipeline: RAGPipeline, api_key: str | None = None, limits: Limits = Limits(),
-              model: str | None = None) -> FastAPI:
+              model: str | None = None, instance: str | None = None) -> FastAPI:
     """The app over one pipeline through `SerialBackend`; `model` names it (default: its load name)."""
     backend = SerialBackend(pipeline, limits.max_queue)
-    options = ServeOptions(model or pipeline.loaded.name, pipeline.index is not None, api_key, limits)
+    options = ServeOptions(model or pipeline.loaded.name, pipeline.index is not None, api_key, limits, instance)
     app = create_app(backend, options)
     app.router.on_shutdown.append(backend.close)
     return app
@@ -55,6 +60,7 @@ def create_app(backend: GenerationBackend, options: ServeOptions) -> FastAPI:
     app = FastAPI(title="llma-rag", docs_url=None, redoc_url=None, openapi_url=None)
     metrics = Metrics(backend)
     models = [options.model, RAG_MODEL] if options.rag else [options.model]
+    headers = {"x-llma-instance": options.instance or str(os.getpid())}
     app.state.backend, app.state.metrics = backend, metrics
 
     @app.exception_handler(ApiError)
@@ -90,8 +96,9 @@ def create_app(backend: GenerationBackend, options: ServeOptions) -> FastAPI:
         return data
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": options.model, "queue": backend.waiting, "running": backend.running}
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ok", "model": options.model, "queue": backend.waiting,
+                             "running": backend.running, "instance": headers["x-llma-instance"]}, headers=headers)
 
     @app.get("/metrics", dependencies=[Depends(authorize)])
     async def prometheus() -> Response:
@@ -133,7 +140,7 @@ def create_app(backend: GenerationBackend, options: ServeOptions) -> FastAPI:
             events = _sse(plan, streams, first, chat, watcher, metrics)
             metrics.requests.labels(endpoint, "200").inc()
             return StreamingResponse(_timed(events, metrics, endpoint, started), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
         try:
             answers = [await _answer(s, first if i == 0 else None) for i, s in enumerate(streams)]
         finally:
@@ -143,8 +150,9 @@ def create_app(backend: GenerationBackend, options: ServeOptions) -> FastAPI:
         metrics.requests.labels(endpoint, "200").inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         if chat:
-            return JSONResponse(chat_body(new_id("chatcmpl"), plan.model, answers, plan.n, plan.model == RAG_MODEL))
-        return JSONResponse(completion_body(new_id("cmpl"), plan.model, answers, plan.n))
+            return JSONResponse(chat_body(new_id("chatcmpl"), plan.model, answers, plan.n, plan.model == RAG_MODEL),
+                                headers=headers)
+        return JSONResponse(completion_body(new_id("cmpl"), plan.model, answers, plan.n), headers=headers)
 
     return app
 
@@ -165,9 +173,10 @@ async def _first(stream: GenerationStream) -> AnswerDelta:
     """The first delta: bad input surfaces here, before any response is started."""
     try:
         return await stream.__anext__()
+    except PromptTooLongError as err:
+        raise ApiError(400, str(err), code="context_length_exceeded") from err
     except ValueError as err:
-        code = "context_length_exceeded" if "tokens" in str(err) and "prompt" in str(err) else "invalid_value"
-        raise ApiError(400, str(err), code=code) from err
+        raise ApiError(400, str(err), code="invalid_value") from err
     except StopAsyncIteration as err:
         raise ApiError(499, "the request was cancelled", code="cancelled") from err
     except Exception as err:

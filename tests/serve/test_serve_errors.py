@@ -144,3 +144,15 @@ def test_metrics_report_tokens_acceptance_and_queue(server, client):
         assert name in text
     assert _metric(server, "llma_completion_tokens_total") >= 5
     assert 'llma_requests_total{endpoint="/v1/chat/completions",status="200"}' in text
+
+
+def test_a_client_leaving_a_plain_request_cancels_it_too(server):
+    cancelled = _metric(server, "llma_generations_cancelled")
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 400}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=1.0)
+    left = time.monotonic()
+    while _metric(server, "llma_generations_cancelled") <= cancelled or \
+            httpx.get(server.url + "/health").json()["running"]:
+        assert time.monotonic() - left < 10, "the generation went on after its client left"
+        time.sleep(0.1)

@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -44,13 +44,15 @@ class ServeOptions:
     api_key: str | None = None
     limits: Limits = field(default_factory=Limits)
     instance: str | None = None
+    draft_defaults: dict[str, Any] | None = None  # listed with the models (a remote UI presets them)
 
 
 def build_app(pipeline: RAGPipeline, api_key: str | None = None, limits: Limits = Limits(),
               model: str | None = None, instance: str | None = None) -> FastAPI:
     """The app over one pipeline through `SerialBackend`; `model` names it (default: its load name)."""
     backend = SerialBackend(pipeline, limits.max_queue)
-    options = ServeOptions(model or pipeline.loaded.name, pipeline.index is not None, api_key, limits, instance)
+    options = ServeOptions(model or pipeline.loaded.name, pipeline.index is not None, api_key, limits, instance,
+                           asdict(pipeline.draft_defaults))
     app = create_app(backend, options)
     app.router.on_shutdown.append(backend.close)
     return app
@@ -107,8 +109,9 @@ def create_app(backend: GenerationBackend, options: ServeOptions) -> FastAPI:
     @app.get("/v1/models", dependencies=[Depends(authorize)])
     async def list_models() -> dict[str, Any]:
         created = int(time.time())
-        return {"object": "list", "data": [{"id": m, "object": "model", "created": created, "owned_by": "llma-rag"}
-                                           for m in models]}
+        extension = {"llma": {"draft_defaults": options.draft_defaults}} if options.draft_defaults else {}
+        return {"object": "list", "data": [{"id": m, "object": "model", "created": created, "owned_by": "llma-rag",
+                                            **extension} for m in models]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
     async def chat(request: Request) -> Response:

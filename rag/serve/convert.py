@@ -96,10 +96,20 @@ def _common(req: ChatCompletionRequest | CompletionRequest, models: list[str], l
         raise ApiError(400, f"at most {limits.max_stop} stop strings", param="stop", code="invalid_value")
 
 
+def _rag_settings(req: ChatCompletionRequest) -> RagSettings:
+    """The retrieval settings of an llma-rag request: the pipeline's, with the `rag` extension's
+    over them; never the answer cache (a server's callers must not see each other's answers)."""
+    given = req.rag.model_dump(exclude_none=True) if req.rag else {}
+    try:
+        return RagSettings(use_answer_cache=False, **given)
+    except ValueError as err:
+        raise ApiError(400, f"invalid retrieval settings: {err}", param="rag", code="invalid_value") from err
+
+
 def _choices(mode: Mode, req: ChatCompletionRequest | CompletionRequest, config: LLMAConfig,
              sources: list[SourceText], limits: Limits, messages: list[dict[str, str]] = (),  # type: ignore[assignment]
              prompt: str = "") -> list[Generation]:
-    rag = RagSettings(use_answer_cache=False) if mode == "rag" else None
+    rag = _rag_settings(req) if mode == "rag" and isinstance(req, ChatCompletionRequest) else None
     out = []
     for i in range(req.n):
         seeded = replace(config, seed=config.seed + i) if config.seed is not None and i else config

@@ -4,7 +4,7 @@
 the answer copied (drafted from the prediction and accepted by the model); `rejected_prediction_tokens`
 those drafted from it that the model did not accept (they were computed, as OpenAI bills them).
 The extension `llma` carries, per choice, the copied spans (character offsets in the choice's text
-and in the source, with the source's id) and the decoding statistics; for `llma-rag`, the retrieved
+and in the source, with the source's id), the decoding statistics and the generated token ids; for `llma-rag`, the retrieved
 passages as `sources`.
 """
 from __future__ import annotations
@@ -31,12 +31,12 @@ def finish_reason(answer: Answer) -> str:
 
 def span_json(span: TextSpan) -> dict[str, Any]:
     return {"start": span.start, "end": span.end, "source_id": span.source_id, "source_kind": span.source_kind,
-            "source_start": span.source_start, "source_end": span.source_end}
+            "source_start": span.source_start, "source_end": span.source_end, "label": span.label}
 
 
 def passage_json(passage: Passage) -> dict[str, Any]:
     return {"id": passage.id, "number": passage.number, "title": passage.title, "source": passage.source,
-            "score": passage.score, "text": passage.text}
+            "score": passage.score, "text": passage.text, "chunk_id": passage.chunk_id}
 
 
 def prediction_counts(answer: Answer) -> tuple[int, int]:
@@ -63,7 +63,7 @@ def usage(answers: Sequence[Answer], n: int) -> dict[str, Any]:
 
 def choice_extension(answer: Answer, index: int) -> dict[str, Any]:
     return {"index": index, "spans": [span_json(s) for s in answer.spans], "stats": answer.stats,
-            "stop_reason": answer.stop_reason}
+            "stop_reason": answer.stop_reason, "tokens": list(answer.tokens)}
 
 
 def chat_body(rid: str, model: str, answers: Sequence[Answer], n: int, rag: bool) -> dict[str, Any]:

@@ -77,6 +77,15 @@ class LLMAOptions(BaseModel):
     answer_history: bool | None = None
 
 
+class RagOptions(BaseModel):
+    """An extension for `llma-rag`: retrieval settings (`extra_body={"rag": {...}}`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int | None = Field(default=None, ge=0, le=32)
+    min_score: float | None = None
+    use_history_refs: bool | None = None
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
     include_usage: bool = False
@@ -117,6 +126,7 @@ class _Sampling(BaseModel):
 class ChatCompletionRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    rag: RagOptions | None = None
 
     def token_limit(self) -> int | None:
         """OpenAI's newer name wins over the deprecated `max_tokens`."""

@@ -67,11 +67,12 @@ class LLMAOptions(BaseModel):
     """An extension: LLMA's drafting settings (`extra_body={"llma": {...}}`; `false` turns it off)."""
 
     model_config = ConfigDict(extra="forbid")
-    min_n: int | None = Field(default=None, ge=1)
-    max_n: int | None = Field(default=None, ge=1)
-    k: int | None = Field(default=None, ge=1)
+    # Bounded: the n-gram index grows with max_n, and drafts longer than 256 tokens gain nothing.
+    min_n: int | None = Field(default=None, ge=1, le=16)
+    max_n: int | None = Field(default=None, ge=1, le=16)
+    k: int | None = Field(default=None, ge=1, le=256)
     adaptive: bool | None = None
-    k_max: int | None = Field(default=None, ge=1)
+    k_max: int | None = Field(default=None, ge=1, le=256)
     policy: Literal["recent", "first", "longest"] | None = None
     copy_from_output: bool | None = None
     answer_history: bool | None = None
@@ -118,8 +119,8 @@ class _Sampling(BaseModel):
         if value is None:
             return None
         stops = [value] if isinstance(value, str) else value
-        if any(not s for s in stops):
-            raise ValueError("stop strings must not be empty")
+        if any(not s or len(s) > 256 for s in stops):
+            raise ValueError("stop strings must be 1 to 256 characters long")
         return stops
 
 

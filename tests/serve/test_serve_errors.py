@@ -156,3 +156,20 @@ def test_a_client_leaving_a_plain_request_cancels_it_too(server):
             httpx.get(server.url + "/health").json()["running"]:
         assert time.monotonic() - left < 10, "the generation went on after its client left"
         time.sleep(0.1)
+
+
+def test_a_full_queue_answers_429(tiny_pipeline):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from serve_fixtures import LiveServer
+
+    from rag.serve import Limits, build_app
+
+    with LiveServer(build_app(tiny_pipeline, None, Limits(max_queue=1), model="tiny")) as live:
+        body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 60}
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda _: httpx.post(live.url + "/v1/chat/completions", json=body, timeout=120),
+                                    range(4)))
+    statuses = sorted(r.status_code for r in replies)
+    assert 200 in statuses and 429 in statuses, statuses
+    assert next(_error(r, 429) for r in replies if r.status_code == 429)["type"] == "rate_limit_error"

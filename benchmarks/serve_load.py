@@ -173,6 +173,8 @@ def markdown(report: dict) -> str:
         "By variant (requests, identical): " + ", ".join(
             f"{v} {c['requests']}, {c['identical']}" for v, c in report["by_variant"].items()) + ".",
         f"Mean accepted prediction tokens (prediction variant): {report['accepted_prediction_tokens_mean']}.",
+        f"The machine's 1-minute load average before and after the run: {report['load_average_before_after']} "
+        "(other jobs share its cores).",
         "The server decodes one generation at a time (SerialBackend): latency is mostly queueing.", ""])
 
 
@@ -198,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             port = s.getsockname()[1]
         proc = start_server(port, args.model)
         url = f"http://127.0.0.1:{port}"
+    load_before = os.getloadavg()
     try:
         client = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=args.api_key or "none", max_retries=0,
                                timeout=1800)
@@ -221,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     report = summarise(load, alone, duration, args)
     device = "cpu" if args.url is None else "remote"
     report.update(device=f"{device}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                  load_average_before_after=[round(load_before[0], 2), round(os.getloadavg()[0], 2)],
                   command="python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
                   commit=commit())
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"serve_load_{device}.json"

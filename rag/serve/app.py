@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.inputs import PromptTooLongError
 from rag.pipeline import RAGPipeline
@@ -64,6 +65,11 @@ def create_app(backend: GenerationBackend, options: ServeOptions) -> FastAPI:
     models = [options.model, RAG_MODEL] if options.rag else [options.model]
     headers = {"x-llma-instance": options.instance or str(os.getpid())}
     app.state.backend, app.state.metrics = backend, metrics
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code)
+        return ApiError(err.status_code, str(err.detail), code=code).response()
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, err: ApiError) -> JSONResponse:
@@ -135,7 +141,7 @@ def create_app(backend: GenerationBackend, options: ServeOptions) -> FastAPI:
         streams = _open(backend, plan)
         watcher = asyncio.create_task(_watch_disconnect(request, streams))
         try:
-            first = await _first(streams[0])
+            first = await _next(streams[0])
         except BaseException:
             _cancel(streams, watcher)
             raise
@@ -172,8 +178,9 @@ def _open(backend: GenerationBackend, plan: Plan) -> list[GenerationStream]:
     return streams
 
 
-async def _first(stream: GenerationStream) -> AnswerDelta:
-    """The first delta: bad input surfaces here, before any response is started."""
+async def _next(stream: GenerationStream) -> AnswerDelta:
+    """The next delta, errors as ApiErrors; bad input surfaces on the first, before any response
+    is started."""
     try:
         return await stream.__anext__()
     except PromptTooLongError as err:
@@ -187,9 +194,9 @@ async def _first(stream: GenerationStream) -> AnswerDelta:
 
 
 async def _answer(stream: GenerationStream, first: AnswerDelta | None) -> Answer:
-    delta = first or await _first(stream)
+    delta = first or await _next(stream)
     while not delta.done:
-        delta = await stream.__anext__()
+        delta = await _next(stream)
     assert delta.answer is not None  # the last delta always carries the answer
     return delta.answer
 
@@ -220,7 +227,7 @@ async def _sse(plan: Plan, streams: list[GenerationStream], first: AnswerDelta, 
     answers: list[Answer] = []
     try:
         for index, stream in enumerate(streams):
-            delta = first if index == 0 else await _first(stream)
+            delta = first if index == 0 else await _next(stream)
             start = writer.start(index, delta.passages if plan.model == RAG_MODEL else None)
             if start is not None:
                 yield _data(start)

@@ -57,6 +57,11 @@ def test_bad_values_get_openai_shaped_400s(client, change, param):
     assert err.value.body["param"] == param and err.value.body["type"] == "invalid_request_error"
 
 
+def test_unknown_routes_and_methods_get_the_same_error_shape(server):
+    assert _error(httpx.get(server.url + "/v1/nothing", headers=AUTH), 404)["code"] == "not_found"
+    assert _error(httpx.get(server.url + "/v1/chat/completions", headers=AUTH), 405)["code"] == "method_not_allowed"
+
+
 def test_missing_messages_and_bad_json(server):
     assert _error(_post(server, {"model": "tiny"}), 400)["param"] == "messages"
     bad = httpx.post(server.url + "/v1/chat/completions", content=b"{not json", headers=AUTH, timeout=30)

@@ -250,11 +250,22 @@ def build_ui(service: Service, examples: list[str] | None = None,
 
 
 def load_pipeline(index_dir: Path, model: str | None, device: str | None, dtype: str | None) -> object:
-    """The service's loader: the engine's options from LLMA_BACKEND and LLMA_STATIC_* (read here,
+    """The service's loader: the engine's options from LLMA_BACKEND, LLMA_STATIC_* and LLMA_BATCH_SLOTS (read here,
     at the edge, in the loading thread: a bad value shows as the service's error)."""
     from llma.options import EngineOptions
 
     return default_loader(index_dir, model, device, dtype, EngineOptions.from_env(os.environ))
+
+
+def answers_at_once(device: str | None) -> int:
+    """How many answers the app streams at once: the batch engine's slots (LLMA_BATCH_SLOTS; by
+    default on CPU), else 1 (the one-at-a-time engine: the others wait in Gradio's queue)."""
+    import torch
+
+    from llma.options import EngineOptions
+
+    cuda = device == "cuda" or (device in (None, "auto") and torch.cuda.is_available())
+    return max(1, EngineOptions.from_env(os.environ).batch_default(cuda))
 
 
 def remote_service(args: argparse.Namespace) -> Service:
@@ -302,7 +313,7 @@ def main(argv=None) -> None:
         Service(args.docs, args.index, args.model, args.device, args.dtype, loader=load_pipeline)
     service.start(background=True)
     demo = build_ui(service, max_new_tokens=args.max_new_tokens)
-    demo.queue(default_concurrency_limit=1, max_size=64)
+    demo.queue(default_concurrency_limit=answers_at_once(args.device), max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, show_error=True,
                 max_file_size=uploads.MAX_UPLOAD_BYTES, footer_links=["api"],
                 css=highlight.CSS + stats.CSS, theme=gr.themes.Soft())

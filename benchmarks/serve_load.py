@@ -173,9 +173,10 @@ def markdown(report: dict) -> str:
         "By variant (requests, identical): " + ", ".join(
             f"{v} {c['requests']}, {c['identical']}" for v, c in report["by_variant"].items()) + ".",
         f"Mean accepted prediction tokens (prediction variant): {report['accepted_prediction_tokens_mean']}.",
+        "Latency includes the wait in the server's queue.",
         f"The machine's 1-minute load average before and after the run: {report['load_average_before_after']} "
         "(other jobs share its cores).",
-        "The server decodes one generation at a time (SerialBackend): latency is mostly queueing.", ""])
+        ""])
 
 
 def main(argv: list[str] | None = None) -> int:

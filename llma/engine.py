@@ -141,8 +141,41 @@ def fixed_block_defaults(max_draft: int) -> DraftDefaults:
     return DraftDefaults(min_n=1, k=max_draft, adaptive=False, policy="longest", answer_history=True)
 
 
+def build_proposer(references: Mapping[RefId, Sequence[int]], config: LLMAConfig, defaults: DraftDefaults,
+                   drafts_per_step: int, history: AnswerHistory) -> Proposer | None:
+    """The proposer for one generation (None when `config.enabled` is off): its reference index over
+    `references` (and the answer itself), drafting by `config` with its None fields from `defaults`.
+    `history`: the answers to learn from and add to, where `config` uses one."""
+    if not config.enabled:
+        return None
+    if config.copy_from_output and OUTPUT_REF in references:
+        raise ValueError(f"reference id {OUTPUT_REF!r} is reserved for the answer itself")
+    config = defaults.apply(config)
+    output = OUTPUT_REF if config.copy_from_output else None
+    # Several drafts per step for greedy only: choosing the best of several sampled checks would
+    # bias sampling.
+    candidates = drafts_per_step if config.temperature == 0 else 1
+    index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy,
+                           prefer=output, candidates=candidates)
+    # Sampling: none, so that a seed gives the same answer whatever the engine answered before
+    # (drafts change how a sample draws its random numbers, not its law).
+    learn = config.answer_history and config.temperature == 0
+    return Proposer(index, config.copy_length(), output, history if learn else None)
+
+
+def build_verifier(config: LLMAConfig) -> Verifier:
+    """Greedy for temperature 0, else lossless speculative sampling seeded by `config.seed`."""
+    if config.temperature == 0:
+        return GreedyVerifier()
+    generator = torch.Generator()
+    generator.manual_seed(config.seed if config.seed is not None else torch.seed())
+    return SamplingVerifier(SamplingConfig(config.temperature, config.top_k, config.top_p), generator)
+
+
 class Engine:
     """A model ready to decode with references; `stream` yields one `StepEvent` per forward pass."""
+
+    concurrent = False  # one KV cache: callers serialise (llma.batch.BatchEngine takes many at once)
 
     def __init__(self, loaded: LoadedModel, backend: Backend | str | None = None,
                  options: EngineOptions | None = None) -> None:
@@ -180,29 +213,11 @@ class Engine:
     def proposer(self, references: Mapping[RefId, Sequence[int]], config: LLMAConfig,
                  history: AnswerHistory | None = None) -> Proposer | None:
         """`history`: the answers to learn from and add to (default: the engine's own)."""
-        if not config.enabled:
-            return None
-        if config.copy_from_output and OUTPUT_REF in references:
-            raise ValueError(f"reference id {OUTPUT_REF!r} is reserved for the answer itself")
-        config = self.resolve(config)
-        output = OUTPUT_REF if config.copy_from_output else None
-        # A backend may verify several drafts per step (greedy only: choosing the best of several
-        # sampled checks would bias sampling).
-        candidates = self.backend.drafts_per_step if config.temperature == 0 else 1
-        index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy,
-                               prefer=output, candidates=candidates)
-        # Sampling: none, so that a seed gives the same answer whatever the engine answered before
-        # (drafts change how a sample draws its random numbers, not its law).
-        learn = config.answer_history and config.temperature == 0
-        history = (self.history if history is None else history) if learn else None
-        return Proposer(index, config.copy_length(), output, history)
+        return build_proposer(references, config, self.draft_defaults, self.backend.drafts_per_step,
+                              self.history if history is None else history)
 
     def verifier(self, config: LLMAConfig) -> Verifier:
-        if config.temperature == 0:
-            return GreedyVerifier()
-        generator = torch.Generator()
-        generator.manual_seed(config.seed if config.seed is not None else torch.seed())
-        return SamplingVerifier(SamplingConfig(config.temperature, config.top_k, config.top_p), generator)
+        return build_verifier(config)
 
     def stream(
         self,

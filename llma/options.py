@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 BACKENDS = ("auto", "hf", "static", "static-graphs")
 ATTENTION = ("sdpa", "bmm", "flash", "split")
 DEFAULT_PACKED_DRAFTS = 4  # drafts packed into the one block on CUDA (docs/DESIGN.md)
+DEFAULT_BATCH_SLOTS = 8  # requests the batch engine decodes together, on CPU
 
 # The environment variables `from_env` reads, and the field each sets.
 ENV = {
@@ -20,6 +21,7 @@ ENV = {
     "LLMA_STATIC_COMPILE": "compile",
     "LLMA_STATIC_TREE": "packed_drafts",
     "LLMA_STATIC_ROWS": "cache_copies",
+    "LLMA_BATCH_SLOTS": "batch_slots",
 }
 
 
@@ -33,6 +35,8 @@ class EngineOptions:
     compile: torch.compile the static backend's layer arithmetic (graphs only).
     packed_drafts: drafts packed into the static backend's one query block per step (0: one draft).
     cache_copies: blocks verified side by side per step, each on its own copy of the KV cache.
+    batch_slots: requests decoded together by the batch engine (llma.batch), each in its own cache
+        slot; 0: one request at a time through `backend`; None: `batch_default`.
     """
 
     backend: str = "auto"
@@ -40,6 +44,7 @@ class EngineOptions:
     compile: bool | None = None
     packed_drafts: int | None = None
     cache_copies: int = 1
+    batch_slots: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -48,12 +53,20 @@ class EngineOptions:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.compile is not None and not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True, False or None, got {self.compile!r}")
-        for name in ("packed_drafts", "cache_copies"):
+        for name in ("packed_drafts", "cache_copies", "batch_slots"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
         if self.cache_copies < 1:
             raise ValueError(f"cache_copies must be >= 1, got {self.cache_copies}")
+
+    def batch_default(self, cuda: bool) -> int:
+        """`batch_slots` where set, else: DEFAULT_BATCH_SLOTS on CPU with the backend left to "auto";
+        0 on CUDA (the batch engine runs without CUDA graphs, slower than the static backend's for
+        one user) and where a backend is named."""
+        if self.batch_slots is not None:
+            return self.batch_slots
+        return DEFAULT_BATCH_SLOTS if not cuda and self.backend == "auto" else 0
 
     @property
     def drafts_per_step(self) -> int:
@@ -105,7 +118,7 @@ def _parse(variable: str, name: str, value: str) -> object:
             raise ValueError(f"{variable} must be 0 or 1, got {value!r}")
         return value == "1"
     if not value.isdigit():
-        raise ValueError(f"{variable} must be a whole number (drafts per step), got {value!r}")
+        raise ValueError(f"{variable} must be a whole number, got {value!r}")
     return int(value)
 
 

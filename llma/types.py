@@ -60,6 +60,7 @@ class StepEvent:
     finished: bool = False
     stop_reason: str | None = None
     candidates: int = 0  # drafts verified side by side in this forward (the kept one is `proposed` long)
+    batch: int = 1  # requests that shared this forward (the batch engine; 1 alone)
     draft_ref: RefId | None = None  # the reference the kept draft was copied from (None: no draft)
 
 
@@ -75,9 +76,11 @@ class DecodeStats:
     accepted_hist: Counter[int] = field(default_factory=Counter)
     wall_s: float = 0.0
     ttft_s: float = 0.0
+    batch_total: int = 0  # the events' batch sizes, summed
 
     def add(self, event: StepEvent) -> None:
         self.forward_passes += 1
+        self.batch_total += event.batch
         self.tokens += len(event.new_tokens)
         self.proposed_tokens += event.proposed
         self.accepted_tokens += event.accepted
@@ -97,6 +100,11 @@ class DecodeStats:
     def acceptance_rate(self) -> float:
         """Share of proposed (copied) tokens that the model accepted."""
         return self.accepted_tokens / self.proposed_tokens if self.proposed_tokens else 0.0
+
+    @property
+    def mean_batch(self) -> float:
+        """Requests per forward pass this generation shared, on average (1.0 alone)."""
+        return self.batch_total / self.forward_passes if self.forward_passes else 0.0
 
     @property
     def tokens_per_s(self) -> float:
@@ -121,6 +129,7 @@ class DecodeStats:
             "accepted_hist": {str(k): v for k, v in sorted(self.accepted_hist.items())},
             "wall_s": self.wall_s,
             "ttft_s": self.ttft_s,
+            "mean_batch": self.mean_batch,
         }
 
 

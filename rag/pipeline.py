@@ -4,10 +4,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from transformers import PreTrainedTokenizerBase
 
 from index import DocumentIndex, Embedder, load_index
-from llma import DraftDefaults, Engine, EngineOptions, LLMAConfig, LoadedModel, load_model
+from llma import BatchEngine, DraftDefaults, Engine, EngineOptions, LLMAConfig, LoadedModel, load_model, open_engine
 from rag.cache import SessionCaches
 from rag.compare import compare
 from rag.generation import Request, run
@@ -42,7 +43,9 @@ def _passage_source(passage: Passage) -> SourceText:
 class RAGPipeline:
     """Answers questions over a `DocumentIndex` (None: no retrieval) with one model.
 
-    One engine holds one KV cache, so generations are serialised by a lock: concurrent callers wait.
+    With the batch engine (llma.batch, the CPU default) concurrent callers' answers are decoded
+    together, each the same as alone; with the one-at-a-time engine (one KV cache) generations are
+    serialised by a lock and concurrent callers wait.
 
     The answer cache is private to a session: `answer`/`stream`/`prepare` take a `session` key, and
     an answer is stored in, and offered as a reference from, that session's cache only (at most
@@ -57,12 +60,14 @@ class RAGPipeline:
         """`engine_options`: how the model runs (llma.options; default: the engine's own defaults)."""
         self.index = index
         self.loaded = loaded
-        self.engine = Engine(loaded, options=engine_options)
+        self.engine: Engine | BatchEngine = open_engine(loaded, engine_options)
         self.engine.warm_up()  # on a GPU: the CUDA graphs and torch.compile now, not in the first answer
         # The cache compares questions with the index's own embedder; without an index, the default.
         cache_embedder = embedder or (index.embedder if index else Embedder())
         self.caches = SessionCaches(cache_embedder, cache_size, max_sessions)
-        self._lock = threading.Lock()
+        # Decoding: serialised only for an engine with one KV cache; retrieval and prompts: one at a time.
+        self._decoding: AbstractContextManager = nullcontext() if self.engine.concurrent else threading.Lock()
+        self._preparing = threading.Lock()
 
     @classmethod
     def from_paths(cls, index_dir: str | None, model: str | None = None, device: str | None = None,
@@ -129,8 +134,9 @@ class RAGPipeline:
 
     def _stream(self, question: str, history: History, settings: RagSettings, session: str | None,
                 extra_sources: tuple[SourceText, ...] = ()) -> Iterator[AnswerDelta]:
-        with self._lock:
-            request = self.prepare(question, history, settings, session, extra_sources)
+        with self._decoding:
+            with self._preparing:
+                request = self.prepare(question, history, settings, session, extra_sources)
             for delta in run(self.engine, request):
                 if delta.answer is not None and settings.use_answer_cache and session is not None:
                     self.caches.get(session).put(question, delta.answer.text)
@@ -193,7 +199,7 @@ class RAGPipeline:
     def _stream_rendered(self, tokenized: Callable[[], tuple[str, list[int], list[tuple[int, int]]]],
                          sources: list[SourceText], config: LLMAConfig, stop: tuple[str, ...],
                          refs_from_prompt: bool, max_prompt_tokens: int | None) -> Iterator[AnswerDelta]:
-        with self._lock:
+        with self._decoding:
             text, ids, offsets = tokenized()
             budget = self._budget(config)
             if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:

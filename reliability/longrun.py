@@ -82,8 +82,7 @@ def sample(pipe: object, question: int, answer_tokens: int, with_gc: bool, trim:
     if trim:
         gc.collect()
         trim_heap()
-    backend = pipe.engine.backend  # type: ignore[attr-defined]
-    return Sample(question, rss_mb(), int(getattr(backend, "cached", 0)), answer_tokens,
+    return Sample(question, rss_mb(), pipe.engine.cached_tokens, answer_tokens,  # type: ignore[attr-defined]
                   len(pipe.caches), _cuda_mb(), len(gc.get_objects()) if with_gc else None)  # type: ignore[attr-defined]
 
 

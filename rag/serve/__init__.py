@@ -5,8 +5,8 @@ own references and LLMA settings as extensions, the `llma-rag` model answering f
 index; `build_app(pipeline)` for tests and embedding, `rag.serve.ray_app` for Ray Serve.
 """
 from rag.serve.app import ServeOptions, build_app, create_app
-from rag.serve.backend import Generation, GenerationBackend, GenerationStream, SerialBackend
+from rag.serve.backend import Generation, GenerationBackend, GenerationStream, ThreadedBackend
 from rag.serve.schemas import Limits
 
-__all__ = ["Generation", "GenerationBackend", "GenerationStream", "Limits", "SerialBackend", "ServeOptions",
+__all__ = ["Generation", "GenerationBackend", "GenerationStream", "Limits", "ThreadedBackend", "ServeOptions",
            "build_app", "create_app"]

@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.inputs import PromptTooLongError
 from rag.pipeline import RAGPipeline
-from rag.serve.backend import GenerationBackend, GenerationStream, QueueFull, SerialBackend
+from rag.serve.backend import GenerationBackend, GenerationStream, QueueFull, ThreadedBackend
 from rag.serve.convert import RAG_MODEL, Plan, chat_plan, completion_plan
 from rag.serve.errors import ApiError, from_validation
 from rag.serve.metrics import Metrics
@@ -50,8 +50,10 @@ class ServeOptions:
 
 def build_app(pipeline: RAGPipeline, api_key: str | None = None, limits: Limits = Limits(),
               model: str | None = None, instance: str | None = None) -> FastAPI:
-    """The app over one pipeline through `SerialBackend`; `model` names it (default: its load name)."""
-    backend = SerialBackend(pipeline, limits.max_queue)
+    """The app over one pipeline through `ThreadedBackend`: `limits.max_running` generations at once
+    where the engine batches (llma.batch), else one; `model` names it (default: its load name)."""
+    workers = limits.max_running if pipeline.engine.concurrent else 1
+    backend = ThreadedBackend(pipeline, limits.max_queue, workers)
     options = ServeOptions(model or pipeline.loaded.name, pipeline.index is not None, api_key, limits, instance,
                            asdict(pipeline.draft_defaults))
     app = create_app(backend, options)

@@ -2,8 +2,9 @@
 
 `GenerationBackend` is the seam: the HTTP layer hands it a `Generation` and reads `AnswerDelta`s
 from the async iterator it returns; closing that iterator (a client gone, a stop) cancels the
-generation. `SerialBackend` runs one generation at a time on one `RAGPipeline` in a worker thread;
-a batched scheduler can take its place behind the same protocol.
+generation. `ThreadedBackend` runs the generations on one `RAGPipeline` from `workers` threads
+fed by one queue: one thread for the one-at-a-time engine (generations serialised), several for
+the batch engine (llma.batch), which decodes the concurrent ones together.
 """
 from __future__ import annotations
 
@@ -139,10 +140,10 @@ class _SerialStream:
         self._job.cancelled.set()  # a no-op once the job is done; else the worker drops it
 
 
-class SerialBackend:
-    """One worker thread decodes the queued generations one after another on one pipeline."""
+class ThreadedBackend:
+    """`workers` threads take the queued generations in turn and decode them on one pipeline."""
 
-    def __init__(self, pipeline: RAGPipeline, max_queue: int = 64) -> None:
+    def __init__(self, pipeline: RAGPipeline, max_queue: int = 64, workers: int = 1) -> None:
         self.pipeline = pipeline
         self.max_queue = max_queue
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
@@ -150,8 +151,10 @@ class SerialBackend:
         self._running = 0
         self._cancelled = 0
         self._count = threading.Lock()
-        self._worker = threading.Thread(target=self._work, name="llma-serve-worker", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._work, name=f"llma-serve-worker-{i}", daemon=True)
+                         for i in range(max(1, workers))]
+        for worker in self._workers:
+            worker.start()
 
     @property
     def waiting(self) -> int:
@@ -176,21 +179,23 @@ class SerialBackend:
         return _SerialStream(job)
 
     def close(self) -> None:
-        self._jobs.put(None)
+        for _ in self._workers:
+            self._jobs.put(None)
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             with self._count:
                 self._waiting -= 1
-            if job.cancelled.is_set():
-                self._cancelled += 1
-                _send(job, None)
-                continue
-            self._running = 1
+                if job.cancelled.is_set():
+                    self._cancelled += 1
+                    _send(job, None)
+                    continue
+                self._running += 1
             try:
                 self._run(job)
             finally:
-                self._running = 0
+                with self._count:
+                    self._running -= 1
 
     def _run(self, job: _Job) -> None:
         send = partial(_send, job)
@@ -200,7 +205,8 @@ class SerialBackend:
                 for delta in stream:
                     if job.cancelled.is_set():
                         log.info("generation cancelled by its client")
-                        self._cancelled += 1
+                        with self._count:
+                            self._cancelled += 1
                         break
                     send(delta)
             finally:

@@ -25,6 +25,7 @@ class Limits:
     max_references: int = 16
     max_reference_chars: int = 200_000  # all references and the prediction together
     max_queue: int = 64  # requests waiting for the engine; more get 429
+    max_running: int = 8  # generations decoded at once by a batch engine (one-at-a-time engine: 1)
 
 
 class TextPart(BaseModel):

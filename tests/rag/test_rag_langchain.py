@@ -78,3 +78,16 @@ def test_chain_answers_from_retrieved_passages_copying_them(index: DocumentIndex
     assert stats["references"] == 2 and stats["tokens"] <= 20
     streamed = "".join(chunk.content for chunk in chain.stream("What is the with statement used for?"))
     assert streamed == reply.content
+
+
+def test_batch_and_abatch_decode_together_each_as_alone(model: LLMAChatModel) -> None:
+    """`.batch` runs its inputs in threads; the batch engine decodes them in shared steps."""
+    inputs = [MESSAGES, [HumanMessage("What is a volcano?")], [HumanMessage("Name three colours.")]]
+    alone = [model.invoke(m).content for m in inputs]
+    replies = model.batch(inputs)
+    assert [r.content for r in replies] == alone
+    assert max(r.response_metadata["llma_stats"]["mean_batch"] for r in replies) > 1
+    import asyncio
+
+    replies = asyncio.run(model.abatch(inputs))
+    assert [r.content for r in replies] == alone

@@ -7,7 +7,7 @@ import pytest
 
 from rag_fixtures import QUESTIONS, small
 from index import DocumentIndex
-from llma import LLMAConfig, LoadedModel
+from llma import EngineOptions, LLMAConfig, LoadedModel
 from rag import Answer, RAGPipeline, RagSettings
 
 
@@ -77,12 +77,32 @@ def test_without_an_index_there_is_no_retrieval(loaded: LoadedModel, index: Docu
     assert answer.passages == [] and answer.text
 
 
-def test_concurrent_callers_wait_their_turn(pipe: RAGPipeline) -> None:
-    expected = {q: pipe.answer(q, settings=small(12)).text for q in QUESTIONS[:2]}
+def test_concurrent_callers_share_steps_and_get_their_solo_answers(pipe: RAGPipeline) -> None:
+    """The CPU default is the batch engine: a question asked while another streams joins its steps."""
+    assert pipe.engine.concurrent
+    long = RagSettings(llma=LLMAConfig(max_new_tokens=40).greedy(), use_answer_cache=False)
+    short = small(12)
+    expected = {QUESTIONS[0]: pipe.answer(QUESTIONS[0], settings=long).text,
+                QUESTIONS[1]: pipe.answer(QUESTIONS[1], settings=short).text}
+    results: dict[str, object] = {}
+    first = pipe.stream(QUESTIONS[0], settings=long)
+    next(first)  # the first answer is under way
+    second = threading.Thread(target=lambda: results.update(b=pipe.answer(QUESTIONS[1], settings=short)))
+    second.start()
+    results["a"] = [d.answer for d in first if d.answer][-1]
+    second.join()
+    assert {QUESTIONS[0]: results["a"].text, QUESTIONS[1]: results["b"].text} == expected
+    assert results["a"].stats["mean_batch"] > 1 and results["b"].stats["mean_batch"] > 1
+
+
+def test_the_one_at_a_time_engine_serialises_callers(index: DocumentIndex, loaded: LoadedModel) -> None:
+    serial = RAGPipeline(index, loaded, engine_options=EngineOptions(batch_slots=0))
+    assert not serial.engine.concurrent
+    expected = {q: serial.answer(q, settings=small(12)).text for q in QUESTIONS[:2]}
     results: dict[str, str] = {}
 
     def ask(q: str) -> None:
-        results[q] = pipe.answer(q, settings=small(12)).text
+        results[q] = serial.answer(q, settings=small(12)).text
 
     threads = [threading.Thread(target=ask, args=(q,)) for q in QUESTIONS[:2]]
     for t in threads:
@@ -109,8 +129,8 @@ def test_max_new_tokens_filling_the_context_is_refused(pipe: RAGPipeline) -> Non
         pipe.answer("why?", settings=RagSettings(llma=LLMAConfig(max_new_tokens=pipe.engine.context_length)))
 
 
-def test_the_pipeline_reports_its_backends_drafting_defaults(pipe: RAGPipeline) -> None:
-    """On CPU the generic HF loop runs: short adaptive drafts (the app's settings show these)."""
+def test_the_pipeline_reports_its_engines_drafting_defaults(pipe: RAGPipeline) -> None:
+    """On CPU the batch engine runs: drafts fill its 32-row block (the app's settings show these)."""
     defaults = pipe.draft_defaults
     assert defaults == pipe.engine.draft_defaults
-    assert (defaults.min_n, defaults.k, defaults.adaptive, defaults.policy) == (2, 8, True, "recent")
+    assert (defaults.min_n, defaults.k, defaults.adaptive, defaults.policy) == (1, 31, False, "longest")

@@ -1,0 +1,112 @@
+"""`BatchEngine`: the `Engine` API (stream / generate) for many callers at once, decoded together.
+
+Thread-safe: any number of threads may stream at once; their requests share the scheduler's
+steps (llma.batch.scheduler). Each request's output is the one it gets decoded alone by this
+engine with the same settings.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+
+from llma.batch.budget import CostModel, RowBudget
+from llma.batch.runner import MAX_ROWS, BatchRunner
+from llma.batch.scheduler import Scheduler, SchedulerStats
+from llma.checks import check_references, check_token_ids
+from llma.decoder import collect
+from llma.engine import (OUTPUT_REF, DraftDefaults, Engine, LLMAConfig, build_proposer, build_verifier,
+                         fixed_block_defaults)
+from llma.history import AnswerHistory
+from llma.loading import LoadedModel
+from llma.options import EngineOptions
+from llma.sequence import DecodeState, StopConfig
+from llma.static.family import unsupported_reason
+from llma.static.packing import draft_caps
+from llma.types import DecodeResult, RefId, StepEvent
+from llma.verifier import Verifier
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BatchEngine", "OUTPUT_REF", "open_engine"]
+
+
+class BatchEngine:
+    """A model decoding up to `slots` requests at a time with continuous batching.
+
+    `cost`: the step's cost by row count, which sets how many drafted rows each request gets as the
+    batch grows (default: measured now, a few seconds). `max_len` caps the context (each slot holds
+    one). Raises ValueError for a model family outside the static arithmetic (llma.static.family).
+    """
+
+    concurrent = True  # callers may stream from many threads at once
+
+    def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
+                 cost: CostModel | None = None) -> None:
+        self.loaded = loaded
+        self.runner = BatchRunner(loaded.model, slots, max_len)
+        cost = cost or self.runner.measure()
+        self.scheduler = Scheduler(self.runner, RowBudget(cost))
+        eos = loaded.model.generation_config.eos_token_id
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        self.eos_token_ids = frozenset(int(t) for t in eos_ids if t is not None)
+        self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
+        self.history = AnswerHistory()
+        self.draft_defaults: DraftDefaults = fixed_block_defaults(MAX_ROWS - 1)
+        self.drafts_per_step = len(draft_caps(MAX_ROWS, 4))
+
+    @property
+    def context_length(self) -> int:
+        return self.runner.context_length
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens held in the slots of the requests running now."""
+        return self.scheduler.cached_tokens
+
+    @property
+    def stats(self) -> SchedulerStats:
+        return self.scheduler.stats
+
+    def resolve(self, config: LLMAConfig) -> LLMAConfig:
+        return self.draft_defaults.apply(config)
+
+    def stream(self, prompt: Sequence[int], references: Mapping[RefId, Sequence[int]] | None = None,
+               config: LLMAConfig = LLMAConfig(), verifier: Verifier | None = None,
+               history: AnswerHistory | None = None) -> Iterator[StepEvent]:
+        """As `Engine.stream`; bad input raises here, in the caller's thread. Closing the iterator
+        cancels the request (its slot is freed before the next step)."""
+        check_token_ids("prompt", prompt, self.vocab_size)
+        references = check_references(references, self.vocab_size, config.max_reference_tokens)
+        stop = StopConfig(config.max_new_tokens, self.eos_token_ids, config.stop_sequences)
+        proposer = build_proposer(references, config, self.draft_defaults, self.drafts_per_step,
+                                  self.history if history is None else history)
+        state = DecodeState(prompt, self.context_length, proposer, verifier or build_verifier(config), stop)
+        if proposer is not None:
+            proposer.prepare()  # the reference index, built here in the caller's thread
+        return self.scheduler.submit(state, list(prompt))
+
+    def generate(self, prompt: Sequence[int], references: Mapping[RefId, Sequence[int]] | None = None,
+                 config: LLMAConfig = LLMAConfig(), verifier: Verifier | None = None,
+                 history: AnswerHistory | None = None) -> DecodeResult:
+        return collect(self.stream(prompt, references, config, verifier, history))
+
+    def warm_up(self) -> bool:
+        """Nothing to set up on first use (no CUDA graphs): False, as `Engine.warm_up` says then."""
+        return False
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+
+def open_engine(loaded: LoadedModel, options: EngineOptions | None = None) -> Engine | BatchEngine:
+    """The engine `options` ask for: a `BatchEngine` of `options.batch_default(...)` slots where that is
+    above 0 and the model family runs on it (else, with the reason logged, the one-at-a-time
+    `Engine`), or an `Engine`. Callers tell them apart by `concurrent`."""
+    options = options or EngineOptions()
+    slots = options.batch_default(loaded.device.type == "cuda")
+    if slots > 0:
+        reason = unsupported_reason(loaded.model)
+        if reason is None:
+            return BatchEngine(loaded, slots=slots)
+        log.warning("batch engine not used, one request at a time instead: %s", reason)
+    return Engine(loaded, options=options)

@@ -1,0 +1,94 @@
+"""Row-invariant tensor arithmetic for the batch engine: a row's result must not depend on how many
+other rows share its matrix product, so a request decodes to the same bits alone or in any batch.
+
+CPU GEMM kernels switch paths for very few rows (a 1- to 3-row product rounds differently from the
+same rows inside a larger one), so every product here runs over a row count padded to a multiple
+of a tile; `choose_tile` picks, at start-up, the smallest tile for which this holds on the machine
+at hand (checked on the model's own weight shapes).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+TILES = (4, 8, 16, 32)  # the row tiles `choose_tile` tries, smallest first
+
+
+def padded(n: int, tile: int) -> int:
+    """`n` rows rounded up to whole tiles (one tile at least)."""
+    return max(tile, -(-n // tile) * tile)
+
+
+def pad_rows(x: torch.Tensor, tile: int, dim: int = 0) -> torch.Tensor:
+    """`x` with zero rows appended along `dim` up to `padded` of its size there."""
+    extra = padded(x.shape[dim], tile) - x.shape[dim]
+    if extra == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat((x, x.new_zeros(shape)), dim)
+
+
+def draft_slots(length: int, pos: int, shifts: torch.Tensor) -> torch.Tensor:
+    """Per draft [drafts, length]: the cache slot holding the key at each position, positions after
+    `pos` (the block's root) being `shift` slots further on (llma.static.packing's layout)."""
+    at = torch.arange(length, device=shifts.device)
+    return (at[None] + (at[None] > pos) * shifts[:, None]).clamp_(max=length - 1)
+
+
+def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos: int,
+                    rel: torch.Tensor, owner: torch.Tensor, shifts: torch.Tensor, scale: float,
+                    tile: int) -> torch.Tensor:
+    """Attention of one request's block over its own cache slot.
+
+    q [rows, heads, d]: the block's queries, row r at position `pos + rel[r]` of draft `owner[r]`;
+    keys, values [kv_heads, L, d]: the slot's first L entries (the block's own already written);
+    shifts [drafts]: per draft, from a key's position after `pos` to its slot. Each draft's keys are
+    gathered into position order, so a row reads the keys it may see in the order a one-draft step
+    would give them, and the rest add exact zeros; the products run over whole `tile`s of rows.
+    Returns [rows, heads * d].
+    """
+    kv, length, d = keys.shape
+    rows, heads, _ = q.shape
+    groups = heads // kv
+    slots = draft_slots(length, pos, shifts)  # [drafts, L]
+    k_d = keys[:, slots].transpose(0, 1)  # [drafts, kv, L, d]
+    v_d = values[:, slots].transpose(0, 1)
+    seen = torch.arange(length, device=q.device)[None] <= (pos + rel)[:, None]  # [rows, L]
+    bias = torch.zeros(seen.shape, dtype=q.dtype, device=q.device).masked_fill_(~seen, float("-inf"))
+    qg = q.view(rows, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * rows, d)  # (group, row)
+    qg = pad_rows(qg, tile, 1)  # [kv, M, d]
+    m = qg.shape[1]
+    bias = pad_rows(bias.repeat(groups, 1), tile, 0)  # [M, L]: padding rows see every key (never read)
+    scores = torch.matmul(qg[None], k_d.transpose(-1, -2)) * scale + bias  # [drafts, kv, M, L]
+    out = torch.matmul(torch.softmax(scores, -1), v_d)  # [drafts, kv, M, d]
+    out = out[:, :, : groups * rows].view(-1, kv, groups, rows, d)
+    picked = out[owner, :, :, torch.arange(rows, device=q.device)]  # [rows, kv, groups, d]
+    return picked.reshape(rows, heads * d)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, tile: int) -> torch.Tensor:
+    """`F.linear(x, weight)` over whole row tiles (the padding rows' results dropped)."""
+    return F.linear(pad_rows(x, tile), weight)[: x.shape[0]]
+
+
+def row_invariant(weight: torch.Tensor, tile: int, trials: tuple[int, ...] = (1, 2, 3, 5, 7, 9, 17, 40, 97, 130)
+                  ) -> bool:
+    """Do the rows of `x @ weight.T` (F.linear) and of `addmm(x, y, weight.T)` (the layers' residual
+    products) come out the same whatever the row count, over whole `tile`s, for this shape here?"""
+    g = torch.Generator(device=weight.device).manual_seed(0)
+    x = torch.randn(max(trials), weight.shape[1], generator=g, device=weight.device, dtype=weight.dtype)
+    r = torch.randn(max(trials), weight.shape[0], generator=g, device=weight.device, dtype=weight.dtype)
+
+    def both(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return linear(x[:n], weight, tile), torch.addmm(pad_rows(r[:n], tile), pad_rows(x[:n], tile), weight.t())[:n]
+
+    full = both(max(trials))
+    return all(all(torch.equal(a, b[:n]) for a, b in zip(both(n), full)) for n in trials)
+
+
+def choose_tile(weights: Sequence[torch.Tensor]) -> int | None:
+    """The smallest of TILES for which every one of `weights` is `row_invariant`; None if none is."""
+    return next((t for t in TILES if all(row_invariant(w, t) for w in weights)), None)

@@ -1,0 +1,253 @@
+"""Continuous batching: requests join and leave between steps; one forward a step over all of them.
+
+A background thread runs the loop: take new requests (up to one per free slot, the others wait in
+arrival order), drop cancelled ones (their slots freed before the next step), give each running
+request its block (the next chunk of its prompt, or its last token and packed drafts within the
+step's tier), run one forward, and turn each request's rows into its verdict and `StepEvent`.
+Each request decodes by the rules it would follow alone (llma.sequence.DecodeState), so its output
+is the same whatever shares its steps.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from llma.batch.budget import RowBudget, Tier
+from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, BatchRunner
+from llma.batch.step import Block
+from llma.sequence import DecodeState
+from llma.static.packing import PackedBlock, draft_caps
+from llma.types import Draft, StepEvent
+from llma.verifier import Verdict
+
+log = logging.getLogger(__name__)
+
+_END = object()  # after a request's last event
+
+
+@dataclass
+class _Request:
+    """A submitted request: its decoding state, where its events go, and (once admitted) its slot."""
+
+    state: DecodeState
+    prompt: list[int]
+    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    slot: int = -1
+    length: int = 0  # its attention length L
+    cached: int = 0  # tokens in its slot
+
+    @property
+    def prefilling(self) -> bool:
+        return self.cached < len(self.prompt)
+
+
+@dataclass
+class SchedulerStats:
+    """Totals since start: steps, request-steps, rows, and where the loop's time went."""
+
+    steps: int = 0
+    request_steps: int = 0
+    rows: int = 0
+    forward_s: float = 0.0
+    host_s: float = 0.0
+
+    @property
+    def host_share(self) -> float:
+        """The share of the loop's busy time spent on the host (planning, verdicts, events)."""
+        busy = self.forward_s + self.host_s
+        return self.host_s / busy if busy else 0.0
+
+
+class Scheduler:
+    """Decodes submitted requests together on `runner`; `submit` returns the request's events."""
+
+    def __init__(self, runner: BatchRunner, budget: RowBudget) -> None:
+        self.runner = runner
+        self.budget = budget
+        self.stats = SchedulerStats()
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting: deque[_Request] = deque()
+        self._running: list[_Request] = []
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._unseen = 0  # requests submitted, not yet taken in by the loop
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(r.cached for r in list(self._running))
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting) + self._unseen
+
+    def submit(self, state: DecodeState, prompt: list[int]) -> Iterator[StepEvent]:
+        """Queue a request; its events, one per step it took part in, the last `finished`. Closing
+        the iterator (or leaving it unread and dropping it) cancels the request."""
+        if self._closed:
+            raise RuntimeError("the scheduler is closed")
+        request = _Request(state, list(prompt))
+        self._ensure_thread()
+        with self._lock:
+            self._unseen += 1
+        self._inbox.put(request)
+        return self._events(request)
+
+    def close(self) -> None:
+        """Stop the loop; requests still running get a RuntimeError."""
+        self._closed = True
+        self._inbox.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _events(self, request: _Request) -> Iterator[StepEvent]:
+        try:
+            while True:
+                item = request.events.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.cancelled.set()
+            self._inbox.put(None)  # wake the loop: the slot is freed before its next step
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="llma-batch", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._take(block=not self._running and not self._waiting)
+            self._drop_cancelled()
+            self._admit()
+            if not self._running:
+                continue
+            try:
+                self._step()
+            except Exception as err:  # noqa: BLE001 (the step failed: its requests end with the error)
+                log.exception("a batch step failed; its %d requests end with the error", len(self._running))
+                for r in list(self._running):
+                    self._finish(r, err)
+        for r in [*self._running, *self._waiting]:
+            self._finish(r, RuntimeError("the scheduler was closed"))
+
+    def _take(self, block: bool) -> None:
+        try:
+            item = self._inbox.get(block=block)
+            while True:
+                if item is not None:
+                    self._waiting.append(item)
+                    with self._lock:
+                        self._unseen -= 1
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _drop_cancelled(self) -> None:
+        for r in [r for r in self._running if r.cancelled.is_set()]:
+            self._finish(r, None)
+        self._waiting = deque(r for r in self._waiting if not r.cancelled.is_set())
+
+    def _admit(self) -> None:
+        while self._waiting and self.runner.cache.free:
+            r = self._waiting.popleft()
+            r.slot = self.runner.cache.acquire()
+            max_new = r.state.stop.max_new_tokens
+            r.length = self.runner.attention_length(len(r.prompt) + max_new + MAX_ROWS)
+            self._running.append(r)
+
+    def _finish(self, r: _Request, error: BaseException | None) -> None:
+        if r in self._running:
+            self._running.remove(r)
+            self.runner.cache.release(r.slot)
+        if error is not None:
+            r.events.put(error)
+        r.events.put(_END)
+
+    def _step(self) -> None:
+        started = time.perf_counter()
+        decoding = [r for r in self._running if not r.prefilling]
+        tier = self.budget.tier(max(1, len(decoding)), any(r.state.proposer for r in decoding))
+        plans = [self._plan(r, tier) for r in self._running]
+        blocks = [p.block for p in plans]
+        planned = time.perf_counter()
+        logits = self.runner.run(blocks)  # [the blocks' out rows, vocab]
+        argmax = logits.argmax(-1).tolist()
+        ran = time.perf_counter()
+        at = 0
+        for p in plans:
+            rows = len(p.block.out)
+            self._apply(p, logits[at : at + rows], argmax[at : at + rows], len(self._running))
+            at += rows
+        done = time.perf_counter()
+        s = self.stats
+        s.steps += 1
+        s.request_steps += len(plans)
+        s.rows += sum(len(b) for b in blocks)
+        s.forward_s += ran - planned
+        s.host_s += (planned - started) + (done - ran)
+
+    def _plan(self, r: _Request, tier: Tier) -> _Plan:
+        if r.prefilling:
+            chunk = r.prompt[r.cached : r.cached + PREFILL_CHUNK]
+            last = r.cached + len(chunk) == len(r.prompt)
+            return _Plan(r, Block.chunk(r.slot, r.cached, chunk, r.length, last), [], None, 0)
+        state = r.state
+        count = tier.drafts if state.rows_rule else min(tier.drafts, 1)
+        caps = draft_caps(tier.rows, count) if count > 1 else ()
+        drafts = state.propose(count, caps, tier.max_draft) if tier.drafts else []
+        block, packing = Block.packed(r.slot, r.cached, state.rows(drafts), r.length)
+        return _Plan(r, block, drafts, packing, caps[0] if caps else tier.max_draft)
+
+    def _apply(self, p: _Plan, logits: torch.Tensor, argmax: list[int], batch: int) -> None:
+        r = p.request
+        if p.packing is None:  # a prompt chunk
+            r.cached += len(p.block)
+            if r.prefilling:
+                return
+            event = r.state.start(r.state.verifier.verify(logits[-1:], (), 0))
+        else:
+            index = p.packing.index
+            verdict: Verdict = r.state.verdict(p.drafts, lambda: [[argmax[i] for i in rows] for rows in index],
+                                               lambda: logits[index[0]])
+            kept = verdict.accepted
+            if kept and p.packing.shift[verdict.draft]:
+                source = r.cached + 1 + p.packing.shift[verdict.draft]
+                self.runner.cache.move(r.slot, source, r.cached + 1, kept)
+            r.cached += 1 + kept
+            if p.drafts:
+                draft = p.drafts[verdict.draft]
+                self.budget.observe(kept, kept == len(draft) and len(draft) >= p.cap)
+            event = r.state.advance(p.drafts, verdict)
+        r.events.put(_with_batch(event, batch))
+        if event.finished:
+            self._finish(r, None)
+
+
+@dataclass
+class _Plan:
+    request: _Request
+    block: Block
+    drafts: list[Draft]
+    packing: PackedBlock | None
+    cap: int  # the longest draft its block took
+
+
+def _with_batch(event: StepEvent, batch: int) -> StepEvent:
+    return replace(event, batch=batch)

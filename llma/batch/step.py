@@ -1,0 +1,120 @@
+"""One forward over every running request's block: the batch engine's step.
+
+Each request contributes a `Block` (its last token and packed drafts, or a chunk of its prompt),
+attends over its own cache slot only, and gets rows whose bits do not depend on the other blocks:
+the products run over whole row tiles (llma.batch.rows) and each block's attention is computed on
+its own, with its own attention length.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from llma.batch.cache import SlotCache
+from llma.batch.rows import block_attention, linear, padded
+from llma.static.packing import PackedBlock, pack
+
+
+@dataclass(frozen=True)
+class Block:
+    """One request's rows in a step.
+
+    slot: its cache slot; pos: the cached tokens (the first row's key goes to position `pos`);
+    ids [rows]: tokens; rel [rows]: each row's position after `pos`; owner [rows]: each row's draft;
+    shifts [drafts]: per draft, from a key's position after `pos` to its slot (row r's key is written
+    at slot `pos + r`); length: the request's attention length L (fixed for its whole generation);
+    out: the rows whose logits the step returns.
+    """
+
+    slot: int
+    pos: int
+    ids: tuple[int, ...]
+    rel: tuple[int, ...]
+    owner: tuple[int, ...]
+    shifts: tuple[int, ...]
+    length: int
+    out: tuple[int, ...]
+
+    @staticmethod
+    def chunk(slot: int, pos: int, ids: Sequence[int], length: int, last: bool = False,
+              logits: bool = False) -> Block:
+        """Consecutive tokens (a prompt chunk) after `pos`; the logits of its last row if `last` (the
+        prompt's last chunk), of every row if `logits`, else none."""
+        n = len(ids)
+        out = tuple(range(n)) if logits else (n - 1,) if last else ()
+        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length, out)
+
+    @staticmethod
+    def packed(slot: int, pos: int, rows: Sequence[Sequence[int]], length: int) -> tuple[Block, PackedBlock]:
+        """Rows [last token, *draft] (the same last token) packed after `pos`; also the packing, whose
+        `index` gives each draft's rows of logits and `shift` where its keys went."""
+        used = 1 + sum(len(r) - 1 for r in rows)
+        p = pack(rows, used, len(rows))
+        return Block(slot, pos, tuple(p.ids), tuple(p.rel), tuple(p.draft), tuple(p.shift), length,
+                     tuple(range(used))), p
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class BatchStep:
+    """`step(blocks)`: the logits [the blocks' `out` rows, vocab] (fp32, in order) of one forward over
+    `blocks`, their keys and values written into their slots first; every product over whole `tile`s."""
+
+    def __init__(self, weights, cache: SlotCache, tile: int) -> None:  # noqa: ANN001 (LlamaWeights)
+        self.weights = weights
+        self.cache = cache
+        self.tile = tile
+
+    @torch.no_grad()
+    def __call__(self, blocks: Sequence[Block]) -> torch.Tensor:
+        w = self.weights
+        device = w.device
+        n = sum(map(len, blocks))
+        m = padded(n, self.tile)  # every product over whole row tiles: the padding rows are dropped at the end
+        ids = torch.zeros(m, dtype=torch.long)
+        positions = torch.zeros(m, dtype=torch.long)
+        slots = torch.zeros(n, dtype=torch.long)
+        key_slots = torch.zeros(n, dtype=torch.long)
+        out: list[int] = []
+        at = 0
+        for b in blocks:
+            k = len(b)
+            out += [at + r for r in b.out]
+            ids[at : at + k] = torch.tensor(b.ids)
+            positions[at : at + k] = b.pos + torch.tensor(b.rel)
+            slots[at : at + k] = b.slot
+            key_slots[at : at + k] = torch.arange(b.pos, b.pos + k)
+            at += k
+        ids, positions, slots, key_slots = (t.to(device) for t in (ids, positions, slots, key_slots))
+        attend = self._attention(blocks, n, m, slots, key_slots)
+        x = w.run(F.embedding(ids, w.embed), w.cos[positions][:, None], w.sin[positions][:, None], attend,
+                  step=True)
+        return linear(x[torch.tensor(out, dtype=torch.long, device=device)], w.lm_head, self.tile).float()
+
+    def _attention(self, blocks: Sequence[Block], n: int, m: int, slots: torch.Tensor,
+                   key_slots: torch.Tensor) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        w = self.weights
+        cache = self.cache
+        device = w.device
+        per_block = [(torch.tensor(b.rel, device=device), torch.tensor(b.owner, device=device),
+                      torch.tensor(b.shifts, device=device)) for b in blocks]
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            cache.write(i, slots, key_slots, k[:n], v[:n])
+            outs = []
+            at = 0
+            for b, (rel, owner, shifts) in zip(blocks, per_block):
+                rows = len(b)
+                outs.append(block_attention(q[at : at + rows], cache.k[i, b.slot, :, : b.length],
+                                            cache.v[i, b.slot, :, : b.length], b.pos, rel, owner, shifts,
+                                            w.scale, self.tile))
+                at += rows
+            if m > n:
+                outs.append(q.new_zeros(m - n, w.heads * w.head_dim))
+            return torch.cat(outs)
+
+        return attend

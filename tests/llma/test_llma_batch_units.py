@@ -1,0 +1,77 @@
+"""The batch engine's parts: row-invariant products and attention, the slot cache, the row budget."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llma.batch import CostModel, RowBudget
+from llma.batch.cache import SlotCache
+from llma.batch.rows import block_attention, choose_tile, linear, padded
+
+
+def test_linear_rows_do_not_depend_on_the_row_count():
+    g = torch.Generator().manual_seed(0)
+    weights = [torch.randn(n, k, generator=g) for n, k in ((960, 576), (576, 1536), (3072, 576))]
+    tile = choose_tile(weights)
+    assert tile is not None and padded(1, tile) == tile and padded(tile + 1, tile) == 2 * tile
+    x = torch.randn(70, 576, generator=g)
+    full = linear(x, weights[0], tile)
+    for n in (1, 2, 3, 5, 9, 33):
+        assert torch.equal(linear(x[:n], weights[0], tile), full[:n])
+
+
+def _attention_case(rows, drafts, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    heads, kv, d, length, pos = 6, 2, 16, 128, 40
+    q = torch.randn(rows, heads, d, generator=g)
+    keys, values = (torch.randn(kv, length, d, generator=g) for _ in "kv")
+    return q, keys, values, pos
+
+
+@pytest.mark.parametrize("tile", [4, 16])
+def test_a_row_attends_the_same_alone_or_in_a_larger_block(tile):
+    q, keys, values, pos = _attention_case(12, 1)
+    rel = torch.arange(12)
+    owner = torch.zeros(12, dtype=torch.long)
+    full = block_attention(q, keys, values, pos, rel, owner, torch.tensor([0]), 0.25, tile)
+    for n in (1, 3, 7):
+        part = block_attention(q[:n], keys, values, pos, rel[:n], owner[:n], torch.tensor([0]), 0.25, tile)
+        assert torch.equal(part, full[:n])
+    # the same query as the first token of a packed draft (keys shifted 5 slots on) gets the same bits
+    shifted = keys.clone()
+    shifted[:, pos + 1 + 5 : pos + 1 + 5 + 2] = keys[:, pos + 1 : pos + 3]
+    vals = values.clone()
+    vals[:, pos + 1 + 5 : pos + 1 + 5 + 2] = values[:, pos + 1 : pos + 3]
+    packed_q = torch.cat((q[:1], torch.zeros(5, *q.shape[1:]), q[1:3]))
+    packed = block_attention(packed_q, shifted, vals, pos, torch.tensor([0, 1, 2, 3, 4, 5, 1, 2]),
+                             torch.tensor([0, 0, 0, 0, 0, 0, 1, 1]), torch.tensor([0, 5]), 0.25, tile)
+    assert torch.equal(packed[6:8], full[1:3]) and torch.equal(packed[:1], full[:1])
+
+
+def test_slot_cache_hands_out_and_takes_back_slots():
+    cache = SlotCache(2, 3, 1, 16, 4, torch.float32, torch.device("cpu"))
+    slots = [cache.acquire() for _ in range(3)]
+    assert sorted(slots) == [0, 1, 2] and cache.free == 0
+    with pytest.raises(IndexError):
+        cache.acquire()
+    cache.release(1)
+    with pytest.raises(ValueError):
+        cache.release(1)
+    assert cache.acquire() == 1
+    cache.kv[:, :, 2, :, 8:10] = 7.0
+    cache.move(2, 8, 3, 2)
+    assert torch.all(cache.kv[:, :, 2, :, 3:5] == 7.0) and torch.all(cache.kv[:, :, 0] == 0)
+
+
+def test_the_budget_shrinks_blocks_as_the_batch_grows_and_never_below_greedy():
+    linear_cost = CostModel([(16, 0.05), (1024, 3.2)])  # each row costs the same
+    budget = RowBudget(linear_cost)
+    for _ in range(512):
+        budget.observe(3)  # steps keep 3 drafted tokens
+    alone, crowd = budget.tier(1), budget.tier(64)
+    assert alone.rows > crowd.rows and crowd.rows >= 1
+    assert budget.tier(5, drafting=False).rows == 1
+    assert budget.expected(budget.tiers[0]) == 1.0 and budget.expected(alone) == 4.0
+    flat = RowBudget(CostModel([(16, 1.0), (4096, 1.0)]))
+    assert flat.tier(64).rows == 32  # rows that cost nothing: the full block
+    assert CostModel([(16, 1.0), (32, 2.0)])(64) == pytest.approx(4.0)  # past the points: linear

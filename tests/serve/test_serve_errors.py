@@ -178,7 +178,7 @@ def test_a_full_queue_answers_429(tiny_pipeline):
 
     from rag.serve import Limits, build_app
 
-    with LiveServer(build_app(tiny_pipeline, None, Limits(max_queue=1), model="tiny")) as live:
+    with LiveServer(build_app(tiny_pipeline, None, Limits(max_queue=1, max_running=1), model="tiny")) as live:
         body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 60}
         with ThreadPoolExecutor(4) as pool:
             replies = list(pool.map(lambda _: httpx.post(live.url + "/v1/chat/completions", json=body, timeout=120),

@@ -175,3 +175,17 @@ def test_text_completions(client, tiny_pipeline):
     assert predicted.usage.completion_tokens_details.accepted_prediction_tokens > 0
     two = client.completions.create(model="tiny", prompt=["The volcano", "A dictionary"], max_tokens=5)
     assert len(two.choices) == 2 and two.choices[0].text == reply.choices[0].text[: len(two.choices[0].text)]
+
+
+def test_concurrent_requests_each_get_their_answer_alone(client, tiny_pipeline):
+    """With the batch engine (the CPU default) the server decodes them together; either way each
+    answer is the one its request gets alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = [[{"role": "user", "content": f"Question number {i}: what is lava?"}] for i in range(5)]
+    alone = [_create(client, messages=q, max_tokens=16).choices[0].message.content for q in questions]
+    with ThreadPoolExecutor(5) as pool:
+        together = list(pool.map(lambda q: _create(client, messages=q, max_tokens=16).choices[0].message.content,
+                                 questions))
+    assert together == alone and len(set(alone)) > 1
+    assert tiny_pipeline.engine.concurrent  # open_engine's CPU default: the batch engine

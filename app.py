@@ -309,11 +309,13 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
+    # Before the start-up thread: importing transformers from two threads at once can fail.
+    at_once = answers_at_once(args.device)
     service = remote_service(args) if args.server else \
         Service(args.docs, args.index, args.model, args.device, args.dtype, loader=load_pipeline)
     service.start(background=True)
     demo = build_ui(service, max_new_tokens=args.max_new_tokens)
-    demo.queue(default_concurrency_limit=answers_at_once(args.device), max_size=64)
+    demo.queue(default_concurrency_limit=at_once, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, show_error=True,
                 max_file_size=uploads.MAX_UPLOAD_BYTES, footer_links=["api"],
                 css=highlight.CSS + stats.CSS, theme=gr.themes.Soft())

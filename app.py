@@ -285,6 +285,23 @@ def answers_at_once(device: str | None) -> int:
     return max(1, EngineOptions.from_env(os.environ).batch_default(cuda))
 
 
+def remote_service(args: argparse.Namespace) -> Service:
+    """The app over a remote `python -m rag.serve --index` server (--server): it answers from its
+    own index; documents are indexed there, so uploads here are refused."""
+    from rag.remote import RemotePipeline
+
+    started = []
+
+    def check(docs_dir: Path, index_dir: Path) -> str:
+        if started:
+            raise RuntimeError(f"documents are indexed on the server ({args.server}): add them there")
+        started.append(True)
+        return f"the server's, at {args.server}"
+
+    return Service(args.docs, args.index, builder=check,
+                   loader=lambda *_: RemotePipeline(args.server, args.api_key))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__)
@@ -299,6 +316,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", default=env("LLMA_DTYPE"), help="float32, bfloat16… [LLMA_DTYPE]")
     p.add_argument("--max-new-tokens", type=int, default=int(env("LLMA_MAX_NEW_TOKENS", "256")),
                    help="initial 'max new tokens' setting [LLMA_MAX_NEW_TOKENS]")
+    p.add_argument("--server", default=env("LLMA_SERVER"),
+                   help="answer with a remote `python -m rag.serve --index` server at this URL [LLMA_SERVER]")
+    p.add_argument("--api-key", default=env("LLMA_API_KEY"), help="that server's API key [LLMA_API_KEY]")
     return p.parse_args(argv)
 
 
@@ -306,9 +326,10 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     args = parse_args(argv)
-    # Before the loading thread starts: transformers must not be imported from two threads at once.
+    # Before the start-up thread: importing transformers from two threads at once can fail.
     answers = answers_at_once(args.device)
-    service = Service(args.docs, args.index, args.model, args.device, args.dtype, loader=load_pipeline)
+    service = remote_service(args) if args.server else \
+        Service(args.docs, args.index, args.model, args.device, args.dtype, loader=load_pipeline)
     service.start(background=True)
     demo = build_ui(service, max_new_tokens=args.max_new_tokens, answers=answers)
     demo.queue(default_concurrency_limit=answers, max_size=64)

@@ -163,7 +163,7 @@ class DecodeState:
             step=self.step, new_tokens=tuple(self.output[before:]), proposed=len(draft) if draft else 0,
             accepted=kept, span=_span(draft, kept, before) if draft and kept else None,
             elapsed_s=now - self.t0, step_s=now - self._last_t, finished=ended is not None,
-            stop_reason=reason, candidates=candidates,
+            stop_reason=reason, candidates=candidates, draft_ref=draft.ref_id if draft else None,
         )
         self.step += 1
         self._last_t = now

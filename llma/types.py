@@ -61,6 +61,7 @@ class StepEvent:
     stop_reason: str | None = None
     candidates: int = 0  # drafts verified side by side in this forward (the kept one is `proposed` long)
     batch: int = 1  # requests that shared this forward (the batch engine; 1 alone)
+    draft_ref: RefId | None = None  # the reference the kept draft was copied from (None: no draft)
 
 
 @dataclass

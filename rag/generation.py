@@ -48,10 +48,15 @@ class _Run:
         self.sent = ""
         self.sent_spans: dict[int, int] = {}  # start -> end of each span as last sent
         self.stop_reason = "max_new_tokens"
+        self.drafts_by_source: dict[str, dict[str, int]] = {}  # ref id -> drafted and accepted tokens
 
     def step(self, event: StepEvent) -> AnswerDelta:
         self.stats.add(event)
         self.answer.extend(event.new_tokens)
+        if event.draft_ref is not None and event.proposed:
+            counts = self.drafts_by_source.setdefault(str(event.draft_ref), {"proposed": 0, "accepted": 0})
+            counts["proposed"] += event.proposed
+            counts["accepted"] += event.accepted
         ref = self.request.references.get(str(event.span.ref_id)) if event.span else None
         source = None  # the kind of text this step's accepted tokens were copied from
         if event.span and event.span.ref_id == OUTPUT_REF:  # the answer repeating itself
@@ -89,7 +94,8 @@ class _Run:
 
     def _answer(self) -> Answer:
         stats = {**self.stats.as_dict(), "prompt_tokens": len(self.request.prompt_ids),
-                 "references": len(self.request.references)}
+                 "references": len(self.request.references),
+                 "drafts_by_source": {k: dict(v) for k, v in self.drafts_by_source.items()}}
         sources: dict[str, SourceText] = {k: r.source for k, r in self.request.references.items()}
         return Answer(text=self.sent, spans=list(self.spans), passages=list(self.request.passages), stats=stats,
                       steps=self.steps, stop_reason=self.stop_reason, tokens=list(self.answer.tokens),

@@ -19,6 +19,10 @@ MAX_CHARS_PER_TOKEN = 16
 _ROLES = ("system", "user", "assistant")
 
 
+class PromptTooLongError(ValueError):
+    """The prompt does not fit: the model's context minus max_new_tokens, or a caller's own limit."""
+
+
 def clean_text(text: str) -> str:
     """`text` without control characters (tab and newline stay; CR-LF becomes LF) and with lone
     surrogates replaced by U+FFFD: the tokenizer refuses those, and terminal escapes or NULs pasted

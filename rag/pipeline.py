@@ -14,8 +14,8 @@ from llma import BatchEngine, DraftDefaults, Engine, EngineOptions, LLMAConfig, 
 from rag.cache import SessionCaches
 from rag.compare import compare
 from rag.generation import Request, run
-from rag.inputs import (check_history, check_messages, check_question, check_reference_texts,
-                        check_session)
+from rag.inputs import (PromptTooLongError, check_history, check_messages, check_question,
+                        check_reference_texts, check_session)
 from rag.prompt import Prompt, Turn, build_prompt, parse_history, render
 from rag.private_docs import SessionDocuments
 from rag.references import TokenizedText, build_references
@@ -123,13 +123,14 @@ class RAGPipeline:
         return passages, notice
 
     def prepare(self, question: str, history: History = (), settings: RagSettings = RagSettings(),
-                session: str | None = None) -> Request:
+                session: str | None = None, extra_sources: Sequence[SourceText] = ()) -> Request:
         """Retrieval, prompt and references for a question (no decoding); cached answers and
-        uploads only from `session`'s own (none without a session)."""
-        return self._prepare(question, history, settings, session)[0]
+        uploads only from `session`'s own (none without a session); `extra_sources`: more texts to
+        copy from (not in the prompt: a server request's own references)."""
+        return self._prepare(question, history, settings, session, tuple(extra_sources))[0]
 
-    def _prepare(self, question: str, history: History, settings: RagSettings,
-                 session: str | None) -> tuple[Request, str]:
+    def _prepare(self, question: str, history: History, settings: RagSettings, session: str | None,
+                 extra_sources: tuple[SourceText, ...] = ()) -> tuple[Request, str]:
         question = check_question(question)
         history = check_history(history)
         session = check_session(session)
@@ -139,26 +140,26 @@ class RAGPipeline:
         # plainly (and the notice tells the reader).
         prompt = build_prompt(self.tokenizer, question, turns, passages,
                               self._budget(settings.llma), with_index=bool(passages))
-        sources = self._sources(question, prompt, settings, session)
+        sources = self._sources(question, prompt, settings, session) + list(extra_sources)
         tokenized = TokenizedText(prompt.text, prompt.ids, prompt.offsets)
         refs = build_references(self.tokenizer, tokenized, sources, settings.refs_from_prompt)
         return Request(prompt.ids, refs, settings.llma, settings.stop, prompt.passages), notice
 
     def stream(self, question: str, history: History = (), settings: RagSettings = RagSettings(),
-               session: str | None = None) -> Iterator[AnswerDelta]:
+               session: str | None = None, extra_sources: Sequence[SourceText] = ()) -> Iterator[AnswerDelta]:
         """Deltas as the answer grows. With `settings.use_answer_cache` and a `session`, the
         session's earlier answers to similar questions are references and the finished answer is
         stored in that session's cache; without a session, no cache is used. An empty question or
         a bad session raises here, at once; other bad input on the first `next()`."""
         question = check_question(question)
         session = check_session(session)
-        return self._stream(question, check_history(history), settings, session)
+        return self._stream(question, check_history(history), settings, session, tuple(extra_sources))
 
-    def _stream(self, question: str, history: History, settings: RagSettings,
-                session: str | None) -> Iterator[AnswerDelta]:
+    def _stream(self, question: str, history: History, settings: RagSettings, session: str | None,
+                extra_sources: tuple[SourceText, ...] = ()) -> Iterator[AnswerDelta]:
         with self._decoding:
             with self._preparing:
-                request, notice = self._prepare(question, history, settings, session)
+                request, notice = self._prepare(question, history, settings, session, extra_sources)
             for delta in run(self.engine, request):
                 if delta.answer is not None:
                     delta.answer.notice = notice
@@ -212,23 +213,57 @@ class RAGPipeline:
                         refs_from_prompt: bool = True) -> Iterator[AnswerDelta]:
         """Generate for ready chat messages with the chat template, copying from `references`
         (ids "reference:<i>"); for the LangChain model."""
-        checked = check_messages(messages)
         texts = check_reference_texts(references, config.max_reference_tokens)
-        if isinstance(stop, (str, bytes)) or not all(isinstance(s, str) and s for s in stop):
-            raise ValueError("stop must be a list of non-empty strings")
-        return self._stream_messages(checked, texts, config, tuple(stop), refs_from_prompt)
+        sources = [SourceText(f"reference:{i}", "reference", t, f"reference {i + 1}") for i, t in enumerate(texts)]
+        return self.stream_chat(messages, sources, config, stop, refs_from_prompt)
 
-    def _stream_messages(self, messages: list[dict[str, str]], references: list[str], config: LLMAConfig,
-                         stop: tuple[str, ...], refs_from_prompt: bool) -> Iterator[AnswerDelta]:
+    def stream_chat(self, messages: Sequence[Mapping[str, str]], sources: Sequence[SourceText] = (),
+                    config: LLMAConfig = LLMAConfig(), stop: Sequence[str] = (), refs_from_prompt: bool = True,
+                    max_prompt_tokens: int | None = None) -> Iterator[AnswerDelta]:
+        """`stream_messages` with the references given as sources (their ids are the reference ids
+        that spans and `stats["drafts_by_source"]` name); a prompt longer than `max_prompt_tokens`
+        tokens is refused (ValueError, on the first `next()`)."""
+        checked = check_messages(messages)
+        check_reference_texts([s.text for s in sources], config.max_reference_tokens)
+        stops = _check_stop(stop)
+        return self._stream_rendered(lambda: render(self.tokenizer, checked), list(sources), config, stops,
+                                     refs_from_prompt, max_prompt_tokens)
+
+    def stream_text(self, text: str, sources: Sequence[SourceText] = (), config: LLMAConfig = LLMAConfig(),
+                    stop: Sequence[str] = (), refs_from_prompt: bool = True,
+                    max_prompt_tokens: int | None = None) -> Iterator[AnswerDelta]:
+        """`stream_chat` for a raw text prompt (no chat template): plain completion."""
+        if not isinstance(text, str) or not text:
+            raise ValueError("the prompt must be a non-empty text")
+        check_reference_texts([s.text for s in sources], config.max_reference_tokens)
+        stops = _check_stop(stop)
+
+        def tokenize() -> tuple[str, list[int], list[tuple[int, int]]]:
+            encoded = self.tokenizer(text, return_offsets_mapping=True)
+            return text, list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
+
+        return self._stream_rendered(tokenize, list(sources), config, stops, refs_from_prompt, max_prompt_tokens)
+
+    def _stream_rendered(self, tokenized: Callable[[], tuple[str, list[int], list[tuple[int, int]]]],
+                         sources: list[SourceText], config: LLMAConfig, stop: tuple[str, ...],
+                         refs_from_prompt: bool, max_prompt_tokens: int | None) -> Iterator[AnswerDelta]:
         with self._decoding:
-            text, ids, offsets = render(self.tokenizer, messages)
+            text, ids, offsets = tokenized()
             budget = self._budget(config)
+            if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+                raise PromptTooLongError(f"the prompt has {len(ids)} tokens, more than this server's limit of "
+                                 f"{max_prompt_tokens}")
             if len(ids) > budget:
-                raise ValueError(f"the prompt has {len(ids)} tokens but only {budget} fit "
+                raise PromptTooLongError(f"the prompt has {len(ids)} tokens but only {budget} fit "
                                  "(the model's context minus max_new_tokens)")
-            sources = [SourceText(f"reference:{i}", "reference", t, f"reference {i + 1}") for i, t in enumerate(references)]
             refs = build_references(self.tokenizer, TokenizedText(text, ids, offsets), sources, refs_from_prompt)
             yield from run(self.engine, Request(ids, refs, config, stop))
+
+
+def _check_stop(stop: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(stop, (str, bytes)) or not all(isinstance(s, str) and s for s in stop):
+        raise ValueError("stop must be a list of non-empty strings")
+    return tuple(stop)
 
 
 def _final(deltas: Iterator[AnswerDelta]) -> Answer:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 from transformers import PreTrainedTokenizerBase
 
+from rag.inputs import PromptTooLongError
 from rag.types import Passage
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def build_prompt(
     """
     bare = _make(tokenizer, question, [], [], with_index)
     if len(bare.ids) > budget:
-        raise ValueError(
+        raise PromptTooLongError(
             f"the question is too long: the prompt needs {len(bare.ids)} tokens but only {budget} fit "
             "(the model's context minus max_new_tokens); shorten the question or lower max_new_tokens")
     kept_turns = list(turns)

@@ -93,7 +93,8 @@ class TextSpan:
 
 @dataclass
 class Answer:
-    """A finished answer. `stats` is `DecodeStats.as_dict()` plus "prompt_tokens"; `steps` has one
+    """A finished answer. `stats` is `DecodeStats.as_dict()` plus "prompt_tokens", "references" and
+    "drafts_by_source" (reference id -> {"proposed", "accepted"} drafted tokens); `steps` has one
     dict per decoder step (proposed, accepted, new_tokens, step_s, and `source`: the kind of text
     its accepted tokens were copied from, a SourceKind, "blank" when they are only spaces or line
     breaks (no span: nothing to highlight), None when it copied nothing); `sources` maps every reference

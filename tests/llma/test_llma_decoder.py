@@ -38,6 +38,12 @@ def test_exact_event_sequence():
     assert [e.elapsed_s for e in events] == sorted(e.elapsed_s for e in events)
 
 
+def test_each_event_names_the_reference_its_draft_came_from_accepted_or_not():
+    # prefill -> 10; [10] matches b -> draft [99] rejected (0 accepted, still from b); [11] -> a.
+    events = run(ScriptedBackend(SCRIPT, eos=EOS), {"a": [11, 12, 13, 14, 15, EOS], "b": [10, 99]}, k=8)
+    assert [(e.draft_ref, e.proposed, e.accepted) for e in events] == [(None, 0, 0), ("b", 1, 0), ("a", 5, 5)]
+
+
 def test_output_equals_plain_decoding_and_stats_add_up():
     refs = {"a": [11, 12, 13, 14, 15, EOS], "b": [10, 99]}
     plain = Decoder(ScriptedBackend(SCRIPT, eos=EOS)).generate(PROMPT, stop=StopConfig(50, frozenset({EOS})))

@@ -1,0 +1,5 @@
+import sys
+
+from rag.serve.cli import main
+
+sys.exit(main())

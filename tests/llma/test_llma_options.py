@@ -30,7 +30,15 @@ def test_from_env_reads_the_variables_it_names_and_given_fields_win():
     assert EngineOptions.from_env(env, backend="hf").backend == "hf"
     assert EngineOptions.from_env({}) == EngineOptions()
     assert set(ENV) == {"LLMA_BACKEND", "LLMA_STATIC_ATTENTION", "LLMA_STATIC_COMPILE", "LLMA_STATIC_TREE",
-                        "LLMA_STATIC_ROWS"}
+                        "LLMA_STATIC_ROWS", "LLMA_BATCH_SLOTS"}
+
+
+def test_batch_slots_default_to_the_batch_engine_on_cpu_only():
+    assert EngineOptions().batch_default(cuda=False) == 8 and EngineOptions().batch_default(cuda=True) == 0
+    assert EngineOptions(backend="hf").batch_default(cuda=False) == 0  # a named backend: one at a time
+    assert EngineOptions.from_env({"LLMA_BATCH_SLOTS": "3"}).batch_default(cuda=True) == 3
+    with pytest.raises(ValueError, match="LLMA_BATCH_SLOTS"):
+        EngineOptions.from_env({"LLMA_BATCH_SLOTS": "many"})
 
 
 @pytest.mark.parametrize("env, match", [

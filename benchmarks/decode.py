@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from benchmarks.data import BenchPrompt, bench_prompts
 from benchmarks.report import MethodRun, commit, markdown, summarise, write_report
-from benchmarks.runners import EngineRunner, Runner, hf_runner, sync
+from benchmarks.runners import EngineRunner, Runner, hf_runner, setup, sync
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
-from llma.loading import LoadedModel, load_model
+from llma.loading import LoadedModel
 from llma.reference_index import POLICIES
 from llma.options import EngineOptions
 from llma.static import select_backend
@@ -188,11 +188,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    loaded = setup(args)
     # The environment is read here, at the edge: LLMA_STATIC_* choose the engine's kernels.
     engine = Engine(loaded, options=EngineOptions.from_env(os.environ, backend=args.backend))
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit, args.refs, args.max_passages)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import print_json
 from index import Embedder, build_index, load_index
 from rag.prompt import Turn
 from rag.retrieval import STANDALONE_SCORE, retrieve_in_conversation
@@ -93,10 +94,7 @@ def main() -> None:
         result = {"command": "python -m benchmarks.followup_query", "embedder": embedder.name,
                   "min_score": DEFAULT_MIN_SCORE, "top_k": K,
                   "rules": {name: evaluate(rule, questions) for name, rule in rules(index).items()}}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    print_json(result, args.json)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.report import print_json
 from index import Embedder, build_index, load_index
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,10 +88,7 @@ def main() -> None:
     result = {"embedder": embedder.name, "command": "python -m benchmarks.min_score "
               f"--articles {args.articles} --sample {args.sample}",
               "demo": demo(embedder), "squad": squad(embedder, Path(args.squad), args.articles, args.sample)}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    print_json(result, args.json)
 
 
 if __name__ == "__main__":

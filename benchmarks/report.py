@@ -171,6 +171,14 @@ def commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def print_json(result: dict[str, object], path: str | Path | None) -> None:
+    """`result` printed as JSON, and written to `path` if given (the measuring scripts' output)."""
+    text = json.dumps(result, indent=1)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+
+
 def write_report(path: Path, report: dict[str, object], table: str) -> None:
     """The results as JSON at `path` (with the commit) and the markdown table beside it (.md)."""
     report.setdefault("commit", commit())

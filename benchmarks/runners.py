@@ -2,6 +2,8 @@
 forward passes, proposed and accepted draft tokens (HF `generate` reports no forwards: 0, 0, 0)."""
 from __future__ import annotations
 
+import argparse
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -12,12 +14,21 @@ from benchmarks.data import BenchPrompt
 from llma.decoder import collect
 from llma.engine import Engine, LLMAConfig
 from llma.history import AnswerHistory
-from llma.loading import LoadedModel
+from llma.loading import LoadedModel, load_model
 from llma.types import StepEvent
 from llma.verifier import ForcedVerifier
 
 Runner = Callable[[BenchPrompt], tuple[list[int], int, int, int]]  # tokens, forwards, proposed, accepted
 
+
+
+def setup(args: argparse.Namespace) -> LoadedModel:
+    """A model benchmark's start: logging, torch's threads (`args.threads`, 0: its default) and the
+    model (`args.model`, `args.device`, `args.dtype`)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return load_model(args.model, device=args.device, dtype=args.dtype)
 
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work (CUDA); nothing on the CPU."""

@@ -17,7 +17,6 @@ import argparse
 import logging
 import os
 import platform
-import random
 import sys
 import threading
 import time
@@ -30,7 +29,8 @@ import torch
 
 from benchmarks.data import BenchPrompt, bench_prompts
 from benchmarks.report import commit, write_report
-from llma import AnswerHistory, Engine, EngineOptions, ForcedVerifier, LLMAConfig, collect, load_model
+from benchmarks.runners import setup
+from llma import AnswerHistory, Engine, EngineOptions, ForcedVerifier, LLMAConfig, collect
 from llma.batch import BatchEngine
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    loaded = setup(args)
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit)
     forced = args.mode == "forced"
     if forced and not all(p.target for p in prompts):

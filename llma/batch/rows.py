@@ -60,7 +60,6 @@ def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, p
     bias = torch.zeros(seen.shape, dtype=q.dtype, device=q.device).masked_fill_(~seen, float("-inf"))
     qg = q.view(rows, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * rows, d)  # (group, row)
     qg = pad_rows(qg, tile, 1)  # [kv, M, d]
-    m = qg.shape[1]
     bias = pad_rows(bias.repeat(groups, 1), tile, 0)  # [M, L]: padding rows see every key (never read)
     scores = torch.matmul(qg[None], k_d.transpose(-1, -2)) * scale + bias  # [drafts, kv, M, L]
     out = torch.matmul(torch.softmax(scores, -1), v_d)  # [drafts, kv, M, d]

@@ -132,5 +132,5 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"{r['date']} · {r['machine']} · Python {r['python']} · commit {r['git_commit']}\n\n"
             f"| Figure | Value |\n|---|---|\n{table}\n\n"
             "Latency and first-text times are from submit, so they include the wait in the app's "
-            "queue (one generation at a time). The CPU was shared with other jobs: see the load "
-            f"averages.\n\nErrors: {errors}\n")
+            "queue (as many answers at a time as the engine decodes together). The CPU was shared "
+            f"with other jobs: see the load averages.\n\nErrors: {errors}\n")

@@ -99,7 +99,9 @@ def test_uploaded_markup_is_shown_as_text_not_executed(page, tmp_path):
     doc.write_text(XSS_DOC, encoding="utf-8")
     page.get_by_text("Add documents").click()
     page.locator("#llma-upload input[type=file]").set_input_files(str(doc))
-    page.locator("#llma-upload").get_by_text("zorblax.md").first.wait_for(state="visible")
+    # Loose: under a full test run on 2 cores the upload itself can take longer than the default 30 s.
+    page.locator("#llma-upload").get_by_text("zorblax.md").first.wait_for(state="visible",
+                                                                          timeout=ANSWER_TIMEOUT_MS)
     page.click("#llma-upload-btn")
     page.wait_for_function(
         "() => (document.querySelector('#llma-upload-msg textarea') || {}).value"

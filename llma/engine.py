@@ -189,6 +189,12 @@ def build_proposer(references: Mapping[RefId, Sequence[int]], config: LLMAConfig
     return Proposer(index, config.copy_length(), output, history if learn else None)
 
 
+def eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
+    """The model's end-of-sequence token ids (its generation config's, one or a list)."""
+    eos = loaded.model.generation_config.eos_token_id
+    return frozenset(int(t) for t in (eos if isinstance(eos, list) else [eos]) if t is not None)
+
+
 def build_verifier(config: LLMAConfig, prompt: Sequence[int] = ()) -> Verifier:
     """Greedy for temperature 0, else lossless speculative sampling seeded by `config.seed`; with
     `config`'s penalties (llma.penalties) for one generation after `prompt`."""
@@ -221,9 +227,7 @@ class Engine:
         self.options = options or EngineOptions()
         self.backend: Backend = backend if backend is not None else select_backend(loaded.model, self.options)
         self.decoder = Decoder(self.backend)
-        eos = loaded.model.generation_config.eos_token_id
-        eos_ids = eos if isinstance(eos, list) else [eos]
-        self.eos_token_ids = frozenset(int(t) for t in eos_ids if t is not None)
+        self.eos_token_ids = eos_token_ids(loaded)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
         self.history = AnswerHistory()  # this engine's answers so far (LLMAConfig.answer_history)
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 
-from llma.batch.budget import CostModel, RowBudget
+from llma.batch.budget import TIERS, CostModel, RowBudget
 from llma.batch.runner import MAX_ROWS, BatchRunner
 from llma.batch.scheduler import Scheduler, SchedulerStats
 from llma.checks import check_references, check_token_ids
 from llma.decoder import collect
 from llma.engine import (OUTPUT_REF, DraftDefaults, Engine, LLMAConfig, build_proposer, build_verifier,
-                         fixed_block_defaults)
+                         eos_token_ids, fixed_block_defaults)
 from llma.history import AnswerHistory
 from llma.loading import LoadedModel
 from llma.options import EngineOptions
 from llma.sequence import DecodeState, StopConfig
 from llma.static.family import unsupported_reason
-from llma.static.packing import draft_caps
 from llma.types import DecodeResult, RefId, StepEvent
 from llma.verifier import Verifier
 
@@ -46,13 +45,11 @@ class BatchEngine:
         self.runner = BatchRunner(loaded.model, slots, max_len)
         cost = cost or self.runner.measure()
         self.scheduler = Scheduler(self.runner, RowBudget(cost))
-        eos = loaded.model.generation_config.eos_token_id
-        eos_ids = eos if isinstance(eos, list) else [eos]
-        self.eos_token_ids = frozenset(int(t) for t in eos_ids if t is not None)
+        self.eos_token_ids = eos_token_ids(loaded)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
         self.history = AnswerHistory()
         self.draft_defaults: DraftDefaults = fixed_block_defaults(MAX_ROWS - 1)
-        self.drafts_per_step = len(draft_caps(MAX_ROWS, 4))
+        self.drafts_per_step = max(drafts for _, drafts in TIERS)  # the largest tier's
 
     @property
     def context_length(self) -> int:

@@ -38,9 +38,20 @@ def draft_slots(length: int, pos: int, shifts: torch.Tensor) -> torch.Tensor:
     return (at[None] + (at[None] > pos) * shifts[:, None]).clamp_(max=length - 1)
 
 
+def block_mask(length: int, pos: int, rel: torch.Tensor, shifts: torch.Tensor, groups: int, tile: int,
+               dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """What `block_attention` reads of a block besides its tensors, the same in every layer: per
+    draft the slot of each position [drafts, L] (`draft_slots`) and the additive mask [M, L] of its
+    (group, row) query rows padded to whole `tile`s (padding rows see every key; never read)."""
+    slots = draft_slots(length, pos, shifts)
+    seen = torch.arange(length, device=rel.device)[None] <= (pos + rel)[:, None]  # [rows, L]
+    bias = torch.zeros(seen.shape, dtype=dtype, device=rel.device).masked_fill_(~seen, float("-inf"))
+    return slots, pad_rows(bias.repeat(groups, 1), tile, 0)
+
+
 def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, pos: int,
                     rel: torch.Tensor, owner: torch.Tensor, shifts: torch.Tensor, scale: float,
-                    tile: int) -> torch.Tensor:
+                    tile: int, mask: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Attention of one request's block over its own cache slot.
 
     q [rows, heads, d]: the block's queries, row r at position `pos + rel[r]` of draft `owner[r]`;
@@ -48,19 +59,17 @@ def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, p
     shifts [drafts]: per draft, from a key's position after `pos` to its slot. Each draft's keys are
     gathered into position order, so a row reads the keys it may see in the order a one-draft step
     would give them, and the rest add exact zeros; the products run over whole `tile`s of rows.
+    `mask`: `block_mask`'s result, made once per step (made here if not given).
     Returns [rows, heads * d].
     """
     kv, length, d = keys.shape
     rows, heads, _ = q.shape
     groups = heads // kv
-    slots = draft_slots(length, pos, shifts)  # [drafts, L]
+    slots, bias = mask or block_mask(length, pos, rel, shifts, groups, tile, q.dtype)
     k_d = keys[:, slots].transpose(0, 1)  # [drafts, kv, L, d]
     v_d = values[:, slots].transpose(0, 1)
-    seen = torch.arange(length, device=q.device)[None] <= (pos + rel)[:, None]  # [rows, L]
-    bias = torch.zeros(seen.shape, dtype=q.dtype, device=q.device).masked_fill_(~seen, float("-inf"))
     qg = q.view(rows, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * rows, d)  # (group, row)
     qg = pad_rows(qg, tile, 1)  # [kv, M, d]
-    bias = pad_rows(bias.repeat(groups, 1), tile, 0)  # [M, L]: padding rows see every key (never read)
     scores = torch.matmul(qg[None], k_d.transpose(-1, -2)) * scale + bias  # [drafts, kv, M, L]
     out = torch.matmul(torch.softmax(scores, -1), v_d)  # [drafts, kv, M, d]
     out = out[:, :, : groups * rows].view(-1, kv, groups, rows, d)

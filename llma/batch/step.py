@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from llma.batch.cache import SlotCache
-from llma.batch.rows import block_attention, linear, padded
+from llma.batch.rows import block_attention, block_mask, linear, padded
 from llma.static.packing import PackedBlock, pack
 
 
@@ -100,18 +100,22 @@ class BatchStep:
         w = self.weights
         cache = self.cache
         device = w.device
-        per_block = [(torch.tensor(b.rel, device=device), torch.tensor(b.owner, device=device),
-                      torch.tensor(b.shifts, device=device)) for b in blocks]
+        groups = w.heads // w.kv_heads
+        per_block = []  # per block, once a step: its rows' drafts, shifts and mask (the same in every layer)
+        for b in blocks:
+            rel, owner, shifts = (torch.tensor(t, device=device) for t in (b.rel, b.owner, b.shifts))
+            per_block.append((rel, owner, shifts, block_mask(b.length, b.pos, rel, shifts, groups, self.tile,
+                                                             w.dtype)))
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             cache.write(i, slots, key_slots, k[:n], v[:n])
             outs = []
             at = 0
-            for b, (rel, owner, shifts) in zip(blocks, per_block):
+            for b, (rel, owner, shifts, mask) in zip(blocks, per_block):
                 rows = len(b)
                 outs.append(block_attention(q[at : at + rows], cache.k[i, b.slot, :, : b.length],
                                             cache.v[i, b.slot, :, : b.length], b.pos, rel, owner, shifts,
-                                            w.scale, self.tile))
+                                            w.scale, self.tile, mask))
                 at += rows
             if m > n:
                 outs.append(q.new_zeros(m - n, w.heads * w.head_dim))

@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         solo = None
         for c in levels:
             history = AnswerHistory()  # every run learns from its own answers only
+            if engine is batch and c > 1:  # untimed: one wave first, so the step shapes it uses are captured
+                replay(lambda p: run_one(engine, p, cfg, forced, AnswerHistory(), lock), prompts[:c], c, None)
             before = replace(batch.stats)
             done, wall = replay(lambda p: run_one(engine, p, cfg, forced, history, lock), prompts, c,
                                 args.rate if c > 1 else None)
@@ -194,6 +196,9 @@ def main(argv: list[str] | None = None) -> int:
             row = summary(method, c, done, wall, solo, host, mean_batch)
             print(row, flush=True)
             report["results"].append(row)
+    fixed = batch.runner.fixed
+    report["fixed_steps"] = fixed is not None
+    report["captured_shapes"] = len(fixed.captured) if fixed is not None else 0
     batch.close()
     table = markdown(report)
     print(table)

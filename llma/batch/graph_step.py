@@ -62,6 +62,30 @@ class Shape:
         return self.blocks * self.rows
 
 
+class Launched:
+    """A queued step: `result()` waits for the device (releasing the GIL, so other threads run
+    meanwhile) and returns per block its `BlockOut`."""
+
+    def __init__(self, blocks: Sequence[Block], starts: list[int], logits: torch.Tensor,
+                 argmax: torch.Tensor) -> None:
+        self.blocks = blocks
+        self.starts = starts
+        self.logits = logits
+        if argmax.device.type == "cuda":  # copied to pinned memory behind the step, then waited for
+            self.argmax = torch.empty(argmax.shape, dtype=argmax.dtype, pin_memory=True)
+            self.argmax.copy_(argmax, non_blocking=True)
+            self.done: torch.cuda.Event | None = torch.cuda.Event()
+            self.done.record()
+        else:
+            self.argmax = argmax
+            self.done = None
+
+    def result(self) -> list[BlockOut]:
+        if self.done is not None:
+            self.done.synchronize()
+        return split_out(self.blocks, self.logits, self.starts, self.argmax.tolist())
+
+
 class GraphStep:
     """`step(blocks)`: per block its `BlockOut` after one forward over decoding blocks (packed, from
     `Block.packed`), in their bucket's shape; with `graphs` (CUDA) each shape is captured on first use.
@@ -85,8 +109,13 @@ class GraphStep:
             self.side = torch.cuda.Stream(w.device)
             self.pool = torch.cuda.graph_pool_handle()
 
-    @torch.no_grad()
     def __call__(self, blocks: Sequence[Block]) -> list[BlockOut]:
+        return self.launch(blocks).result()
+
+    @torch.no_grad()
+    def launch(self, blocks: Sequence[Block]) -> Launched:
+        """The step queued on the device (with `graphs`: the host returns at once); its `result()`
+        waits for it."""
         if len(blocks) > self.max_blocks:
             raise ValueError(f"a step takes at most {self.max_blocks} blocks, got {len(blocks)}")
         shape = Shape.of(blocks, self.max_blocks)
@@ -97,8 +126,7 @@ class GraphStep:
             logits, argmax = captured.replay()
         else:
             logits, argmax = self._forward(shape, upload(values, self.weights.device))
-        starts = [i * shape.rows for i in range(len(blocks))]
-        return split_out(blocks, logits, starts, argmax.tolist())
+        return Launched(blocks, [i * shape.rows for i in range(len(blocks))], logits, argmax)
 
     def _graph(self, shape: Shape) -> Captured:
         if shape not in self.captured:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedModel
@@ -82,17 +82,27 @@ class BatchRunner:
         return min(size if need <= 512 else -(-need // 512) * 512, self.capacity)
 
     def run(self, blocks: Sequence[Block]) -> list[BlockOut]:
-        """One step: per block (in order) its `out` rows' argmax and logits. With `fixed` steps the
-        prompt chunks run first, eagerly, then the decoding blocks in their bucket's shape."""
+        """One step: per block (in order) its `out` rows' argmax and logits."""
+        return self.launch(blocks)()
+
+    def launch(self, blocks: Sequence[Block]) -> Callable[[], list[BlockOut]]:
+        """One step started: call the result to wait for it (per block, in order, its `out` rows'
+        argmax and logits). With `fixed` steps the prompt chunks run first, eagerly, then the
+        decoding blocks are queued in their bucket's shape and the host is free until the call."""
         if self.fixed is None:
-            return self.step(blocks)
-        outs: list[BlockOut | None] = [None] * len(blocks)
-        for prompt, run in ((True, self.step), (False, self.fixed)):
-            at = [i for i, b in enumerate(blocks) if b.prompt == prompt]
-            if at:
-                for i, out in zip(at, run([blocks[i] for i in at])):
-                    outs[i] = out
-        return outs
+            outs = self.step(blocks)
+            return lambda: outs
+        prompts = [i for i, b in enumerate(blocks) if b.prompt]
+        decoding = [i for i, b in enumerate(blocks) if not b.prompt]
+        done = dict(zip(prompts, self.step([blocks[i] for i in prompts]))) if prompts else {}
+        queued = self.fixed.launch([blocks[i] for i in decoding]) if decoding else None
+
+        def result() -> list[BlockOut]:
+            if queued is not None:
+                done.update(zip(decoding, queued.result()))
+            return [done[i] for i in range(len(blocks))]
+
+        return result
 
     def measure(self, rows: Sequence[int] = (16, 32, 64, 128, 256)) -> CostModel:
         """The step's cost by row count, timed now on a free slot (the faster of two runs each)."""

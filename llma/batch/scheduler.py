@@ -61,7 +61,8 @@ class SchedulerStats:
 
     @property
     def host_share(self) -> float:
-        """The share of the loop's busy time spent on the host (planning, verdicts, events)."""
+        """The share of the loop's busy time spent on the host (planning, verdicts, events; the
+        events go out while the next step runs on a CUDA device)."""
         busy = self.forward_s + self.host_s
         return self.host_s / busy if busy else 0.0
 
@@ -80,6 +81,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._unseen = 0  # requests submitted, not yet taken in by the loop
+        self._outbox: list[tuple[queue.SimpleQueue, object]] = []  # events not yet handed to their readers
 
     @property
     def running(self) -> int:
@@ -133,6 +135,8 @@ class Scheduler:
 
     def _loop(self) -> None:
         while not self._closed:
+            if not self._running:
+                self._deliver()
             self._take(block=not self._running and not self._waiting)
             self._drop_cancelled()
             self._admit()
@@ -146,6 +150,13 @@ class Scheduler:
                     self._finish(r, err)
         for r in [*self._running, *self._waiting]:
             self._finish(r, RuntimeError("the scheduler was closed"))
+        self._deliver()
+
+    def _deliver(self) -> None:
+        """Hand the events held back to their readers (each `put` may wake a reader's thread)."""
+        outbox, self._outbox = self._outbox, []
+        for events, item in outbox:
+            events.put(item)
 
     def _take(self, block: bool) -> None:
         try:
@@ -177,8 +188,8 @@ class Scheduler:
             self._running.remove(r)
             self.runner.cache.release(r.slot)
         if error is not None:
-            r.events.put(error)
-        r.events.put(_END)
+            self._outbox.append((r.events, error))
+        self._outbox.append((r.events, _END))
 
     def _step(self) -> None:
         started = time.perf_counter()
@@ -187,7 +198,12 @@ class Scheduler:
         plans = [self._plan(r, tier) for r in self._running]
         blocks = [p.block for p in plans]
         planned = time.perf_counter()
-        outs = self.runner.run(blocks)
+        result = self.runner.launch(blocks)
+        launched = time.perf_counter()
+        # The last step's events go to their readers while this one runs on the device.
+        self._deliver()
+        delivered = time.perf_counter()
+        outs = result()
         ran = time.perf_counter()
         batch = len(self._running)
         for p, out in zip(plans, outs):
@@ -197,8 +213,8 @@ class Scheduler:
         s.steps += 1
         s.request_steps += len(plans)
         s.rows += sum(len(b) for b in blocks)
-        s.forward_s += ran - planned
-        s.host_s += (planned - started) + (done - ran)
+        s.forward_s += (launched - planned) + (ran - delivered)  # starting the step, waiting for it
+        s.host_s += (planned - started) + (delivered - launched) + (done - ran)
 
     def _plan(self, r: _Request, tier: Tier) -> _Plan:
         if r.prefilling:
@@ -233,7 +249,7 @@ class Scheduler:
                 draft = p.drafts[verdict.draft]
                 self.budget.observe(kept, kept == len(draft) and len(draft) >= p.cap)
             event = r.state.advance(p.drafts, verdict)
-        r.events.put(_with_batch(event, batch))
+        self._outbox.append((r.events, _with_batch(event, batch)))
         if event.finished:
             self._finish(r, None)
 

@@ -104,8 +104,11 @@ class BatchRunner:
 
         return result
 
-    def measure(self, rows: Sequence[int] = (16, 32, 64, 128, 256)) -> CostModel:
-        """The step's cost by row count, timed now on a free slot (the faster of two runs each)."""
+    def measure(self, rows: Sequence[int] | None = None) -> CostModel:
+        """The step's cost by row count (default: 16 to 256 rows; with fixed shapes, powers of two
+        up to every slot's full block), timed now on a free slot (the faster of two runs each)."""
+        if rows is None:
+            rows = [16 << i for i in range(12)] if self.fixed is not None else [16, 32, 64, 128, 256]
         rows = [r for r in rows if r <= self.slots * MAX_ROWS] or list(rows[:1])
         slot = self.cache.acquire()
         try:

@@ -140,6 +140,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--slots", type=int, default=16, help="requests decoded at once by the batch engine")
     ap.add_argument("--max-len", type=int, default=2048, help="context per slot")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--random", choices=("7b",), default=None,
+                    help="decode with a random-weight Llama of this shape (the model's tokenizer for the prompts)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--threads", type=int, default=0)
@@ -151,6 +153,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     loaded = setup(args)
+    if args.random:
+        from benchmarks.gpu_steps import SEVEN_B, random_llama
+
+        big = random_llama(SEVEN_B, loaded.model.config.vocab_size, loaded.device, loaded.dtype)
+        loaded = replace(big, tokenizer=loaded.tokenizer)
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit)
     forced = args.mode == "forced"
     if forced and not all(p.target for p in prompts):
@@ -180,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         solo = None
         for c in levels:
             history = AnswerHistory()  # every run learns from its own answers only
+            if engine is batch and c > 1:  # untimed: one wave first, so the step shapes it uses are captured
+                replay(lambda p: run_one(engine, p, cfg, forced, AnswerHistory(), lock), prompts[:c], c, None)
             before = replace(batch.stats)
             done, wall = replay(lambda p: run_one(engine, p, cfg, forced, history, lock), prompts, c,
                                 args.rate if c > 1 else None)
@@ -194,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
             row = summary(method, c, done, wall, solo, host, mean_batch)
             print(row, flush=True)
             report["results"].append(row)
+    fixed = batch.runner.fixed
+    report["fixed_steps"] = fixed is not None
+    report["captured_shapes"] = len(fixed.captured) if fixed is not None else 0
     batch.close()
     table = markdown(report)
     print(table)

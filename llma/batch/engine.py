@@ -34,15 +34,15 @@ class BatchEngine:
 
     `cost`: the step's cost by row count, which sets how many drafted rows each request gets as the
     batch grows (default: measured now, a few seconds). `max_len` caps the context (each slot holds
-    one). Raises ValueError for a model family outside the static arithmetic (llma.static.family).
+    one). `fixed`: decoding steps in fixed shapes, CUDA graphs on CUDA (default there; see BatchRunner). Raises ValueError for a model family outside the static arithmetic (llma.static.family).
     """
 
     concurrent = True  # callers may stream from many threads at once
 
     def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
-                 cost: CostModel | None = None) -> None:
+                 cost: CostModel | None = None, fixed: bool | None = None) -> None:
         self.loaded = loaded
-        self.runner = BatchRunner(loaded.model, slots, max_len)
+        self.runner = BatchRunner(loaded.model, slots, max_len, fixed)
         cost = cost or self.runner.measure()
         self.scheduler = Scheduler(self.runner, RowBudget(cost))
         self.eos_token_ids = eos_token_ids(loaded)

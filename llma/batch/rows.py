@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 TILES = (4, 8, 16, 32)  # the row tiles `choose_tile` tries, smallest first
+TRIALS = (1, 2, 3, 5, 7, 9, 17, 40, 97, 130)  # row counts `row_invariant` compares by default
 
 
 def padded(n: int, tile: int) -> int:
@@ -82,10 +83,10 @@ def linear(x: torch.Tensor, weight: torch.Tensor, tile: int) -> torch.Tensor:
     return F.linear(pad_rows(x, tile), weight)[: x.shape[0]]
 
 
-def row_invariant(weight: torch.Tensor, tile: int, trials: tuple[int, ...] = (1, 2, 3, 5, 7, 9, 17, 40, 97, 130)
-                  ) -> bool:
+def row_invariant(weight: torch.Tensor, tile: int, trials: tuple[int, ...] | None = None) -> bool:
     """Do the rows of `x @ weight.T` (F.linear) and of `addmm(x, y, weight.T)` (the layers' residual
     products) come out the same whatever the row count, over whole `tile`s, for this shape here?"""
+    trials = trials or TRIALS
     g = torch.Generator(device=weight.device).manual_seed(0)
     x = torch.randn(max(trials), weight.shape[1], generator=g, device=weight.device, dtype=weight.dtype)
     r = torch.randn(max(trials), weight.shape[0], generator=g, device=weight.device, dtype=weight.dtype)
@@ -97,6 +98,7 @@ def row_invariant(weight: torch.Tensor, tile: int, trials: tuple[int, ...] = (1,
     return all(all(torch.equal(a, b[:n]) for a, b in zip(both(n), full)) for n in trials)
 
 
-def choose_tile(weights: Sequence[torch.Tensor]) -> int | None:
-    """The smallest of TILES for which every one of `weights` is `row_invariant`; None if none is."""
-    return next((t for t in TILES if all(row_invariant(w, t) for w in weights)), None)
+def choose_tile(weights: Sequence[torch.Tensor], trials: tuple[int, ...] = TRIALS) -> int | None:
+    """The smallest of TILES for which every one of `weights` is `row_invariant` over `trials` row
+    counts; None if none is."""
+    return next((t for t in TILES if all(row_invariant(w, t, trials) for w in weights)), None)

@@ -11,8 +11,8 @@ from transformers import PreTrainedModel
 from llma.backend import context_length_of
 from llma.batch.budget import CostModel
 from llma.batch.cache import SlotCache
-from llma.batch.rows import TILES, choose_tile
-from llma.batch.step import BatchStep, Block
+from llma.batch.rows import TILES, TRIALS, choose_tile
+from llma.batch.step import BatchStep, Block, BlockOut
 from llma.static.family import unsupported_reason
 from llma.static.weights import LlamaWeights
 
@@ -31,32 +31,47 @@ class BatchRunner:
     every row the same bits whatever the row count (checked at start-up on the model's weights);
     `invariant` is False where no tile does, and a request's output may then differ from its solo
     run (logged).
+    `fixed`: decoding steps in fixed shapes (llma.batch.graph_step: Triton split attention, CUDA
+    graphs on CUDA; on CPU only under Triton's interpreter, for tests); default: on CUDA. Prompt
+    chunks always run the eager step (llma.batch.step).
     """
 
-    def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None) -> None:
+    def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None,
+                 fixed: bool | None = None) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the batch engine cannot run {type(model).__name__}: {reason}")
         self.device = model.device
         self.context_length = min(context_length_of(model), max_len or 4096)
         self.capacity = -(-(self.context_length + MAX_ROWS) // 64) * 64
+        fixed = self.device.type == "cuda" if fixed is None else fixed
+        self.slots = slots
         with torch.no_grad():
             self.weights = LlamaWeights(model, self.capacity, compile=False)
             w = self.weights
-            self.cache = SlotCache(len(w.layers), slots, w.kv_heads, self.capacity, w.head_dim, w.dtype,
+            # One slot more than requests: the scratch slot, where a fixed shape's dummy blocks write.
+            self.cache = SlotCache(len(w.layers), slots + 1, w.kv_heads, self.capacity, w.head_dim, w.dtype,
                                    self.device)
+            self.scratch = self.cache.acquire()
             layer = w.layers[0]
-            tile = choose_tile((w.lm_head, layer.qkv, layer.gate_up, layer.o_t.t(), layer.down_t.t()))
+            trials = TRIALS
+            if fixed:  # every bucket's row count, and prompt chunks side by side
+                most = 1 << (slots - 1).bit_length()
+                trials = tuple(sorted({*TRIALS, *(1 << i for i in range(13) if 1 << i <= most * MAX_ROWS),
+                                       *(PREFILL_CHUNK * i for i in (1, 2, 3, 4, 8, 16) if i <= slots)}))
+            tile = choose_tile((w.lm_head, layer.qkv, layer.gate_up, layer.o_t.t(), layer.down_t.t()), trials)
         self.invariant = tile is not None
         self.tile = tile or TILES[-1]
         if not self.invariant:
             log.warning("this machine's matrix products round rows differently by row count: batched "
                         "outputs may differ from solo runs")
         self.step = BatchStep(self.weights, self.cache, self.tile)
+        self.fixed = None
+        if fixed:
+            from llma.batch.graph_step import GraphStep  # needs triton: imported only here
 
-    @property
-    def slots(self) -> int:
-        return self.cache.slots
+            self.fixed = GraphStep(self.weights, self.cache, self.scratch, self.tile,
+                                   graphs=self.device.type == "cuda", max_blocks=slots)
 
     def attention_length(self, need: int) -> int:
         """The attention length L for a request that may reach `need` keys: powers of two from 128 to
@@ -66,16 +81,26 @@ class BatchRunner:
             size *= 2
         return min(size if need <= 512 else -(-need // 512) * 512, self.capacity)
 
-    def run(self, blocks: Sequence[Block]) -> torch.Tensor:
-        """One step: the logits [rows, vocab] (fp32) of `blocks`' rows, in order."""
-        return self.step(blocks)
+    def run(self, blocks: Sequence[Block]) -> list[BlockOut]:
+        """One step: per block (in order) its `out` rows' argmax and logits. With `fixed` steps the
+        prompt chunks run first, eagerly, then the decoding blocks in their bucket's shape."""
+        if self.fixed is None:
+            return self.step(blocks)
+        outs: list[BlockOut | None] = [None] * len(blocks)
+        for prompt, run in ((True, self.step), (False, self.fixed)):
+            at = [i for i, b in enumerate(blocks) if b.prompt == prompt]
+            if at:
+                for i, out in zip(at, run([blocks[i] for i in at])):
+                    outs[i] = out
+        return outs
 
     def measure(self, rows: Sequence[int] = (16, 32, 64, 128, 256)) -> CostModel:
         """The step's cost by row count, timed now on a free slot (the faster of two runs each)."""
+        rows = [r for r in rows if r <= self.slots * MAX_ROWS] or list(rows[:1])
         slot = self.cache.acquire()
         try:
             def timed(r: int) -> float:
-                blocks = [Block.chunk(slot, 0, [0] * min(MAX_ROWS, r - i * MAX_ROWS), 128, logits=True)
+                blocks = [Block.packed(slot, 128, [[0] * min(MAX_ROWS, r - i * MAX_ROWS)], 256)[0]
                           for i in range(-(-r // MAX_ROWS))]
                 best = float("inf")
                 for _ in range(2):

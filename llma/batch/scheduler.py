@@ -21,7 +21,7 @@ import torch
 
 from llma.batch.budget import RowBudget, Tier
 from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, BatchRunner
-from llma.batch.step import Block
+from llma.batch.step import Block, BlockOut
 from llma.sequence import DecodeState
 from llma.static.packing import PackedBlock, draft_caps
 from llma.types import Draft, StepEvent
@@ -187,14 +187,11 @@ class Scheduler:
         plans = [self._plan(r, tier) for r in self._running]
         blocks = [p.block for p in plans]
         planned = time.perf_counter()
-        logits = self.runner.run(blocks)  # [the blocks' out rows, vocab]
-        argmax = logits.argmax(-1).tolist()
+        outs = self.runner.run(blocks)
         ran = time.perf_counter()
-        at = 0
-        for p in plans:
-            rows = len(p.block.out)
-            self._apply(p, logits[at : at + rows], argmax[at : at + rows], len(self._running))
-            at += rows
+        batch = len(self._running)
+        for p, out in zip(plans, outs):
+            self._apply(p, out, batch)
         done = time.perf_counter()
         s = self.stats
         s.steps += 1
@@ -215,17 +212,18 @@ class Scheduler:
         block, packing = Block.packed(r.slot, r.cached, state.rows(drafts), r.length)
         return _Plan(r, block, drafts, packing, caps[0] if caps else tier.max_draft)
 
-    def _apply(self, p: _Plan, logits: torch.Tensor, argmax: list[int], batch: int) -> None:
+    def _apply(self, p: _Plan, out: BlockOut, batch: int) -> None:
         r = p.request
         if p.packing is None:  # a prompt chunk
             r.cached += len(p.block)
             if r.prefilling:
                 return
-            event = r.state.start(r.state.verifier.verify(logits[-1:], (), 0))
+            event = r.state.start(r.state.verifier.verify(out.logits([-1]), (), 0))
         else:
             index = p.packing.index
+            argmax = out.argmax
             verdict: Verdict = r.state.verdict(p.drafts, lambda: [[argmax[i] for i in rows] for rows in index],
-                                               lambda: _draft_logits(logits, index, r.state.rows_rule))
+                                               lambda: _draft_logits(out, index, r.state.rows_rule))
             kept = verdict.accepted
             if kept and p.packing.shift[verdict.draft]:
                 source = r.cached + 1 + p.packing.shift[verdict.draft]
@@ -249,13 +247,14 @@ class _Plan:
     cap: int  # the longest draft its block took
 
 
-def _draft_logits(logits: torch.Tensor, index: list[list[int]], every: bool) -> torch.Tensor:
+def _draft_logits(out: BlockOut, index: list[list[int]], every: bool) -> torch.Tensor:
     """The first draft's rows [rows, vocab], or with `every` each draft's [drafts, longest, vocab]
     (shorter drafts padded with their first row, never read)."""
     if not every:
-        return logits[index[0]]
+        return out.logits(index[0])
     longest = max(map(len, index))
-    return logits[torch.tensor([rows + rows[:1] * (longest - len(rows)) for rows in index])]
+    flat = [i for rows in index for i in rows + rows[:1] * (longest - len(rows))]
+    return out.logits(flat).view(len(index), longest, -1)
 
 
 def _with_batch(event: StepEvent, batch: int) -> StepEvent:

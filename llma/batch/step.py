@@ -26,7 +26,8 @@ class Block:
     ids [rows]: tokens; rel [rows]: each row's position after `pos`; owner [rows]: each row's draft;
     shifts [drafts]: per draft, from a key's position after `pos` to its slot (row r's key is written
     at slot `pos + r`); length: the request's attention length L (fixed for its whole generation);
-    out: the rows whose logits the step returns.
+    out: the rows whose logits the step returns; prompt: a chunk of the prompt (else the last token
+    and packed drafts).
     """
 
     slot: int
@@ -37,6 +38,7 @@ class Block:
     shifts: tuple[int, ...]
     length: int
     out: tuple[int, ...]
+    prompt: bool = False
 
     @staticmethod
     def chunk(slot: int, pos: int, ids: Sequence[int], length: int, last: bool = False,
@@ -45,7 +47,7 @@ class Block:
         prompt's last chunk), of every row if `logits`, else none."""
         n = len(ids)
         out = tuple(range(n)) if logits else (n - 1,) if last else ()
-        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length, out)
+        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length, out, prompt=True)
 
     @staticmethod
     def packed(slot: int, pos: int, rows: Sequence[Sequence[int]], length: int) -> tuple[Block, PackedBlock]:
@@ -60,9 +62,37 @@ class Block:
         return len(self.ids)
 
 
+@dataclass(frozen=True)
+class BlockOut:
+    """One block's `out` rows after a step: their argmax (host ints) and, on demand, their logits.
+
+    `source` [rows, vocab] holds them (any float dtype): out row i is `source[rows[i]]`."""
+
+    argmax: list[int]
+    source: torch.Tensor
+    rows: list[int]
+
+    def logits(self, index: Sequence[int]) -> torch.Tensor:
+        """The fp32 logits [len(index), vocab] of out rows `index` (negative counts from the end)."""
+        picked = torch.tensor([self.rows[i] for i in index], dtype=torch.long, device=self.source.device)
+        return self.source[picked].float()
+
+
+def split_out(blocks: Sequence[Block], source: torch.Tensor, starts: Sequence[int],
+              argmax: Sequence[int]) -> list[BlockOut]:
+    """Per block its `BlockOut`: block i's row r is `source[starts[i] + r]`, its argmax
+    `argmax[starts[i] + r]`."""
+    outs = []
+    for b, start in zip(blocks, starts):
+        rows = [start + r for r in b.out]
+        outs.append(BlockOut([argmax[i] for i in rows], source, rows))
+    return outs
+
+
 class BatchStep:
-    """`step(blocks)`: the logits [the blocks' `out` rows, vocab] (fp32, in order) of one forward over
-    `blocks`, their keys and values written into their slots first; every product over whole `tile`s."""
+    """`step(blocks)`: per block its `BlockOut` (its `out` rows' argmax and fp32 logits) after one
+    forward over `blocks`, their keys and values written into their slots first; every product over
+    whole `tile`s. Eager: any blocks (prompt chunks too), on any device."""
 
     def __init__(self, weights, cache: SlotCache, tile: int) -> None:  # noqa: ANN001 (LlamaWeights)
         self.weights = weights
@@ -70,7 +100,7 @@ class BatchStep:
         self.tile = tile
 
     @torch.no_grad()
-    def __call__(self, blocks: Sequence[Block]) -> torch.Tensor:
+    def __call__(self, blocks: Sequence[Block]) -> list[BlockOut]:
         w = self.weights
         device = w.device
         n = sum(map(len, blocks))
@@ -80,9 +110,11 @@ class BatchStep:
         slots = torch.zeros(n, dtype=torch.long)
         key_slots = torch.zeros(n, dtype=torch.long)
         out: list[int] = []
+        starts: list[int] = []  # per block: its first row among the out rows
         at = 0
         for b in blocks:
             k = len(b)
+            starts.append(len(out) - b.out[0] if b.out else 0)
             out += [at + r for r in b.out]
             ids[at : at + k] = torch.tensor(b.ids)
             positions[at : at + k] = b.pos + torch.tensor(b.rel)
@@ -93,7 +125,8 @@ class BatchStep:
         attend = self._attention(blocks, n, m, slots, key_slots)
         x = w.run(F.embedding(ids, w.embed), w.cos[positions][:, None], w.sin[positions][:, None], attend,
                   step=True)
-        return linear(x[torch.tensor(out, dtype=torch.long, device=device)], w.lm_head, self.tile).float()
+        logits = linear(x[torch.tensor(out, dtype=torch.long, device=device)], w.lm_head, self.tile).float()
+        return split_out(blocks, logits, starts, logits.argmax(-1).tolist())
 
     def _attention(self, blocks: Sequence[Block], n: int, m: int, slots: torch.Tensor,
                    key_slots: torch.Tensor) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:

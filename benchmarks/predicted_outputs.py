@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    code_commit = commit()  # now: the code that runs, whatever the tree becomes during the run
     articles = load_articles(Path(args.data), args.articles, args.article_chars)
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     proc, url = (None, args.url) if args.url else start_server(args.model, args.device, dtype)
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     sampling = f"temperature {args.temperature}, seed {args.seed}" if args.temperature > 0 else "greedy"
     report = {
         "device": device_name(args.device) if not args.url else f"remote: {url}", "dtype": dtype,
-        "commit": commit(), "engine_options": {k: v for k, v in os.environ.items() if k.startswith("LLMA_")
+        "commit": code_commit, "engine_options": {k: v for k, v in os.environ.items() if k.startswith("LLMA_")
                                                and k != "LLMA_API_KEY"},
         "settings": f"{len(articles)} articles of at most {args.article_chars} characters, max_tokens "
                     f"{args.max_tokens}, {sampling}",

@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="re-run at most this many distinct prompts alone (a seeded sample; 0: all)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    code_commit = commit()  # now: the code that runs, whatever the tree becomes during the run
     prompts = load_prompts(Path(args.data), args.prompts, args.passages)
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     proc, url = None, args.url
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
                   queue_max=max((h.get("queue", 0) for h in health), default=None),
                   load_average_before_after=[[round(x, 2) for x in load_before], [round(x, 2) for x in load_after]],
                   command="python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  commit=commit())
+                  commit=code_commit)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"serve_load_{device}.json"
     write_report(out, report, markdown(report))
     print(json.dumps({k: report[k] for k in ("requests", "failures", "latency_s", "tokens_per_s",

@@ -9,7 +9,6 @@
 # (assemble.sh installs every wheel in /tmp/llma/whl into /tmp/site, ahead of the image's packages.)
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo '/.gpu/' >> .git/info/exclude; }
 rm -rf .gpu/serve_whl && mkdir -p .gpu/serve_whl
 python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -21,5 +20,6 @@ python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --
   jiter==0.19.0 certifi==2026.10.19.post1 idna==3.21 \
   faiss-cpu==1.15.1 langchain-core==1.7.2 langchain-text-splitters==1.1.3 langchain-protocol==0.0.20 \
   langsmith==0.15.1 jsonpatch==1.48 jsonpointer==3.12 tenacity==9.2.1 orjson==3.13.0 uuid-utils==0.19.0 \
-  zstandard==0.25.0 xxhash==4.1.0 requests-toolbelt==1.0.0 pypdf==7.1.0 beautifulsoup4==4.15.0 soupsieve==4.1.4
+  zstandard==0.25.0 xxhash==4.1.0 requests-toolbelt==1.0.0 pypdf==7.1.0 beautifulsoup4==4.15.0 soupsieve==4.1.4 \
+  truststore==0.10.5 opentelemetry-api==1.45.2
 du -sh .gpu/serve_whl

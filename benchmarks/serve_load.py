@@ -3,8 +3,10 @@ streaming) for M minutes, then every distinct request once more, alone; every ou
 must be identical to its request's output alone.
 
     python -m benchmarks.serve_load --clients 16 --minutes 2 --data ../shared/data/llma-rag/rag.jsonl
+    python -m benchmarks.serve_load --device cuda --clients 64 --minutes 5 --out $OUT/serve_load_gpu.json
 
-Without --url it starts `python -m rag.serve` (CPU, fp32) on a free port and stops it afterwards.
+Without --url it starts `python -m rag.serve` (--device, fp32 on CPU, bf16 on CUDA) on a free port,
+sends --warm-up requests, runs the load, and stops it afterwards.
 Each request is a rag.jsonl question with its passages in the prompt and as `references`, in one of
 three variants picked at random (seeded): plain, with the first passage as a `prediction`, or
 with LLMA off (`llma: false`); all three must give the answer the plain request gives alone.
@@ -118,28 +120,45 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))], 3)
 
 
-def start_server(port: int, model: str | None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "rag.serve", "--port", str(port), "--device", "cpu", "--dtype", "float32",
-           "--max-queue", "256", "--log-level", "warning"]
+def start_server(model: str | None, device: str = "cpu", dtype: str = "float32",
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """`python -m rag.serve` on a free port of 127.0.0.1 (the model loaded and warmed up: it answers
+    /v1/models only then); the process and its URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "rag.serve", "--port", str(port), "--device", device, "--dtype", dtype,
+           "--max-queue", "256", "--log-level", "warning", *extra]
     if model:
         cmd += ["--model", model]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=5)
+    url = f"http://127.0.0.1:{port}"
+    client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=5)
     deadline = time.monotonic() + 300
     while True:
         try:
             client.models.list()
-            return proc
+            return proc, url
         except openai.APIError:
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
                 raise RuntimeError("the server did not start")
             time.sleep(0.5)
 
 
+def device_name(device: str) -> str:
+    """The device in words: the GPU's name on CUDA, else the CPU's."""
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{device}: {torch.cuda.get_device_name(0)}"
+    return f"{device}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def summarise(load: Load, alone: dict[int, Result], duration: float, args: argparse.Namespace) -> dict:
     ok = [r for r in load.results if r.ok]
-    identical = [r for r in ok if alone.get(r.prompt) is not None and alone[r.prompt].ok
-                 and r.text == alone[r.prompt].text]
+    checked = [r for r in ok if r.prompt in alone]
+    identical = [r for r in checked if alone[r.prompt].ok and r.text == alone[r.prompt].text]
     tokens = sum(r.tokens for r in ok)
     by_variant = {v: {"requests": sum(r.variant == v for r in load.results),
                       "identical": sum(r.variant == v for r in identical)} for v in VARIANTS}
@@ -155,8 +174,9 @@ def summarise(load: Load, alone: dict[int, Result], duration: float, args: argpa
         "tokens_per_s": round(tokens / duration, 2) if duration else None,
         "accepted_prediction_tokens_mean": round(statistics.mean(
             [r.accepted_prediction for r in ok if r.variant == "prediction"] or [0]), 2),
-        "identical_to_alone": f"{len(identical)}/{len(ok)}", "by_variant": by_variant,
-        "distinct_prompts": len(alone),
+        "identical_to_alone": f"{len(identical)}/{len(checked)}", "identical_checked": len(identical),
+        "identical_of": len(checked), "by_variant": by_variant, "alone_failures": sum(not a.ok for a in alone.values()),
+        "distinct_prompts": len({r.prompt for r in load.results}), "distinct_rerun_alone": len(alone),
     }
 
 
@@ -173,40 +193,70 @@ def markdown(report: dict) -> str:
         "By variant (requests, identical): " + ", ".join(
             f"{v} {c['requests']}, {c['identical']}" for v, c in report["by_variant"].items()) + ".",
         f"Mean accepted prediction tokens (prediction variant): {report['accepted_prediction_tokens_mean']}.",
+        f"Identity: {report['distinct_rerun_alone']} of the {report['distinct_prompts']} distinct prompts re-run "
+        f"alone after the load ({'all' if report['distinct_rerun_alone'] == report['distinct_prompts'] else 'a seeded sample'}); "
+        f"{report['identical_of']} of the {report['requests'] - report['failures']} successful requests are theirs.",
+        f"Server: `{report.get('server_args') or 'default arguments'}`, dtype {report.get('dtype')}, engine variables "
+        f"{report.get('engine_options') or 'none'}; generations running at once during the load (/health, once "
+        f"a second): max {report['running_during_load']['max']}, mean {report['running_during_load']['mean']}; "
+        f"queue max {report['queue_max']}.",
         "Latency includes the wait in the server's queue.",
-        f"The machine's 1-minute load average before and after the run: {report['load_average_before_after']} "
+        f"The machine's load average (1, 5, 15 min) before and after the load: {report['load_average_before_after']} "
         "(other jobs share its cores).",
         ""])
 
 
+def watch(url: str, stop: threading.Event, seen: list[dict]) -> None:
+    """/health once a second while the load runs: the generations running and waiting."""
+    import urllib.request
+
+    while not stop.wait(1.0):
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=5) as r:
+                seen.append(json.loads(r.read()))
+        except OSError:
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serve_load")
-    p.add_argument("--url", default=None, help="a running server (default: start one on CPU)")
+    p.add_argument("--url", default=None, help="a running server (default: start one)")
     p.add_argument("--api-key", default=os.environ.get("LLMA_API_KEY"))
     p.add_argument("--model", default=None, help="the model to start the server with (default: bundled)")
+    p.add_argument("--device", default="cpu", help="the started server's device (cpu, cuda)")
+    p.add_argument("--dtype", default=None, help="its dtype (default: float32 on CPU, bfloat16 on CUDA)")
+    p.add_argument("--server-args", default="", help="more `python -m rag.serve` arguments, e.g. '--max-running 64'")
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "llma-rag" / "rag.jsonl"))
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--minutes", type=float, default=2.0)
     p.add_argument("--prompts", type=int, default=24)
     p.add_argument("--passages", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--warm-up", type=int, default=2, help="requests sent before the load, not counted")
+    p.add_argument("--alone-limit", type=int, default=0,
+                   help="re-run at most this many distinct prompts alone (a seeded sample; 0: all)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    code_commit = commit()  # now: the code that runs, whatever the tree becomes during the run
     prompts = load_prompts(Path(args.data), args.prompts, args.passages)
-    proc = None
-    url = args.url
+    dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
+    proc, url = None, args.url
+    started_at = time.monotonic()
     if url is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = start_server(port, args.model)
-        url = f"http://127.0.0.1:{port}"
+        proc, url = start_server(args.model, args.device, dtype, tuple(args.server_args.split()))
+    server_s = time.monotonic() - started_at
     load_before = os.getloadavg()
+    health: list[dict] = []
     try:
         client = openai.OpenAI(base_url=url.rstrip("/") + "/v1", api_key=args.api_key or "none", max_retries=0,
                                timeout=1800)
         model = client.models.list().data[0].id
-        load = Load()
+        for i in range(args.warm_up):
+            run_one(client, request(client, model, prompts[i % len(prompts)], VARIANTS[i % 2], args.max_tokens),
+                    i, "warm-up")
+        load, stop = Load(), threading.Event()
+        watcher = threading.Thread(target=watch, args=(url, stop, health), daemon=True)
+        watcher.start()
         started = time.monotonic()
         deadline = started + args.minutes * 60
         threads = [threading.Thread(target=client_loop, args=(client, model, prompts, deadline, load, seed,
@@ -216,24 +266,36 @@ def main(argv: list[str] | None = None) -> int:
         for t in threads:
             t.join()
         duration = time.monotonic() - started
+        stop.set()
+        load_after = os.getloadavg()
+        distinct = sorted({r.prompt for r in load.results})
+        if args.alone_limit and len(distinct) > args.alone_limit:
+            distinct = sorted(random.Random(0).sample(distinct, args.alone_limit))
+        alone_started = time.monotonic()
         alone = {i: run_one(client, request(client, model, prompts[i], "plain", args.max_tokens), i, "plain")
-                 for i in sorted({r.prompt for r in load.results})}
+                 for i in distinct}
+        alone_s = time.monotonic() - alone_started
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
     report = summarise(load, alone, duration, args)
-    device = "cpu" if args.url is None else "remote"
-    report.update(device=f"{device}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                  load_average_before_after=[round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+    device = args.device.split(":")[0] if args.url is None else "remote"
+    running = [h.get("running", 0) for h in health]
+    report.update(device=device_name(args.device) if args.url is None else f"remote: {url}", dtype=dtype,
+                  engine_options={k: v for k, v in os.environ.items() if k.startswith("LLMA_") and k != "LLMA_API_KEY"},
+                  server_args=args.server_args, server_start_s=round(server_s, 1), alone_s=round(alone_s, 1),
+                  running_during_load={"max": max(running, default=None), "mean": round(statistics.mean(running), 2)
+                                       if running else None, "samples": len(running)},
+                  queue_max=max((h.get("queue", 0) for h in health), default=None),
+                  load_average_before_after=[[round(x, 2) for x in load_before], [round(x, 2) for x in load_after]],
                   command="python -m benchmarks.serve_load " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  commit=commit())
+                  commit=code_commit)
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"serve_load_{device}.json"
     write_report(out, report, markdown(report))
     print(json.dumps({k: report[k] for k in ("requests", "failures", "latency_s", "tokens_per_s",
-                                             "identical_to_alone")}))
-    return 0 if report["failures"] == 0 and report["identical_to_alone"].split("/")[0] == str(
-        len(load.results) - report["failures"]) else 1
+                                             "identical_to_alone", "running_during_load")}))
+    return 0 if report["failures"] == 0 and report["identical_checked"] == report["identical_of"] else 1
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import torch
-
 from llma.backend import Backend
 from llma.checks import MAX_REFERENCE_TOKENS, check_finite, check_int, check_references, check_token_ids
 from llma.decoder import Decoder, StopConfig, collect
@@ -41,12 +39,14 @@ class LLMAConfig:
     for its backend (`DraftDefaults`; `Engine.resolve` fills them in).
     `copy_from_output` also lets the answer copy from itself (reference id "output"); where the
     answer already holds the matched n-gram, its latest occurrence there wins over `policy`.
-    `temperature` 0 means greedy; above 0, lossless speculative sampling with `seed`.
+    `temperature` 0 means greedy; above 0, sampling seeded by `seed` (None: a random seed per
+    generation), each token drawn from the seed and its output position alone, so that drafts never
+    change the output (llma.verifier.SamplingVerifier).
     `max_reference_tokens` bounds the references of one generation (their n-gram index lives in RAM).
     `answer_history`: drafts may also start a new copy at the token that the engine's earlier
     answers most often wrote after the output's last token (llma.history), where the references
-    leave a step's drafts unused; the answer is added to that history. Never used when sampling
-    (a seeded answer must not depend on earlier ones).
+    leave a step's drafts unused; the answer is added to that history. Drafts change no token,
+    greedy or seeded sampling, so a seed's answer never depends on earlier answers.
     `repetition_penalty` (Hugging Face's), `presence_penalty` and `frequency_penalty` (OpenAI's;
     llma.penalties) apply in greedy and sampling alike, to every verified row as of its own prefix,
     so LLMA stays identical to plain decoding with the same penalties. 1.0, 0.0, 0.0: off.
@@ -178,15 +178,11 @@ def build_proposer(references: Mapping[RefId, Sequence[int]], config: LLMAConfig
         raise ValueError(f"reference id {OUTPUT_REF!r} is reserved for the answer itself")
     config = defaults.apply(config)
     output = OUTPUT_REF if config.copy_from_output else None
-    # Several drafts per step for greedy only: choosing the best of several sampled checks would
-    # bias sampling.
-    candidates = drafts_per_step if config.temperature == 0 else 1
+    # Several drafts per step and drafts from the answer history in sampling too: a seeded sample's
+    # tokens are keyed on the seed and the position, so no draft can change them (SamplingVerifier).
     index = ReferenceIndex(references, min_n=config.min_n, max_n=config.max_n, policy=config.policy,
-                           prefer=output, candidates=candidates)
-    # Sampling: none, so that a seed gives the same answer whatever the engine answered before
-    # (drafts change how a sample draws its random numbers, not its law).
-    learn = config.answer_history and config.temperature == 0
-    return Proposer(index, config.copy_length(), output, history if learn else None)
+                           prefer=output, candidates=drafts_per_step)
+    return Proposer(index, config.copy_length(), output, history if config.answer_history else None)
 
 
 def eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
@@ -196,15 +192,15 @@ def eos_token_ids(loaded: LoadedModel) -> frozenset[int]:
 
 
 def build_verifier(config: LLMAConfig, prompt: Sequence[int] = ()) -> Verifier:
-    """Greedy for temperature 0, else lossless speculative sampling seeded by `config.seed`; with
+    """Greedy for temperature 0, else seeded sampling (`config.seed`, else a random seed per call)
+    whose tokens drafts cannot change (llma.verifier.SamplingVerifier); with
     `config`'s penalties (llma.penalties) for one generation after `prompt`."""
     rule: Verifier
     if config.temperature == 0:
         rule = GreedyVerifier()
     else:
-        generator = torch.Generator()
-        generator.manual_seed(config.seed if config.seed is not None else torch.seed())
-        rule = SamplingVerifier(SamplingConfig(config.temperature, config.top_k, config.top_p), generator)
+        # No seed: the verifier draws a random one for this generation.
+        rule = SamplingVerifier(SamplingConfig(config.temperature, config.top_k, config.top_p), config.seed)
     penalties = config.penalties()
     return rule if penalties is None else penalised(rule, TokenCounts(penalties, prompt))
 

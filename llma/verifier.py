@@ -12,10 +12,12 @@ is the model's prediction after the last token and `draft[:i]`.
 """
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from llma.penalties import TokenCounts
@@ -52,9 +54,11 @@ class Verifier(Protocol):
 
 @runtime_checkable
 class RowsVerifier(Verifier, Protocol):
-    """A verifier that can choose among several drafts verified side by side. Only a deterministic
-    rule can: keeping the best of several sampled checks would bias sampling. `reads_logits`: it
-    must see the logits (`verify_rows`), never the argmax alone (`verify_targets`)."""
+    """A verifier that can choose among several drafts verified side by side. Only a rule whose
+    tokens no draft can change may (greedy; SamplingVerifier, keyed on the seed and position):
+    keeping the best of several checks that each drew their own random numbers would bias
+    sampling. `reads_logits`: it must see the logits (`verify_rows`), never the argmax alone
+    (`verify_targets`)."""
 
     reads_logits: bool
 
@@ -147,13 +151,14 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Warped probabilities, row by row (temperature, then top-k, then top-p, like HF)."""
+        """Warped probabilities, row by row (temperature, then top-k, then top-p, like HF); ties in
+        the top-p order are broken by token id (a stable sort), so equal rows give equal bits."""
         scores = logits.float() / self.temperature
         if self.top_k:
             kth = torch.topk(scores, min(self.top_k, scores.shape[-1]), dim=-1).values[..., -1:]
             scores = scores.masked_fill(scores < kth, float("-inf"))
         if self.top_p < 1:
-            sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+            sorted_scores, order = torch.sort(scores, descending=True, stable=True, dim=-1)
             cum = sorted_scores.softmax(-1).cumsum(-1)
             # Drop a token once the mass before it already reaches top_p; the top token always stays.
             drop_sorted = (cum - sorted_scores.softmax(-1)) >= self.top_p
@@ -163,37 +168,80 @@ class SamplingConfig:
 
 
 class SamplingVerifier:
-    """Lossless speculative sampling for a draft that is deterministic (a copied span).
+    """Seeded sampling that a draft cannot change: the token at output position t is drawn from a
+    uniform u_t that depends on (seed, t) alone, and a drafted token is accepted iff it is the token
+    that draw gives. `seed` None: a random one, drawn once here (one verifier serves one request).
 
-    Proof. Let p be the warped target distribution at a position and x the drafted token; the draft
-    distribution q is a point mass on x. Speculative sampling accepts x with probability
-    min(1, p(x)/q(x)) = p(x), and on rejection samples from the residual max(0, p - q), normalised;
-    since q = 1 at x and 0 elsewhere, that residual is p with x removed, renormalised by 1 - p(x).
-    The emitted token y is then distributed as: P(y = x) = p(x); for y != x,
-    P(y) = (1 - p(x)) * p(y) / (1 - p(x)) = p(y). So each emitted token has exactly the law p given
-    the tokens before it, which is plain sampling. After a rejection the rest of the draft is
-    discarded (it was conditioned on x); after accepting all drafted tokens, one more token is
-    sampled from the last row, which is the distribution after the full draft. By induction over
-    positions the whole output has the law of plain sampling.
+    The draw. u_t = `uniform(seed, t)`, the first double of Philox4x64-10 keyed on the seed with its
+    counter at t. The token is the inverse CDF of the warped probabilities p (`SamplingConfig.probs`
+    of that row alone) at u_t, over token ids in order: with C_i = p(0) + ... + p(i) (float64),
+    the smallest i with C_i > u_t * C_last (`inverse_cdf`).
+
+    Proof that each token has exactly the warped law. Model (u_t) as independent uniforms on [0, 1)
+    (a counter-based generator gives distinct counters outputs indistinguishable from that).
+    Plain sampling with this seed emits y_t = F^-1(p_t, u_t), p_t the warped law of the row after
+    the prompt and y_<t. The tokens y_<t are a function of u_<t alone, so u_t is independent of
+    them and still uniform given them: P(y_t = i | y_<t) = P(C_(i-1) <= u_t C_last < C_i) =
+    (C_i - C_(i-1)) / C_last = p_t(i); a token of probability 0 (C_i = C_(i-1)) is never drawn.
+    By the chain rule the output has the joint law of plain sampling, each position drawn
+    independently of the earlier draws given its prefix.
+
+    Proof that drafts change no token. A step at output position s verifies [last token + draft
+    d_0 .. d_(L-1)]; row i is the model's law after y_<s and d_<i. The verifier computes
+    z_i = F^-1(row i, u_(s+i)) for i = 0, 1, ..., accepts d_i while z_i == d_i and emits z_a at the
+    first mismatch a (or z_L after a fully accepted draft). By induction on i: if d_<i were accepted
+    they equal y_s .. y_(s+i-1), so row i has plain sampling's prefix, its law is p_(s+i), and
+    z_i = y_(s+i). So a step emits exactly plain sampling's tokens y_s .. y_(s+a): the output is the
+    same function of the model's logits and the seed with or without drafts, whatever the drafts,
+    alone or in a batch (the same caveat as greedy: a row's logits must not depend on the rows
+    beside it, true bit for bit on the static backend and the batch engine, up to rounding on the
+    generic HF loop). Rows after the first mismatch are never read.
     """
 
-    def __init__(self, config: SamplingConfig, generator: torch.Generator | None = None) -> None:
+    def __init__(self, config: SamplingConfig, seed: int | None = None) -> None:
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
         self.config = config
-        self.generator = generator
+        self.seed = secrets.randbits(63) if seed is None else seed
+
+    reads_logits = True
 
     def verify(self, logits: torch.Tensor, draft: Sequence[int], position: int) -> tuple[int, int]:
-        probs = self.config.probs(logits)
-        for i, x in enumerate(draft):
-            p_x = probs[i, x].item()
-            if torch.rand((), generator=self.generator).item() < p_x:
-                continue
-            residual = probs[i].clone()
-            residual[x] = 0.0
-            return i, self._sample(residual)
-        return len(draft), self._sample(probs[len(draft)])
+        for i in range(len(draft) + 1):
+            token = self.token(logits[i], position + i)
+            if i == len(draft) or token != draft[i]:
+                return i, token
+        raise AssertionError("unreachable")
 
-    def _sample(self, weights: torch.Tensor) -> int:
-        return int(torch.multinomial(weights, 1, generator=self.generator).item())
+    def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
+                    position: int) -> Verdict:
+        """Every draft's accepted tokens are a prefix of the same sample, so keeping the draft with
+        the most (`best_row`) changes no token: choosing among drafts biases nothing here."""
+        verdicts = [self.verify(logits[c], d, position) for c, d in enumerate(drafts)]
+        best = best_row([accepted for accepted, _ in verdicts])
+        return Verdict(best, *verdicts[best])
+
+    def verify_targets(self, targets: Callable[[], list[list[int]]], drafts: Sequence[Sequence[int]],
+                       position: int) -> Verdict:
+        raise TypeError("sampling needs the logits: verify_rows, not verify_targets (reads_logits)")
+
+    def token(self, row: torch.Tensor, position: int) -> int:
+        """The token at output `position` whose logits are `row` [vocab]."""
+        return inverse_cdf(self.config.probs(row[None])[0], uniform(self.seed, position))
+
+
+def uniform(seed: int, position: int) -> float:
+    """u in [0, 1) for (seed, position): Philox4x64-10 keyed on `seed`, its counter at `position`."""
+    return float(np.random.Generator(np.random.Philox(key=seed, counter=position)).random())
+
+
+def inverse_cdf(probs: torch.Tensor, u: float) -> int:
+    """The smallest token id i with p(0) + ... + p(i) > u * (total), `probs` [vocab] >= 0, u in [0, 1):
+    token i is drawn with probability p(i) / total; a token of probability 0 never."""
+    cdf = probs.double().cumsum(0)
+    index = int(torch.searchsorted(cdf, cdf.new_tensor([u]) * cdf[-1], right=True)[0])
+    top = int(torch.searchsorted(cdf, cdf[-1:])[0])  # the last token of probability > 0
+    return min(index, top)  # index > top only where u * total rounds up to the total
 
 
 class PenalisedVerifier:

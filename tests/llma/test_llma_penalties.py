@@ -179,8 +179,8 @@ def test_engine_verifiers():
     greedy = engine.verifier(LLMAConfig(repetition_penalty=1.1), [1, 2])
     assert isinstance(greedy, PenalisedRowsVerifier) and isinstance(greedy, RowsVerifier) and greedy.reads_logits
     sampling = engine.verifier(LLMAConfig(temperature=0.7, seed=1, presence_penalty=0.5))
-    # Sampling chooses among no drafts (that would bias it): not a RowsVerifier.
-    assert isinstance(sampling.rule, SamplingVerifier) and not isinstance(sampling, RowsVerifier)
+    # Sampling chooses among drafts too (no draft changes its tokens), from the penalised logits.
+    assert isinstance(sampling.rule, SamplingVerifier) and isinstance(sampling, RowsVerifier) and sampling.reads_logits
     for bad in ({"repetition_penalty": 0.0}, {"presence_penalty": float("nan")}, {"frequency_penalty": "1"}):
         with pytest.raises(ValueError, match="penalty"):
             LLMAConfig(**bad)

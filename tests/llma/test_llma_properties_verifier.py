@@ -1,6 +1,7 @@
 """Property-based tests (hypothesis) for the verifiers, against oracles written from their contract:
 `count_accepted` and `GreedyVerifier` against the argmax sequence; `SamplingVerifier`: values in
-range, never accepts or emits a token of zero warped probability. (The reference index:
+range, never accepts or emits a token of zero warped probability, and a draft changes no token
+(the same tokens as the rows verified one by one without it). (The reference index:
 test_llma_properties.py; the decoder loop: test_llma_properties_decoder.py.)
 """
 from __future__ import annotations
@@ -113,11 +114,10 @@ def test_sampling_verifier_stays_in_range_and_never_takes_impossible_tokens(case
     assert torch.allclose(probs.sum(-1), torch.ones(len(probs)), atol=1e-5)
     # The top token always survives the warp.
     assert all(probs[i, int(logits[i].argmax())] > 0 for i in range(len(logits)))
-    generator = torch.Generator().manual_seed(seed)
-    verifier = SamplingVerifier(config, generator)
+    verifier = SamplingVerifier(config, seed)
     results = []
-    for _ in range(8):  # several draws from the same generator
-        accepted, token = verifier.verify(logits, draft, 0)
+    for position in range(4):  # several output positions: several draws
+        accepted, token = verifier.verify(logits, draft, position)
         results.append((accepted, token))
         assert 0 <= accepted <= len(draft)
         assert 0 <= token < logits.shape[1]
@@ -125,7 +125,10 @@ def test_sampling_verifier_stays_in_range_and_never_takes_impossible_tokens(case
             assert probs[i, draft[i]] > 0, f"accepted draft token {draft[i]} of zero probability at {i}"
         assert probs[accepted, token] > 0, "emitted a token of zero probability"
         if accepted < len(draft):
-            assert token != draft[accepted], "a rejected token is re-emitted from the residual"
+            assert token != draft[accepted], "a rejected token is re-emitted"
+        # The draft changes no token: row by row without a draft gives the same tokens.
+        alone = [verifier.verify(logits[i : i + 1], (), position + i)[1] for i in range(accepted + 1)]
+        assert alone == [*draft[:accepted], token]
     # Same seed, same answers.
-    again = SamplingVerifier(config, torch.Generator().manual_seed(seed))
-    assert [again.verify(logits, draft, 0) for _ in range(8)] == results
+    again = SamplingVerifier(config, seed)
+    assert [again.verify(logits, draft, position) for position in range(4)] == results

@@ -124,6 +124,24 @@ def test_prediction_is_lossless_and_counts_accepted_tokens(client):
     assert streamed == text
 
 
+def test_seeded_sampling_with_a_prediction_gives_the_same_sample(client):
+    """A seed fixes the sample (llma.verifier.SamplingVerifier): the same text with or without a
+    prediction, with LLMA off, streamed or not; the prediction's tokens are still accepted."""
+    sampled = dict(max_tokens=40, temperature=1.0, top_p=0.95, seed=21)
+    text = _create(client, **sampled).choices[0].message.content
+    predicted = _create(client, **sampled, prediction={"type": "content", "content": text})
+    assert predicted.choices[0].message.content == text
+    assert predicted.usage.completion_tokens_details.accepted_prediction_tokens > 10
+    edited = text[: len(text) // 2] + " lava " + text[len(text) // 2 :]
+    for kwargs in ({"prediction": {"type": "content", "content": edited}}, {"extra_body": {"llma": False}},
+                   {"prediction": {"type": "content", "content": "Volcanoes erupt lava. " * 5}}):
+        assert _create(client, **sampled, **kwargs).choices[0].message.content == text, kwargs
+    streamed = "".join(c.choices[0].delta.content or "" for c in _create(
+        client, **sampled, stream=True, prediction={"type": "content", "content": edited}))
+    assert streamed == text
+    assert _create(client, **{**sampled, "seed": 22}).choices[0].message.content != text
+
+
 def test_references_via_extra_body_give_spans(client):
     text = _create(client, max_tokens=30).choices[0].message.content
     reply = _create(client, max_tokens=30, extra_body={"references": [{"id": "doc1", "text": "Intro. " + text}]})

@@ -211,18 +211,24 @@ def forced_decoding(loaded: LoadedModel, prompts, max_new: int, backend: str, ro
             "max_new_tokens": max_new, "methods": results}
 
 
-def random_llama(shape: dict, vocab: int, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+def random_model(model_cls, config, name: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """`model_cls(config)` with random weights, made on `device` in `dtype`; no end-of-sequence token."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=vocab, **shape, bos_token_id=None, eos_token_id=None, pad_token_id=None)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = LlamaForCausalLM(config).eval()
+            model = model_cls(config).eval()
     finally:
         torch.set_default_dtype(previous)
     model.generation_config.eos_token_id = None
-    return LoadedModel(model, None, "random-llama-" + "x".join(str(v) for v in shape.values()), device, dtype)
+    return LoadedModel(model, None, name, device, dtype)
+
+
+def random_llama(shape: dict, vocab: int, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    config = LlamaConfig(vocab_size=vocab, **shape, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    return random_model(LlamaForCausalLM, config, "random-llama-" + "x".join(str(v) for v in shape.values()),
+                        device, dtype)
 
 
 def main(argv: list[str] | None = None) -> int:

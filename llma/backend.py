@@ -114,11 +114,13 @@ class Argmax:
 
 
 def context_length_of(model: PreTrainedModel) -> int:
-    """The model's context window (Llama-style configs call it max_position_embeddings)."""
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(model.config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
+    """The model's context window (Llama-style configs call it max_position_embeddings; a multimodal
+    model's is its text decoder's)."""
+    for config in (model.config, model.config.get_text_config()):
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
     raise ValueError(f"cannot tell the context length of {type(model).__name__}: set it in its config")
 
 

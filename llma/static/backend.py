@@ -61,7 +61,7 @@ class StaticBackend:
     def __init__(self, model: PreTrainedModel, *, block: int = DEFAULT_BLOCK, graphs: bool | None = None,
                  max_len: int | None = None, min_bucket: int = 128, attention: str = "sdpa",
                  compile: bool = False, cache_copies: int = 1, packed_drafts: int = 0) -> None:
-        reason = unsupported_reason(model)
+        reason = unsupported_reason(model, full=True)
         if reason is not None:
             raise ValueError(f"StaticBackend cannot run {type(model).__name__}: {reason}")
         _check_choices(attention, cache_copies, packed_drafts)
@@ -99,7 +99,7 @@ class StaticBackend:
         w = self.weights
         attend = attend_for(attention, w.heads, w.kv_heads, w.head_dim, w.scale, self.step.flash_offsets)
         return works(attention, attend, w.heads, w.kv_heads, w.head_dim, self.capacity, w.scale, w.dtype,
-                     self.device)
+                     self.device, windowed=any(x is not None for x in w.windows))
 
     # --- the Backend protocol ---
     @property
@@ -165,7 +165,7 @@ class StaticBackend:
         tokens = torch.tensor(list(ids) + [0] * (m - n), dtype=torch.long)
         x = self.prefill_run(tokens)
         self.cache.start_sequence(n)
-        return F.linear(x[n - 1 : n], self.weights.lm_head).float()
+        return self.weights.logits(x[n - 1 : n]).float()
 
     @torch.no_grad()
     def forward(self, ids: Sequence[int]) -> torch.Tensor:

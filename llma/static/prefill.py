@@ -34,13 +34,19 @@ class Prefill:
         """`__call__` on a device tensor, eagerly (what a prefill graph captures)."""
         m = tokens.shape[0]
         w = self.weights
-        x = w.run(F.embedding(tokens, w.embed), w.cos[:m, None], w.sin[:m, None], self._attention(m))
+        cos, sin, local = w.rotary(w.arange[:m])
+        x = w.run(w.embedding(tokens), cos, sin, self._attention(m), local=local)
         self.cache.spread_prompt(m)
         return x
 
     def _attention(self, n: int) -> Callable[..., torch.Tensor]:
-        groups = self.weights.heads // self.weights.kv_heads
-        scale = self.weights.scale
+        w = self.weights
+        groups = w.heads // w.kv_heads
+        scale = w.scale
+        # A sliding window shorter than the prompt: an explicit mask (causal and within the window).
+        at = w.arange[:n]
+        masks = {window: (at[None, :] <= at[:, None]) & (at[None, :] > at[:, None] - window)
+                 for window in set(w.windows) if window is not None and window < n}
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             k = k.transpose(0, 1)  # [kv_heads, n, head_dim]
@@ -49,8 +55,9 @@ class Prefill:
             if groups > 1:
                 k = k.repeat_interleave(groups, 0)
                 v = v.repeat_interleave(groups, 0)
-            out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k[None], v[None], is_causal=True,
-                                                 scale=scale)
+            mask = masks.get(w.windows[i])
+            out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k[None], v[None], attn_mask=mask,
+                                                 is_causal=mask is None, scale=scale)
             return out[0].transpose(0, 1).reshape(n, -1)
 
         return attend

@@ -27,7 +27,7 @@ def select_backend(model: PreTrainedModel, options: EngineOptions = EngineOption
         return HFBackend(model)
     if options.backend == "static-graphs" and not cuda:
         raise ValueError(f"CUDA graphs need a CUDA device; the model is on {model.device}")
-    reason = unsupported_reason(model)
+    reason = unsupported_reason(model, full=True)
     if reason is not None:
         log.warning("static backend not used, falling back to the generic HF loop: %s", reason)
         return HFBackend(model)

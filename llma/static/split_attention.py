@@ -25,15 +25,17 @@ import triton.language as tl
 
 CHUNK = 128  # keys per chunk: ~9 active chunks per head at 1k keys, ~80 programs for SmolLM2
 BLOCK_N = 64  # keys per tile inside a chunk
+NO_WINDOW = 1 << 30  # the window of full attention: past any position (pos - window stays in int32)
 
 
 @triton.jit
 def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, packed_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN001, ANN202 (Triton)
-             stride_qr, stride_qh, stride_kb, stride_kh, stride_kn, n_keys, n_chunks, rows, heads, scale,
+             stride_qr, stride_qh, stride_kb, stride_kh, stride_kn, n_keys, n_chunks, rows, heads, scale, window,
              GROUPS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
              D: tl.constexpr, PRECISION: tl.constexpr, PACKED: tl.constexpr):
     """Program (head h, chunk j, block b): for each row r, the max m, the sum of exponentials (stored
-    in l) and the unnormalised output acc of softmax(q_r . k) over chunk j's keys at positions <= pos + r.
+    in l) and the unnormalised output acc of softmax(q_r . k) over chunk j's keys at positions <= pos + r
+    and > pos + r - window (no window: `window` past any position).
 
     PACKED (one block holding several drafts after the same last token, see SplitAttention): program
     index 2 is a draft g instead; row r is at position pos + rel[r] and reads the keys after pos from
@@ -42,6 +44,7 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, packed_ptr, m_ptr, l_ptr, acc_ptr,  #
     r, d = tl.arange(0, BLOCK_M), tl.arange(0, D)
     pos = tl.load(pos_ptr)
     last = pos + rows - 1  # the block's last position: keys after it are seen by no row
+    first = pos - window + 1  # the block's first row's first key: keys before it are seen by no row
     start = j * CHUNK
     if PACKED:
         rel = tl.load(packed_ptr + r, mask=r < rows, other=0)
@@ -50,9 +53,10 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, packed_ptr, m_ptr, l_ptr, acc_ptr,  #
         shared = start + CHUNK <= pos + 1  # every key at or before pos: the same for every draft
         mine = tl.where(shared, r < rows, draft == b)  # rows past the block: no draft (-1)
         run = (start <= last) & ((b == 0) | (start + CHUNK > pos + 1)) & (tl.max(mine.to(tl.int32), 0) > 0)
+        run = run & (start + CHUNK > first)
         blk = 0  # one block, one cache
     else:
-        rel, mine, shift, run, blk = r, r < rows, 0, start <= last, b
+        rel, mine, shift, run, blk = r, r < rows, 0, (start <= last) & (start + CHUNK > first), b
     q_ptr += blk * rows * stride_qr  # block blk's rows, and its own cache
     k_ptr += blk * stride_kb
     v_ptr += blk * stride_kb
@@ -64,7 +68,7 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, packed_ptr, m_ptr, l_ptr, acc_ptr,  #
         total = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D], tl.float32)
         for t in range(0, CHUNK, BLOCK_N):
-            if start + t <= last:
+            if (start + t <= last) & (start + t + BLOCK_N > first):
                 n = start + t + tl.arange(0, BLOCK_N)  # key positions
                 if PACKED:
                     slot = tl.where(n > pos, n + shift, n)[:, None]
@@ -73,7 +77,8 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, packed_ptr, m_ptr, l_ptr, acc_ptr,  #
                 inside = slot < n_keys
                 k = tl.load(k_ptr + kv + slot * stride_kn + d[None, :], mask=inside, other=0.0)
                 s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-                s = tl.where(n[None, :] <= pos + rel[:, None], s, float("-inf"))
+                at = pos + rel[:, None]  # the rows' positions
+                s = tl.where((n[None, :] <= at) & (n[None, :] > at - window), s, float("-inf"))
                 m_new = tl.maximum(m, tl.max(s, 1))
                 m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: p = 0
                 p = tl.exp(s - m_safe[:, None])
@@ -90,7 +95,7 @@ def _partial(q_ptr, k_ptr, v_ptr, pos_ptr, packed_ptr, m_ptr, l_ptr, acc_ptr,  #
 
 @triton.jit
 def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, packed_ptr, out_ptr,  # noqa: ANN001, ANN202 (a Triton kernel)
-             stride_or, stride_oh, n_chunks, rows, heads,
+             stride_or, stride_oh, n_chunks, rows, heads, window,
              BLOCK_M: tl.constexpr, CHUNKS: tl.constexpr, CHUNK: tl.constexpr, D: tl.constexpr,
              PACKED: tl.constexpr):
     """Program (head h, row r, block b): the chunks holding keys the row sees (a fixed set for its
@@ -98,7 +103,8 @@ def _combine(m_ptr, l_ptr, acc_ptr, pos_ptr, packed_ptr, out_ptr,  # noqa: ANN00
     h, r, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     pos = tl.load(pos_ptr) + (tl.load(packed_ptr + r) if PACKED else r)  # the row's position
     c, d = tl.arange(0, CHUNKS), tl.arange(0, D)
-    seen = (c * CHUNK <= pos) & (c < n_chunks)  # each such chunk holds a seen key: its m is finite
+    # each chunk holding a key the row sees (at or before it, within the window): its m is finite
+    seen = (c * CHUNK <= pos) & (c < n_chunks) & ((c + 1) * CHUNK > pos - window + 1)
     at = ((b * heads + h) * n_chunks + c) * BLOCK_M + r
     m = tl.load(m_ptr + at, mask=seen, other=float("-inf"))
     w = tl.where(seen, tl.exp(m - tl.max(m, 0)), 0.0)
@@ -144,10 +150,11 @@ class SplitAttention:
         self.acc = torch.empty(batch * heads * self.n_chunks * self.rows * head_dim, **f32)
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor,
-                 packed_info: torch.Tensor | None = None) -> torch.Tensor:
+                 packed_info: torch.Tensor | None = None, window: int | None = None) -> torch.Tensor:
         """q [batch * block, heads, head_dim] (each block's rows in position order from `pos`, a
         1-element device tensor); k, v [batch, kv_heads, capacity, head_dim] (or, for one block,
-        [kv_heads, capacity, head_dim]), already holding the blocks' keys. Returns q's shape."""
+        [kv_heads, capacity, head_dim]), already holding the blocks' keys. Returns q's shape.
+        `window`: a row at position p sees only the keys at (p - window, p] (a sliding window)."""
         k, v = (k[None], v[None]) if k.dim() == 3 else (k, v)
         b, d = self.block, self.head_dim
         if (q.stride(-1) != 1 or k.stride(-1) != 1 or k.stride() != v.stride() or q.shape[0] != b * self.batch
@@ -158,13 +165,16 @@ class SplitAttention:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         precision = "ieee" if q.dtype == torch.float32 else "tf32"
         packed = self.packed > 0
+        window = NO_WINDOW if window is None else window
+        if not 0 < window <= NO_WINDOW:
+            raise ValueError(f"split attention: a window must be in 1..{NO_WINDOW}, got {window}")
         _partial[(self.heads, self.n_chunks, self.packed or self.batch)](
             q, k, v, pos, info, self.m, self.l, self.acc, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-            k.stride(2), k.shape[2], self.n_chunks, b, self.heads, self.scale,
+            k.stride(2), k.shape[2], self.n_chunks, b, self.heads, self.scale, window,
             GROUPS=self.groups, BLOCK_M=self.rows, BLOCK_N=BLOCK_N, CHUNK=CHUNK, D=d, PRECISION=precision,
             PACKED=packed)
         _combine[(self.heads, b, self.batch)](
             self.m, self.l, self.acc, pos, info, out, out.stride(0), out.stride(1), self.n_chunks, b,
-            self.heads,
+            self.heads, window,
             BLOCK_M=self.rows, CHUNKS=triton.next_power_of_2(self.n_chunks), CHUNK=CHUNK, D=d, PACKED=packed)
         return out

@@ -53,8 +53,9 @@ class Step:
             move_kept(self.cache.kv, inp.move, w.arange[: b - 1])
         attend = self._attention(inp, layout, positions, slots, length)
         at = positions.repeat(layout.copies) if layout.copies > 1 else positions  # each copy: the same
-        x = w.run(F.embedding(inp.ids, w.embed), w.cos[at][:, None], w.sin[at][:, None], attend, step=True)
-        logits = F.linear(x, w.lm_head)
+        cos, sin, local = w.rotary(at)
+        x = w.run(w.embedding(inp.ids), cos, sin, attend, step=True, local=local)
+        logits = w.logits(x)
         return logits, logits.argmax(-1)  # the argmax of the model's dtype: fp32's, as the cast is exact
 
     def _attention(self, inp: StepInputs, layout: StepLayout, positions: torch.Tensor, slots: torch.Tensor,
@@ -69,22 +70,23 @@ class Step:
         kv = w.kv_heads
         d = w.head_dim
         groups = w.heads // kv
-        mask = None
+        masks = {}  # per window (None: full attention), in the layout of the keys below
         if self.attention in ("sdpa", "bmm"):
-            allowed = w.arange[:length][None, :] <= positions[:, None]  # [block, L]: causal by position
-            mask = torch.zeros(allowed.shape, dtype=w.dtype, device=w.device)
-            mask = mask.masked_fill_(~allowed, float("-inf")).repeat(groups, 1)[None, None]  # (group, slot)
+            for window in set(w.windows):
+                masks[window] = step_mask(w.arange[:length], positions, window, groups, w.dtype)
         used = (inp.pos + b).to(torch.int32) if self.attention == "flash" else None  # keys [0, pos + block)
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             cache.write(i, slots, k, v)
+            window = w.windows[i]
             if self.attention == "flash":  # one copy (checked by the backend)
                 k_all = cache.k[i, 0].transpose(0, 1)
                 v_all = cache.v[i, 0].transpose(0, 1)
-                return flash(q, k_all, v_all, used, w.scale, self.flash_offsets).reshape(b, -1)
+                return flash(q, k_all, v_all, used, w.scale, self.flash_offsets, window).reshape(b, -1)
             if self.attention == "split":
                 kernel = self.split_kernel(b, layout.packed)
-                return kernel(q, cache.k[i], cache.v[i], inp.pos, inp.info).reshape(n, -1)
+                return kernel(q, cache.k[i], cache.v[i], inp.pos, inp.info, window).reshape(n, -1)
+            mask = masks[window]
             if inp.owner is not None:
                 return per_draft_attention(q, cache.k[i, 0, :, :length], cache.v[i, 0, :, :length], mask,
                                            inp.shift, inp.owner, inp.pos[0], w.scale, groups)
@@ -100,3 +102,15 @@ class Step:
             return out.view(copies, kv, groups, b, d).permute(0, 3, 1, 2, 4).reshape(n, -1)
 
         return attend
+
+
+def step_mask(keys: torch.Tensor, positions: torch.Tensor, window: int | None, groups: int,
+              dtype: torch.dtype) -> torch.Tensor:
+    """The additive mask [1, 1, groups * block, L] of rows at `positions` [block] over key positions
+    `keys` [L]: a row sees the keys at or before its position (and within `window` of it, if set),
+    repeated per query head of a group (the (group, row) order of the grouped query below)."""
+    allowed = keys[None, :] <= positions[:, None]  # [block, L]: causal by position
+    if window is not None:
+        allowed &= keys[None, :] > positions[:, None] - window
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=keys.device)
+    return mask.masked_fill_(~allowed, float("-inf")).repeat(groups, 1)[None, None]

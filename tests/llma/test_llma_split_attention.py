@@ -63,6 +63,25 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", cache_copies=3))
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", packed_drafts=3))
 
+    @pytest.mark.cuda
+    def test_cuda_gemma3_windows_through_split_attention_bitwise_and_llma_equals_greedy():
+        """Gemma 3's sliding layers on the GPU in bf16: block rows bitwise equal to one-token steps
+        across the window, and LLMA (packed drafts too) equal to greedy."""
+        from family_models import tiny_gemma3
+
+        loaded = tiny_gemma3(head_dim=16)
+        loaded.model.to("cuda", torch.bfloat16)
+        loaded.device, loaded.dtype = torch.device("cuda"), torch.bfloat16
+        backend = StaticBackend(loaded.model, block=BLOCK, attention="split")
+        assert backend.attention == "split" and backend.graphs
+        prompt, more = list(range(5, 45)), list(range(30, 41))
+        backend.prefill(prompt)
+        one_by_one = torch.cat([backend.forward([t]) for t in more])
+        backend.trim(len(prompt))
+        assert torch.equal(backend.forward(more), one_by_one)
+        _llma_equals_greedy(loaded, backend)
+        _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", packed_drafts=3))
+
     def _interpreter_tests() -> list[str]:
         """The tests the child runs: those defined under this file's `else:` (TRITON_INTERPRET=1)."""
         tree = ast.parse(Path(__file__).read_text())
@@ -98,9 +117,10 @@ else:
         g = torch.Generator().manual_seed(seed)
         return (torch.randn(KV_HEADS, CAPACITY, D, generator=g) for _ in "kv")
 
-    def _reference(q, k, v, pos):
-        """Masked SDPA: row r sees keys at positions <= pos + r."""
-        mask = torch.arange(CAPACITY)[None] <= (pos + torch.arange(q.shape[0]))[:, None]
+    def _reference(q, k, v, pos, window=None):
+        """Masked SDPA: row r sees keys at positions <= pos + r (and > pos + r - window)."""
+        at = (pos + torch.arange(q.shape[0]))[:, None]
+        mask = (torch.arange(CAPACITY)[None] <= at) & (torch.arange(CAPACITY)[None] > at - (window or CAPACITY))
         kr, vr = (t.repeat_interleave(HEADS // KV_HEADS, 0) for t in (k, v))
         return F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, attn_mask=mask, scale=SCALE).transpose(0, 1)
 
@@ -112,7 +132,14 @@ else:
         opts = (HEADS, KV_HEADS, D, CAPACITY, SCALE, torch.float32, torch.device("cpu"))
         assert works("split", attend_for("split", HEADS, KV_HEADS, D, SCALE, {}), *opts)
 
-        def unmasked(q, k, v, pos):
+        assert works("split", attend_for("split", HEADS, KV_HEADS, D, SCALE, {}), *opts, windowed=True)
+
+        def unwindowed(q, k, v, pos, window):
+            return attend_for("split", HEADS, KV_HEADS, D, SCALE, {})(q, k, v, pos, None)
+
+        assert not works("unwindowed", unwindowed, *opts, windowed=True)
+
+        def unmasked(q, k, v, pos, window):
             kr, vr = (t.repeat_interleave(HEADS // KV_HEADS, 0) for t in (k, v))
             return F.scaled_dot_product_attention(q.transpose(0, 1), kr, vr, scale=SCALE).transpose(0, 1)
 
@@ -127,6 +154,19 @@ else:
         for pos in (0, CHUNK - 3, CHUNK, 2 * CHUNK + 60, CAPACITY - BLOCK):
             torch.testing.assert_close(attention(q, k, v, torch.tensor([pos])), _reference(q, k, v, pos),
                                        atol=1e-5, rtol=1e-5)
+
+    def test_a_window_matches_masked_attention_at_chunk_edges():
+        """Sliding windows (a row at p sees (p - window, p]) whose first key falls inside a tile, on a
+        tile edge, on a chunk edge, past the chunks before it, and a window of one key."""
+        k, v = _cache()
+        attention = SplitAttention(BLOCK, HEADS, KV_HEADS, D, CAPACITY, SCALE, torch.device("cpu"))
+        q = torch.randn(BLOCK, HEADS + 2 * KV_HEADS, D, generator=torch.Generator().manual_seed(1))[:, :HEADS]
+        for pos, window in ((CHUNK + 5, 5), (CHUNK + 70, 70), (2 * CHUNK + 3, CHUNK), (2 * CHUNK + 60, 64),
+                            (CAPACITY - BLOCK, 1), (3, 40)):
+            got = attention(q, k, v, torch.tensor([pos]), window=window)
+            torch.testing.assert_close(got, _reference(q, k, v, pos, window), atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="window"):
+            attention(q, k, v, torch.tensor([9]), window=0)
 
     def test_a_row_gets_the_same_bits_wherever_it_sits_in_the_block():
         """Greedy verifies a token in row 0, LLMA in row r of a block that starts earlier. The dots run
@@ -209,20 +249,23 @@ else:
         k = torch.randint(-2, 3, (KV_HEADS, CAPACITY, D), generator=g).float()
         tree = SplitAttention(block, HEADS, KV_HEADS, D, CAPACITY, 0.125, torch.device("cpu"), packed=4)
         rows = [[1, 2, 3, 4, 5], [1, 6, 7], [1, 8], [1, 9, 10, 11, 12, 13]]
-        # inside a chunk; a draft across a chunk edge; the root last in a chunk; first in one
-        for pos in (9, CHUNK - 4, CHUNK - 1, CHUNK):
+        # inside a chunk; a draft across a chunk edge; the root last in a chunk; first in one; with
+        # sliding windows that end inside the block (3), inside a tile, at a chunk edge
+        for pos, window in ((9, None), (CHUNK - 4, None), (CHUNK - 1, None), (CHUNK, None), (CHUNK + 20, 3),
+                            (CHUNK + 20, 50), (2 * CHUNK + 2, CHUNK + 2)):
             packed = pack(rows, block, 4)
             column = torch.arange(CAPACITY) % D
             column[pos : pos + block] = (pos + torch.tensor(packed.rel)) % D
             v = (column[:, None] == torch.arange(D)[None]).float() * torch.rand(KV_HEADS, CAPACITY, 1, generator=g)
-            out = tree(q, k, v, torch.tensor([pos]), torch.tensor(packed.info()))
+            out = tree(q, k, v, torch.tensor([pos]), torch.tensor(packed.info()), window)
             for index, shift in zip(packed.index, packed.shift):
                 n, src = len(index) - 1, pos + 1 + shift
                 k1, v1 = k.clone(), v.clone()
                 k1[:, pos + 1 : pos + 1 + n], v1[:, pos + 1 : pos + 1 + n] = k[:, src : src + n], v[:, src : src + n]
                 q1 = torch.zeros_like(q)
                 q1[: len(index)] = q[index]
-                alone = tree(q1, k1, v1, torch.tensor([pos]), torch.tensor(single([0] * len(index), block, 4).info()))
+                alone = tree(q1, k1, v1, torch.tensor([pos]), torch.tensor(single([0] * len(index), block, 4).info()),
+                             window)
                 assert torch.equal(alone[: len(index)], out[index])
         with pytest.raises(ValueError, match="packed"):
             tree(q, k, v, torch.tensor([9]))  # a tree's attention needs its tree_info
@@ -230,3 +273,17 @@ else:
     def test_llma_with_a_tree_equals_greedy_through_split_attention():
         loaded = _tiny()
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", packed_drafts=3))
+
+    def test_gemma3_through_split_attention_matches_its_sdpa_and_llma_equals_greedy():
+        """Gemma 3's sliding layers (a window of 16, prompts past it) through the kernel, packed drafts
+        included: the steps match the same backend's masked SDPA, and LLMA equals greedy."""
+        from family_models import tiny_gemma3
+
+        loaded = tiny_gemma3(head_dim=16)
+        model = loaded.model
+        for packed in (0, 3):
+            split = StaticBackend(model, block=BLOCK, attention="split", packed_drafts=packed)
+            sdpa = StaticBackend(model, block=BLOCK, packed_drafts=packed)
+            assert (split.attention, sdpa.attention) == ("split", "sdpa")
+            torch.testing.assert_close(*_steps(split, sdpa), atol=1e-4, rtol=1e-4)
+            _llma_equals_greedy(loaded, split)

@@ -13,6 +13,7 @@ from llma.batch.budget import CostModel
 from llma.batch.cache import SlotCache
 from llma.batch.rows import TILES, choose_tile
 from llma.batch.step import BatchStep, Block
+from llma.cpu.weights import int4_weights
 from llma.static.family import unsupported_reason
 from llma.static.weights import LlamaWeights
 
@@ -30,10 +31,12 @@ class BatchRunner:
     `tile`: the row tile the products run over, the smallest for which this machine's kernels give
     every row the same bits whatever the row count (checked at start-up on the model's weights);
     `invariant` is False where no tile does, and a request's output may then differ from its solo
-    run (logged).
+    run (logged). `weights`: "full" (the model's own) or "int4" (llma.cpu: 4-bit layers and a
+    bf16 output head, on CPU; a different engine setting, whose outputs may differ from full's).
     """
 
-    def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None) -> None:
+    def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None,
+                 weights: str = "full") -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the batch engine cannot run {type(model).__name__}: {reason}")
@@ -41,12 +44,18 @@ class BatchRunner:
         self.context_length = min(context_length_of(model), max_len or 4096)
         self.capacity = -(-(self.context_length + MAX_ROWS) // 64) * 64
         with torch.no_grad():
-            self.weights = LlamaWeights(model, self.capacity, compile=False)
+            if weights == "int4":
+                self.weights, tile = int4_weights(model, self.capacity)
+            elif weights == "full":
+                self.weights = LlamaWeights(model, self.capacity, compile=False)
+                layer = self.weights.layers[0]
+                tile = choose_tile((self.weights.lm_head, layer.qkv, layer.gate_up, layer.o_t.t(),
+                                    layer.down_t.t()))
+            else:
+                raise ValueError(f"weights must be 'full' or 'int4', got {weights!r}")
             w = self.weights
             self.cache = SlotCache(len(w.layers), slots, w.kv_heads, self.capacity, w.head_dim, w.dtype,
                                    self.device)
-            layer = w.layers[0]
-            tile = choose_tile((w.lm_head, layer.qkv, layer.gate_up, layer.o_t.t(), layer.down_t.t()))
         self.invariant = tile is not None
         self.tile = tile or TILES[-1]
         if not self.invariant:

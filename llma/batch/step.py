@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from llma.batch.cache import SlotCache
-from llma.batch.rows import block_attention, block_mask, linear, padded
+from llma.batch.rows import block_attention, block_mask, pad_rows, padded
 from llma.static.packing import PackedBlock, pack
 
 
@@ -64,7 +64,7 @@ class BatchStep:
     """`step(blocks)`: the logits [the blocks' `out` rows, vocab] (fp32, in order) of one forward over
     `blocks`, their keys and values written into their slots first; every product over whole `tile`s."""
 
-    def __init__(self, weights, cache: SlotCache, tile: int) -> None:  # noqa: ANN001 (LlamaWeights)
+    def __init__(self, weights, cache: SlotCache, tile: int) -> None:  # noqa: ANN001 (LlamaWeights, Int4Weights)
         self.weights = weights
         self.cache = cache
         self.tile = tile
@@ -93,7 +93,8 @@ class BatchStep:
         attend = self._attention(blocks, n, m, slots, key_slots)
         x = w.run(F.embedding(ids, w.embed), w.cos[positions][:, None], w.sin[positions][:, None], attend,
                   step=True)
-        return linear(x[torch.tensor(out, dtype=torch.long, device=device)], w.lm_head, self.tile).float()
+        logits = w.logits(pad_rows(x[torch.tensor(out, dtype=torch.long, device=device)], self.tile))
+        return logits[: len(out)].float()
 
     def _attention(self, blocks: Sequence[Block], n: int, m: int, slots: torch.Tensor,
                    key_slots: torch.Tensor) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:

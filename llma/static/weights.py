@@ -106,6 +106,10 @@ class LlamaWeights:
             x = post(x, attend(i, q, k, v), w.o_t, w.o_bias, w.post_norm, w.gate_up, w.down_t)
         return F.rms_norm(x, (x.shape[-1],), self.norm, self.eps)
 
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output head over (final-normed) hidden states x [rows, hidden]."""
+        return F.linear(x, self.lm_head)
+
     def _pre(self, x, in_norm, qkv_w, qkv_b, cos, sin):  # noqa: ANN001, ANN202 (pure: compiled as is)
         """Norm, q/k/v projection, rotary embedding: q [n, heads, d], k and v [n, kv_heads, d]."""
         n = x.shape[0]

@@ -26,7 +26,8 @@ class Block:
     ids [rows]: tokens; rel [rows]: each row's position after `pos`; owner [rows]: each row's draft;
     shifts [drafts]: per draft, from a key's position after `pos` to its slot (row r's key is written
     at slot `pos + r`); length: the request's attention length L (fixed for its whole generation);
-    out: the rows whose logits the step returns.
+    out: the rows whose logits the step returns; prompt: a prompt chunk's rows (weights with
+    separate prompt products, llma.cpu.weights.Int4Weights, run these through them).
     """
 
     slot: int
@@ -37,15 +38,16 @@ class Block:
     shifts: tuple[int, ...]
     length: int
     out: tuple[int, ...]
+    prompt: bool = False
 
     @staticmethod
     def chunk(slot: int, pos: int, ids: Sequence[int], length: int, last: bool = False,
               logits: bool = False) -> Block:
         """Consecutive tokens (a prompt chunk) after `pos`; the logits of its last row if `last` (the
-        prompt's last chunk), of every row if `logits`, else none."""
+        prompt's last chunk), of every row if `logits` (then not a `prompt` block), else none."""
         n = len(ids)
         out = tuple(range(n)) if logits else (n - 1,) if last else ()
-        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length, out)
+        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length, out, not logits)
 
     @staticmethod
     def packed(slot: int, pos: int, rows: Sequence[Sequence[int]], length: int) -> tuple[Block, PackedBlock]:
@@ -78,6 +80,7 @@ class BatchStep:
         ids = torch.zeros(m, dtype=torch.long)
         positions = torch.zeros(m, dtype=torch.long)
         slots = torch.zeros(n, dtype=torch.long)
+        prompt = torch.zeros(m, dtype=torch.bool)
         key_slots = torch.zeros(n, dtype=torch.long)
         out: list[int] = []
         at = 0
@@ -88,11 +91,12 @@ class BatchStep:
             positions[at : at + k] = b.pos + torch.tensor(b.rel)
             slots[at : at + k] = b.slot
             key_slots[at : at + k] = torch.arange(b.pos, b.pos + k)
+            prompt[at : at + k] = b.prompt
             at += k
         ids, positions, slots, key_slots = (t.to(device) for t in (ids, positions, slots, key_slots))
         attend = self._attention(blocks, n, m, slots, key_slots)
         x = w.run(F.embedding(ids, w.embed), w.cos[positions][:, None], w.sin[positions][:, None], attend,
-                  step=True)
+                  step=True, prompt=prompt.to(device) if any(b.prompt for b in blocks) else None)
         logits = w.logits(pad_rows(x[torch.tensor(out, dtype=torch.long, device=device)], self.tile))
         return logits[: len(out)].float()
 

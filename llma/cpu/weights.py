@@ -2,9 +2,9 @@
 head in bf16, in the interface of llma.static.weights.LlamaWeights that the batch step uses.
 
 The residual stream, norms, rotary embedding, attention and KV cache stay fp32; each product takes
-its input in bf16 and returns bf16, added to the fp32 residual. Every row's arithmetic is its own
-(no reduction across rows), so a row's bits depend on the row count only through the kernels'
-row tiling, which `row_invariant` checks.
+its input in bf16 and its result is widened to fp32. A prompt's rows (the step's `prompt` rows)
+run through the model's own fp32 matrices instead: the 4-bit kernel is built for few rows, and a
+row's path depends only on its own request (prompt or decoding), never on the rest of the step.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from llma.batch.rows import TILES, pad_rows
 from llma.cpu.int4 import GROUP, OUT_MULTIPLE, Int4Matrix, available
 from llma.cpu.tiles import choose_tile
 from llma.static.weights import LlamaWeights
@@ -22,9 +23,32 @@ from llma.static.weights import LlamaWeights
 QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
 
 
+class Product:
+    """One matrix as 4-bit groups (decoding rows) and as the model's own fp32 (prompt rows)."""
+
+    def __init__(self, full: torch.Tensor) -> None:
+        self.full = full  # [out, in]
+        self.int4 = Int4Matrix(full)
+
+    def __call__(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int] | None = None
+                 ) -> torch.Tensor:
+        """x [rows, in] @ weight.T in fp32; `prompt`: (prompt rows, other rows, tile) where some rows
+        are a prompt's (each part's product over whole tiles)."""
+        if prompt is None:
+            return self.int4(x).float()
+        full_rows, rows, tile = prompt
+        out = x.new_empty(x.shape[0], self.full.shape[0])
+        out[full_rows] = F.linear(pad_rows(x[full_rows], tile), self.full)[: full_rows.numel()]
+        if rows.numel():
+            out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()].float()
+        return out
+
+
 class Int4Weights:
-    """The layers of `model` as `Int4Matrix`es, the output head in bf16; the embedding, norms and
-    rotary tables as `LlamaWeights` has them (fp32). `run` and `logits` as LlamaWeights'."""
+    """The layers of `model` as `Product`s, the output head in bf16; the embedding, norms and rotary
+    tables as `LlamaWeights` has them (fp32). `run` and `logits` as LlamaWeights'. `tile`: the
+    smallest row tile for which every product and the step's attention are row-invariant here
+    (llma.cpu.tiles), TILES' largest if none is (`invariant` False)."""
 
     def __init__(self, model: PreTrainedModel, positions: int) -> None:
         base = LlamaWeights(model, positions, compile=False)
@@ -32,30 +56,36 @@ class Int4Weights:
         self.scale, self.eps, self.dtype, self.device = base.scale, base.eps, base.dtype, base.device
         self.embed, self.norm, self.cos, self.sin = base.embed, base.norm, base.cos, base.sin
         self.lm_head = base.lm_head.to(torch.bfloat16)
-        self.layers = [QuantLayer(w.in_norm, Int4Matrix(w.qkv), w.qkv_bias, Int4Matrix(w.o_t.t()), w.o_bias,
-                                  w.post_norm, Int4Matrix(w.gate_up), Int4Matrix(w.down_t.t()))
+        self.layers = [QuantLayer(w.in_norm, Product(w.qkv), w.qkv_bias, Product(w.o_t.t()), w.o_bias,
+                                  w.post_norm, Product(w.gate_up), Product(w.down_t.t()))
                        for w in base.layers]
+        tile = choose_tile(self.products(), self.heads, self.kv_heads, self.head_dim, self.dtype)
+        self.invariant = tile is not None
+        self.tile = tile or TILES[-1]
 
     def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-            step: bool = False) -> torch.Tensor:
-        """As `LlamaWeights.run` (`step` makes no difference here)."""
+            step: bool = False, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """As `LlamaWeights.run`; `prompt` [rows] bool: the rows run through the fp32 matrices."""
         n = x.shape[0]
         h, kv, d = self.heads, self.kv_heads, self.head_dim
         half = d // 2
         hidden = (x.shape[-1],)
+        split = None
+        if prompt is not None:
+            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.tile)
         for i, w in enumerate(self.layers):
-            qkv = w.qkv(F.rms_norm(x, hidden, w.in_norm, self.eps)).float()
+            qkv = w.qkv(F.rms_norm(x, hidden, w.in_norm, self.eps), split)
             if w.qkv_bias is not None:
                 qkv = qkv + w.qkv_bias
             qkv = qkv.view(n, h + 2 * kv, d)
             qk = qkv[:, : h + kv]
             qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), -1) * sin
-            x = x + w.o(attend(i, qk[:, :h], qk[:, h:], qkv[:, h + kv :]))
+            x = x + w.o(attend(i, qk[:, :h], qk[:, h:], qkv[:, h + kv :]), split)
             if w.o_bias is not None:
                 x = x + w.o_bias
-            gate, up = w.gate_up(F.rms_norm(x, hidden, w.post_norm, self.eps)).chunk(2, -1)
-            x = x + w.down(F.silu(gate) * up)
+            gate, up = w.gate_up(F.rms_norm(x, hidden, w.post_norm, self.eps), split).chunk(2, -1)
+            x = x + w.down(F.silu(gate) * up, split)
         return F.rms_norm(x, hidden, self.norm, self.eps)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,9 +93,13 @@ class Int4Weights:
         return F.linear(x.to(torch.bfloat16), self.lm_head)
 
     def products(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
-        """Every distinct product of a step and its input width, for a row-invariance check."""
-        w = self.layers[0]
-        return [(m, m.shape[1]) for m in (w.qkv, w.o, w.gate_up, w.down)] + [(self.logits, self.lm_head.shape[1])]
+        """Every distinct product of a step (both paths) and its input width, for a row-invariance
+        check."""
+        layer = self.layers[0]
+        out: list[tuple[Callable[[torch.Tensor], torch.Tensor], int]] = [(self.logits, self.lm_head.shape[1])]
+        for p in (layer.qkv, layer.o, layer.gate_up, layer.down):
+            out += [(p.int4, p.full.shape[1]), (lambda x, w=p.full: F.linear(x, w), p.full.shape[1])]
+        return out
 
 
 def int4_reason(model: PreTrainedModel) -> str | None:
@@ -84,10 +118,10 @@ def int4_reason(model: PreTrainedModel) -> str | None:
 
 
 def int4_weights(model: PreTrainedModel, positions: int) -> tuple[Int4Weights, int | None]:
-    """`Int4Weights` of `model` and the smallest row tile for which its step is row-invariant here
-    (llma.cpu.tiles; None if none is). Raises ValueError where `int4_reason` gives one."""
+    """`Int4Weights` of `model` and its row tile (None where none is row-invariant). Raises
+    ValueError where `int4_reason` gives a reason."""
     reason = int4_reason(model)
     if reason is not None:
         raise ValueError(reason)
     w = Int4Weights(model, positions)
-    return w, choose_tile(w.products(), w.heads, w.kv_heads, w.head_dim, w.dtype)
+    return w, w.tile if w.invariant else None

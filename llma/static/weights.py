@@ -95,10 +95,11 @@ class LlamaWeights:
 
     def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-            step: bool = False) -> torch.Tensor:
+            step: bool = False, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """The layers and the final norm over hidden states x [n, hidden] at rotary rows cos, sin
         [n, 1, head_dim]; `attend(layer, q, k, v)` [n, heads * head_dim]; `step`: the steps'
-        compiled functions, else the prefill's."""
+        compiled functions, else the prefill's. `prompt` (which rows are a prompt's): the same
+        arithmetic for every row here."""
         pre = self._pre_step if step else self._pre_prefill
         post = self._post_step if step else self._post_prefill
         for i, w in enumerate(self.layers):

@@ -59,7 +59,7 @@ def test_every_product_and_the_attention_are_row_invariant_at_the_chosen_tile(en
     w = engine.runner.weights
     assert isinstance(w, Int4Weights) and engine.runner.invariant
     tile = engine.runner.tile
-    assert all(product_invariant(p, n, tile, w.dtype) for p, n in w.products())
+    assert len(w.products()) == 9 and all(product_invariant(p, n, tile, w.dtype) for p, n in w.products())
     assert attention_invariant(w.heads, w.kv_heads, w.head_dim, tile, w.dtype)
 
 
@@ -108,3 +108,21 @@ def test_a_model_the_kernel_cannot_take_is_named():
     odd = tiny_llama(context=64)
     odd.model.config.intermediate_size = 40  # as a width the groups do not divide
     assert "multiples" in int4_reason(odd.model)
+
+
+def test_a_prompts_rows_run_through_the_full_weights(tiny):
+    from llma.batch.runner import BatchRunner
+    from llma.batch.step import Block
+
+    prompt = _ids(40, 4)
+    caches = []
+    for weights in ("full", "int4"):
+        runner = BatchRunner(tiny.model, slots=1, weights=weights)
+        slot = runner.cache.acquire()
+        runner.run([Block.chunk(slot, 0, prompt, 128, last=True)])
+        caches.append(runner.cache.kv[:, :, slot, :, :40].clone())
+        runner.run([Block.chunk(slot, 40, prompt[:8], 128, logits=True)])  # not a prompt: 4-bit rows
+        caches.append(runner.cache.kv[:, :, slot, :, 40:48].clone())
+    full_prompt, full_rows, int4_prompt, int4_rows = caches
+    torch.testing.assert_close(int4_prompt, full_prompt, atol=1e-5, rtol=1e-5)
+    assert (int4_rows - full_rows).abs().max() > 1e-3  # the 4-bit weights are not the model's

@@ -79,7 +79,7 @@ class BatchRunner:
         """One step: the logits [rows, vocab] (fp32) of `blocks`' rows, in order."""
         return self.step(blocks)
 
-    def measure(self, rows: Sequence[int] = (16, 32, 64, 128, 256)) -> CostModel:
+    def measure(self, rows: Sequence[int] = (2, 4, 8, 16, 32, 64, 128, 256)) -> CostModel:
         """The step's cost by row count, timed now on a free slot (the faster of two runs each)."""
         slot = self.cache.acquire()
         try:

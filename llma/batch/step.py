@@ -109,8 +109,8 @@ class BatchStep:
         per_block = []  # per block, once a step: its rows' drafts, shifts and mask (the same in every layer)
         for b in blocks:
             rel, owner, shifts = (torch.tensor(t, device=device) for t in (b.rel, b.owner, b.shifts))
-            per_block.append((rel, owner, shifts, block_mask(b.length, b.pos, rel, shifts, groups, self.tile,
-                                                             w.dtype)))
+            order, bias = block_mask(b.length, b.pos, rel, shifts, groups, self.tile, w.dtype)
+            per_block.append((rel, owner, shifts, (None if b.shifts == (0,) else order, bias)))
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             cache.write(i, slots, key_slots, k[:n], v[:n])

@@ -42,8 +42,8 @@ def attention_invariant(heads: int, kv_heads: int, head_dim: int, tile: int, dty
 def choose_tile(products: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor], int]], heads: int,
                 kv_heads: int, head_dim: int, dtype: torch.dtype, tiles: Sequence[int] = (1, 2, *TILES)
                 ) -> int | None:
-    """The smallest of `tiles` for which every (product, inputs) of `products` and the attention are
-    row-invariant; None if none is."""
+    """The smallest of `tiles` for which every (product, inputs) of `products` and the attention (if
+    `heads`) are row-invariant; None if none is."""
     return next((t for t in tiles
-                 if attention_invariant(heads, kv_heads, head_dim, t, dtype)
+                 if (not heads or attention_invariant(heads, kv_heads, head_dim, t, dtype))
                  and all(product_invariant(p, n, t, dtype) for p, n in products)), None)

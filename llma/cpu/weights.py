@@ -30,15 +30,15 @@ class Product:
         self.full = full  # [out, in]
         self.int4 = Int4Matrix(full)
 
-    def __call__(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int] | None = None
+    def __call__(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
                  ) -> torch.Tensor:
-        """x [rows, in] @ weight.T in fp32; `prompt`: (prompt rows, other rows, tile) where some rows
-        are a prompt's (each part's product over whole tiles)."""
+        """x [rows, in] @ weight.T in fp32; `prompt`: (prompt rows, other rows, their tiles) where
+        some rows are a prompt's (each part's product over whole tiles of its own)."""
         if prompt is None:
             return self.int4(x).float()
-        full_rows, rows, tile = prompt
+        full_rows, rows, full_tile, tile = prompt
         out = x.new_empty(x.shape[0], self.full.shape[0])
-        out[full_rows] = F.linear(pad_rows(x[full_rows], tile), self.full)[: full_rows.numel()]
+        out[full_rows] = F.linear(pad_rows(x[full_rows], full_tile), self.full)[: full_rows.numel()]
         if rows.numel():
             out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()].float()
         return out
@@ -47,8 +47,9 @@ class Product:
 class Int4Weights:
     """The layers of `model` as `Product`s, the output head in bf16; the embedding, norms and rotary
     tables as `LlamaWeights` has them (fp32). `run` and `logits` as LlamaWeights'. `tile`: the
-    smallest row tile for which every product and the step's attention are row-invariant here
-    (llma.cpu.tiles), TILES' largest if none is (`invariant` False)."""
+    smallest row tile for which the 4-bit products, the head and the step's attention are
+    row-invariant here (llma.cpu.tiles), `prompt_tile` that of the fp32 products; TILES' largest
+    where none is (`invariant` False)."""
 
     def __init__(self, model: PreTrainedModel, positions: int) -> None:
         base = LlamaWeights(model, positions, compile=False)
@@ -60,8 +61,10 @@ class Int4Weights:
                                   w.post_norm, Product(w.gate_up), Product(w.down_t.t()))
                        for w in base.layers]
         tile = choose_tile(self.products(), self.heads, self.kv_heads, self.head_dim, self.dtype)
-        self.invariant = tile is not None
+        prompt_tile = choose_tile(self.products(prompt=True), 0, 0, 0, self.dtype)
+        self.invariant = tile is not None and prompt_tile is not None
         self.tile = tile or TILES[-1]
+        self.prompt_tile = prompt_tile or TILES[-1]
 
     def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
@@ -73,7 +76,7 @@ class Int4Weights:
         hidden = (x.shape[-1],)
         split = None
         if prompt is not None:
-            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.tile)
+            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.prompt_tile, self.tile)
         for i, w in enumerate(self.layers):
             qkv = w.qkv(F.rms_norm(x, hidden, w.in_norm, self.eps), split)
             if w.qkv_bias is not None:
@@ -92,14 +95,14 @@ class Int4Weights:
         """The output head over hidden states x [rows, hidden] (bf16 product)."""
         return F.linear(x.to(torch.bfloat16), self.lm_head)
 
-    def products(self) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
-        """Every distinct product of a step (both paths) and its input width, for a row-invariance
-        check."""
+    def products(self, prompt: bool = False) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
+        """Every distinct product of a step's decoding rows (the 4-bit ones and the head), or of its
+        `prompt` rows (fp32), and its input width, for a row-invariance check."""
         layer = self.layers[0]
-        out: list[tuple[Callable[[torch.Tensor], torch.Tensor], int]] = [(self.logits, self.lm_head.shape[1])]
-        for p in (layer.qkv, layer.o, layer.gate_up, layer.down):
-            out += [(p.int4, p.full.shape[1]), (lambda x, w=p.full: F.linear(x, w), p.full.shape[1])]
-        return out
+        matrices = (layer.qkv, layer.o, layer.gate_up, layer.down)
+        if prompt:
+            return [(lambda x, w=p.full: F.linear(x, w), p.full.shape[1]) for p in matrices]
+        return [(p.int4, p.full.shape[1]) for p in matrices] + [(self.logits, self.lm_head.shape[1])]
 
 
 def int4_reason(model: PreTrainedModel) -> str | None:

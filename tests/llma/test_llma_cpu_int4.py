@@ -59,7 +59,8 @@ def test_every_product_and_the_attention_are_row_invariant_at_the_chosen_tile(en
     w = engine.runner.weights
     assert isinstance(w, Int4Weights) and engine.runner.invariant
     tile = engine.runner.tile
-    assert len(w.products()) == 9 and all(product_invariant(p, n, tile, w.dtype) for p, n in w.products())
+    assert len(w.products()) == 5 and all(product_invariant(p, n, tile, w.dtype) for p, n in w.products())
+    assert all(product_invariant(p, n, w.prompt_tile, w.dtype) for p, n in w.products(prompt=True))
     assert attention_invariant(w.heads, w.kv_heads, w.head_dim, tile, w.dtype)
 
 

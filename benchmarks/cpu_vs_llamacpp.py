@@ -1,4 +1,4 @@
-"""Our CPU decoding beside llama.cpp's, side by side in one run on the same prompts.
+"""Our CPU decoding beside llama.cpp's, side by side in one run on the same prompts, interleaved prompt by prompt.
 
     python -m benchmarks.cpu_vs_llamacpp [--limit 8] [--max-new-tokens 96] [--threads 2]
 
@@ -52,29 +52,44 @@ def llama_python(venv: Path) -> Path:
     return python
 
 
-def run_llamacpp(python: Path, prompts: list[list[int]], max_new: int, threads: int) -> dict:
-    job = {"gguf": str(bundled_gguf()), "threads": threads, "max_new": max_new, "prompts": prompts}
-    done = subprocess.run([str(python), str(WORKER)], input=json.dumps(job), capture_output=True, text=True,
-                          check=True)
-    return json.loads(done.stdout)
+class LlamaCpp:
+    """The worker (benchmarks/llamacpp_worker.py) in the llama.cpp venv, the GGUF loaded once;
+    `__call__(prompt)` decodes one prompt there."""
+
+    def __init__(self, python: Path, n_ctx: int, max_new: int, threads: int) -> None:
+        self.proc = subprocess.Popen([str(python), str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        job = {"gguf": str(bundled_gguf()), "threads": threads, "n_ctx": n_ctx, "max_new": max_new}
+        self.version = self._ask(job)["version"]
+
+    def _ask(self, message: object) -> dict:
+        self.proc.stdin.write(json.dumps(message) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the llama.cpp worker ended without an answer")
+        return json.loads(line)
+
+    def __call__(self, prompt: list[int]) -> dict:
+        return self._ask(prompt)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
 
 
-def run_ours(engine, prompts, refs, config: LLMAConfig) -> list[dict]:  # noqa: ANN001
-    """Per prompt: tokens, first-token and total seconds, forwards (events after the prefill)."""
-    out = []
-    for prompt, references in zip(prompts, refs):
-        start = time.perf_counter()
-        first = None
-        tokens: list[int] = []
-        forwards = 0
-        for event in engine.stream(prompt, references, config, history=AnswerHistory()):
-            if event.new_tokens and first is None:
-                first = time.perf_counter() - start
-            tokens += event.new_tokens
-            forwards += event.step > 0
-        out.append({"tokens": tokens, "first_s": first, "total_s": time.perf_counter() - start,
-                    "forwards": forwards})
-    return out
+def run_ours(engine, prompt, references, config: LLMAConfig) -> dict:  # noqa: ANN001
+    """Tokens, first-token and total seconds, forwards (events after the prefill) of one prompt."""
+    start = time.perf_counter()
+    first = None
+    tokens: list[int] = []
+    forwards = 0
+    for event in engine.stream(prompt, references, config, history=AnswerHistory()):
+        if event.new_tokens and first is None:
+            first = time.perf_counter() - start
+        tokens += event.new_tokens
+        forwards += event.step > 0
+    return {"tokens": tokens, "first_s": first, "total_s": time.perf_counter() - start, "forwards": forwards}
 
 
 def summary(runs: list[dict]) -> dict:
@@ -117,20 +132,24 @@ def main() -> None:
     load_before = uptime()
     engine = open_engine(loaded, options)
     weights = engine.runner.weights.__class__.__name__ if isinstance(engine, BatchEngine) else "engine"
-    runs = {"llamacpp_greedy": None, "greedy": run_ours(engine, prompts, [None] * len(prompts), config.greedy())}
-    runs["llma"] = run_ours(engine, prompts, refs, config)
+    llama = LlamaCpp(python, max(map(len, prompts)) + args.max_new_tokens + 8, args.max_new_tokens, args.threads)
+    runs: dict[str, list[dict]] = {"llamacpp_greedy": [], "greedy": [], "llma": []}
+    for i, (prompt, references) in enumerate(zip(prompts, refs)):  # interleaved: the load hits all alike
+        runs["llamacpp_greedy"].append(llama(prompt))
+        runs["greedy"].append(run_ours(engine, prompt, None, config.greedy()))
+        runs["llma"].append(run_ours(engine, prompt, references, config))
+        logging.info("prompt %d: %s", i, {k: round(r[-1]["total_s"], 2) for k, r in runs.items()})
+    llama.close()
     engine.close()
-    llama = run_llamacpp(python, prompts, args.max_new_tokens, args.threads)
-    runs["llamacpp_greedy"] = llama["runs"]
     if not args.no_fp32:
         full = open_engine(loaded, replace(options, weights="full"))
-        runs["greedy_fp32"] = run_ours(full, prompts, [None] * len(prompts), config.greedy())
+        runs["greedy_fp32"] = [run_ours(full, p, None, config.greedy()) for p in prompts]
         full.close()
     report = {
         "device": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
                   f"{torch.__version__}, {args.threads} threads",
         "commit": os.environ.get("LLMA_GIT_COMMIT") or commit(), "uptime_before": load_before,
-        "uptime_after": uptime(), "llama_cpp_python": llama["version"], "engine": type(engine).__name__,
+        "uptime_after": uptime(), "llama_cpp_python": llama.version, "engine": type(engine).__name__,
         "weights": weights, "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
         "methods": {name: summary(r) for name, r in runs.items()},
         "forwards": {name: sum(x.get("forwards", 0) for x in r) for name, r in runs.items()},

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 
 BACKENDS = ("auto", "hf", "static", "static-graphs")
 ATTENTION = ("sdpa", "bmm", "flash", "split")
+WEIGHTS = ("full", "int4")
 DEFAULT_PACKED_DRAFTS = 4  # drafts packed into the one block on CUDA (docs/DESIGN.md)
 DEFAULT_BATCH_SLOTS = 8  # requests the batch engine decodes together, on CPU
 
@@ -22,6 +23,7 @@ ENV = {
     "LLMA_STATIC_TREE": "packed_drafts",
     "LLMA_STATIC_ROWS": "cache_copies",
     "LLMA_BATCH_SLOTS": "batch_slots",
+    "LLMA_WEIGHTS": "weights",
 }
 
 
@@ -37,6 +39,9 @@ class EngineOptions:
     cache_copies: blocks verified side by side per step, each on its own copy of the KV cache.
     batch_slots: requests decoded together by the batch engine (llma.batch), each in its own cache
         slot; 0: one request at a time through `backend`; None: `batch_default`.
+    weights: the batch engine's weights: "full" (the model's own) or "int4" (llma.cpu: 4-bit
+        layers, a bf16 output head; CPU only; its outputs are its own greedy's, which may differ
+        from full's); None: `batch_weights`.
     """
 
     backend: str = "auto"
@@ -45,12 +50,15 @@ class EngineOptions:
     packed_drafts: int | None = None
     cache_copies: int = 1
     batch_slots: int | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.attention is not None and self.attention not in ATTENTION:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
+        if self.weights is not None and self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
         if self.compile is not None and not isinstance(self.compile, bool):
             raise ValueError(f"compile must be True, False or None, got {self.compile!r}")
         for name in ("packed_drafts", "cache_copies", "batch_slots"):
@@ -67,6 +75,15 @@ class EngineOptions:
         if self.batch_slots is not None:
             return self.batch_slots
         return DEFAULT_BATCH_SLOTS if not cuda and self.backend == "auto" else 0
+
+    def batch_weights(self, cuda: bool, int4_runs: bool) -> str:
+        """`weights` where set, else "int4" on CPU where this torch runs the CPU int4 kernel
+        (`int4_runs`), else "full". Raises ValueError for "int4" on CUDA."""
+        if self.weights == "int4" and cuda:
+            raise ValueError("weights='int4' runs on the CPU only")
+        if self.weights is not None:
+            return self.weights
+        return "int4" if not cuda and int4_runs else "full"
 
     @property
     def drafts_per_step(self) -> int:
@@ -111,7 +128,7 @@ class EngineOptions:
 
 
 def _parse(variable: str, name: str, value: str) -> object:
-    if name in ("backend", "attention"):
+    if name in ("backend", "attention", "weights"):
         return value
     if name == "compile":
         if value not in ("0", "1"):

@@ -13,6 +13,7 @@ from llma.batch.budget import TIERS, CostModel, RowBudget
 from llma.batch.runner import MAX_ROWS, BatchRunner
 from llma.batch.scheduler import Scheduler, SchedulerStats
 from llma.checks import check_references, check_token_ids
+from llma.cpu.weights import int4_reason
 from llma.decoder import collect
 from llma.engine import (OUTPUT_REF, DraftDefaults, Engine, LLMAConfig, build_proposer, build_verifier,
                          eos_token_ids, fixed_block_defaults)
@@ -34,15 +35,17 @@ class BatchEngine:
 
     `cost`: the step's cost by row count, which sets how many drafted rows each request gets as the
     batch grows (default: measured now, a few seconds). `max_len` caps the context (each slot holds
-    one). `fixed`: decoding steps in fixed shapes, CUDA graphs on CUDA (default there; see BatchRunner). Raises ValueError for a model family outside the static arithmetic (llma.static.family).
+    one). `weights`: "full" or "int4" (BatchRunner). `fixed`: decoding steps in fixed shapes, CUDA graphs
+    on CUDA (default there; see BatchRunner). Raises ValueError for a model family outside the
+    static arithmetic (llma.static.family).
     """
 
     concurrent = True  # callers may stream from many threads at once
 
     def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
-                 cost: CostModel | None = None, fixed: bool | None = None) -> None:
+                 cost: CostModel | None = None, weights: str = "full", fixed: bool | None = None) -> None:
         self.loaded = loaded
-        self.runner = BatchRunner(loaded.model, slots, max_len, fixed)
+        self.runner = BatchRunner(loaded.model, slots, max_len, weights, fixed)
         cost = cost or self.runner.measure()
         self.scheduler = Scheduler(self.runner, RowBudget(cost))
         self.eos_token_ids = eos_token_ids(loaded)
@@ -101,10 +104,12 @@ def open_engine(loaded: LoadedModel, options: EngineOptions | None = None) -> En
     above 0 and the model family runs on it (else, with the reason logged, the one-at-a-time
     `Engine`), or an `Engine`. Callers tell them apart by `concurrent`."""
     options = options or EngineOptions()
-    slots = options.batch_default(loaded.device.type == "cuda")
+    cuda = loaded.device.type == "cuda"
+    slots = options.batch_default(cuda)
     if slots > 0:
         reason = unsupported_reason(loaded.model)
         if reason is None:
-            return BatchEngine(loaded, slots=slots)
+            return BatchEngine(loaded, slots=slots,
+                               weights=options.batch_weights(cuda, int4_reason(loaded.model) is None))
         log.warning("batch engine not used, one request at a time instead: %s", reason)
     return Engine(loaded, options=options)

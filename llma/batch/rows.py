@@ -60,15 +60,19 @@ def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, p
     shifts [drafts]: per draft, from a key's position after `pos` to its slot. Each draft's keys are
     gathered into position order, so a row reads the keys it may see in the order a one-draft step
     would give them, and the rest add exact zeros; the products run over whole `tile`s of rows.
-    `mask`: `block_mask`'s result, made once per step (made here if not given).
+    `mask`: `block_mask`'s result, made once per step (made here if not given); its slots None for
+    one draft at shift 0 (read in place, no gather).
     Returns [rows, heads * d].
     """
     kv, length, d = keys.shape
     rows, heads, _ = q.shape
     groups = heads // kv
     slots, bias = mask or block_mask(length, pos, rel, shifts, groups, tile, q.dtype)
-    k_d = keys[:, slots].transpose(0, 1)  # [drafts, kv, L, d]
-    v_d = values[:, slots].transpose(0, 1)
+    if slots is None:  # one draft, its keys in place (shift 0): already in position order
+        k_d, v_d = keys[None], values[None]
+    else:
+        k_d = keys[:, slots].transpose(0, 1)  # [drafts, kv, L, d]
+        v_d = values[:, slots].transpose(0, 1)
     qg = q.view(rows, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * rows, d)  # (group, row)
     qg = pad_rows(qg, tile, 1)  # [kv, M, d]
     scores = torch.matmul(qg[None], k_d.transpose(-1, -2)) * scale + bias  # [drafts, kv, M, L]

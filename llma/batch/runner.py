@@ -13,6 +13,7 @@ from llma.batch.budget import CostModel
 from llma.batch.cache import SlotCache
 from llma.batch.rows import TILES, TRIALS, choose_tile
 from llma.batch.step import BatchStep, Block, BlockOut
+from llma.cpu.weights import int4_weights
 from llma.static.family import unsupported_reason
 from llma.static.weights import LlamaWeights
 
@@ -30,14 +31,15 @@ class BatchRunner:
     `tile`: the row tile the products run over, the smallest for which this machine's kernels give
     every row the same bits whatever the row count (checked at start-up on the model's weights);
     `invariant` is False where no tile does, and a request's output may then differ from its solo
-    run (logged).
+    run (logged). `weights`: "full" (the model's own) or "int4" (llma.cpu: 4-bit layers and a
+    bf16 output head, on CPU; a different engine setting, whose outputs may differ from full's).
     `fixed`: decoding steps in fixed shapes (llma.batch.graph_step: Triton split attention, CUDA
     graphs on CUDA; on CPU only under Triton's interpreter, for tests); default: on CUDA. Prompt
     chunks always run the eager step (llma.batch.step).
     """
 
     def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None,
-                 fixed: bool | None = None) -> None:
+                 weights: str = "full", fixed: bool | None = None) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the batch engine cannot run {type(model).__name__}: {reason}")
@@ -47,19 +49,27 @@ class BatchRunner:
         fixed = self.device.type == "cuda" if fixed is None else fixed
         self.slots = slots
         with torch.no_grad():
-            self.weights = LlamaWeights(model, self.capacity, compile=False)
+            if weights == "int4":
+                if fixed:
+                    raise ValueError("int4 weights run on the eager CPU step, not in fixed shapes")
+                self.weights, tile = int4_weights(model, self.capacity)
+            elif weights == "full":
+                self.weights = LlamaWeights(model, self.capacity, compile=False)
+                layer = self.weights.layers[0]
+                trials = TRIALS
+                if fixed:  # every bucket's row count, and prompt chunks side by side
+                    most = 1 << (slots - 1).bit_length()
+                    trials = tuple(sorted({*TRIALS, *(1 << i for i in range(13) if 1 << i <= most * MAX_ROWS),
+                                           *(PREFILL_CHUNK * i for i in (1, 2, 3, 4, 8, 16) if i <= slots)}))
+                tile = choose_tile((self.weights.lm_head, layer.qkv, layer.gate_up, layer.o_t.t(),
+                                    layer.down_t.t()), trials)
+            else:
+                raise ValueError(f"weights must be 'full' or 'int4', got {weights!r}")
             w = self.weights
             # One slot more than requests: the scratch slot, where a fixed shape's dummy blocks write.
             self.cache = SlotCache(len(w.layers), slots + 1, w.kv_heads, self.capacity, w.head_dim, w.dtype,
                                    self.device)
             self.scratch = self.cache.acquire()
-            layer = w.layers[0]
-            trials = TRIALS
-            if fixed:  # every bucket's row count, and prompt chunks side by side
-                most = 1 << (slots - 1).bit_length()
-                trials = tuple(sorted({*TRIALS, *(1 << i for i in range(13) if 1 << i <= most * MAX_ROWS),
-                                       *(PREFILL_CHUNK * i for i in (1, 2, 3, 4, 8, 16) if i <= slots)}))
-            tile = choose_tile((w.lm_head, layer.qkv, layer.gate_up, layer.o_t.t(), layer.down_t.t()), trials)
         self.invariant = tile is not None
         self.tile = tile or TILES[-1]
         if not self.invariant:
@@ -105,10 +115,10 @@ class BatchRunner:
         return result
 
     def measure(self, rows: Sequence[int] | None = None) -> CostModel:
-        """The step's cost by row count (default: 16 to 256 rows; with fixed shapes, powers of two
+        """The step's cost by row count (default: 2 to 256 rows; with fixed shapes, powers of two
         up to every slot's full block), timed now on a free slot (the faster of two runs each)."""
         if rows is None:
-            rows = [16 << i for i in range(12)] if self.fixed is not None else [16, 32, 64, 128, 256]
+            rows = [16 << i for i in range(12)] if self.fixed is not None else [2, 4, 8, 16, 32, 64, 128, 256]
         rows = [r for r in rows if r <= self.slots * MAX_ROWS] or list(rows[:1])
         slot = self.cache.acquire()
         try:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from llma.batch.cache import SlotCache
-from llma.batch.rows import block_attention, block_mask, linear, padded
+from llma.batch.rows import block_attention, block_mask, pad_rows, padded
 from llma.static.packing import PackedBlock, pack
 
 
@@ -26,8 +26,8 @@ class Block:
     ids [rows]: tokens; rel [rows]: each row's position after `pos`; owner [rows]: each row's draft;
     shifts [drafts]: per draft, from a key's position after `pos` to its slot (row r's key is written
     at slot `pos + r`); length: the request's attention length L (fixed for its whole generation);
-    out: the rows whose logits the step returns; prompt: a chunk of the prompt (else the last token
-    and packed drafts).
+    out: the rows whose logits the step returns; prompt: a prompt chunk's rows (the eager step runs
+    them; weights with separate prompt products, llma.cpu.weights.Int4Weights, run them through those).
     """
 
     slot: int
@@ -44,10 +44,10 @@ class Block:
     def chunk(slot: int, pos: int, ids: Sequence[int], length: int, last: bool = False,
               logits: bool = False) -> Block:
         """Consecutive tokens (a prompt chunk) after `pos`; the logits of its last row if `last` (the
-        prompt's last chunk), of every row if `logits`, else none."""
+        prompt's last chunk), of every row if `logits` (then not a `prompt` block), else none."""
         n = len(ids)
         out = tuple(range(n)) if logits else (n - 1,) if last else ()
-        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length, out, prompt=True)
+        return Block(slot, pos, tuple(ids), tuple(range(n)), (0,) * n, (0,), length, out, not logits)
 
     @staticmethod
     def packed(slot: int, pos: int, rows: Sequence[Sequence[int]], length: int) -> tuple[Block, PackedBlock]:
@@ -94,7 +94,7 @@ class BatchStep:
     forward over `blocks`, their keys and values written into their slots first; every product over
     whole `tile`s. Eager: any blocks (prompt chunks too), on any device."""
 
-    def __init__(self, weights, cache: SlotCache, tile: int) -> None:  # noqa: ANN001 (LlamaWeights)
+    def __init__(self, weights, cache: SlotCache, tile: int) -> None:  # noqa: ANN001 (LlamaWeights, Int4Weights)
         self.weights = weights
         self.cache = cache
         self.tile = tile
@@ -108,6 +108,7 @@ class BatchStep:
         ids = torch.zeros(m, dtype=torch.long)
         positions = torch.zeros(m, dtype=torch.long)
         slots = torch.zeros(n, dtype=torch.long)
+        prompt = torch.zeros(m, dtype=torch.bool)
         key_slots = torch.zeros(n, dtype=torch.long)
         out: list[int] = []
         starts: list[int] = []  # per block: its first row among the out rows
@@ -120,12 +121,14 @@ class BatchStep:
             positions[at : at + k] = b.pos + torch.tensor(b.rel)
             slots[at : at + k] = b.slot
             key_slots[at : at + k] = torch.arange(b.pos, b.pos + k)
+            prompt[at : at + k] = b.prompt
             at += k
         ids, positions, slots, key_slots = (t.to(device) for t in (ids, positions, slots, key_slots))
         attend = self._attention(blocks, n, m, slots, key_slots)
         x = w.run(F.embedding(ids, w.embed), w.cos[positions][:, None], w.sin[positions][:, None], attend,
-                  step=True)
-        logits = linear(x[torch.tensor(out, dtype=torch.long, device=device)], w.lm_head, self.tile).float()
+                  step=True, prompt=prompt.to(device) if any(b.prompt for b in blocks) else None)
+        logits = w.logits(pad_rows(x[torch.tensor(out, dtype=torch.long, device=device)], self.tile))
+        logits = logits[: len(out)].float()
         return split_out(blocks, logits, starts, logits.argmax(-1).tolist())
 
     def _attention(self, blocks: Sequence[Block], n: int, m: int, slots: torch.Tensor,
@@ -137,8 +140,8 @@ class BatchStep:
         per_block = []  # per block, once a step: its rows' drafts, shifts and mask (the same in every layer)
         for b in blocks:
             rel, owner, shifts = (torch.tensor(t, device=device) for t in (b.rel, b.owner, b.shifts))
-            per_block.append((rel, owner, shifts, block_mask(b.length, b.pos, rel, shifts, groups, self.tile,
-                                                             w.dtype)))
+            order, bias = block_mask(b.length, b.pos, rel, shifts, groups, self.tile, w.dtype)
+            per_block.append((rel, owner, shifts, (None if b.shifts == (0,) else order, bias)))
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             cache.write(i, slots, key_slots, k[:n], v[:n])

@@ -145,11 +145,12 @@ class LlamaWeights:
 
     def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-            step: bool = False, local: Rotary | None = None) -> torch.Tensor:
+            step: bool = False, local: Rotary | None = None, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """The layers and the final norm over hidden states x [n, hidden] at rotary rows cos, sin
         [n, 1, head_dim] (`local`: the sliding layers' rows, required where `local_cos` is set);
         `attend(layer, q, k, v)` [n, heads * head_dim]; `step`: the steps' compiled functions, else
-        the prefill's."""
+        the prefill's. `prompt` (which rows are a prompt's): the same arithmetic for every row here
+        (llma.cpu's 4-bit weights use it)."""
         if self.local_cos is not None and local is None:
             raise ValueError("this model's sliding layers have their own rotary table: pass `local`")
         pre = self._pre_step if step else self._pre_prefill

@@ -1,0 +1,130 @@
+"""`Int4Weights`: a Llama-family model's layers with 4-bit weights (llma.cpu.int4) and its output
+head in bf16, in the interface of llma.static.weights.LlamaWeights that the batch step uses.
+
+The residual stream, norms, rotary embedding, attention and KV cache stay fp32; each product takes
+its input in bf16 and its result is widened to fp32. A prompt's rows (the step's `prompt` rows)
+run through the model's own fp32 matrices instead: the 4-bit kernel is built for few rows, and a
+row's path depends only on its own request (prompt or decoding), never on the rest of the step.
+"""
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+from llma.batch.rows import TILES, pad_rows
+from llma.cpu.int4 import GROUP, OUT_MULTIPLE, Int4Matrix, available
+from llma.cpu.tiles import choose_tile
+from llma.static.weights import LlamaWeights
+
+QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
+
+
+class Product:
+    """One matrix as 4-bit groups (decoding rows) and as the model's own fp32 (prompt rows)."""
+
+    def __init__(self, full: torch.Tensor) -> None:
+        self.full = full  # [out, in]
+        self.int4 = Int4Matrix(full)
+
+    def __call__(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
+                 ) -> torch.Tensor:
+        """x [rows, in] @ weight.T in fp32; `prompt`: (prompt rows, other rows, their tiles) where
+        some rows are a prompt's (each part's product over whole tiles of its own)."""
+        if prompt is None:
+            return self.int4(x).float()
+        full_rows, rows, full_tile, tile = prompt
+        out = x.new_empty(x.shape[0], self.full.shape[0])
+        out[full_rows] = F.linear(pad_rows(x[full_rows], full_tile), self.full)[: full_rows.numel()]
+        if rows.numel():
+            out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()].float()
+        return out
+
+
+class Int4Weights:
+    """The layers of `model` as `Product`s, the output head in bf16; the embedding, norms and rotary
+    tables as `LlamaWeights` has them (fp32). `run` and `logits` as LlamaWeights'. `tile`: the
+    smallest row tile for which the 4-bit products, the head and the step's attention are
+    row-invariant here (llma.cpu.tiles), `prompt_tile` that of the fp32 products; TILES' largest
+    where none is (`invariant` False)."""
+
+    def __init__(self, model: PreTrainedModel, positions: int) -> None:
+        base = LlamaWeights(model, positions, compile=False)
+        self.heads, self.kv_heads, self.head_dim = base.heads, base.kv_heads, base.head_dim
+        self.scale, self.eps, self.dtype, self.device = base.scale, base.eps, base.dtype, base.device
+        self.embed, self.norm, self.cos, self.sin = base.embed, base.norm, base.cos, base.sin
+        self.lm_head = base.lm_head.to(torch.bfloat16)
+        self.layers = [QuantLayer(w.in_norm, Product(w.qkv), w.qkv_bias, Product(w.o_t.t()), w.o_bias,
+                                  w.post_norm, Product(w.gate_up), Product(w.down_t.t()))
+                       for w in base.layers]
+        tile = choose_tile(self.products(), self.heads, self.kv_heads, self.head_dim, self.dtype)
+        prompt_tile = choose_tile(self.products(prompt=True), 0, 0, 0, self.dtype)
+        self.invariant = tile is not None and prompt_tile is not None
+        self.tile = tile or TILES[-1]
+        self.prompt_tile = prompt_tile or TILES[-1]
+
+    def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+            attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+            step: bool = False, prompt: torch.Tensor | None = None) -> torch.Tensor:
+        """As `LlamaWeights.run`; `prompt` [rows] bool: the rows run through the fp32 matrices."""
+        n = x.shape[0]
+        h, kv, d = self.heads, self.kv_heads, self.head_dim
+        half = d // 2
+        hidden = (x.shape[-1],)
+        split = None
+        if prompt is not None:
+            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.prompt_tile, self.tile)
+        for i, w in enumerate(self.layers):
+            qkv = w.qkv(F.rms_norm(x, hidden, w.in_norm, self.eps), split)
+            if w.qkv_bias is not None:
+                qkv = qkv + w.qkv_bias
+            qkv = qkv.view(n, h + 2 * kv, d)
+            qk = qkv[:, : h + kv]
+            qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), -1) * sin
+            x = x + w.o(attend(i, qk[:, :h], qk[:, h:], qkv[:, h + kv :]), split)
+            if w.o_bias is not None:
+                x = x + w.o_bias
+            gate, up = w.gate_up(F.rms_norm(x, hidden, w.post_norm, self.eps), split).chunk(2, -1)
+            x = x + w.down(F.silu(gate) * up, split)
+        return F.rms_norm(x, hidden, self.norm, self.eps)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output head over hidden states x [rows, hidden] (bf16 product)."""
+        return F.linear(x.to(torch.bfloat16), self.lm_head)
+
+    def products(self, prompt: bool = False) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
+        """Every distinct product of a step's decoding rows (the 4-bit ones and the head), or of its
+        `prompt` rows (fp32), and its input width, for a row-invariance check."""
+        layer = self.layers[0]
+        matrices = (layer.qkv, layer.o, layer.gate_up, layer.down)
+        if prompt:
+            return [(lambda x, w=p.full: F.linear(x, w), p.full.shape[1]) for p in matrices]
+        return [(p.int4, p.full.shape[1]) for p in matrices] + [(self.logits, self.lm_head.shape[1])]
+
+
+def int4_reason(model: PreTrainedModel) -> str | None:
+    """Why `model` cannot run with `Int4Weights` here (None if it can): off the CPU, a torch without
+    the CPU int4 kernel, or a layer width the kernel does not take (llma.cpu.int4)."""
+    if model.device.type != "cpu":
+        return f"int4 weights run on the CPU only, the model is on {model.device}"
+    if not available():
+        return "this torch build does not run the CPU int4 kernel"
+    a = model.model.layers[0].self_attn
+    qkv = sum(p.weight.shape[0] for p in (a.q_proj, a.k_proj, a.v_proj))
+    c = model.config
+    widths = {"hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size, "q, k and v": qkv}
+    bad = [f"{k}={v}" for k, v in widths.items() if v % GROUP or v % OUT_MULTIPLE]
+    return f"int4 weights need widths in multiples of {GROUP}: {', '.join(bad)}" if bad else None
+
+
+def int4_weights(model: PreTrainedModel, positions: int) -> tuple[Int4Weights, int | None]:
+    """`Int4Weights` of `model` and its row tile (None where none is row-invariant). Raises
+    ValueError where `int4_reason` gives a reason."""
+    reason = int4_reason(model)
+    if reason is not None:
+        raise ValueError(reason)
+    w = Int4Weights(model, positions)
+    return w, w.tile if w.invariant else None

@@ -1,0 +1,129 @@
+"""The CPU int4 path (llma.cpu): 4-bit layers in the batch engine, lossless against its own greedy."""
+from __future__ import annotations
+
+import pytest
+import torch
+from llma_fixtures import tiny_llama
+from test_llma_batch import LINEAR, _ids, _requests, _solo, _together
+
+from llma import LLMAConfig
+from llma.batch import BatchEngine
+from llma.batch.engine import open_engine
+from llma.cpu.int4 import GROUP, Int4Matrix
+from llma.cpu.tiles import attention_invariant, product_invariant
+from llma.cpu.weights import Int4Weights, int4_reason
+from llma.options import EngineOptions
+
+pytestmark = pytest.mark.skipif(int4_reason(tiny_llama().model) is not None, reason="no CPU int4 kernel here")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_llama(context=512)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny):
+    engine = BatchEngine(tiny, slots=4, cost=LINEAR, weights="int4")
+    yield engine
+    engine.close()
+
+
+def test_a_matrix_of_4bit_levels_packs_back_to_itself():
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 16, (32, 4 * GROUP), generator=g)
+    q[:, ::GROUP] = 0  # each group spans its 16 levels, as Q4_1's quantizer makes it
+    q[:, 1::GROUP] = 15
+    step = 2.0 ** -torch.randint(5, 9, (32, 4, 1), generator=g)
+    low = -8 * step * torch.randint(1, 3, (32, 4, 1), generator=g)
+    w = (low + q.view(32, 4, GROUP) * step).view(32, 4 * GROUP)  # every value exact in bf16's scale, zero
+    m = Int4Matrix(w)
+    assert torch.equal(m.dequantized(), w)
+    x = torch.randn(5, 4 * GROUP)
+    torch.testing.assert_close(m(x).float(), x.bfloat16().float() @ w.t(), atol=0.05, rtol=0.02)
+
+
+def test_any_matrix_rounds_to_its_groups_levels_and_bad_widths_are_refused():
+    w = torch.randn(48, 2 * GROUP)
+    m = Int4Matrix(w)
+    groups = w.view(48, 2, GROUP)
+    half_step = (groups.amax(-1) - groups.amin(-1)) / 30
+    assert ((m.dequantized().view(48, 2, GROUP) - groups).abs() <= half_step[..., None] * 1.05 + 1e-3).all()
+    with pytest.raises(ValueError, match="inputs in multiples"):
+        Int4Matrix(torch.randn(48, GROUP + 1))
+    with pytest.raises(ValueError, match="outputs in multiples"):
+        Int4Matrix(torch.randn(40, GROUP))
+
+
+def test_every_product_and_the_attention_are_row_invariant_at_the_chosen_tile(engine):
+    w = engine.runner.weights
+    assert isinstance(w, Int4Weights) and engine.runner.invariant
+    tile = engine.runner.tile
+    assert len(w.products()) == 5 and all(product_invariant(p, n, tile, w.dtype) for p, n in w.products())
+    assert all(product_invariant(p, n, w.prompt_tile, w.dtype) for p, n in w.products(prompt=True))
+    assert attention_invariant(w.heads, w.kv_heads, w.head_dim, tile, w.dtype)
+
+
+def test_llma_identical_to_the_int4_engines_own_greedy(engine):
+    prompt = _ids(20, 1)
+    greedy = engine.generate(prompt, None, LLMAConfig(max_new_tokens=40).greedy()).tokens
+    refs = {"a": _ids(4, 2) + greedy[1:] + _ids(4, 3)}
+    result = engine.generate(prompt, refs, LLMAConfig(max_new_tokens=40))
+    assert result.tokens == greedy
+    assert result.stats.accepted_tokens > 15 and result.stats.forward_passes < 30
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_batched_int4_outputs_identical_to_solo_runs(engine, tiny, seed):
+    requests = _requests(tiny.model, 6, seed)
+    solo = _solo(engine, requests)
+    assert _together(engine, requests, [5, 2, 0, 4, 1, 3], [0.0, 0.01, 0.0, 0.05, 0.0, 0.01]) == solo
+    assert engine.runner.cache.free == 4
+
+
+def test_options_choose_int4_on_cpu_by_default_and_full_on_request(tiny):
+    assert EngineOptions().batch_weights(cuda=False, int4_runs=True) == "int4"
+    assert EngineOptions().batch_weights(cuda=False, int4_runs=False) == "full"
+    assert EngineOptions().batch_weights(cuda=True, int4_runs=False) == "full"
+    assert EngineOptions(weights="full").batch_weights(cuda=False, int4_runs=True) == "full"
+    with pytest.raises(ValueError, match="CPU only"):
+        EngineOptions(weights="int4").batch_weights(cuda=True, int4_runs=False)
+    with pytest.raises(ValueError, match="weights must be one of"):
+        EngineOptions(weights="int3")
+    with pytest.raises(ValueError, match="LLMA_WEIGHTS=q8"):
+        EngineOptions.from_env({"LLMA_WEIGHTS": "q8"})
+    assert EngineOptions.from_env({"LLMA_WEIGHTS": "full"}).weights == "full"
+    opened = open_engine(tiny, EngineOptions(batch_slots=2))
+    try:
+        assert isinstance(opened.runner.weights, Int4Weights)
+    finally:
+        opened.close()
+    full = open_engine(tiny, EngineOptions(batch_slots=2, weights="full"))
+    try:
+        assert not isinstance(full.runner.weights, Int4Weights)
+    finally:
+        full.close()
+
+
+def test_a_model_the_kernel_cannot_take_is_named():
+    odd = tiny_llama(context=64)
+    odd.model.config.intermediate_size = 40  # as a width the groups do not divide
+    assert "multiples" in int4_reason(odd.model)
+
+
+def test_a_prompts_rows_run_through_the_full_weights(tiny):
+    from llma.batch.runner import BatchRunner
+    from llma.batch.step import Block
+
+    prompt = _ids(40, 4)
+    caches = []
+    for weights in ("full", "int4"):
+        runner = BatchRunner(tiny.model, slots=1, weights=weights)
+        slot = runner.cache.acquire()
+        runner.run([Block.chunk(slot, 0, prompt, 128, last=True)])
+        caches.append(runner.cache.kv[:, :, slot, :, :40].clone())
+        runner.run([Block.chunk(slot, 40, prompt[:8], 128, logits=True)])  # not a prompt: 4-bit rows
+        caches.append(runner.cache.kv[:, :, slot, :, 40:48].clone())
+    full_prompt, full_rows, int4_prompt, int4_rows = caches
+    torch.testing.assert_close(int4_prompt, full_prompt, atol=1e-5, rtol=1e-5)
+    assert (int4_rows - full_rows).abs().max() > 1e-3  # the 4-bit weights are not the model's

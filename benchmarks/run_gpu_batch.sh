@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The batch engine's GPU runs (issue 22). On the device machine, after staging the model
+# (../shared/gpu/README.md) with .gpu/data holding rag.jsonl and dev-v1.1.json:
+#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu_batch.sh COMMIT [STEP...]
+# STEPs (default: tests steps free; each call's limit is 600 s): tests (the CUDA test of the fixed
+# shapes; stops the run if it fails), steps (benchmarks.gpu_batch_steps), free (rag free at 1/16/64),
+# forced, squad, 7b (the 7B-shaped random-weight Llama, forced, at 1/16).
+export LLMA_GIT_COMMIT=$1 LLMA_CACHE_DIR=/tmp/llmacache TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+shift
+STEPS=${*:-tests steps free}
+OUT=${OUT:-/tmp/gpu_out}
+mkdir -p "$OUT"
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+SB="python3 -m benchmarks.serve_batch --max-new-tokens 128 --device cuda --dtype bfloat16"
+nvidia-smi --query-gpu=name --format=csv,noheader
+python3 -c "import torch, transformers, triton; print(torch.__version__, transformers.__version__, triton.__version__)"
+if has tests; then
+  timeout 120 python3 -m pytest -q -x -p no:cacheprovider tests/llma/test_llma_batch_fixed.py -k cuda > /tmp/t.log 2>&1
+  rc=$?; tail -25 /tmp/t.log; [[ $rc == 0 ]] || exit 1
+fi
+if has steps; then
+  timeout 60 python3 -m benchmarks.gpu_batch_steps --blocks 1,16,64 --rows 1,8,32 --json "$OUT/gpu_batch_steps.json" \
+    2>&1 | grep "^{'\|Error" | tail -30
+fi
+if has free; then
+  timeout 270 $SB --data .gpu/data/rag.jsonl --limit 64 --concurrency 1,16,64 --slots 64 \
+    --json "$OUT/serve_batch_gpu.json" 2>&1 | grep "^| \|Error" | tail -12
+fi
+if has forced; then
+  timeout 170 $SB --data .gpu/data/rag.jsonl --mode forced --limit 64 --concurrency 1,16,64 --slots 64 \
+    --json "$OUT/serve_batch_gpu_forced.json" 2>&1 | grep "^| \|Error" | tail -12
+fi
+if has squad; then
+  timeout 150 $SB --data .gpu/data/dev-v1.1.json --limit 64 --concurrency 1,16,64 --slots 64 \
+    --json "$OUT/serve_batch_gpu_squad.json" 2>&1 | grep "^| \|Error" | tail -12
+fi
+if has 7b; then
+  timeout 200 $SB --data .gpu/data/rag.jsonl --mode forced --random 7b --limit 16 --concurrency 1,16 --slots 16 \
+    --json "$OUT/serve_batch_gpu_7b_forced.json" 2>&1 | grep "^| \|Error" | tail -12
+fi
+exit 0

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -130,24 +131,31 @@ class Scheduler:
     def _ensure_thread(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="llma-batch", daemon=True)
+                self._thread = threading.Thread(target=_run, args=(weakref.ref(self),), name="llma-batch",
+                                                daemon=True)
                 self._thread.start()
 
-    def _loop(self) -> None:
-        while not self._closed:
-            if not self._running:
-                self._deliver()
-            self._take(block=not self._running and not self._waiting)
-            self._drop_cancelled()
-            self._admit()
-            if not self._running:
-                continue
+    def _turn(self) -> bool:
+        """One pass of the loop (waiting at most a second for work when idle); False once closed."""
+        if self._closed:
+            self._end()
+            return False
+        if not self._running:
+            self._deliver()
+        self._take(block=not self._running and not self._waiting)
+        self._drop_cancelled()
+        self._admit()
+        if self._running:
             try:
                 self._step()
             except Exception as err:  # noqa: BLE001 (the step failed: its requests end with the error)
                 log.exception("a batch step failed; its %d requests end with the error", len(self._running))
                 for r in list(self._running):
                     self._finish(r, err)
+        return True
+
+    def _end(self) -> None:
+        self._take(block=False)
         for r in [*self._running, *self._waiting]:
             self._finish(r, RuntimeError("the scheduler was closed"))
         self._deliver()
@@ -160,7 +168,7 @@ class Scheduler:
 
     def _take(self, block: bool) -> None:
         try:
-            item = self._inbox.get(block=block)
+            item = self._inbox.get(block=block, timeout=1.0 if block else None)
             while True:
                 if item is not None:
                     self._waiting.append(item)
@@ -252,6 +260,16 @@ class Scheduler:
         self._outbox.append((r.events, _with_batch(event, batch)))
         if event.finished:
             self._finish(r, None)
+
+
+def _run(ref: weakref.ref) -> None:
+    """The loop thread: holds its scheduler only during a pass, so a scheduler nobody else holds
+    (its engine dropped, no request streaming) is freed with its cache, and the thread ends."""
+    while True:
+        scheduler = ref()
+        if scheduler is None or not scheduler._turn():
+            return
+        del scheduler
 
 
 @dataclass

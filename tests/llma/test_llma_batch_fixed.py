@@ -6,17 +6,15 @@ TRITON_INTERPRET=1 (as tests/llma/test_llma_split_attention.py does). The interp
 is numpy's fp32, so the CPU checks are of the logic (keys, masks, chunks, buckets, dummy blocks);
 the CUDA test checks the bits in bf16.
 """
-import ast
 import os
 import random
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("triton")
+
+from interpreter import run_in_interpreter  # noqa: E402 (tests/llma/interpreter.py)
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -103,25 +101,9 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         finally:
             engine.close()
 
-    def _interpreter_tests() -> list[str]:
-        """The tests the child runs: those defined under this file's `else:` (TRITON_INTERPRET=1)."""
-        tree = ast.parse(Path(__file__).read_text())
-        branch = next(node for node in tree.body if isinstance(node, ast.If) and "TRITON_INTERPRET" in
-                      ast.unparse(node.test))
-        return [node.name for node in ast.walk(ast.Module(body=branch.orelse, type_ignores=[]))
-                if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
-
     @pytest.mark.slow
     def test_fixed_steps_in_the_triton_interpreter():
-        expected = _interpreter_tests()
-        assert expected, "no interpreter tests found under the TRITON_INTERPRET branch"
-        env = {**os.environ, "TRITON_INTERPRET": "1"}
-        cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "-p", "no:xdist", __file__]
-        child = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
-                               text=True, timeout=1200)
-        assert child.returncode == 0, child.stdout[-3000:] + child.stderr[-3000:]
-        passed = [line for line in child.stdout.splitlines() if line.startswith("PASSED")]
-        assert len(passed) == len(expected), child.stdout[-3000:]
+        run_in_interpreter(__file__, timeout=1200)
 
 else:
 

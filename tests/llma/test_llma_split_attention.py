@@ -6,15 +6,13 @@ TRITON_INTERPRET=1; the child runs the checks. The kernels' arithmetic in the in
 (fp32 here), not the GPU's, so these tests check the logic: the right keys, masks, chunk bounds and
 combine, rows independent of the block, LLMA equal to greedy. The GPU run checks the bits in bf16.
 """
-import ast
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("triton")
+
+from interpreter import run_in_interpreter  # noqa: E402 (tests/llma/interpreter.py)
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -82,27 +80,9 @@ if os.environ.get("TRITON_INTERPRET") != "1":
         _llma_equals_greedy(loaded, backend)
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", packed_drafts=3))
 
-    def _interpreter_tests() -> list[str]:
-        """The tests the child runs: those defined under this file's `else:` (TRITON_INTERPRET=1)."""
-        tree = ast.parse(Path(__file__).read_text())
-        branch = next(node for node in tree.body if isinstance(node, ast.If) and "TRITON_INTERPRET" in
-                      ast.unparse(node.test))
-        return [node.name for node in ast.walk(ast.Module(body=branch.orelse, type_ignores=[]))
-                if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
-
     @pytest.mark.slow
     def test_split_attention_in_the_triton_interpreter():
-        expected = _interpreter_tests()
-        assert expected, "no interpreter tests found under the TRITON_INTERPRET branch"
-        env = {**os.environ, "TRITON_INTERPRET": "1"}
-        cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", __file__]
-        child = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
-                               text=True, timeout=900)
-        assert child.returncode == 0, child.stdout[-4000:] + child.stderr[-2000:]
-        summary = child.stdout.strip().splitlines()[-1]
-        assert summary.startswith(f"{len(expected)} passed") and "failed" not in summary, child.stdout[-2000:]
-        passed = {line.split("::")[-1] for line in child.stdout.splitlines() if line.startswith("PASSED ")}
-        assert passed == set(expected), child.stdout[-2000:]
+        run_in_interpreter(__file__, timeout=900)
 
 else:
     import torch.nn.functional as F

@@ -22,6 +22,7 @@ import torch
 
 from llma.penalties import TokenCounts
 
+
 class Verdict(NamedTuple):
     """What one step keeps: the draft (its index among those verified), how many of its tokens are
     accepted, and the next token."""
@@ -207,11 +208,11 @@ class SamplingVerifier:
     reads_logits = True
 
     def verify(self, logits: torch.Tensor, draft: Sequence[int], position: int) -> tuple[int, int]:
-        for i in range(len(draft) + 1):
+        for i, drafted in enumerate(draft):
             token = self.token(logits[i], position + i)
-            if i == len(draft) or token != draft[i]:
+            if token != drafted:
                 return i, token
-        raise AssertionError("unreachable")
+        return len(draft), self.token(logits[len(draft)], position + len(draft))
 
     def verify_rows(self, logits: torch.Tensor, drafts: Sequence[Sequence[int]],
                     position: int) -> Verdict:

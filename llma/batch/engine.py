@@ -92,7 +92,8 @@ class BatchEngine:
         return collect(self.stream(prompt, references, config, verifier, history))
 
     def warm_up(self) -> bool:
-        """Nothing to set up on first use (no CUDA graphs): False, as `Engine.warm_up` says then."""
+        """Nothing set up ahead (a fixed shape's CUDA graph is captured on its first step): False,
+        as `Engine.warm_up` says when it set nothing up."""
         return False
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from llma.batch.cache import SlotCache
 from llma.batch.rows import padded
-from llma.batch.split_attention import CHUNK, BatchAttention, meta_size, metadata
+from llma.batch.split_attention import CHUNK, BatchAttention, metadata
 from llma.batch.step import Block, BlockOut, split_out
 from llma.static.graphs import Captured, capture, upload
 
@@ -130,11 +130,9 @@ class GraphStep:
 
     def _graph(self, shape: Shape) -> Captured:
         if shape not in self.captured:
-            size = 4 * shape.size + meta_size(shape.blocks, shape.rows, shape.drafts)
-            inp = torch.zeros(size, dtype=torch.long, device=self.weights.device)
             # A dummy batch's inputs first: every block in the scratch slot, so the warm-up runs of
             # the capture write nowhere a request reads.
-            inp.copy_(torch.tensor(self._inputs([], shape), dtype=torch.long))
+            inp = torch.tensor(self._inputs([], shape), dtype=torch.long, device=self.weights.device)
             graph, out = capture(lambda x: self._forward(shape, x), inp, self.side, self.pool)
             self.captured[shape] = Captured(graph, inp, out)
             log.info("captured a CUDA graph for %s", shape)

@@ -92,6 +92,18 @@ def tiny_llama(vocab: int = 97, context: int = 64, seed: int = 0, init: float = 
                        dtype=torch.float32)
 
 
+def tiny_llama16(device: str = "cpu", dtype: torch.dtype = torch.float32, context: int = 200) -> LoadedModel:
+    """A random-weight Llama with 16-wide heads (Triton's tl.dot needs 16+), logits far apart."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                         initializer_range=0.5, bos_token_id=0, eos_token_id=None, pad_token_id=None)
+    model = LlamaForCausalLM(config).eval().to(device, dtype)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    return LoadedModel(model=model, tokenizer=None, name="tiny-llama-16", device=torch.device(device), dtype=dtype)
+
+
 class ScriptedRowsBackend(ScriptedBackend):
     """`ScriptedBackend` that verifies several drafts side by side, as llma.static with rows > 1;
     with `caps`, drafts packed into one block (llma.static with a tree): the decoder cuts them so."""

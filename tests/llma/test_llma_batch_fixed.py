@@ -15,27 +15,15 @@ import pytest
 pytest.importorskip("triton")
 
 from interpreter import run_in_interpreter  # noqa: E402 (tests/llma/interpreter.py)
+from llma_fixtures import tiny_llama16  # noqa: E402
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from llma import LLMAConfig
 from llma.batch import BatchEngine, CostModel
 from llma.loading import LoadedModel
 
 LINEAR = CostModel([(16, 1.0), (512, 32.0)])  # rows cost in proportion: blocks shrink with load
-
-
-def _tiny(device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """A random-weight Llama with 16-wide heads (tl.dot needs 16+), logits far apart."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         initializer_range=0.5, bos_token_id=0, eos_token_id=None, pad_token_id=None)
-    model = LlamaForCausalLM(config).eval().to(device, dtype)
-    model.generation_config.eos_token_id = None
-    model.generation_config.pad_token_id = 0
-    return LoadedModel(model=model, tokenizer=None, name="tiny-llama-16", device=torch.device(device), dtype=dtype)
 
 
 def _ids(n: int, seed: int) -> list[int]:
@@ -91,7 +79,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
     def test_cuda_graph_steps_batched_equal_solo_and_llma_equals_greedy():
         if not torch.cuda.is_available():
             pytest.skip("no CUDA device")
-        loaded = _tiny("cuda", torch.bfloat16)
+        loaded = tiny_llama16("cuda", torch.bfloat16, context=512)
         _check_engine(loaded, requests=5, hf=False)
         engine = BatchEngine(loaded, slots=2, cost=LINEAR)  # the default on CUDA: graphs
         try:
@@ -140,4 +128,4 @@ else:
         assert torch.equal(alone, out[:rows])  # the same bits alone, with fewer drafts and more chunks
 
     def test_fixed_engine_in_the_interpreter_equals_generate_and_solo():
-        _check_engine(_tiny(), requests=3, hf=True)
+        _check_engine(tiny_llama16(context=512), requests=3, hf=True)

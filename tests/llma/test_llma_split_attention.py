@@ -13,25 +13,15 @@ import pytest
 pytest.importorskip("triton")
 
 from interpreter import run_in_interpreter  # noqa: E402 (tests/llma/interpreter.py)
+from llma_fixtures import tiny_llama16  # noqa: E402
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from llma.engine import Engine, LLMAConfig
 from llma.loading import LoadedModel
 from llma.static import StaticBackend
 
 BLOCK = 8
-
-
-def _tiny(device: str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """A random-weight Llama with 16-wide heads (tl.dot needs 16+), logits far apart."""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=200,
-                         initializer_range=0.5, bos_token_id=0, eos_token_id=None, pad_token_id=None)
-    model = LlamaForCausalLM(config).eval().to(device, dtype)
-    return LoadedModel(model=model, tokenizer=None, name="tiny-llama-16", device=torch.device(device), dtype=dtype)
 
 
 def _llma_equals_greedy(loaded: LoadedModel, backend: StaticBackend) -> None:
@@ -49,7 +39,7 @@ if os.environ.get("TRITON_INTERPRET") != "1":
 
     @pytest.mark.cuda
     def test_cuda_split_attention_rows_bitwise_and_llma_equals_greedy():
-        loaded = _tiny("cuda", torch.bfloat16)
+        loaded = tiny_llama16("cuda", torch.bfloat16)
         backend = StaticBackend(loaded.model, block=BLOCK, attention="split")  # graphs: auto on CUDA
         assert backend.attention == "split" and backend.graphs
         prompt, more = list(range(5, 25)), list(range(30, 41))
@@ -178,7 +168,7 @@ else:
         the same prefill (the prefill is torch's SDPA in both; against the HF model it is checked in
         test_llma_static.py, outside this child: here it twice came out 4.4e-3 off the HF model's,
         in this child of a full test run only, never alone; see benchmarks/GPU.md, stop 16)."""
-        model = _tiny().model
+        model = tiny_llama16().model
         split, sdpa = StaticBackend(model, block=BLOCK, attention="split"), StaticBackend(model, block=BLOCK)
         assert (split.attention, sdpa.attention) == ("split", "sdpa")
         torch.testing.assert_close(*_steps(split, sdpa), atol=1e-4, rtol=1e-4)
@@ -186,7 +176,7 @@ else:
     def test_a_one_key_mask_error_fails_the_steps_check(monkeypatch):
         """The check above catches a kernel whose rows see one key too many (the kernel given pos + 1
         after the backend's self-check passed the real one): these logits move by 0.7-4.2."""
-        model = _tiny().model
+        model = tiny_llama16().model
         split, sdpa = StaticBackend(model, block=BLOCK, attention="split"), StaticBackend(model, block=BLOCK)
         assert split.attention == "split"
         real = SplitAttention.__call__
@@ -196,7 +186,7 @@ else:
         assert (got - want).abs().max() > 0.5
 
     def test_llma_equals_greedy_through_split_attention():
-        loaded = _tiny()
+        loaded = tiny_llama16()
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split"))
 
     def test_a_batch_of_blocks_gets_each_blocks_own_result():
@@ -217,7 +207,7 @@ else:
             batched(q[:BLOCK], k, v, pos)
 
     def test_llma_with_several_rows_equals_greedy_through_split_attention():
-        loaded = _tiny()
+        loaded = tiny_llama16()
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", cache_copies=3))
 
     def test_a_packed_block_gives_each_draft_the_rows_it_would_get_alone():
@@ -251,7 +241,7 @@ else:
             tree(q, k, v, torch.tensor([9]))  # a tree's attention needs its tree_info
 
     def test_llma_with_a_tree_equals_greedy_through_split_attention():
-        loaded = _tiny()
+        loaded = tiny_llama16()
         _llma_equals_greedy(loaded, StaticBackend(loaded.model, block=BLOCK, attention="split", packed_drafts=3))
 
     def test_gemma3_through_split_attention_matches_its_sdpa_and_llma_equals_greedy():

@@ -157,16 +157,14 @@ def build_ui(service: Service, examples: list[str] | None = None,
             service.pipe.forget_session(session)
 
     def poll_status():
+        """(status, timer, min n-gram, copy length, adaptive). Once the model is ready, its drafting
+        defaults come in the same update as "Ready." (they depend on its backend: on a GPU every step
+        verifies a fixed block, so full-block copies); before, the sliders keep their values."""
         done = service.ready.is_set() or service.error is not None
-        return service.status, gr.Timer(active=not done)
-
-    def draft_values():
-        """The loaded model's drafting defaults into the settings: they depend on its backend (on a
-        GPU every step verifies a fixed block, so full-block copies; the sliders start at the CPU's)."""
         if not service.ready.is_set():
-            return gr.skip(), gr.skip(), gr.skip()
+            return service.status, gr.Timer(active=not done), gr.skip(), gr.skip(), gr.skip()
         defaults = service.pipe.draft_defaults
-        return defaults.min_n, defaults.k, defaults.adaptive
+        return service.status, gr.Timer(active=False), defaults.min_n, defaults.k, defaults.adaptive
 
     with gr.Blocks(title="llma-rag: document QA with LLMA") as demo:
         state = gr.State(fresh_state())
@@ -174,7 +172,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
                     "Answers stream token by token. Highlighted text was copied from a reference "
                     "and verified by the model, several tokens per forward pass; the output is "
                     "identical to plain greedy decoding.", elem_id="llma-title")
-        status = gr.Markdown(service.status, elem_id="llma-status")
+        status = gr.Markdown("Connecting…", elem_id="llma-status")  # poll_status on page load
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 gr.HTML(highlight.legend_html(), elem_id="llma-legend")
@@ -211,7 +209,7 @@ def build_ui(service: Service, examples: list[str] | None = None,
                     sources = gr.HTML(highlight.render_sources([]), elem_id="llma-sources")
                 with gr.Accordion("Settings", open=False):
                     top_k = gr.Slider(0, 10, value=4, step=1, label="Passages (top k)")
-                    # Drafting: the HF loop's defaults until the model is loaded (draft_values).
+                    # Drafting: the HF loop's defaults until the model is loaded (poll_status).
                     min_n = gr.Slider(1, 8, value=2, step=1, label="Min n-gram")
                     max_n = gr.Slider(1, 8, value=4, step=1, label="Max n-gram")
                     k = gr.Slider(1, 64, value=8, step=1, label="Copy length k")
@@ -256,12 +254,10 @@ def build_ui(service: Service, examples: list[str] | None = None,
         remove_btn.click(remove_documents, upload_list, [upload_msg, upload_list, status],
                          api_name="remove_documents", concurrency_id=EXCLUSIVE_EVENTS,
                          concurrency_limit=1)
-        timer = gr.Timer(1.0)
-        drafting = [min_n, k, adaptive]
-        timer.tick(poll_status, None, [status, timer], queue=False, show_progress="hidden",
-                   api_name=False).then(draft_values, None, drafting, queue=False, api_name=False)
-        demo.load(poll_status, None, [status, timer], queue=False, api_name="status")
-        demo.load(draft_values, None, drafting, queue=False, api_name="draft_defaults")
+        timer = gr.Timer(1.0, active=False)  # started by the page load while the model loads
+        polled = [status, timer, min_n, k, adaptive]
+        timer.tick(poll_status, None, polled, queue=False, show_progress="hidden", api_name=False)
+        demo.load(poll_status, None, polled, queue=False, api_name="status")
         demo.unload(forget_session)
     return demo
 

@@ -190,18 +190,19 @@ def test_not_ready_is_a_warning(tmp_path):
     try:
         ask(h.client(), "too early?")
         assert h.pipe.calls == []
-        status, _ = h.client().predict(api_name="/status")
+        status, _, *updates = h.client().predict(api_name="/status")
         assert "Starting" in status
         # Before the model is ready the settings keep the sliders' own values (no value is sent).
-        updates = h.client().predict(api_name="/draft_defaults")
         assert len(updates) == 3 and all(u.get("__type__") == "update" and "value" not in u for u in updates)
     finally:
         h.close()
 
 
 def test_settings_take_the_loaded_backends_drafting_defaults(harness):
-    """Once the model is ready, min n-gram, copy length and adaptive show its backend's defaults."""
-    assert harness.client().predict(api_name="/draft_defaults") == (1, 31, False)
+    """Once the model is ready, min n-gram, copy length and adaptive show its backend's defaults, in
+    the same update as the status "Ready." (a user's change after it is never overwritten)."""
+    status, _, *drafting = harness.client().predict(api_name="/status")
+    assert "Ready." in status and drafting == [1, 31, False]
 
 
 def test_flags_and_env(monkeypatch):

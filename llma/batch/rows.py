@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 TILES = (4, 8, 16, 32)  # the row tiles `choose_tile` tries, smallest first
+KEY_CHUNK = 128  # a block's attention reads whole chunks of keys, at absolute bounds (`key_span`)
 TRIALS = (1, 2, 3, 5, 7, 9, 17, 40, 97, 130)  # row counts `row_invariant` compares by default
 
 
@@ -30,6 +31,12 @@ def pad_rows(x: torch.Tensor, tile: int, dim: int = 0) -> torch.Tensor:
     shape = list(x.shape)
     shape[dim] = extra
     return torch.cat((x, x.new_zeros(shape)), dim)
+
+
+def key_span(length: int, end: int) -> int:
+    """The keys a block reads: its rows' keys end before `end`, rounded up to whole KEY_CHUNKs, at
+    most its attention `length` (a request's, fixed for its generation)."""
+    return min(length, padded(end, KEY_CHUNK))
 
 
 def draft_slots(length: int, pos: int, shifts: torch.Tensor) -> torch.Tensor:
@@ -60,6 +67,9 @@ def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, p
     shifts [drafts]: per draft, from a key's position after `pos` to its slot. Each draft's keys are
     gathered into position order, so a row reads the keys it may see in the order a one-draft step
     would give them, and the rest add exact zeros; the products run over whole `tile`s of rows.
+    Where L is a multiple of KEY_CHUNK the values are summed a chunk at a time (each chunk's
+    product over KEY_CHUNK keys, then the chunks in order): reading only the chunks up to the
+    block's last key (`key_span`) then gives the bits the whole L would (`span_invariant` checks).
     `mask`: `block_mask`'s result, made once per step (made here if not given); its slots None for
     one draft at shift 0 (read in place, no gather).
     Returns [rows, heads * d].
@@ -76,7 +86,14 @@ def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, p
     qg = q.view(rows, kv, groups, d).permute(1, 2, 0, 3).reshape(kv, groups * rows, d)  # (group, row)
     qg = pad_rows(qg, tile, 1)  # [kv, M, d]
     scores = torch.matmul(qg[None], k_d.transpose(-1, -2)) * scale + bias  # [drafts, kv, M, L]
-    out = torch.matmul(torch.softmax(scores, -1), v_d)  # [drafts, kv, M, d]
+    probs = torch.softmax(scores, -1)
+    if length % KEY_CHUNK:
+        out = torch.matmul(probs, v_d)  # [drafts, kv, M, d]
+    else:
+        chunks = length // KEY_CHUNK
+        per_chunk = torch.matmul(probs.unflatten(-1, (chunks, KEY_CHUNK)).transpose(-3, -2),
+                                 v_d.unflatten(-2, (chunks, KEY_CHUNK)))  # [drafts, kv, chunks, M, d]
+        out = per_chunk.sum(2)
     out = out[:, :, : groups * rows].view(-1, kv, groups, rows, d)
     picked = out[owner, :, :, torch.arange(rows, device=q.device)]  # [rows, kv, groups, d]
     return picked.reshape(rows, heads * d)
@@ -106,3 +123,25 @@ def choose_tile(weights: Sequence[torch.Tensor], trials: tuple[int, ...] = TRIAL
     """The smallest of TILES for which every one of `weights` is `row_invariant` over `trials` row
     counts; None if none is."""
     return next((t for t in TILES if all(row_invariant(w, t, trials) for w in weights)), None)
+
+
+def span_invariant(heads: int, kv_heads: int, head_dim: int, tile: int, dtype: torch.dtype,
+                   device: torch.device | str = "cpu") -> bool:
+    """Does a block's attention over its `key_span` give the bits of its whole attention length,
+    for blocks of 1 to 32 rows at positions across several chunks, here?"""
+    g = torch.Generator(device=device).manual_seed(0)
+    length = 8 * KEY_CHUNK
+    k, v = (torch.randn(kv_heads, length, head_dim, generator=g, device=device).to(dtype) for _ in "kv")
+    zero = torch.zeros(1, dtype=torch.long, device=device)
+    for pos in (5, KEY_CHUNK - 3, 2 * KEY_CHUNK + 40, 5 * KEY_CHUNK - 1):
+        for rows in (1, 4, 9, 32):
+            q = torch.randn(rows, heads, head_dim, generator=g, device=device).to(dtype)
+            rel = torch.arange(rows, device=device)
+            owner = torch.zeros(rows, dtype=torch.long, device=device)
+
+            def attend(n: int) -> torch.Tensor:
+                return block_attention(q, k[:, :n], v[:, :n], pos, rel, owner, zero, head_dim ** -0.5, tile)
+
+            if not torch.equal(attend(key_span(length, pos + rows)), attend(length)):
+                return False
+    return True

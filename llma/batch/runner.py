@@ -11,7 +11,7 @@ from transformers import PreTrainedModel
 from llma.backend import context_length_of
 from llma.batch.budget import CostModel
 from llma.batch.cache import SlotCache
-from llma.batch.rows import TILES, TRIALS, choose_tile
+from llma.batch.rows import TILES, TRIALS, choose_tile, span_invariant
 from llma.batch.step import BatchStep, Block, BlockOut
 from llma.cpu.weights import int4_weights
 from llma.static.family import unsupported_reason
@@ -75,7 +75,11 @@ class BatchRunner:
         if not self.invariant:
             log.warning("this machine's matrix products round rows differently by row count: batched "
                         "outputs may differ from solo runs")
-        self.step = BatchStep(self.weights, self.cache, self.tile)
+        w = self.weights
+        self.trim = span_invariant(w.heads, w.kv_heads, w.head_dim, self.tile, w.dtype, self.device)
+        if not self.trim:
+            log.info("attention over part of a request's keys rounds differently here: each step reads all")
+        self.step = BatchStep(self.weights, self.cache, self.tile, self.trim)
         self.fixed = None
         if fixed:
             from llma.batch.graph_step import GraphStep  # needs triton: imported only here

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from llma.batch.cache import SlotCache
-from llma.batch.rows import block_attention, block_mask, pad_rows, padded
+from llma.batch.rows import block_attention, block_mask, key_span, pad_rows, padded
 from llma.static.packing import PackedBlock, pack
 
 
@@ -92,12 +92,19 @@ def split_out(blocks: Sequence[Block], source: torch.Tensor, starts: Sequence[in
 class BatchStep:
     """`step(blocks)`: per block its `BlockOut` (its `out` rows' argmax and fp32 logits) after one
     forward over `blocks`, their keys and values written into their slots first; every product over
-    whole `tile`s. Eager: any blocks (prompt chunks too), on any device."""
+    whole `tile`s. Eager: any blocks (prompt chunks too), on any device. `trim`: each block reads
+    only the keys up to its `key_span`, not its whole attention length (for a machine where
+    llma.batch.rows.span_invariant holds: the same bits, fewer keys read)."""
 
-    def __init__(self, weights, cache: SlotCache, tile: int) -> None:  # noqa: ANN001 (LlamaWeights, Int4Weights)
+    def __init__(self, weights, cache: SlotCache, tile: int, trim: bool = False) -> None:  # noqa: ANN001 (LlamaWeights, Int4Weights)
         self.weights = weights
         self.cache = cache
         self.tile = tile
+        self.trim = trim
+
+    def span(self, b: Block) -> int:
+        """The keys block `b` reads this step."""
+        return key_span(b.length, b.pos + len(b)) if self.trim else b.length
 
     @torch.no_grad()
     def __call__(self, blocks: Sequence[Block]) -> list[BlockOut]:
@@ -140,17 +147,18 @@ class BatchStep:
         per_block = []  # per block, once a step: its rows' drafts, shifts and mask (the same in every layer)
         for b in blocks:
             rel, owner, shifts = (torch.tensor(t, device=device) for t in (b.rel, b.owner, b.shifts))
-            order, bias = block_mask(b.length, b.pos, rel, shifts, groups, self.tile, w.dtype)
-            per_block.append((rel, owner, shifts, (None if b.shifts == (0,) else order, bias)))
+            span = self.span(b)
+            order, bias = block_mask(span, b.pos, rel, shifts, groups, self.tile, w.dtype)
+            per_block.append((span, rel, owner, shifts, (None if b.shifts == (0,) else order, bias)))
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             cache.write(i, slots, key_slots, k[:n], v[:n])
             outs = []
             at = 0
-            for b, (rel, owner, shifts, mask) in zip(blocks, per_block):
+            for b, (span, rel, owner, shifts, mask) in zip(blocks, per_block):
                 rows = len(b)
-                outs.append(block_attention(q[at : at + rows], cache.k[i, b.slot, :, : b.length],
-                                            cache.v[i, b.slot, :, : b.length], b.pos, rel, owner, shifts,
+                outs.append(block_attention(q[at : at + rows], cache.k[i, b.slot, :, :span],
+                                            cache.v[i, b.slot, :, :span], b.pos, rel, owner, shifts,
                                             w.scale, self.tile, mask))
                 at += rows
             if m > n:

@@ -12,6 +12,7 @@ from llma_fixtures import tiny_llama
 from llma import LLMAConfig
 from llma.batch import BatchEngine, CostModel
 from llma.batch.runner import PREFILL_CHUNK
+from llma.batch.step import Block
 
 LINEAR = CostModel([(16, 1.0), (512, 32.0)])  # rows cost in proportion: the budget shrinks blocks with load
 FLAT = CostModel([(16, 1.0), (4096, 1.0)])  # rows cost nothing: every request gets the full block
@@ -208,3 +209,27 @@ def test_penalties_and_the_repetition_stop_per_request(engine, tiny):
     solo = _solo(engine, requests)
     assert solo[0] == solo[1] == greedy and solo[2] != greedy
     assert _together(engine, requests, [2, 0, 1], [0.0] * 3) == solo
+
+
+def test_a_step_reading_only_its_key_span_gives_the_bits_of_its_whole_length(engine):
+    """Steps over a long request's blocks (its attention length several key chunks past its last
+    key): the logits with the reads trimmed to the key span equal those over the whole length."""
+    runner = engine.runner
+    assert runner.trim  # span_invariant holds on this machine's CPU kernels
+    slot = runner.cache.acquire()
+    try:
+        prompt = _ids(300, 5)
+        runner.run([Block.chunk(slot, 0, prompt, 512, last=True)])
+        blocks = [Block.packed(slot, 300, [[7, *_ids(5, 6)], [7, *_ids(3, 8)]], 512)[0],
+                  Block.packed(slot, 300, [[7]], 512)[0]]
+        for block in blocks:
+            runner.step.trim = True
+            trimmed = runner.run([block])[0]
+            runner.step.trim = False
+            whole = runner.run([block])[0]
+            assert trimmed.argmax == whole.argmax
+            index = list(range(len(block.out)))
+            assert torch.equal(trimmed.logits(index), whole.logits(index))
+    finally:
+        runner.step.trim = True
+        runner.cache.release(slot)

@@ -6,7 +6,7 @@ import torch
 
 from llma.batch import CostModel, RowBudget
 from llma.batch.cache import SlotCache
-from llma.batch.rows import block_attention, choose_tile, linear, padded
+from llma.batch.rows import KEY_CHUNK, block_attention, choose_tile, key_span, linear, padded, span_invariant
 
 
 def test_linear_rows_do_not_depend_on_the_row_count():
@@ -75,3 +75,22 @@ def test_the_budget_shrinks_blocks_as_the_batch_grows_and_never_below_greedy():
     flat = RowBudget(CostModel([(16, 1.0), (4096, 1.0)]))
     assert flat.tier(64).rows == 32  # rows that cost nothing: the full block
     assert CostModel([(16, 1.0), (32, 2.0)])(64) == pytest.approx(4.0)  # past the points: linear
+
+
+@pytest.mark.parametrize("rows", [1, 5, 9])
+def test_attention_over_the_key_span_gives_the_bits_of_the_whole_length(rows):
+    """A block reads only the key chunks up to its last key; the rest of its length (stale entries of
+    the slot) would add exact zeros, and the values are summed a chunk at a time: the same bits."""
+    g = torch.Generator().manual_seed(rows)
+    heads, kv, d, length = 6, 2, 16, 6 * KEY_CHUNK
+    keys, values = (torch.randn(kv, length, d, generator=g) for _ in "kv")
+    for pos in (0, KEY_CHUNK - rows, KEY_CHUNK + 7, 4 * KEY_CHUNK + 60):
+        q = torch.randn(rows, heads, d, generator=g)
+        rel, owner = torch.arange(rows), torch.zeros(rows, dtype=torch.long)
+        span = key_span(length, pos + rows)
+        assert span % KEY_CHUNK == 0 and pos + rows <= span < pos + rows + KEY_CHUNK
+        whole = block_attention(q, keys, values, pos, rel, owner, torch.tensor([0]), 0.25, 4)
+        part = block_attention(q, keys[:, :span], values[:, :span], pos, rel, owner, torch.tensor([0]), 0.25, 4)
+        assert torch.equal(part, whole)
+    assert key_span(200, 190) == 200  # never past the request's own length
+    assert span_invariant(6, 2, 16, 4, torch.float32)

@@ -3,8 +3,9 @@ head in bf16, in the interface of llma.static.weights.LlamaWeights that the batc
 
 The residual stream, norms, rotary embedding, attention and KV cache stay fp32; each product takes
 its input in bf16 and its result is widened to fp32. A prompt's rows (the step's `prompt` rows)
-run through the model's own fp32 matrices instead: the 4-bit kernel is built for few rows, and a
-row's path depends only on its own request (prompt or decoding), never on the rest of the step.
+run through the model's own matrices in bf16 instead (a GEMM built for many rows): the 4-bit
+kernel is built for few rows, and a row's path depends only on its own request (prompt or
+decoding), never on the rest of the step.
 """
 from __future__ import annotations
 
@@ -23,22 +24,27 @@ from llma.static.weights import LlamaWeights
 QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
 
 
+def bf16_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x [rows, in] (fp32) @ weight.T (bf16 [out, in]): the product in bf16, widened to fp32."""
+    return F.linear(x.to(torch.bfloat16), weight).float()
+
+
 class Product:
-    """One matrix as 4-bit groups (decoding rows) and as the model's own fp32 (prompt rows)."""
+    """One matrix as 4-bit groups (decoding rows) and as the model's own in bf16 (prompt rows)."""
 
     def __init__(self, full: torch.Tensor) -> None:
-        self.full = full  # [out, in]
+        self.bf16 = full.to(torch.bfloat16)  # [out, in]
         self.int4 = Int4Matrix(full)
 
     def __call__(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
                  ) -> torch.Tensor:
-        """x [rows, in] @ weight.T in fp32; `prompt`: (prompt rows, other rows, their tiles) where
+        """x [rows, in] @ weight.T, in fp32; `prompt`: (prompt rows, other rows, their tiles) where
         some rows are a prompt's (each part's product over whole tiles of its own)."""
         if prompt is None:
             return self.int4(x).float()
-        full_rows, rows, full_tile, tile = prompt
-        out = x.new_empty(x.shape[0], self.full.shape[0])
-        out[full_rows] = F.linear(pad_rows(x[full_rows], full_tile), self.full)[: full_rows.numel()]
+        prompt_rows, rows, prompt_tile, tile = prompt
+        out = x.new_empty(x.shape[0], self.bf16.shape[0])
+        out[prompt_rows] = bf16_linear(pad_rows(x[prompt_rows], prompt_tile), self.bf16)[: prompt_rows.numel()]
         if rows.numel():
             out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()].float()
         return out
@@ -48,7 +54,7 @@ class Int4Weights:
     """The layers of `model` as `Product`s, the output head in bf16; the embedding, norms and rotary
     tables as `LlamaWeights` has them (fp32). `run` and `logits` as LlamaWeights'. `tile`: the
     smallest row tile for which the 4-bit products, the head and the step's attention are
-    row-invariant here (llma.cpu.tiles), `prompt_tile` that of the fp32 products; TILES' largest
+    row-invariant here (llma.cpu.tiles), `prompt_tile` that of the bf16 products; TILES' largest
     where none is (`invariant` False)."""
 
     def __init__(self, model: PreTrainedModel, positions: int) -> None:
@@ -69,7 +75,7 @@ class Int4Weights:
     def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
             step: bool = False, prompt: torch.Tensor | None = None) -> torch.Tensor:
-        """As `LlamaWeights.run`; `prompt` [rows] bool: the rows run through the fp32 matrices."""
+        """As `LlamaWeights.run`; `prompt` [rows] bool: the rows run through the bf16 matrices."""
         n = x.shape[0]
         h, kv, d = self.heads, self.kv_heads, self.head_dim
         half = d // 2
@@ -97,12 +103,12 @@ class Int4Weights:
 
     def products(self, prompt: bool = False) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
         """Every distinct product of a step's decoding rows (the 4-bit ones and the head), or of its
-        `prompt` rows (fp32), and its input width, for a row-invariance check."""
+        `prompt` rows (bf16), and its input width, for a row-invariance check."""
         layer = self.layers[0]
         matrices = (layer.qkv, layer.o, layer.gate_up, layer.down)
         if prompt:
-            return [(lambda x, w=p.full: F.linear(x, w), p.full.shape[1]) for p in matrices]
-        return [(p.int4, p.full.shape[1]) for p in matrices] + [(self.logits, self.lm_head.shape[1])]
+            return [(lambda x, w=p.bf16: bf16_linear(x, w), p.bf16.shape[1]) for p in matrices]
+        return [(p.int4, p.bf16.shape[1]) for p in matrices] + [(self.logits, self.lm_head.shape[1])]
 
 
 def int4_reason(model: PreTrainedModel) -> str | None:

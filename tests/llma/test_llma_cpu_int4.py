@@ -111,9 +111,18 @@ def test_a_model_the_kernel_cannot_take_is_named():
     assert "multiples" in int4_reason(odd.model)
 
 
-def test_a_prompts_rows_run_through_the_full_weights(tiny):
+def test_a_prompts_rows_run_through_the_models_own_weights_in_bf16(tiny):
     from llma.batch.runner import BatchRunner
     from llma.batch.step import Block
+    from llma.cpu.weights import Product
+
+    g = torch.Generator().manual_seed(3)
+    weight, x = torch.randn(48, 64, generator=g), torch.randn(6, 64, generator=g)
+    split = (torch.tensor([0, 2, 3]), torch.tensor([1, 4, 5]), 4, 4)
+    product = Product(weight)(x, split)
+    bf16 = torch.nn.functional.linear(x.to(torch.bfloat16), weight.to(torch.bfloat16)).float()
+    assert torch.equal(product[[0, 2, 3]], bf16[[0, 2, 3]])  # prompt rows: the model's weights in bf16
+    assert not torch.equal(product[[1, 4, 5]], bf16[[1, 4, 5]])  # the others: 4-bit weights
 
     prompt = _ids(40, 4)
     caches = []
@@ -125,5 +134,7 @@ def test_a_prompts_rows_run_through_the_full_weights(tiny):
         runner.run([Block.chunk(slot, 40, prompt[:8], 128, logits=True)])  # not a prompt: 4-bit rows
         caches.append(runner.cache.kv[:, :, slot, :, 40:48].clone())
     full_prompt, full_rows, int4_prompt, int4_rows = caches
-    torch.testing.assert_close(int4_prompt, full_prompt, atol=1e-5, rtol=1e-5)
-    assert (int4_rows - full_rows).abs().max() > 1e-3  # the 4-bit weights are not the model's
+    prompt_error = (int4_prompt - full_prompt).abs().max()
+    rows_error = (int4_rows - full_rows).abs().max()
+    # bf16 rounding (a few percent after every layer), far below the 4-bit rows' error
+    assert 0 < prompt_error < 0.05 * full_prompt.abs().max() and prompt_error < rows_error / 4

@@ -9,6 +9,7 @@ import importlib.util
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,13 +125,12 @@ class Embedder:
         """Shape (len(texts), dim), float32, unit-length rows."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=progress,
-        )
+        model = self.model
+        # In a thread that ends: the caller's thread keeps no OpenMP thread team, which on a machine
+        # with few cores would slow a decoding engine's loop thread (llma.threads explains).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed") as pool:
+            vectors = pool.submit(model.encode, texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                  convert_to_numpy=True, show_progress_bar=progress).result()
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def __repr__(self) -> str:

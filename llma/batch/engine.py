@@ -22,6 +22,7 @@ from llma.loading import LoadedModel
 from llma.options import EngineOptions
 from llma.sequence import DecodeState, StopConfig
 from llma.static.family import unsupported_reason
+from llma.threads import in_own_thread
 from llma.types import DecodeResult, RefId, StepEvent
 from llma.verifier import Verifier
 
@@ -45,8 +46,9 @@ class BatchEngine:
     def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
                  cost: CostModel | None = None, weights: str = "full", fixed: bool | None = None) -> None:
         self.loaded = loaded
-        self.runner = BatchRunner(loaded.model, slots, max_len, weights, fixed)
-        cost = cost or self.runner.measure()
+        # Built and measured in a thread that ends: the loop thread alone keeps a CPU thread team.
+        self.runner = in_own_thread(BatchRunner, loaded.model, slots, max_len, weights, fixed)
+        cost = cost or in_own_thread(self.runner.measure)
         self.scheduler = Scheduler(self.runner, RowBudget(cost))
         self.eos_token_ids = eos_token_ids(loaded)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)

@@ -59,10 +59,11 @@ def test_bad_input_and_unreachable_server(remote):
 
 def test_the_app_answers_through_a_remote_server(server, tmp_path):
     import app
+    from ui import startup
 
     args = app.parse_args(["--server", server.url, "--api-key", API_KEY, "--docs", str(tmp_path),
                            "--index", str(tmp_path / "idx")])
-    service = app.remote_service(args)
+    service = startup.remote_service(args)
     service.start(background=False)
     assert service.ready.is_set() and server.url in service.status
     assert service.pipe.answer(QUESTION, settings=SETTINGS).text

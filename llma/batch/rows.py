@@ -95,6 +95,8 @@ def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, p
                                  v_d.unflatten(-2, (chunks, KEY_CHUNK)))  # [drafts, kv, chunks, M, d]
         out = per_chunk.sum(2)
     out = out[:, :, : groups * rows].view(-1, kv, groups, rows, d)
+    if out.shape[0] == 1:  # one draft: every row its own
+        return out[0].permute(2, 0, 1, 3).reshape(rows, heads * d)
     picked = out[owner, :, :, torch.arange(rows, device=q.device)]  # [rows, kv, groups, d]
     return picked.reshape(rows, heads * d)
 

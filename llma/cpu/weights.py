@@ -49,6 +49,11 @@ class Product:
             out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()].float()
         return out
 
+    def residual(self, r: torch.Tensor, x: torch.Tensor, prompt: tuple | None = None) -> torch.Tensor:
+        """r + self(x, prompt): the residual stream r (fp32) plus the product, the 4-bit kernel's
+        bf16 widened inside the addition (the same bits as widening it first)."""
+        return r + (self.int4(x) if prompt is None else self(x, prompt))
+
 
 class Int4Weights:
     """The layers of `model` as `Product`s, the output head in bf16; the embedding, norms and rotary
@@ -90,11 +95,11 @@ class Int4Weights:
             qkv = qkv.view(n, h + 2 * kv, d)
             qk = qkv[:, : h + kv]
             qk = qk * cos + torch.cat((qk[..., half:], qk[..., :half]), -1) * sin
-            x = x + w.o(attend(i, qk[:, :h], qk[:, h:], qkv[:, h + kv :]), split)
+            x = w.o.residual(x, attend(i, qk[:, :h], qk[:, h:], qkv[:, h + kv :]), split)
             if w.o_bias is not None:
                 x = x + w.o_bias
             gate, up = w.gate_up(F.rms_norm(x, hidden, w.post_norm, self.eps), split).chunk(2, -1)
-            x = x + w.down(F.silu(gate) * up, split)
+            x = w.down.residual(x, F.silu(gate) * up, split)
         return F.rms_norm(x, hidden, self.norm, self.eps)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

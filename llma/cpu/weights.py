@@ -21,6 +21,7 @@ from llma.cpu.int4 import GROUP, OUT_MULTIPLE, Int4Matrix, available
 from llma.cpu.tiles import choose_tile
 from llma.static.weights import LlamaWeights
 
+PROMPT_ROWS = 64  # the bucket of a step's prompt rows
 QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
 
 
@@ -59,8 +60,8 @@ class Int4Weights:
     """The layers of `model` as `Product`s, the output head in bf16; the embedding, norms and rotary
     tables as `LlamaWeights` has them (fp32). `run` and `logits` as LlamaWeights'. `tile`: the
     smallest row tile for which the 4-bit products, the head and the step's attention are
-    row-invariant here (llma.cpu.tiles), `prompt_tile` that of the bf16 products; TILES' largest
-    where none is (`invariant` False)."""
+    row-invariant here (llma.cpu.tiles), `prompt_tile` the bucket of the bf16 products' rows
+    (PROMPT_ROWS, a multiple of their tile); TILES' largest where none is (`invariant` False)."""
 
     def __init__(self, model: PreTrainedModel, positions: int) -> None:
         base = LlamaWeights(model, positions, compile=False)
@@ -75,7 +76,9 @@ class Int4Weights:
         prompt_tile = choose_tile(self.products(prompt=True), 0, 0, 0, self.dtype)
         self.invariant = tile is not None and prompt_tile is not None
         self.tile = tile or TILES[-1]
-        self.prompt_tile = prompt_tile or TILES[-1]
+        # Prompt rows in whole buckets of PROMPT_ROWS (a multiple of every tile): each distinct row
+        # count of a bf16 product keeps a few MB in oneDNN's caches, so few row counts.
+        self.prompt_tile = max(PROMPT_ROWS, prompt_tile or TILES[-1])
 
     def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],

@@ -9,7 +9,6 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -17,7 +16,7 @@ import gradio as gr  # noqa: E402
 
 from ui import highlight, stats, uploads  # noqa: E402
 from ui.service import Service  # noqa: E402
-from ui.startup import answers_at_once, load_pipeline, remote_service  # noqa: E402
+from ui.startup import answers_at_once, load_examples, load_pipeline, remote_service  # noqa: E402
 from ui.turns import ChatTurns, fresh_state  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -34,13 +33,6 @@ def page_assets() -> dict:
     `launch`."""
     return dict(css=highlight.CSS + stats.CSS, js=(ROOT / "ui" / "page.js").read_text(encoding="utf-8"),
                 theme=gr.themes.Soft())
-
-
-def load_examples(path: Path = ROOT / "data" / "questions.json") -> list[str]:
-    try:
-        return [q["question"] for q in json.loads(path.read_text(encoding="utf-8"))][:8]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
 
 
 def make_settings(top_k, min_n, max_n, k, adaptive, max_new_tokens, temperature, use_llma,
@@ -161,9 +153,8 @@ def build_ui(service: Service, examples: list[str] | None = None,
         """(status, timer, min n-gram, copy length, adaptive). Once the model is ready, its drafting
         defaults come in the same update as "Ready." (they depend on its backend: on a GPU every step
         verifies a fixed block, so full-block copies); before, the sliders keep their values."""
-        done = service.ready.is_set() or service.error is not None
-        if not service.ready.is_set():
-            return service.status, gr.Timer(active=not done), gr.skip(), gr.skip(), gr.skip()
+        if not service.ready.is_set():  # polled again unless loading failed
+            return service.status, gr.Timer(active=service.error is None), gr.skip(), gr.skip(), gr.skip()
         defaults = service.pipe.draft_defaults
         return service.status, gr.Timer(active=False), defaults.min_n, defaults.k, defaults.adaptive
 

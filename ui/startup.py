@@ -1,12 +1,23 @@
-"""How the app starts its back end: the pipeline's loader, how many answers stream at once, and the
-service over a remote server (`--server`)."""
+"""How the app starts: its example questions, the pipeline's loader, how many answers stream at
+once, and the service over a remote server (`--server`)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
 from ui.service import Service, default_loader
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_examples(path: Path = ROOT / "data" / "questions.json") -> list[str]:
+    """Up to 8 example questions (none if the file is missing or malformed)."""
+    try:
+        return [q["question"] for q in json.loads(path.read_text(encoding="utf-8"))][:8]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def load_pipeline(index_dir: Path, model: str | None, device: str | None, dtype: str | None) -> object:

@@ -47,8 +47,7 @@ class BatchEngine:
                  cost: CostModel | None = None, weights: str = "full", fixed: bool | None = None) -> None:
         self.loaded = loaded
         # Built and measured in a thread that ends: the loop thread alone keeps a CPU thread team.
-        self.runner = in_own_thread(BatchRunner, loaded.model, slots, max_len, weights, fixed)
-        cost = cost or in_own_thread(self.runner.measure)
+        self.runner, cost = in_own_thread(_build, loaded, slots, max_len, weights, fixed, cost)
         self.scheduler = Scheduler(self.runner, RowBudget(cost))
         self.eos_token_ids = eos_token_ids(loaded)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
@@ -100,6 +99,13 @@ class BatchEngine:
 
     def close(self) -> None:
         self.scheduler.close()
+
+
+def _build(loaded: LoadedModel, slots: int, max_len: int | None, weights: str, fixed: bool | None,
+           cost: CostModel | None) -> tuple[BatchRunner, CostModel]:
+    """The runner and its cost model (`cost`, else measured now)."""
+    runner = BatchRunner(loaded.model, slots, max_len, weights, fixed)
+    return runner, cost or runner.measure()
 
 
 def open_engine(loaded: LoadedModel, options: EngineOptions | None = None) -> Engine | BatchEngine:

@@ -75,7 +75,6 @@ class BatchRunner:
         if not self.invariant:
             log.warning("this machine's matrix products round rows differently by row count: batched "
                         "outputs may differ from solo runs")
-        w = self.weights
         self.trim = span_invariant(w.heads, w.kv_heads, w.head_dim, self.tile, w.dtype, self.device)
         if not self.trim:
             log.info("attention over part of a request's keys rounds differently here: each step reads all")

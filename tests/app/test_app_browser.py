@@ -63,6 +63,35 @@ def ask_and_wait(page, question: str | None = None) -> None:
         timeout=ANSWER_TIMEOUT_MS)
 
 
+def open_accordion(page, label: str, inside: str) -> None:
+    """Open the accordion `label` until the element `inside` it is visible. A click that lands
+    while the page is still settling can be lost (or close it again), so this checks and
+    retries instead of clicking once and hoping."""
+    target = page.locator(inside).first
+    for _ in range(4):
+        if target.is_visible():
+            return
+        page.get_by_text(label, exact=True).first.click()
+        try:
+            target.wait_for(state="visible", timeout=10_000)
+            return
+        except sync_api.TimeoutError:
+            continue
+    sync_api.expect(target).to_be_visible()
+
+
+def upload_file(page, path: Path) -> None:
+    """Put `path` in the upload box, wait until the server has it (the box shows its download
+    link), and add it to the index."""
+    open_accordion(page, "Add documents", "#llma-upload")
+    page.locator("#llma-upload input[type=file]").set_input_files(str(path))
+    box = page.locator("#llma-upload")
+    # Loose: under a full test run on 2 cores the upload itself can take longer than the default 30 s.
+    sync_api.expect(box).to_contain_text(path.name, timeout=ANSWER_TIMEOUT_MS)
+    sync_api.expect(box).to_contain_text("⇣", timeout=ANSWER_TIMEOUT_MS)  # on the server
+    page.click("#llma-upload-btn")
+
+
 def test_empty_message_shows_a_warning(page):
     page.fill("#llma-input textarea", "")
     page.click("#llma-send")
@@ -97,12 +126,7 @@ def test_example_question_streams_a_highlighted_answer(page):
 def test_uploaded_markup_is_shown_as_text_not_executed(page, tmp_path):
     doc = tmp_path / "zorblax.md"
     doc.write_text(XSS_DOC, encoding="utf-8")
-    page.get_by_text("Add documents").click()
-    page.locator("#llma-upload input[type=file]").set_input_files(str(doc))
-    # Loose: under a full test run on 2 cores the upload itself can take longer than the default 30 s.
-    page.locator("#llma-upload").get_by_text("zorblax.md").first.wait_for(state="visible",
-                                                                          timeout=ANSWER_TIMEOUT_MS)
-    page.click("#llma-upload-btn")
+    upload_file(page, doc)
     page.wait_for_function(
         "() => (document.querySelector('#llma-upload-msg textarea') || {}).value"
         "?.includes('Index updated')", timeout=ANSWER_TIMEOUT_MS)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from test_app_browser import ANSWER_TIMEOUT_MS, ARTIFACTS, ask_and_wait, open_session
+from test_app_browser import (ANSWER_TIMEOUT_MS, ARTIFACTS, ask_and_wait, open_accordion,
+                              open_session, upload_file)
 
 pytestmark = pytest.mark.slow
 from playwright import sync_api  # noqa: E402  (test_app_browser skips the module without chromium)
@@ -28,15 +29,6 @@ def private_doc(tmp_path):
     return doc
 
 
-def upload(session, path) -> None:
-    session.get_by_text("Add documents").click()
-    session.locator("#llma-upload input[type=file]").set_input_files(str(path))
-    box = session.locator("#llma-upload")
-    sync_api.expect(box).to_contain_text(path.stem)
-    sync_api.expect(box).to_contain_text("⇣", timeout=60_000)  # on the server: a download link
-    session.click("#llma-upload-btn")
-
-
 def sources_text(session) -> str:
     return session.locator("#llma-sources").inner_text()
 
@@ -55,7 +47,7 @@ def test_an_upload_is_private_listed_removable_and_shows_progress(browser, live_
     first_context, first = open_session(browser, live_app.url)
     second_context, second = open_session(browser, live_app.url)
     try:
-        upload(first, private_doc(tmp_path))
+        upload_file(first, private_doc(tmp_path))
         # The indexing progress is shown in the page while the chunks are embedded.
         first.wait_for_function(
             "() => document.body.innerText.includes('Indexing zorblax-private.md: embedding chunks')",
@@ -73,7 +65,7 @@ def test_an_upload_is_private_listed_removable_and_shows_progress(browser, live_
         assert "upload: zorblax-private.md" in sources_text(first) and SECRET in sources_text(first)
 
         # The other user: no upload listed, none in the status line, none retrieved.
-        second.get_by_text("Add documents").click()
+        open_accordion(second, "Add documents", "#llma-uploads")
         assert "zorblax-private.md" not in second.locator("#llma-uploads").inner_text()
         assert "Your uploads" not in second.locator("#llma-status").inner_text()
         ask_and_wait(second, QUESTION)

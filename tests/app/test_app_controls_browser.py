@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_app_browser import ARGS, CHROMIUM
+from test_app_browser import ARGS, CHROMIUM, open_accordion
 from test_app_handlers import Harness
 
 pytestmark = pytest.mark.slow
@@ -230,7 +230,7 @@ def test_a_question_that_cannot_be_asked_is_a_warning_and_stays_in_the_textbox(p
     calls = len(harness.pipe.calls)
     page.click("#llma-send")  # empty
     page.get_by_text("Type a question first.").first.wait_for()
-    page.get_by_text("Settings", exact=True).first.click()
+    open_accordion(page, "Settings", "input[aria-label='number input for Min n-gram']")
     for label, value in (("Min n-gram", "5"), ("Max n-gram", "2")):
         box = page.locator(f"input[type=number][aria-label='number input for {label}']")
         box.fill(value)

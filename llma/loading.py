@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from llma.threads import in_own_thread
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "bundled:SmolLM2-135M-Instruct"
@@ -151,6 +153,11 @@ def load_model(
     name = name or DEFAULT_MODEL
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
+    # In a thread that ends: the caller keeps no CPU thread team (llma.threads says why).
+    return in_own_thread(_load, name, dev, dt)
+
+
+def _load(name: str, dev: torch.device, dt: torch.dtype) -> LoadedModel:
     source = _source(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)

@@ -24,6 +24,7 @@ ENV = {
     "LLMA_STATIC_ROWS": "cache_copies",
     "LLMA_BATCH_SLOTS": "batch_slots",
     "LLMA_WEIGHTS": "weights",
+    "LLMA_CPU_GLUE": "cpu_glue",
 }
 
 
@@ -42,6 +43,9 @@ class EngineOptions:
     weights: the batch engine's weights: "full" (the model's own) or "int4" (llma.cpu: 4-bit
         layers, a bf16 output head; CPU only; its outputs are its own greedy's, which may differ
         from full's); None: `batch_weights`.
+    cpu_glue: with int4 weights, the elementwise work between the products in C (llma.cpu.glue,
+        compiled on first use where there is a C compiler); False: in torch ops. Each is an engine
+        setting of its own (outputs its own greedy's). None: C where it builds.
     """
 
     backend: str = "auto"
@@ -51,6 +55,7 @@ class EngineOptions:
     cache_copies: int = 1
     batch_slots: int | None = None
     weights: str | None = None
+    cpu_glue: bool | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -59,8 +64,10 @@ class EngineOptions:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.weights is not None and self.weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
-        if self.compile is not None and not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be True, False or None, got {self.compile!r}")
+        for name in ("compile", "cpu_glue"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                raise ValueError(f"{name} must be True, False or None, got {value!r}")
         for name in ("packed_drafts", "cache_copies", "batch_slots"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -130,7 +137,7 @@ class EngineOptions:
 def _parse(variable: str, name: str, value: str) -> object:
     if name in ("backend", "attention", "weights"):
         return value
-    if name == "compile":
+    if name in ("compile", "cpu_glue"):
         if value not in ("0", "1"):
             raise ValueError(f"{variable} must be 0 or 1, got {value!r}")
         return value == "1"

@@ -36,7 +36,7 @@ class BatchEngine:
 
     `cost`: the step's cost by row count, which sets how many drafted rows each request gets as the
     batch grows (default: measured now, a few seconds). `max_len` caps the context (each slot holds
-    one). `weights`: "full" or "int4" (BatchRunner). `fixed`: decoding steps in fixed shapes, CUDA graphs
+    one). `weights`: "full" or "int4", `glue`: int4's elementwise work in C (BatchRunner). `fixed`: decoding steps in fixed shapes, CUDA graphs
     on CUDA (default there; see BatchRunner). Raises ValueError for a model family outside the
     static arithmetic (llma.static.family).
     """
@@ -44,10 +44,11 @@ class BatchEngine:
     concurrent = True  # callers may stream from many threads at once
 
     def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
-                 cost: CostModel | None = None, weights: str = "full", fixed: bool | None = None) -> None:
+                 cost: CostModel | None = None, weights: str = "full", fixed: bool | None = None,
+                 glue: bool = False) -> None:
         self.loaded = loaded
         # Built and measured in a thread that ends: the loop thread alone keeps a CPU thread team.
-        self.runner, cost = in_own_thread(_build, loaded, slots, max_len, weights, fixed, cost)
+        self.runner, cost = in_own_thread(_build, loaded, slots, max_len, weights, fixed, cost, glue)
         self.scheduler = Scheduler(self.runner, RowBudget(cost))
         self.eos_token_ids = eos_token_ids(loaded)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
@@ -102,9 +103,9 @@ class BatchEngine:
 
 
 def _build(loaded: LoadedModel, slots: int, max_len: int | None, weights: str, fixed: bool | None,
-           cost: CostModel | None) -> tuple[BatchRunner, CostModel]:
+           cost: CostModel | None, glue: bool) -> tuple[BatchRunner, CostModel]:
     """The runner and its cost model (`cost`, else measured now)."""
-    runner = BatchRunner(loaded.model, slots, max_len, weights, fixed)
+    runner = BatchRunner(loaded.model, slots, max_len, weights, fixed, glue)
     return runner, cost or runner.measure()
 
 
@@ -119,6 +120,7 @@ def open_engine(loaded: LoadedModel, options: EngineOptions | None = None) -> En
         reason = unsupported_reason(loaded.model)
         if reason is None:
             return BatchEngine(loaded, slots=slots,
-                               weights=options.batch_weights(cuda, int4_reason(loaded.model) is None))
+                               weights=options.batch_weights(cuda, int4_reason(loaded.model) is None),
+                               glue=options.cpu_glue is not False)
         log.warning("batch engine not used, one request at a time instead: %s", reason)
     return Engine(loaded, options=options)

@@ -13,7 +13,9 @@ from llma.batch.budget import CostModel
 from llma.batch.cache import SlotCache
 from llma.batch.rows import TILES, TRIALS, choose_tile, span_invariant
 from llma.batch.step import BatchStep, Block, BlockOut
+from llma.cpu.glue import CGlue
 from llma.cpu.weights import int4_weights
+from llma.loading import cache_root
 from llma.static.family import unsupported_reason
 from llma.static.weights import LlamaWeights
 
@@ -33,13 +35,14 @@ class BatchRunner:
     `invariant` is False where no tile does, and a request's output may then differ from its solo
     run (logged). `weights`: "full" (the model's own) or "int4" (llma.cpu: 4-bit layers and a
     bf16 output head, on CPU; a different engine setting, whose outputs may differ from full's).
-    `fixed`: decoding steps in fixed shapes (llma.batch.graph_step: Triton split attention, CUDA
+    `glue`: with int4 weights, the elementwise work in C (llma.cpu.glue) where it builds, else in
+    torch ops (logged; another engine setting, outputs its own greedy's). `fixed`: decoding steps in fixed shapes (llma.batch.graph_step: Triton split attention, CUDA
     graphs on CUDA; on CPU only under Triton's interpreter, for tests); default: on CUDA. Prompt
     chunks always run the eager step (llma.batch.step).
     """
 
     def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None,
-                 weights: str = "full", fixed: bool | None = None) -> None:
+                 weights: str = "full", fixed: bool | None = None, glue: bool = False) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the batch engine cannot run {type(model).__name__}: {reason}")
@@ -52,7 +55,8 @@ class BatchRunner:
             if weights == "int4":
                 if fixed:
                     raise ValueError("int4 weights run on the eager CPU step, not in fixed shapes")
-                self.weights, tile = int4_weights(model, self.capacity)
+                self.weights, tile = int4_weights(model, self.capacity,
+                                                  CGlue.build(cache_root() / "glue") if glue else None)
             elif weights == "full":
                 self.weights = LlamaWeights(model, self.capacity, compile=False)
                 layer = self.weights.layers[0]

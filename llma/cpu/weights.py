@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from llma.batch.rows import TILES, pad_rows
+from llma.cpu.glue import CGlue
 from llma.cpu.int4 import GROUP, OUT_MULTIPLE, Int4Matrix, available
 from llma.cpu.tiles import choose_tile
 from llma.static.weights import LlamaWeights
@@ -41,13 +42,19 @@ class Product:
                  ) -> torch.Tensor:
         """x [rows, in] @ weight.T, in fp32; `prompt`: (prompt rows, other rows, their tiles) where
         some rows are a prompt's (each part's product over whole tiles of its own)."""
+        return self.narrow(x, prompt).float()
+
+    def narrow(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
+               ) -> torch.Tensor:
+        """As `__call__`, the result in bf16 [rows, out] (each product's own output, not widened)."""
         if prompt is None:
-            return self.int4(x).float()
+            return self.int4(x)
         prompt_rows, rows, prompt_tile, tile = prompt
-        out = x.new_empty(x.shape[0], self.bf16.shape[0])
-        out[prompt_rows] = bf16_linear(pad_rows(x[prompt_rows], prompt_tile), self.bf16)[: prompt_rows.numel()]
+        out = x.new_empty(x.shape[0], self.bf16.shape[0], dtype=torch.bfloat16)
+        out[prompt_rows] = F.linear(pad_rows(x[prompt_rows], prompt_tile).to(torch.bfloat16),
+                                    self.bf16)[: prompt_rows.numel()]
         if rows.numel():
-            out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()].float()
+            out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()]
         return out
 
     def residual(self, r: torch.Tensor, x: torch.Tensor, prompt: tuple | None = None) -> torch.Tensor:
@@ -63,8 +70,9 @@ class Int4Weights:
     row-invariant here (llma.cpu.tiles), `prompt_tile` the bucket of the bf16 products' rows
     (PROMPT_ROWS, a multiple of their tile); TILES' largest where none is (`invariant` False)."""
 
-    def __init__(self, model: PreTrainedModel, positions: int) -> None:
+    def __init__(self, model: PreTrainedModel, positions: int, glue: CGlue | None = None) -> None:
         base = LlamaWeights(model, positions, compile=False)
+        self.glue = glue
         self.heads, self.kv_heads, self.head_dim = base.heads, base.kv_heads, base.head_dim
         self.scale, self.eps, self.dtype, self.device = base.scale, base.eps, base.dtype, base.device
         self.embed, self.norm, self.cos, self.sin = base.embed, base.norm, base.cos, base.sin
@@ -84,13 +92,15 @@ class Int4Weights:
             attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
             step: bool = False, prompt: torch.Tensor | None = None) -> torch.Tensor:
         """As `LlamaWeights.run`; `prompt` [rows] bool: the rows run through the bf16 matrices."""
+        split = None
+        if prompt is not None:
+            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.prompt_tile, self.tile)
+        if self.glue is not None:
+            return self._run_glued(x.contiguous(), cos, sin, attend, split)
         n = x.shape[0]
         h, kv, d = self.heads, self.kv_heads, self.head_dim
         half = d // 2
         hidden = (x.shape[-1],)
-        split = None
-        if prompt is not None:
-            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.prompt_tile, self.tile)
         for i, w in enumerate(self.layers):
             qkv = w.qkv(F.rms_norm(x, hidden, w.in_norm, self.eps), split)
             if w.qkv_bias is not None:
@@ -104,6 +114,24 @@ class Int4Weights:
             gate, up = w.gate_up(F.rms_norm(x, hidden, w.post_norm, self.eps), split).chunk(2, -1)
             x = w.down.residual(x, F.silu(gate) * up, split)
         return F.rms_norm(x, hidden, self.norm, self.eps)
+
+    def _run_glued(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+                   split: tuple | None) -> torch.Tensor:
+        """`run` with the elementwise work in `self.glue` (llma.cpu.glue): x [rows, hidden] (fp32,
+        updated in place) is the residual stream; every product's input and output in bf16."""
+        glue, eps = self.glue, self.eps
+        cos, sin = cos.reshape(x.shape[0], -1).contiguous(), sin.reshape(x.shape[0], -1).contiguous()
+        h = glue.norm(x, self.layers[0].in_norm, eps)
+        for i, w in enumerate(self.layers):
+            q, k, v = glue.qkv_rotary(w.qkv.narrow(h, split), w.qkv_bias, cos, sin, self.heads,
+                                      self.kv_heads, self.head_dim)
+            h = glue.add_norm(x, w.o.narrow(attend(i, q, k, v), split), w.o_bias, w.post_norm, eps)
+            h = glue.silu_mul(w.gate_up.narrow(h, split))
+            last = i + 1 == len(self.layers)
+            h = glue.add_norm(x, w.down.narrow(h, split), None, self.norm if last else self.layers[i + 1].in_norm,
+                              eps, wide=last)
+        return h
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The output head over hidden states x [rows, hidden] (bf16 product)."""
@@ -134,11 +162,12 @@ def int4_reason(model: PreTrainedModel) -> str | None:
     return f"int4 weights need widths in multiples of {GROUP}: {', '.join(bad)}" if bad else None
 
 
-def int4_weights(model: PreTrainedModel, positions: int) -> tuple[Int4Weights, int | None]:
-    """`Int4Weights` of `model` and its row tile (None where none is row-invariant). Raises
-    ValueError where `int4_reason` gives a reason."""
+def int4_weights(model: PreTrainedModel, positions: int, glue: CGlue | None = None
+                 ) -> tuple[Int4Weights, int | None]:
+    """`Int4Weights` of `model` (its elementwise work in `glue` where given) and its row tile (None
+    where none is row-invariant). Raises ValueError where `int4_reason` gives a reason."""
     reason = int4_reason(model)
     if reason is not None:
         raise ValueError(reason)
-    w = Int4Weights(model, positions)
+    w = Int4Weights(model, positions, glue)
     return w, w.tile if w.invariant else None

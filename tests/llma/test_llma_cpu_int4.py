@@ -22,9 +22,11 @@ def tiny():
     return tiny_llama(context=512)
 
 
-@pytest.fixture(scope="module")
-def engine(tiny):
-    engine = BatchEngine(tiny, slots=4, cost=LINEAR, weights="int4")
+@pytest.fixture(scope="module", params=[False, True], ids=["torch-glue", "c-glue"])
+def engine(tiny, request):
+    """The int4 engine with its elementwise work in torch ops, and in C (llma.cpu.glue)."""
+    engine = BatchEngine(tiny, slots=4, cost=LINEAR, weights="int4", glue=request.param)
+    assert (engine.runner.weights.glue is not None) == request.param
     yield engine
     engine.close()
 
@@ -96,8 +98,17 @@ def test_options_choose_int4_on_cpu_by_default_and_full_on_request(tiny):
     opened = open_engine(tiny, EngineOptions(batch_slots=2))
     try:
         assert isinstance(opened.runner.weights, Int4Weights)
+        assert opened.runner.weights.glue is not None  # C where it builds (this machine has cc)
     finally:
         opened.close()
+    assert EngineOptions.from_env({"LLMA_CPU_GLUE": "0"}).cpu_glue is False
+    with pytest.raises(ValueError, match="LLMA_CPU_GLUE must be 0 or 1"):
+        EngineOptions.from_env({"LLMA_CPU_GLUE": "yes"})
+    torch_ops = open_engine(tiny, EngineOptions(batch_slots=2, cpu_glue=False))
+    try:
+        assert torch_ops.runner.weights.glue is None
+    finally:
+        torch_ops.close()
     full = open_engine(tiny, EngineOptions(batch_slots=2, weights="full"))
     try:
         assert not isinstance(full.runner.weights, Int4Weights)

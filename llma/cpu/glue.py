@@ -1,0 +1,139 @@
+"""`CGlue`: the CPU decoding step's elementwise work between the 4-bit products (norms, residual
+additions, bias and rotary, SiLU) in a few C calls instead of dozens of small torch ops per layer.
+
+The C source (glue.c, beside this file) is compiled once per machine with the system's C compiler
+(`cc`, -O3 -march=native) into a cache folder and loaded with ctypes. `CGlue.build` returns None
+(and logs why) where there is no compiler or the build fails; callers then keep the torch ops.
+
+Contract (glue.c's): each row's results depend on that row's inputs only, never on the row count
+or the other rows; the same bits on every call on one machine and build. They are not the torch
+ops' bits (another summation order, another exp): a different engine setting, whose outputs are
+its own greedy's.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("glue.c")
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11")
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+SIGNATURES = {
+    "llma_norm": (_P, _P, _F, _I, _I, _P),
+    "llma_add_norm": (_P, _P, _P, _P, _F, _I, _I, _P, _P),
+    "llma_qkv_rotary": (_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P),
+    "llma_silu_mul": (_P, _I, _I, _P),
+}
+
+
+def _cpu_key() -> str:
+    """What a -march=native build depends on: the machine's CPU flags and model."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = sorted({ln for ln in info.splitlines() if ln.startswith(("flags", "model name"))})
+        return "\n".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _compile(compiler: str, folder: Path) -> Path:
+    """The shared library for this source, compiler and CPU in `folder`, built if missing."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\n".join((SOURCE.read_text(), version, " ".join(FLAGS), _cpu_key())).encode())
+    library = folder / f"llma-glue-{key.hexdigest()[:16]}.so"
+    if library.is_file():
+        return library
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        built = Path(tmp) / library.name
+        result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(SOURCE), "-lm"],
+                                capture_output=True, text=True, timeout=300)
+        if result.returncode:
+            raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-500:]}")
+        built.replace(library)  # atomic: a concurrent build of the same key writes the same file
+    return library
+
+
+def _pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class CGlue:
+    """The compiled functions, on contiguous CPU tensors (checked); see glue.c for each."""
+
+    def __init__(self, library: Path) -> None:
+        self.library = library
+        lib = ctypes.CDLL(str(library))
+        for name, args in SIGNATURES.items():
+            getattr(lib, name).argtypes = args
+            getattr(lib, name).restype = None
+        self._lib = lib
+
+    @staticmethod
+    def build(folder: Path) -> CGlue | None:
+        """The glue compiled into (or found in) `folder`; None, logged, where it cannot be built."""
+        compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        if compiler is None:
+            log.info("no C compiler: the CPU step's elementwise work stays in torch ops")
+            return None
+        try:
+            return CGlue(_compile(compiler, folder))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as err:
+            log.warning("the CPU glue did not build (%s): the elementwise work stays in torch ops", err)
+            return None
+
+    @staticmethod
+    def _check(*tensors: torch.Tensor | None) -> None:
+        for t in tensors:
+            if t is not None and (t.device.type != "cpu" or not t.is_contiguous()):
+                raise ValueError("the CPU glue takes contiguous CPU tensors")
+
+    def norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """rms_norm(x [rows, n] fp32) * weight, in bf16."""
+        self._check(x, weight)
+        out = torch.empty(x.shape, dtype=torch.bfloat16)
+        self._lib.llma_norm(x.data_ptr(), weight.data_ptr(), eps, x.shape[0], x.shape[1], out.data_ptr())
+        return out
+
+    def add_norm(self, x: torch.Tensor, delta: torch.Tensor, bias: torch.Tensor | None,
+                 weight: torch.Tensor, eps: float, wide: bool = False) -> torch.Tensor:
+        """x [rows, n] (fp32) += delta (bf16 [rows, n]) (+ bias), in place; returns rms_norm(x) *
+        weight in bf16 (fp32 if `wide`)."""
+        self._check(x, delta, bias, weight)
+        out = torch.empty(x.shape, dtype=torch.float32 if wide else torch.bfloat16)
+        self._lib.llma_add_norm(x.data_ptr(), delta.data_ptr(), _pointer(bias), weight.data_ptr(), eps,
+                                x.shape[0], x.shape[1], None if wide else out.data_ptr(),
+                                out.data_ptr() if wide else None)
+        return out
+
+    def qkv_rotary(self, qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor,
+                   sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """qkv [rows, (heads + 2 kv) * d] (bf16) + bias -> q [rows, heads, d], k, v [rows, kv, d]
+        (fp32), q and k rotated by the rows' cos, sin [rows, d]."""
+        self._check(qkv, bias, cos, sin)
+        if head_dim > 512:
+            raise ValueError(f"the CPU glue takes head_dim up to 512, got {head_dim}")
+        rows = qkv.shape[0]
+        q = torch.empty(rows, heads, head_dim)
+        k, v = torch.empty(rows, kv_heads, head_dim), torch.empty(rows, kv_heads, head_dim)
+        self._lib.llma_qkv_rotary(qkv.data_ptr(), _pointer(bias), cos.data_ptr(), sin.data_ptr(), rows, heads,
+                                  kv_heads, head_dim, q.data_ptr(), k.data_ptr(), v.data_ptr())
+        return q, k, v
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """gate_up [rows, 2 n] (bf16: gate, then up) -> silu(gate) * up [rows, n] in bf16."""
+        self._check(gate_up)
+        rows, n = gate_up.shape[0], gate_up.shape[1] // 2
+        out = torch.empty(rows, n, dtype=torch.bfloat16)
+        self._lib.llma_silu_mul(gate_up.data_ptr(), rows, n, out.data_ptr())
+        return out

@@ -1,0 +1,86 @@
+"""llma.cpu.glue: the CPU step's elementwise work in C. Each function against the torch ops it
+replaces (close: another summation order and exp), each row's bits independent of the others,
+and no compiler (or a failed build) meaning the torch ops, said in the log."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llma.cpu import glue as glue_module
+from llma.cpu.glue import CGlue
+
+
+@pytest.fixture(scope="module")
+def glue(tmp_path_factory):
+    built = CGlue.build(tmp_path_factory.mktemp("glue"))
+    if built is None:
+        pytest.skip("no C compiler here")
+    return built
+
+
+def _bf16(*shape, seed=0, scale=1.0):
+    return (torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * scale).to(torch.bfloat16)
+
+
+def test_norm_and_residual_match_torch(glue):
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(7, 576, generator=g) * 3, torch.rand(576, generator=g) + 0.5
+    out = glue.norm(x, w, 1e-5)
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+    torch.testing.assert_close(out.float(), F.rms_norm(x, (576,), w, 1e-5), atol=0.02, rtol=0.01)
+    delta, bias = _bf16(7, 576, seed=2), torch.randn(576, generator=g)
+    stream = x.clone()
+    wide = glue.add_norm(stream, delta, bias, w, 1e-5, wide=True)
+    assert torch.equal(stream, x + delta.float() + bias)  # the residual addition: exact, in place
+    torch.testing.assert_close(wide, F.rms_norm(stream, (576,), w, 1e-5), atol=1e-5, rtol=1e-5)
+    narrow = glue.add_norm(x.clone(), delta, None, w, 1e-5)
+    assert narrow.dtype == torch.bfloat16
+
+
+def test_qkv_rotary_and_silu_match_torch(glue):
+    heads, kv, d, rows = 9, 3, 64, 5
+    qkv, bias = _bf16(rows, (heads + 2 * kv) * d, seed=3), torch.randn((heads + 2 * kv) * d)
+    cos, sin = torch.randn(rows, d), torch.randn(rows, d)
+    q, k, v = glue.qkv_rotary(qkv, bias, cos, sin, heads, kv, d)
+    t = (qkv.float() + bias).view(rows, heads + 2 * kv, d)
+    qk = t[:, : heads + kv]
+    rotated = qk * cos[:, None] + torch.cat((qk[..., d // 2 :], qk[..., : d // 2]), -1) * sin[:, None]
+    torch.testing.assert_close(q, rotated[:, :heads], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(k, rotated[:, heads:], atol=1e-5, rtol=1e-5)
+    assert torch.equal(v, t[:, heads + kv :])
+    gate_up = _bf16(4, 2 * 1536, seed=4, scale=6.0)
+    gate, up = gate_up.float().chunk(2, -1)
+    torch.testing.assert_close(glue.silu_mul(gate_up).float(), (F.silu(gate) * up).to(torch.bfloat16).float(),
+                               atol=0.02, rtol=0.01)
+
+
+def test_each_rows_bits_do_not_depend_on_the_other_rows(glue):
+    x, w = torch.randn(9, 576), torch.rand(576) + 0.5
+    gate_up, qkv = _bf16(9, 2 * 1536, seed=5, scale=4.0), _bf16(9, 15 * 64, seed=6)
+    cos, sin = torch.randn(9, 64), torch.randn(9, 64)
+    for r in (0, 4, 8):
+        assert torch.equal(glue.norm(x[r : r + 1].contiguous(), w, 1e-5), glue.norm(x, w, 1e-5)[r : r + 1])
+        assert torch.equal(glue.silu_mul(gate_up[r : r + 1].contiguous()), glue.silu_mul(gate_up)[r : r + 1])
+        one = glue.qkv_rotary(qkv[r : r + 1].contiguous(), None, cos[r : r + 1].contiguous(),
+                              sin[r : r + 1].contiguous(), 9, 3, 64)
+        for a, b in zip(one, glue.qkv_rotary(qkv, None, cos, sin, 9, 3, 64)):
+            assert torch.equal(a, b[r : r + 1])
+
+
+def test_bad_tensors_are_refused(glue):
+    with pytest.raises(ValueError, match="contiguous CPU"):
+        glue.norm(torch.randn(576, 4).t(), torch.ones(576), 1e-5)
+
+
+def test_no_compiler_or_a_failed_build_means_torch_ops(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(glue_module.shutil, "which", lambda name: None)
+    with caplog.at_level(logging.INFO, logger="llma.cpu.glue"):
+        assert CGlue.build(tmp_path) is None
+    assert "no C compiler" in caplog.text
+    monkeypatch.setattr(glue_module.shutil, "which", lambda name: "/bin/false")
+    with caplog.at_level(logging.WARNING, logger="llma.cpu.glue"):
+        assert CGlue.build(tmp_path / "failed") is None
+    assert "did not build" in caplog.text

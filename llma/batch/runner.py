@@ -82,7 +82,8 @@ class BatchRunner:
         self.trim = span_invariant(w.heads, w.kv_heads, w.head_dim, self.tile, w.dtype, self.device)
         if not self.trim:
             log.info("attention over part of a request's keys rounds differently here: each step reads all")
-        self.step = BatchStep(self.weights, self.cache, self.tile, self.trim)
+        self.step = BatchStep(self.weights, self.cache, self.tile, self.trim,
+                              self.weights.glue if weights == "int4" else None)
         self.fixed = None
         if fixed:
             from llma.batch.graph_step import GraphStep  # needs triton: imported only here

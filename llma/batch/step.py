@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from llma.batch.cache import SlotCache
 from llma.batch.rows import block_attention, block_mask, key_span, pad_rows, padded
+from llma.cpu.glue import CGlue
 from llma.static.packing import PackedBlock, pack
 
 
@@ -94,13 +95,17 @@ class BatchStep:
     forward over `blocks`, their keys and values written into their slots first; every product over
     whole `tile`s. Eager: any blocks (prompt chunks too), on any device. `trim`: each block reads
     only the keys up to its `key_span`, not its whole attention length (for a machine where
-    llma.batch.rows.span_invariant holds: the same bits, fewer keys read)."""
+    llma.batch.rows.span_invariant holds: the same bits, fewer keys read). `glue` (llma.cpu.glue,
+    CPU only): the cache writes, and the attention of every block that is not a prompt chunk, in C
+    (a row's bits depend on its query and the keys it sees only); prompt chunks as without it."""
 
-    def __init__(self, weights, cache: SlotCache, tile: int, trim: bool = False) -> None:  # noqa: ANN001 (LlamaWeights, Int4Weights)
+    def __init__(self, weights, cache: SlotCache, tile: int, trim: bool = False, glue: CGlue | None = None  # noqa: ANN001 (LlamaWeights, Int4Weights)
+                 ) -> None:
         self.weights = weights
         self.cache = cache
         self.tile = tile
         self.trim = trim
+        self.glue = glue
 
     def span(self, b: Block) -> int:
         """The keys block `b` reads this step."""
@@ -131,25 +136,58 @@ class BatchStep:
             prompt[at : at + k] = b.prompt
             at += k
         ids, positions, slots, key_slots = (t.to(device) for t in (ids, positions, slots, key_slots))
-        attend = self._attention(blocks, n, m, slots, key_slots)
+        attend = (self._attention if self.glue is None else self._glued_attention)(blocks, n, m, slots, key_slots)
         x = w.run(F.embedding(ids, w.embed), w.cos[positions][:, None], w.sin[positions][:, None], attend,
                   step=True, prompt=prompt.to(device) if any(b.prompt for b in blocks) else None)
         logits = w.logits(pad_rows(x[torch.tensor(out, dtype=torch.long, device=device)], self.tile))
         logits = logits[: len(out)].float()
         return split_out(blocks, logits, starts, logits.argmax(-1).tolist())
 
+    def _masks(self, b: Block) -> tuple:
+        """What `block_attention` reads of block `b` besides the cache, the same in every layer."""
+        w = self.weights
+        rel, owner, shifts = (torch.tensor(t, device=w.device) for t in (b.rel, b.owner, b.shifts))
+        span = self.span(b)
+        order, bias = block_mask(span, b.pos, rel, shifts, w.heads // w.kv_heads, self.tile, w.dtype)
+        return span, rel, owner, shifts, (None if b.shifts == (0,) else order, bias)
+
+    def _glued_attention(self, blocks: Sequence[Block], n: int, m: int, slots: torch.Tensor,
+                         key_slots: torch.Tensor) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+        """`_attention` with the cache writes and the decoding blocks' attention in `self.glue`."""
+        w, cache, glue = self.weights, self.cache, self.glue
+        rows: list[int] = []
+        meta: list[list[int]] = [[], [], [], []]  # per decoding row: slot, root, keys seen, shift
+        prompts = []  # (first row, block, its masks)
+        at = 0
+        for b in blocks:
+            if b.prompt:
+                prompts.append((at, b, self._masks(b)))
+            else:
+                rows += range(at, at + len(b))
+                for rel, owner in zip(b.rel, b.owner):
+                    for column, value in enumerate((b.slot, b.pos, b.pos + rel + 1, b.shifts[owner])):
+                        meta[column].append(value)
+            at += len(b)
+        decoding, meta_t = torch.tensor(rows, dtype=torch.long), torch.tensor(meta, dtype=torch.long)
+
+        def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            glue.cache_write(cache.k[i], cache.v[i], k[:n], v[:n], slots, key_slots)
+            out = q.new_zeros(m, w.heads * w.head_dim)
+            if rows:
+                glue.attend(q, cache.k[i], cache.v[i], decoding, meta_t, w.scale, out)
+            for start, b, (span, rel, owner, shifts, mask) in prompts:
+                out[start : start + len(b)] = block_attention(
+                    q[start : start + len(b)], cache.k[i, b.slot, :, :span], cache.v[i, b.slot, :, :span], b.pos,
+                    rel, owner, shifts, w.scale, self.tile, mask)
+            return out
+
+        return attend
+
     def _attention(self, blocks: Sequence[Block], n: int, m: int, slots: torch.Tensor,
                    key_slots: torch.Tensor) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
         w = self.weights
         cache = self.cache
-        device = w.device
-        groups = w.heads // w.kv_heads
-        per_block = []  # per block, once a step: its rows' drafts, shifts and mask (the same in every layer)
-        for b in blocks:
-            rel, owner, shifts = (torch.tensor(t, device=device) for t in (b.rel, b.owner, b.shifts))
-            span = self.span(b)
-            order, bias = block_mask(span, b.pos, rel, shifts, groups, self.tile, w.dtype)
-            per_block.append((span, rel, owner, shifts, (None if b.shifts == (0,) else order, bias)))
+        per_block = [self._masks(b) for b in blocks]  # once a step: the same in every layer
 
         def attend(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             cache.write(i, slots, key_slots, k[:n], v[:n])

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #define LANES 16
+#define CHUNK 128 /* keys per attention work item */
 
 static inline float widen(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
@@ -131,4 +132,103 @@ void llma_silu_mul(const uint16_t *gu, int rows, int n, uint16_t *out) {
     }
 }
 
-int llma_glue_version(void) { return 1; }
+/* Keys and values k, v [rows, kv, d] written at (slot[r], at[r]) of the layer's caches
+ * kc, vc [slots, kv, cap, d]. */
+void llma_cache_write(float *kc, float *vc, const float *k, const float *v, const int64_t *slot,
+                      const int64_t *at, int rows, int kv, int d, int cap) {
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < kv; h++) {
+            int64_t to = ((slot[r] * kv + h) * (int64_t)cap + at[r]) * d, from = ((int64_t)r * kv + h) * d;
+            memcpy(kc + to, k + from, sizeof(float) * d);
+            memcpy(vc + to, v + from, sizeof(float) * d);
+        }
+}
+
+static float dot(const float *a, const float *b, int d) {
+    float acc[LANES] = {0};
+    int j = 0;
+    for (; j + LANES <= d; j += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += a[j + l] * b[j + l];
+    for (int l = 0; j < d; j++, l++) acc[l] += a[j] * b[j];
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+
+/* One work item of llma_attend: row r, kv head h, keys [c * CHUNK, ...) up to the row's `seen`:
+ * per query head of the group its chunk maximum, sum of exp and exp-weighted value sum. */
+static void attend_chunk(const float *q, const float *kc, const float *vc, int64_t slot, int64_t pos,
+                         int64_t seen, int64_t shift, int64_t row, int h, int c, int heads, int kv, int d, int cap,
+                         float scale, float *part) {
+    int groups = heads / kv;
+    int64_t first = (int64_t)c * CHUNK, last = first + CHUNK < seen ? first + CHUNK : seen;
+    int n = (int)(last - first);
+    float s[CHUNK * 16];
+    const float *base_k = kc + (slot * kv + h) * (int64_t)cap * d, *base_v = vc + (slot * kv + h) * (int64_t)cap * d;
+    for (int t = 0; t < n; t++) {
+        int64_t p = first + t, at = p <= pos ? p : p + shift;
+        for (int g = 0; g < groups; g++)
+            s[g * CHUNK + t] = dot(q + ((int64_t)row * heads + h * groups + g) * d, base_k + at * d, d) * scale;
+    }
+    for (int g = 0; g < groups; g++) {
+        float *out = part + (int64_t)g * (d + 2), *sg = s + g * CHUNK;
+        float m = sg[0];
+        for (int t = 1; t < n; t++) m = sg[t] > m ? sg[t] : m;
+        float l = 0.0f;
+        for (int t = 0; t < n; t++) {
+            sg[t] = exp_neg(sg[t] - m);
+            l += sg[t];
+        }
+        for (int j = 0; j < d; j++) out[2 + j] = 0.0f;
+        for (int t = 0; t < n; t++) {
+            int64_t p = first + t, at = p <= pos ? p : p + shift;
+            const float *vrow = base_v + at * d;
+            for (int j = 0; j < d; j++) out[2 + j] += sg[t] * vrow[j];
+        }
+        out[0] = m;
+        out[1] = l;
+    }
+}
+
+/* Attention of decoding rows over their own cache slots. Row r (query q[row[r]], q [any, heads, d];
+ * its result goes to out[row[r]], out [any, heads * d]) sees the
+ * keys at positions 0 .. seen[r] - 1; position p is at slot entry p where p <= pos[r], else
+ * p + shift[r] (its draft's packed layout). Keys are taken CHUNK positions at a time (chunk c:
+ * positions [c * CHUNK, (c + 1) * CHUNK)), each chunk's softmax terms on their own, then the chunks
+ * combined in order: a row's bits depend on its query and the keys it sees only (not on the other
+ * rows, their lengths or the thread count). part: scratch [rows, kv, chunks, groups, d + 2] with
+ * chunks >= ceil(max seen / CHUNK). */
+void llma_attend(const float *q, const float *kc, const float *vc, const int64_t *row, const int64_t *slot,
+                 const int64_t *pos,
+                 const int64_t *seen, const int64_t *shift, int rows, int heads, int kv, int d, int cap,
+                 int chunks, float scale, int threads, float *part, float *out) {
+    int groups = heads / kv;
+    int64_t item = (int64_t)groups * (d + 2), items = (int64_t)rows * kv * chunks;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int64_t i = 0; i < items; i++) {
+        int r = (int)(i / ((int64_t)kv * chunks)), h = (int)(i / chunks % kv), c = (int)(i % chunks);
+        if ((int64_t)c * CHUNK < seen[r])
+            attend_chunk(q, kc, vc, slot[r], pos[r], seen[r], shift[r], row[r], h, c, heads, kv, d, cap, scale,
+                         part + i * item);
+    }
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t i = 0; i < (int64_t)rows * heads; i++) {
+        int r = (int)(i / heads), head = (int)(i % heads), h = head / groups, g = head % groups;
+        int n = (int)((seen[r] + CHUNK - 1) / CHUNK);
+        const float *first = part + (((int64_t)r * kv + h) * chunks) * item + (int64_t)g * (d + 2);
+        float m = first[0];
+        for (int c = 1; c < n; c++) m = first[c * item] > m ? first[c * item] : m;
+        float acc[512], l = 0.0f;
+        for (int j = 0; j < d; j++) acc[j] = 0.0f;
+        for (int c = 0; c < n; c++) {
+            const float *pc = first + c * item;
+            float w = exp_neg(pc[0] - m);
+            l += pc[1] * w;
+            for (int j = 0; j < d; j++) acc[j] += pc[2 + j] * w;
+        }
+        float *o = out + (row[r] * heads + head) * d;
+        for (int j = 0; j < d; j++) o[j] = acc[j] / l;
+    }
+}
+
+int llma_glue_version(void) { return 2; }

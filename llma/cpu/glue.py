@@ -25,13 +25,17 @@ import torch
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("glue.c")
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11")
+# -fopenmp: libgomp, the OpenMP runtime torch's CPU build already loaded (one runtime, one team)
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11", "-fopenmp")
+CHUNK = 128  # glue.c's keys per attention work item
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 SIGNATURES = {
     "llma_norm": (_P, _P, _F, _I, _I, _P),
     "llma_add_norm": (_P, _P, _P, _P, _F, _I, _I, _P, _P),
     "llma_qkv_rotary": (_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P),
     "llma_silu_mul": (_P, _I, _I, _P),
+    "llma_cache_write": (_P, _P, _P, _P, _P, _P, _I, _I, _I, _I),
+    "llma_attend": (_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _I, _P, _P),
 }
 
 
@@ -137,3 +141,32 @@ class CGlue:
         out = torch.empty(rows, n, dtype=torch.bfloat16)
         self._lib.llma_silu_mul(gate_up.data_ptr(), rows, n, out.data_ptr())
         return out
+
+    def cache_write(self, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    slots: torch.Tensor, at: torch.Tensor) -> None:
+        """Rows' keys and values k, v [rows, kv, d] (fp32) into one layer's caches [slots, kv, cap, d]
+        at (slots, at) [rows] (int64)."""
+        self._check(k_cache, v_cache, k, v, slots, at)
+        _, kv, cap, d = k_cache.shape
+        self._lib.llma_cache_write(k_cache.data_ptr(), v_cache.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                   slots.data_ptr(), at.data_ptr(), k.shape[0], kv, d, cap)
+
+    def attend(self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, rows: torch.Tensor,
+               meta: torch.Tensor, scale: float, out: torch.Tensor) -> None:
+        """Attention of decoding rows over their cache slots, into out [any, heads * d] (fp32).
+
+        q [any, heads, d]; k_cache, v_cache [slots, kv, cap, d] (one layer's); rows [n]: the rows of
+        q and out to compute; meta [4, n] (int64): per row its slot, its block's root position, the
+        keys it sees (positions 0 .. seen - 1) and its draft's shift (a position p > root is at
+        slot entry p + shift). A row's bits depend on its query and the keys it sees only.
+        """
+        self._check(q, k_cache, v_cache, rows, meta, out)
+        n, (_, heads, d), (_, kv, cap, _) = rows.numel(), q.shape, k_cache.shape
+        if heads % kv or heads // kv > 16 or d > 512:
+            raise ValueError("the CPU glue's attention takes up to 16 query heads per key head, head_dim <= 512")
+        chunks = -(-int(meta[2].max()) // CHUNK)
+        part = torch.empty(n * kv * chunks * (heads // kv) * (d + 2))
+        m = meta.data_ptr()
+        self._lib.llma_attend(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), rows.data_ptr(), m, m + 8 * n,
+                              m + 16 * n, m + 24 * n, n, heads, kv, d, cap, chunks, scale,
+                              torch.get_num_threads(), part.data_ptr(), out.data_ptr())

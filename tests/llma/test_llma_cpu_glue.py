@@ -84,3 +84,26 @@ def test_no_compiler_or_a_failed_build_means_torch_ops(tmp_path, monkeypatch, ca
     with caplog.at_level(logging.WARNING, logger="llma.cpu.glue"):
         assert CGlue.build(tmp_path / "failed") is None
     assert "did not build" in caplog.text
+
+
+def test_attention_matches_the_torch_block_attention_and_reads_only_the_keys_a_row_sees(glue):
+    from llma.batch.rows import block_attention
+
+    heads, kv, d, cap = 9, 3, 64, 1024
+    g = torch.Generator().manual_seed(7)
+    k_cache, v_cache = torch.randn(2, kv, cap, d, generator=g), torch.randn(2, kv, cap, d, generator=g)
+    q = torch.randn(5, heads, d, generator=g)
+    pos, rows = 700, torch.arange(5)
+    rel, owner, shifts = torch.arange(5), torch.zeros(5, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    expected = block_attention(q, k_cache[1], v_cache[1], pos, rel, owner, shifts, d ** -0.5, 2)
+    meta = torch.tensor([[1] * 5, [pos] * 5, [pos + r + 1 for r in range(5)], [0] * 5])
+    out = torch.zeros(5, heads * d)
+    glue.attend(q, k_cache, v_cache, rows, meta, d ** -0.5, out)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    alone = torch.zeros(5, heads * d)
+    glue.attend(q, k_cache, v_cache, torch.tensor([3]), meta[:, 3:4].contiguous(), d ** -0.5, alone)
+    assert torch.equal(alone[3], out[3]) and not alone[[0, 1, 2, 4]].any()
+    k_cache[1, :, pos + 5 :] = float("nan")  # keys past what the rows see: never read
+    again = torch.zeros(5, heads * d)
+    glue.attend(q, k_cache, v_cache, rows, meta, d ** -0.5, again)
+    assert torch.equal(again, out)

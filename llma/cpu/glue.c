@@ -10,6 +10,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #define LANES 16
 #define CHUNK 128 /* keys per attention work item */
@@ -155,6 +158,56 @@ static float dot(const float *a, const float *b, int d) {
     return acc[0];
 }
 
+#ifdef __AVX512F__
+/* attend_chunk for d a multiple of LANES (up to 256), AVX-512: a key's vectors loaded once for the
+ * group's heads; each score one reduction; the values summed with the weights broadcast. */
+static void attend_chunk_avx512(const float *qh, const float *base_k, const float *base_v, int64_t first, int n,
+                                int64_t pos, int64_t shift, int groups, int d, float scale, float *s,
+                                float *part) {
+    int vecs = d / LANES;
+    for (int t = 0; t < n; t++) {
+        int64_t p = first + t, at = p <= pos ? p : p + shift;
+        const float *k = base_k + at * d;
+        for (int g = 0; g < groups; g++) {
+            const float *qg = qh + (int64_t)g * d;
+            __m512 acc = _mm512_mul_ps(_mm512_loadu_ps(qg), _mm512_loadu_ps(k));
+            for (int jv = 1; jv < vecs; jv++)
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(qg + jv * LANES), _mm512_loadu_ps(k + jv * LANES), acc);
+            s[g * CHUNK + t] = _mm512_reduce_add_ps(acc) * scale;
+        }
+    }
+    for (int g = 0; g < groups; g++) {
+        float *sg = s + g * CHUNK, *out = part + (int64_t)g * (d + 2);
+        float m = sg[0];
+        for (int t = 1; t < n; t++) m = sg[t] > m ? sg[t] : m;
+        float l = 0.0f;
+        for (int t = 0; t < n; t++) {
+            sg[t] = exp_neg(sg[t] - m);
+            l += sg[t];
+        }
+        out[0] = m;
+        out[1] = l;
+    }
+    __m512 acc[16 * 4];  /* groups (<= 16) x up to 4 vectors at a time */
+    for (int j0 = 0; j0 < vecs; j0 += 4) {
+        int nv = vecs - j0 < 4 ? vecs - j0 : 4;
+        for (int i = 0; i < groups * 4; i++) acc[i] = _mm512_setzero_ps();
+        for (int t = 0; t < n; t++) {
+            int64_t p = first + t, at = p <= pos ? p : p + shift;
+            const float *v = base_v + at * d + j0 * LANES;
+            for (int g = 0; g < groups; g++) {
+                __m512 w = _mm512_set1_ps(s[g * CHUNK + t]);
+                for (int jv = 0; jv < nv; jv++)
+                    acc[g * 4 + jv] = _mm512_fmadd_ps(w, _mm512_loadu_ps(v + jv * LANES), acc[g * 4 + jv]);
+            }
+        }
+        for (int g = 0; g < groups; g++)
+            for (int jv = 0; jv < nv; jv++)
+                _mm512_storeu_ps(part + (int64_t)g * (d + 2) + 2 + (j0 + jv) * LANES, acc[g * 4 + jv]);
+    }
+}
+#endif
+
 /* One work item of llma_attend: row r, kv head h, keys [c * CHUNK, ...) up to the row's `seen`:
  * per query head of the group its chunk maximum, sum of exp and exp-weighted value sum. */
 static void attend_chunk(const float *q, const float *kc, const float *vc, int64_t slot, int64_t pos,
@@ -165,10 +218,17 @@ static void attend_chunk(const float *q, const float *kc, const float *vc, int64
     int n = (int)(last - first);
     float s[CHUNK * 16];
     const float *base_k = kc + (slot * kv + h) * (int64_t)cap * d, *base_v = vc + (slot * kv + h) * (int64_t)cap * d;
+    const float *qh = q + ((int64_t)row * heads + h * groups) * d;
+#ifdef __AVX512F__
+    if (d % LANES == 0 && d <= 256) {
+        attend_chunk_avx512(qh, base_k, base_v, first, n, pos, shift, groups, d, scale, s, part);
+        return;
+    }
+#endif
     for (int t = 0; t < n; t++) {
         int64_t p = first + t, at = p <= pos ? p : p + shift;
         for (int g = 0; g < groups; g++)
-            s[g * CHUNK + t] = dot(q + ((int64_t)row * heads + h * groups + g) * d, base_k + at * d, d) * scale;
+            s[g * CHUNK + t] = dot(qh + (int64_t)g * d, base_k + at * d, d) * scale;
     }
     for (int g = 0; g < groups; g++) {
         float *out = part + (int64_t)g * (d + 2), *sg = s + g * CHUNK;
@@ -206,10 +266,11 @@ void llma_attend(const float *q, const float *kc, const float *vc, const int64_t
     int64_t item = (int64_t)groups * (d + 2), items = (int64_t)rows * kv * chunks;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int64_t i = 0; i < items; i++) {
-        int r = (int)(i / ((int64_t)kv * chunks)), h = (int)(i / chunks % kv), c = (int)(i % chunks);
+        /* rows innermost: the items of one chunk of keys run one after another (keys stay cached) */
+        int r = (int)(i % rows), h = (int)(i / rows / chunks), c = (int)(i / rows % chunks);
         if ((int64_t)c * CHUNK < seen[r])
             attend_chunk(q, kc, vc, slot[r], pos[r], seen[r], shift[r], row[r], h, c, heads, kv, d, cap, scale,
-                         part + i * item);
+                         part + (((int64_t)r * kv + h) * chunks + c) * item);
     }
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < (int64_t)rows * heads; i++) {
@@ -231,4 +292,71 @@ void llma_attend(const float *q, const float *kc, const float *vc, const int64_t
     }
 }
 
-int llma_glue_version(void) { return 2; }
+#define Q8_GROUP 32 /* inputs per scale: GGUF's Q8_0 blocks */
+#define OUT_TILE 16 /* outputs whose weights stay in cache while every row passes */
+#define ROW_BLOCK 4
+
+/* out [rows, n_out] (fp32) = x [rows, n_in] (fp32) @ (q * scale).T, q [n_out, n_in] int8 and
+ * scale [n_out, n_in / Q8_GROUP]: per output, per group, the group's products summed in LANES
+ * partial sums, scaled, the partial sums then added in a fixed tree. A row's bits depend on its
+ * own x only. n_in a multiple of Q8_GROUP. */
+#ifdef __AVX512F__
+/* One output o for rows r0 .. r0 + nr - 1 (nr <= ROW_BLOCK), AVX-512: per group the 32 levels
+ * widened once, then per row two products added and scaled into 16 partial sums. */
+static void q8_output(const float *x, const int8_t *qo, const float *so, int groups, int n_in, int r0, int nr,
+                      float *acc /* [ROW_BLOCK][LANES] */) {
+    __m512 a[ROW_BLOCK];
+    for (int rr = 0; rr < ROW_BLOCK; rr++) a[rr] = _mm512_setzero_ps();
+    for (int g = 0; g < groups; g++) {
+        __m128i raw0 = _mm_loadu_si128((const __m128i *)(qo + g * Q8_GROUP));
+        __m128i raw1 = _mm_loadu_si128((const __m128i *)(qo + g * Q8_GROUP + LANES));
+        __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw0));
+        __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw1));
+        __m512 sg = _mm512_set1_ps(so[g]);
+        for (int rr = 0; rr < nr; rr++) {
+            const float *xr = x + (int64_t)(r0 + rr) * n_in + g * Q8_GROUP;
+            __m512 p = _mm512_fmadd_ps(_mm512_loadu_ps(xr), w0, _mm512_mul_ps(_mm512_loadu_ps(xr + LANES), w1));
+            a[rr] = _mm512_fmadd_ps(sg, p, a[rr]);
+        }
+    }
+    for (int rr = 0; rr < nr; rr++) _mm512_storeu_ps(acc + rr * LANES, a[rr]);
+}
+#else
+static void q8_output(const float *x, const int8_t *qo, const float *so, int groups, int n_in, int r0, int nr,
+                      float *acc) {
+    memset(acc, 0, sizeof(float) * ROW_BLOCK * LANES);
+    for (int g = 0; g < groups; g++) {
+        float w[Q8_GROUP];
+        for (int j = 0; j < Q8_GROUP; j++) w[j] = (float)qo[g * Q8_GROUP + j];
+        for (int rr = 0; rr < nr; rr++) {
+            const float *xr = x + (int64_t)(r0 + rr) * n_in + g * Q8_GROUP;
+            for (int l = 0; l < LANES; l++)
+                acc[rr * LANES + l] += so[g] * (xr[l] * w[l] + xr[LANES + l] * w[LANES + l]);
+        }
+    }
+}
+#endif
+
+void llma_q8_matmul(const float *x, const int8_t *q, const float *scale, int rows, int n_out, int n_in,
+                    int threads, float *out) {
+    int groups = n_in / Q8_GROUP, tiles = (n_out + OUT_TILE - 1) / OUT_TILE;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int tile = 0; tile < tiles; tile++) {
+        int o_end = (tile + 1) * OUT_TILE < n_out ? (tile + 1) * OUT_TILE : n_out;
+        float acc[ROW_BLOCK * LANES];
+        for (int r0 = 0; r0 < rows; r0 += ROW_BLOCK) {
+            int nr = rows - r0 < ROW_BLOCK ? rows - r0 : ROW_BLOCK;
+            for (int o = tile * OUT_TILE; o < o_end; o++) {
+                q8_output(x, q + (int64_t)o * n_in, scale + (int64_t)o * groups, groups, n_in, r0, nr, acc);
+                for (int rr = 0; rr < nr; rr++) {
+                    float *ar = acc + rr * LANES;
+                    for (int w = LANES / 2; w > 0; w /= 2)
+                        for (int l = 0; l < w; l++) ar[l] += ar[l + w];
+                    out[(int64_t)(r0 + rr) * n_out + o] = ar[0];
+                }
+            }
+        }
+    }
+}
+
+int llma_glue_version(void) { return 3; }

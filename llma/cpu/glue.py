@@ -28,6 +28,7 @@ SOURCE = Path(__file__).with_name("glue.c")
 # -fopenmp: libgomp, the OpenMP runtime torch's CPU build already loaded (one runtime, one team)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11", "-fopenmp")
 CHUNK = 128  # glue.c's keys per attention work item
+Q8_GROUP = 32  # glue.c's inputs per scale of an 8-bit matrix (GGUF's Q8_0 blocks)
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 SIGNATURES = {
     "llma_norm": (_P, _P, _F, _I, _I, _P),
@@ -35,6 +36,7 @@ SIGNATURES = {
     "llma_qkv_rotary": (_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P),
     "llma_silu_mul": (_P, _I, _I, _P),
     "llma_cache_write": (_P, _P, _P, _P, _P, _P, _I, _I, _I, _I),
+    "llma_q8_matmul": (_P, _P, _P, _I, _I, _I, _I, _P),
     "llma_attend": (_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _I, _P, _P),
 }
 
@@ -170,3 +172,30 @@ class CGlue:
         self._lib.llma_attend(q.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), rows.data_ptr(), m, m + 8 * n,
                               m + 16 * n, m + 24 * n, n, heads, kv, d, cap, chunks, scale,
                               torch.get_num_threads(), part.data_ptr(), out.data_ptr())
+
+    def q8_matmul(self, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """x [rows, in] (fp32) @ (q * scale).T -> [rows, out] (fp32); q [out, in] (int8), scale
+        [out, in / Q8_GROUP] (fp32): `Q8Matrix`'s. A row's bits depend on its own x only."""
+        self._check(x, q, scale)
+        out = torch.empty(x.shape[0], q.shape[0])
+        self._lib.llma_q8_matmul(x.data_ptr(), q.data_ptr(), scale.data_ptr(), x.shape[0], q.shape[0], q.shape[1],
+                                 torch.get_num_threads(), out.data_ptr())
+        return out
+
+
+class Q8Matrix:
+    """`weight` [out, in] as 8-bit levels, a scale per Q8_GROUP inputs (GGUF's Q8_0 layout): the
+    scale is the group's largest magnitude / 127, so a matrix dequantized from Q8_0 blocks comes
+    back exactly (`exact`); any other is rounded to its groups' levels. `glue.q8_matmul` multiplies."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        out, inputs = weight.shape
+        if inputs % Q8_GROUP:
+            raise ValueError(f"8-bit weights need inputs in multiples of {Q8_GROUP}, got {inputs}")
+        w = weight.detach().float().reshape(out, inputs // Q8_GROUP, Q8_GROUP)
+        scale = w.abs().amax(-1) / 127
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        self.q = torch.round(w / scale[..., None]).clamp_(-127, 127).to(torch.int8).reshape(out, inputs)
+        self.scale = scale.contiguous()
+        self.exact = bool(torch.equal((self.q.view(out, -1, Q8_GROUP).float() * scale[..., None]).reshape(out, inputs),
+                                      weight.detach().float()))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from llma.batch.rows import TILES, pad_rows
-from llma.cpu.glue import CGlue
+from llma.cpu.glue import Q8_GROUP, CGlue, Q8Matrix
 from llma.cpu.int4 import GROUP, OUT_MULTIPLE, Int4Matrix, available
 from llma.cpu.tiles import choose_tile
 from llma.static.weights import LlamaWeights
@@ -77,6 +77,9 @@ class Int4Weights:
         self.scale, self.eps, self.dtype, self.device = base.scale, base.eps, base.dtype, base.device
         self.embed, self.norm, self.cos, self.sin = base.embed, base.norm, base.cos, base.sin
         self.lm_head = base.lm_head.to(torch.bfloat16)
+        # With the glue, the head in 8-bit groups instead (exact for a GGUF's Q8_0 head; glue.c's
+        # product: faster than bf16's for the few rows of a decoding step, accumulated in fp32).
+        self.head = Q8Matrix(base.lm_head) if glue is not None and base.lm_head.shape[1] % Q8_GROUP == 0 else None
         self.layers = [QuantLayer(w.in_norm, Product(w.qkv), w.qkv_bias, Product(w.o_t.t()), w.o_bias,
                                   w.post_norm, Product(w.gate_up), Product(w.down_t.t()))
                        for w in base.layers]
@@ -134,7 +137,10 @@ class Int4Weights:
         return h
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """The output head over hidden states x [rows, hidden] (bf16 product)."""
+        """The output head over hidden states x [rows, hidden]: the bf16 product (fp32 with the
+        8-bit head)."""
+        if self.head is not None:
+            return self.glue.q8_matmul(x.float().contiguous(), self.head.q, self.head.scale)
         return F.linear(x.to(torch.bfloat16), self.lm_head)
 
     def products(self, prompt: bool = False) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:

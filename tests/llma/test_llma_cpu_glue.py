@@ -107,3 +107,23 @@ def test_attention_matches_the_torch_block_attention_and_reads_only_the_keys_a_r
     again = torch.zeros(5, heads * d)
     glue.attend(q, k_cache, v_cache, rows, meta, d ** -0.5, again)
     assert torch.equal(again, out)
+
+
+def test_an_8bit_head_is_exact_for_q8_0_levels_and_its_product_row_invariant(glue):
+    from llma.cpu.glue import Q8_GROUP, Q8Matrix
+
+    g = torch.Generator().manual_seed(8)
+    levels = torch.randint(-127, 128, (48, 4 * Q8_GROUP), generator=g)
+    levels[:, ::Q8_GROUP] = 127  # Q8_0: each block's largest magnitude is level 127
+    scale = torch.rand(48, 4, generator=g).half().float() / 50  # an fp16 scale per block
+    weight = (levels.view(48, 4, Q8_GROUP) * scale[..., None]).view(48, 4 * Q8_GROUP)
+    m = Q8Matrix(weight)
+    assert m.exact and torch.equal(m.q.long(), levels) and torch.equal(m.scale, scale)
+    assert not Q8Matrix(torch.randn(16, Q8_GROUP, generator=g)).exact  # any other: rounded
+    with pytest.raises(ValueError, match="multiples of 32"):
+        Q8Matrix(torch.randn(16, 40))
+    x = torch.randn(9, 4 * Q8_GROUP, generator=g)
+    out = glue.q8_matmul(x, m.q, m.scale)
+    torch.testing.assert_close(out, x @ weight.t(), atol=1e-5, rtol=1e-5)
+    for r in (0, 5, 8):
+        assert torch.equal(glue.q8_matmul(x[r : r + 1].contiguous(), m.q, m.scale), out[r : r + 1])

@@ -26,7 +26,8 @@ def tiny():
 def engine(tiny, request):
     """The int4 engine with its elementwise work in torch ops, and in C (llma.cpu.glue)."""
     engine = BatchEngine(tiny, slots=4, cost=LINEAR, weights="int4", glue=request.param)
-    assert (engine.runner.weights.glue is not None) == request.param
+    weights = engine.runner.weights
+    assert (weights.glue is not None) == request.param and (weights.head is not None) == request.param
     yield engine
     engine.close()
 

@@ -131,7 +131,12 @@ def main() -> None:
     config = LLMAConfig(max_new_tokens=args.max_new_tokens, repetition_stop=False)
     load_before = uptime()
     engine = open_engine(loaded, options)
-    weights = engine.runner.weights.__class__.__name__ if isinstance(engine, BatchEngine) else "engine"
+    weights = "engine"
+    if isinstance(engine, BatchEngine):
+        w = engine.runner.weights
+        glue = getattr(w, "glue", None)  # Int4Weights only
+        weights = (f"{type(w).__name__} (elementwise work, attention of decoding rows and head: "
+                   f"{'C, llma.cpu.glue; 8-bit head' if glue is not None else 'torch ops; bf16 head'})")
     llama = LlamaCpp(python, max(map(len, prompts)) + args.max_new_tokens + 8, args.max_new_tokens, args.threads)
     runs: dict[str, list[dict]] = {"llamacpp_greedy": [], "greedy": [], "llma": []}
     for i, (prompt, references) in enumerate(zip(prompts, refs)):  # interleaved: the load hits all alike

@@ -161,7 +161,7 @@ static float dot(const float *a, const float *b, int d) {
 #ifdef __AVX512F__
 /* attend_chunk for d a multiple of LANES (up to 256), AVX-512: a key's vectors loaded once for the
  * group's heads; each score one reduction; the values summed with the weights broadcast. */
-static void attend_chunk_avx512(const float *qh, const float *base_k, const float *base_v, int64_t first, int n,
+static inline __attribute__((always_inline)) void attend_chunk_avx512(const float *qh, const float *base_k, const float *base_v, int64_t first, int n,
                                 int64_t pos, int64_t shift, int groups, int d, float scale, float *s,
                                 float *part) {
     int vecs = d / LANES;
@@ -221,7 +221,15 @@ static void attend_chunk(const float *q, const float *kc, const float *vc, int64
     const float *qh = q + ((int64_t)row * heads + h * groups) * d;
 #ifdef __AVX512F__
     if (d % LANES == 0 && d <= 256) {
-        attend_chunk_avx512(qh, base_k, base_v, first, n, pos, shift, groups, d, scale, s, part);
+        /* the common shapes with constant sizes: their loops unrolled, sums kept in registers */
+        if (d == 64 && groups == 3)
+            attend_chunk_avx512(qh, base_k, base_v, first, n, pos, shift, 3, 64, scale, s, part);
+        else if (d == 64 && groups == 4)
+            attend_chunk_avx512(qh, base_k, base_v, first, n, pos, shift, 4, 64, scale, s, part);
+        else if (d == 128 && groups <= 2)
+            attend_chunk_avx512(qh, base_k, base_v, first, n, pos, shift, groups, 128, scale, s, part);
+        else
+            attend_chunk_avx512(qh, base_k, base_v, first, n, pos, shift, groups, d, scale, s, part);
         return;
     }
 #endif

@@ -127,3 +127,22 @@ def test_an_8bit_head_is_exact_for_q8_0_levels_and_its_product_row_invariant(glu
     torch.testing.assert_close(out, x @ weight.t(), atol=1e-5, rtol=1e-5)
     for r in (0, 5, 8):
         assert torch.equal(glue.q8_matmul(x[r : r + 1].contiguous(), m.q, m.scale), out[r : r + 1])
+
+
+def test_attention_of_packed_drafts_matches_the_torch_block_attention(glue):
+    from llma.batch.rows import block_attention
+    from llma.batch.step import Block
+
+    heads, kv, d, cap, pos = 9, 3, 64, 512, 300
+    block, _ = Block.packed(1, pos, [[7, 1, 2, 3], [7, 4, 5], [7, 6]], 512)
+    rows = len(block)
+    g = torch.Generator().manual_seed(9)
+    k_cache, v_cache = torch.randn(2, kv, cap, d, generator=g), torch.randn(2, kv, cap, d, generator=g)
+    q = torch.randn(rows, heads, d, generator=g)
+    rel, owner, shifts = (torch.tensor(t) for t in (block.rel, block.owner, block.shifts))
+    expected = block_attention(q, k_cache[1], v_cache[1], pos, rel, owner, shifts, d ** -0.5, 2)
+    meta = torch.tensor([[1] * rows, [pos] * rows, [pos + r + 1 for r in block.rel],
+                         [block.shifts[o] for o in block.owner]])
+    out = torch.zeros(rows, heads * d)
+    glue.attend(q, k_cache, v_cache, torch.arange(rows), meta, d ** -0.5, out)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

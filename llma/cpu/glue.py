@@ -1,11 +1,13 @@
-"""`CGlue`: the CPU decoding step's elementwise work between the 4-bit products (norms, residual
-additions, bias and rotary, SiLU) in a few C calls instead of dozens of small torch ops per layer.
+"""`CGlue`: the CPU decoding step's work besides the 4-bit products in a few C calls per layer
+instead of dozens of small torch ops: norms, residual additions, bias and rotary, SiLU, cache
+writes (csrc/elementwise.c), the attention of decoding rows (csrc/attention.c) and an 8-bit output
+head (csrc/head.c, `Q8Matrix`).
 
-The C source (glue.c, beside this file) is compiled once per machine with the system's C compiler
-(`cc`, -O3 -march=native) into a cache folder and loaded with ctypes. `CGlue.build` returns None
+The C sources (csrc/) are compiled once per machine with the system's C compiler (`cc`, -O3
+-march=native) into a cache folder and loaded with ctypes. `CGlue.build` returns None
 (and logs why) where there is no compiler or the build fails; callers then keep the torch ops.
 
-Contract (glue.c's): each row's results depend on that row's inputs only, never on the row count
+Contract (csrc/common.h's): each row's results depend on that row's inputs only, never on the row count
 or the other rows; the same bits on every call on one machine and build. They are not the torch
 ops' bits (another summation order, another exp): a different engine setting, whose outputs are
 its own greedy's.
@@ -24,17 +26,17 @@ from pathlib import Path
 import torch
 
 log = logging.getLogger(__name__)
-SOURCE = Path(__file__).with_name("glue.c")
+SOURCES = sorted(Path(__file__).with_name("csrc").glob("*.[ch]"))
 # -fopenmp: libgomp, the OpenMP runtime torch's CPU build already loaded (one runtime, one team)
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-std=gnu11", "-fopenmp")
-CHUNK = 128  # glue.c's keys per attention work item
-Q8_GROUP = 32  # glue.c's inputs per scale of an 8-bit matrix (GGUF's Q8_0 blocks)
+CHUNK = 128  # csrc/attention.c's keys per work item
+Q8_GROUP = 32  # csrc/head.c's inputs per scale of an 8-bit matrix (GGUF's Q8_0 blocks)
 _P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
 SIGNATURES = {
-    "llma_norm": (_P, _P, _F, _I, _I, _P),
-    "llma_add_norm": (_P, _P, _P, _P, _F, _I, _I, _P, _P),
-    "llma_qkv_rotary": (_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P),
-    "llma_silu_mul": (_P, _I, _I, _P),
+    "llma_norm": (_P, _P, _F, _I, _I, _P, _I),
+    "llma_add_norm": (_P, _P, _P, _P, _F, _I, _I, _P, _P, _I),
+    "llma_qkv_rotary": (_P, _P, _P, _P, _I, _I, _I, _I, _P, _P, _P, _I),
+    "llma_silu_mul": (_P, _I, _I, _P, _I),
     "llma_cache_write": (_P, _P, _P, _P, _P, _P, _I, _I, _I, _I),
     "llma_q8_matmul": (_P, _P, _P, _I, _I, _I, _I, _P),
     "llma_attend": (_P, _P, _P, _P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _F, _I, _P, _P),
@@ -54,14 +56,16 @@ def _cpu_key() -> str:
 def _compile(compiler: str, folder: Path) -> Path:
     """The shared library for this source, compiler and CPU in `folder`, built if missing."""
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\n".join((SOURCE.read_text(), version, " ".join(FLAGS), _cpu_key())).encode())
+    texts = [f"{p.name}\n{p.read_text()}" for p in SOURCES]
+    key = hashlib.sha256("\n".join((*texts, version, " ".join(FLAGS), _cpu_key())).encode())
     library = folder / f"llma-glue-{key.hexdigest()[:16]}.so"
     if library.is_file():
         return library
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         built = Path(tmp) / library.name
-        result = subprocess.run([compiler, *FLAGS, "-o", str(built), str(SOURCE), "-lm"],
+        sources = [str(p) for p in SOURCES if p.suffix == ".c"]
+        result = subprocess.run([compiler, *FLAGS, "-o", str(built), *sources, "-lm"],
                                 capture_output=True, text=True, timeout=300)
         if result.returncode:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[-500:]}")
@@ -74,7 +78,7 @@ def _pointer(t: torch.Tensor | None) -> int | None:
 
 
 class CGlue:
-    """The compiled functions, on contiguous CPU tensors (checked); see glue.c for each."""
+    """The compiled functions, on contiguous CPU tensors (checked); see csrc/ for each."""
 
     def __init__(self, library: Path) -> None:
         self.library = library
@@ -107,7 +111,8 @@ class CGlue:
         """rms_norm(x [rows, n] fp32) * weight, in bf16."""
         self._check(x, weight)
         out = torch.empty(x.shape, dtype=torch.bfloat16)
-        self._lib.llma_norm(x.data_ptr(), weight.data_ptr(), eps, x.shape[0], x.shape[1], out.data_ptr())
+        self._lib.llma_norm(x.data_ptr(), weight.data_ptr(), eps, x.shape[0], x.shape[1], out.data_ptr(),
+                            torch.get_num_threads())
         return out
 
     def add_norm(self, x: torch.Tensor, delta: torch.Tensor, bias: torch.Tensor | None,
@@ -118,7 +123,7 @@ class CGlue:
         out = torch.empty(x.shape, dtype=torch.float32 if wide else torch.bfloat16)
         self._lib.llma_add_norm(x.data_ptr(), delta.data_ptr(), _pointer(bias), weight.data_ptr(), eps,
                                 x.shape[0], x.shape[1], None if wide else out.data_ptr(),
-                                out.data_ptr() if wide else None)
+                                out.data_ptr() if wide else None, torch.get_num_threads())
         return out
 
     def qkv_rotary(self, qkv: torch.Tensor, bias: torch.Tensor | None, cos: torch.Tensor,
@@ -133,7 +138,8 @@ class CGlue:
         q = torch.empty(rows, heads, head_dim)
         k, v = torch.empty(rows, kv_heads, head_dim), torch.empty(rows, kv_heads, head_dim)
         self._lib.llma_qkv_rotary(qkv.data_ptr(), _pointer(bias), cos.data_ptr(), sin.data_ptr(), rows, heads,
-                                  kv_heads, head_dim, q.data_ptr(), k.data_ptr(), v.data_ptr())
+                                  kv_heads, head_dim, q.data_ptr(), k.data_ptr(), v.data_ptr(),
+                                  torch.get_num_threads())
         return q, k, v
 
     def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
@@ -141,7 +147,7 @@ class CGlue:
         self._check(gate_up)
         rows, n = gate_up.shape[0], gate_up.shape[1] // 2
         out = torch.empty(rows, n, dtype=torch.bfloat16)
-        self._lib.llma_silu_mul(gate_up.data_ptr(), rows, n, out.data_ptr())
+        self._lib.llma_silu_mul(gate_up.data_ptr(), rows, n, out.data_ptr(), torch.get_num_threads())
         return out
 
     def cache_write(self, k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

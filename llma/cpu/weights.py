@@ -77,7 +77,7 @@ class Int4Weights:
         self.scale, self.eps, self.dtype, self.device = base.scale, base.eps, base.dtype, base.device
         self.embed, self.norm, self.cos, self.sin = base.embed, base.norm, base.cos, base.sin
         self.lm_head = base.lm_head.to(torch.bfloat16)
-        # With the glue, the head in 8-bit groups instead (exact for a GGUF's Q8_0 head; glue.c's
+        # With the glue, the head in 8-bit groups instead (exact for a GGUF's Q8_0 head; csrc/head.c's
         # product: faster than bf16's for the few rows of a decoding step, accumulated in fp32).
         self.head = Q8Matrix(base.lm_head) if glue is not None and base.lm_head.shape[1] % Q8_GROUP == 0 else None
         self.layers = [QuantLayer(w.in_norm, Product(w.qkv), w.qkv_bias, Product(w.o_t.t()), w.o_bias,

@@ -30,6 +30,7 @@ from benchmarks.data import bench_prompts
 from benchmarks.report import _first_divergence, commit
 from llma.batch import BatchEngine
 from llma.batch.engine import open_engine
+from llma.cpu.weights import Int4Weights
 from llma.engine import LLMAConfig
 from llma.history import AnswerHistory
 from llma.loading import bundled_gguf, cache_root, load_model
@@ -134,9 +135,10 @@ def main() -> None:
     weights = "engine"
     if isinstance(engine, BatchEngine):
         w = engine.runner.weights
-        glue = getattr(w, "glue", None)  # Int4Weights only
-        weights = (f"{type(w).__name__} (elementwise work, attention of decoding rows and head: "
-                   f"{'C, llma.cpu.glue; 8-bit head' if glue is not None else 'torch ops; bf16 head'})")
+        weights = type(w).__name__
+        if isinstance(w, Int4Weights):
+            weights += (" (elementwise work, attention of decoding rows and head: "
+                        f"{'C, llma.cpu.glue; 8-bit head' if w.glue is not None else 'torch ops; bf16 head'})")
     llama = LlamaCpp(python, max(map(len, prompts)) + args.max_new_tokens + 8, args.max_new_tokens, args.threads)
     runs: dict[str, list[dict]] = {"llamacpp_greedy": [], "greedy": [], "llma": []}
     for i, (prompt, references) in enumerate(zip(prompts, refs)):  # interleaved: the load hits all alike

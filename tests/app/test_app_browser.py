@@ -87,7 +87,9 @@ def upload_file(page, path: Path) -> None:
     page.locator("#llma-upload input[type=file]").set_input_files(str(path))
     box = page.locator("#llma-upload")
     # Loose: under a full test run on 2 cores the upload itself can take longer than the default 30 s.
-    sync_api.expect(box).to_contain_text(path.name, timeout=ANSWER_TIMEOUT_MS)
+    # Gradio shows the name as two spans (stem, extension) with a space between them; the row's
+    # cell carries the whole name as its accessible name.
+    sync_api.expect(box.get_by_role("cell", name=path.name)).to_be_visible(timeout=ANSWER_TIMEOUT_MS)
     sync_api.expect(box).to_contain_text("⇣", timeout=ANSWER_TIMEOUT_MS)  # on the server
     page.click("#llma-upload-btn")
 

@@ -20,22 +20,22 @@ if has tests; then
 fi
 if has steps; then
   timeout 60 python3 -m benchmarks.gpu_batch_steps --blocks 1,16,64 --rows 1,8,32 --json "$OUT/gpu_batch_steps.json" \
-    2>&1 | grep "^{'\|Error" | tail -30
+    2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -30
 fi
 if has free; then
-  timeout 270 $SB --data .gpu/data/rag.jsonl --limit 64 --concurrency 1,16,64 --slots 64 \
-    --json "$OUT/serve_batch_gpu.json" 2>&1 | grep "^| \|Error" | tail -12
+  timeout 270 $SB --data .gpu/data/rag.jsonl --limit 64 --concurrency 1,16,64 --slots 64 --serial \
+    --json "$OUT/serve_batch_gpu.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 if has forced; then
   timeout 170 $SB --data .gpu/data/rag.jsonl --mode forced --limit 64 --concurrency 1,16,64 --slots 64 \
-    --json "$OUT/serve_batch_gpu_forced.json" 2>&1 | grep "^| \|Error" | tail -12
+    --json "$OUT/serve_batch_gpu_forced.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 if has squad; then
   timeout 150 $SB --data .gpu/data/dev-v1.1.json --limit 64 --concurrency 1,16,64 --slots 64 \
-    --json "$OUT/serve_batch_gpu_squad.json" 2>&1 | grep "^| \|Error" | tail -12
+    --json "$OUT/serve_batch_gpu_squad.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 if has 7b; then
   timeout 200 $SB --data .gpu/data/rag.jsonl --mode forced --random 7b --limit 16 --concurrency 1,16 --slots 16 \
-    --json "$OUT/serve_batch_gpu_7b_forced.json" 2>&1 | grep "^| \|Error" | tail -12
+    --json "$OUT/serve_batch_gpu_7b_forced.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 exit 0

@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             row = summary(method, c, done, wall, solo, host, mean_batch)
             print(row, flush=True)
             report["results"].append(row)
+            if args.json:  # after every row: a run cut short by a time limit keeps what it measured
+                write_report(args.json, report, markdown(report))
     fixed = batch.runner.fixed
     report["fixed_steps"] = fixed is not None
     report["captured_shapes"] = len(fixed.captured) if fixed is not None else 0

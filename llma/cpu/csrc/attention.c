@@ -14,6 +14,20 @@ static float dot(const float *a, const float *b, int d) {
     return acc[0];
 }
 
+/* A chunk's softmax terms for one head: sg[0..n) becomes exp(sg - max) in place; out[0] = the max,
+ * out[1] = the terms' sum (summed in key order). */
+static inline void softmax_terms(float *sg, int n, float *out) {
+    float m = sg[0];
+    for (int t = 1; t < n; t++) m = sg[t] > m ? sg[t] : m;
+    float l = 0.0f;
+    for (int t = 0; t < n; t++) {
+        sg[t] = exp_neg(sg[t] - m);
+        l += sg[t];
+    }
+    out[0] = m;
+    out[1] = l;
+}
+
 #ifdef __AVX512F__
 /* attend_chunk for d a multiple of LANES (up to 256), AVX-512: a key's vectors loaded once for the
  * group's heads; each score one reduction; the values summed with the weights broadcast. */
@@ -32,18 +46,7 @@ static inline __attribute__((always_inline)) void attend_chunk_avx512(const floa
             s[g * CHUNK + t] = _mm512_reduce_add_ps(acc) * scale;
         }
     }
-    for (int g = 0; g < groups; g++) {
-        float *sg = s + g * CHUNK, *out = part + (int64_t)g * (d + 2);
-        float m = sg[0];
-        for (int t = 1; t < n; t++) m = sg[t] > m ? sg[t] : m;
-        float l = 0.0f;
-        for (int t = 0; t < n; t++) {
-            sg[t] = exp_neg(sg[t] - m);
-            l += sg[t];
-        }
-        out[0] = m;
-        out[1] = l;
-    }
+    for (int g = 0; g < groups; g++) softmax_terms(s + g * CHUNK, n, part + (int64_t)g * (d + 2));
     __m512 acc[16 * 4];  /* groups (<= 16) x up to 4 vectors at a time */
     for (int j0 = 0; j0 < vecs; j0 += 4) {
         int nv = vecs - j0 < 4 ? vecs - j0 : 4;
@@ -96,21 +99,13 @@ static void attend_chunk(const float *q, const float *kc, const float *vc, int64
     }
     for (int g = 0; g < groups; g++) {
         float *out = part + (int64_t)g * (d + 2), *sg = s + g * CHUNK;
-        float m = sg[0];
-        for (int t = 1; t < n; t++) m = sg[t] > m ? sg[t] : m;
-        float l = 0.0f;
-        for (int t = 0; t < n; t++) {
-            sg[t] = exp_neg(sg[t] - m);
-            l += sg[t];
-        }
+        softmax_terms(sg, n, out);
         for (int j = 0; j < d; j++) out[2 + j] = 0.0f;
         for (int t = 0; t < n; t++) {
             int64_t p = first + t, at = p <= pos ? p : p + shift;
             const float *vrow = base_v + at * d;
             for (int j = 0; j < d; j++) out[2 + j] += sg[t] * vrow[j];
         }
-        out[0] = m;
-        out[1] = l;
     }
 }
 

@@ -3,7 +3,8 @@
 # (../shared/gpu/README.md) with .gpu/data holding rag.jsonl and dev-v1.1.json:
 #   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu_batch.sh COMMIT [STEP...]
 # STEPs (default: tests steps free; each call's limit is 600 s): tests (the CUDA test of the fixed
-# shapes; stops the run if it fails), steps (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64, serial LLMA beside),
+# shapes; stops the run if it fails), steps (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64, serial LLMA beside, its static backend
+# without torch.compile to fit the call),
 # forced, squad, 7b (the 7B-shaped random-weight Llama, forced, at 1/16).
 export LLMA_GIT_COMMIT=$1 LLMA_CACHE_DIR=/tmp/llmacache TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 shift
@@ -23,7 +24,7 @@ if has steps; then
     2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -30
 fi
 if has free; then
-  timeout 270 $SB --data .gpu/data/rag.jsonl --limit 64 --concurrency 1,4,16,64 --slots 64 --serial \
+  LLMA_STATIC_COMPILE=0 timeout 270 $SB --data .gpu/data/rag.jsonl --limit 64 --concurrency 1,4,16,64 --slots 64 --serial \
     --json "$OUT/serve_batch_gpu.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 if has forced; then

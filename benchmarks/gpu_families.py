@@ -164,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--length", type=int, default=2048, help="attention length of the timed steps")
     ap.add_argument("--sizes", default="1,8,32", help="query block sizes of the step sweep")
     ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--tokenizer", type=Path, default=None,
+                    help="a saved tokenizer folder instead of loading the default model (no model file needed)")
     ap.add_argument("--tiny", action="store_true", help="toy sizes of the same families (CPU checks)")
     args = ap.parse_args(argv)
-    tokenizer = load_model(device="cpu").tokenizer  # the default model's: the prompts' token ids
+    # the default model's tokenizer (the prompts' token ids), or the same saved beside the data
+    tokenizer = (transformers.AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
+                 else load_model(device="cpu").tokenizer)
     _, prompts = bench_prompts(tokenizer, args.data, args.prompts)
     prompts = [p for p in prompts if p.target]
     dev = torch.device(args.device)

@@ -27,11 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from transformers import AutoTokenizer
+
 from benchmarks.data import BenchPrompt, bench_prompts
 from benchmarks.report import commit, write_report
 from benchmarks.runners import setup
 from llma import AnswerHistory, Engine, EngineOptions, ForcedVerifier, LLMAConfig, collect
 from llma.batch import BatchEngine
+from llma.loading import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +145,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--model", default=None)
     ap.add_argument("--random", choices=("7b",), default=None,
                     help="decode with a random-weight Llama of this shape (the model's tokenizer for the prompts)")
+    ap.add_argument("--tokenizer", type=Path, default=None,
+                    help="with --random: a saved tokenizer folder instead of the model's (no model file needed)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--threads", type=int, default=0)
@@ -152,12 +157,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    loaded = setup(args)
     if args.random:
         from benchmarks.gpu_steps import SEVEN_B, random_llama
 
-        big = random_llama(SEVEN_B, loaded.model.config.vocab_size, loaded.device, loaded.dtype)
-        loaded = replace(big, tokenizer=loaded.tokenizer)
+        if args.tokenizer:  # the prompts' token ids only: no model file needed
+            logging.basicConfig(level=logging.INFO, format="%(message)s")
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+            device = torch.device(args.device)
+            big = random_llama(SEVEN_B, len(tokenizer), device, resolve_dtype(args.dtype, device))
+            loaded = replace(big, tokenizer=tokenizer)
+        else:
+            small = setup(args)
+            big = random_llama(SEVEN_B, small.model.config.vocab_size, small.device, small.dtype)
+            loaded = replace(big, tokenizer=small.tokenizer)
+    else:
+        loaded = setup(args)
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit)
     forced = args.mode == "forced"
     if forced and not all(p.target for p in prompts):

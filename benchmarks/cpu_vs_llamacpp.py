@@ -168,6 +168,7 @@ def main() -> None:
     m = report["methods"]
     report["ratios"] = {
         "greedy_decode_vs_llamacpp": round(m["greedy"]["decode_tok_s"] / m["llamacpp_greedy"]["decode_tok_s"], 3),
+        "llma_vs_greedy_decode": round(m["llma"]["decode_tok_s"] / m["greedy"]["decode_tok_s"], 3),
         "llma_vs_greedy_end_to_end": round(m["llma"]["end_to_end_tok_s"] / m["greedy"]["end_to_end_tok_s"], 3),
         "llma_vs_llamacpp_end_to_end": round(m["llma"]["end_to_end_tok_s"] / m["llamacpp_greedy"]["end_to_end_tok_s"], 3),
     }

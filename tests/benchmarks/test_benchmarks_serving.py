@@ -1,0 +1,52 @@
+"""The GPU benchmarks' scripts run end to end on the CPU at toy sizes: `benchmarks.serve_batch` (the
+batch engine's serving benchmark, here with a random-weight Llama and a saved tokenizer, as the GPU
+machine's first call runs it) and `benchmarks.gpu_families --tiny` (Qwen3 / Gemma 3 shapes)."""
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.shared_data("llma-rag/rag.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(smollm, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tokenizer")
+    smollm.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_serve_batch_random_model_from_a_saved_tokenizer(shared_data, tokenizer_dir, tmp_path, monkeypatch):
+    import benchmarks.gpu_steps as gpu_steps
+    from benchmarks import serve_batch
+
+    monkeypatch.setattr(gpu_steps, "SEVEN_B", dict(  # the 7B shape's kind, at toy size
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096))
+    out = tmp_path / "serve.json"
+    assert serve_batch.main([
+        "--data", str(shared_data / "llma-rag" / "rag.jsonl"), "--mode", "forced", "--random", "7b",
+        "--tokenizer", str(tokenizer_dir), "--limit", "2", "--concurrency", "1,2", "--slots", "2",
+        "--max-new-tokens", "8", "--dtype", "float32", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    rows = {(r["method"], r["concurrency"]): r for r in report["results"]}
+    assert set(rows) == {("greedy", 1), ("greedy", 2), ("llma", 1), ("llma", 2)}
+    for row in rows.values():
+        assert row["identical_to_solo"] == 1.0 and row["first_divergences"] == []
+        assert row["tokens"] == 16 and row["tokens_per_s"] > 0  # forced: 8 tokens per request
+    assert rows[("greedy", 2)]["tokens_per_forward"] == 1.0
+    assert rows[("llma", 1)]["tokens_per_forward"] >= 1.0
+    assert report["mode"] == "forced" and report["model"].startswith("random-llama")
+    assert "| llma | 2 |" in out.with_suffix(".md").read_text()
+
+
+def test_gpu_families_tiny_from_a_saved_tokenizer(shared_data, tokenizer_dir, tmp_path):
+    from benchmarks import gpu_families
+
+    assert gpu_families.main([
+        "--data", str(shared_data / "llma-rag" / "rag.jsonl"), "--out", str(tmp_path), "--tiny",
+        "--family", "qwen3_8b", "--prompts", "2", "--hf-prompts", "1", "--identity-prompts", "2",
+        "--device", "cpu", "--dtype", "float32", "--tokenizer", str(tokenizer_dir)]) == 0
+    report = json.loads((tmp_path / "gpu_qwen3_8b.json").read_text())
+    assert report["model"] == "random-qwen3_8b-tiny"
+    assert report["identity"]["identity_rate"] == 1.0 and report["identity"]["prompts"] == 2
+    assert report["forced_decoding"] and report["static_vs_hf"] > 0

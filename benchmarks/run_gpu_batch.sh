@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# The batch engine's GPU runs (issue 22). On the device machine, after staging the model
-# (../shared/gpu/README.md) with .gpu/data holding rag.jsonl and dev-v1.1.json:
-#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu_batch.sh COMMIT [STEP...]
-# STEPs (default: tests steps free; each call's limit is 600 s): tests (the CUDA test of the fixed
-# shapes; stops the run if it fails), steps (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64, serial LLMA beside, its static backend
-# without torch.compile to fit the call),
-# forced, squad, 7b (the 7B-shaped random-weight Llama, forced, at 1/16).
+# The GPU runs of the batch engine (issue 22) and of the model families (issue 25), planned as three
+# back-to-back calls of at most 600 s (the machine keeps /tmp about 30 s after a call). Stage here first:
+#   bash ../shared/gpu/stage-model.sh && bash benchmarks/stage_gpu_data.sh
+# Call 1 needs no model file (random weights, the saved tokenizer), so the machine's first call works:
+#   carry [".gpu/part1", ".gpu/whl", ".gpu/data", ".gpu/tok"]
+#   mkdir -p /tmp/llma && cp -r .gpu/part1/. .gpu/whl /tmp/llma/ && bash benchmarks/run_gpu_batch.sh COMMIT families 7b
+# Call 2, the model assembled:
+#   carry [".gpu/part2", ".gpu/data"]
+#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu_batch.sh COMMIT tests free forced
+# Call 3: squad (carry [".gpu/squad", ".gpu/data"]; source /tmp/llma/assemble.sh again), or the server's
+# runs (benchmarks/stage_serve_wheels.sh says how).
+# STEPs: tests (the CUDA test of the fixed shapes; stops the run if it fails), steps
+# (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64, serial LLMA beside, its static backend
+# without torch.compile to fit the call), forced, squad, 7b (the 7B-shaped random-weight Llama,
+# forced, at 1/16), families (benchmarks.gpu_families: Gemma-3-4B and Qwen3-8B shapes, random weights,
+# without torch.compile). Results and one log go to $OUT.
 export LLMA_GIT_COMMIT=$1 LLMA_CACHE_DIR=/tmp/llmacache TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 shift
 STEPS=${*:-tests steps free}
@@ -32,11 +41,15 @@ if has forced; then
     --json "$OUT/serve_batch_gpu_forced.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 if has squad; then
-  timeout 150 $SB --data .gpu/data/dev-v1.1.json --limit 64 --concurrency 1,16,64 --slots 64 \
+  timeout 150 $SB --data .gpu/squad/dev-v1.1.json --limit 64 --concurrency 1,16,64 --slots 64 \
     --json "$OUT/serve_batch_gpu_squad.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 if has 7b; then
-  timeout 200 $SB --data .gpu/data/rag.jsonl --mode forced --random 7b --limit 16 --concurrency 1,16 --slots 16 \
+  timeout 200 $SB --data .gpu/data/rag.jsonl --mode forced --random 7b --tokenizer .gpu/tok --limit 16 --concurrency 1,16 --slots 16 \
     --json "$OUT/serve_batch_gpu_7b_forced.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
+fi
+if has families; then
+  LLMA_STATIC_COMPILE=0 timeout 330 python3 -m benchmarks.gpu_families --data .gpu/data/rag.jsonl --out "$OUT" \
+    --tokenizer .gpu/tok --hf-prompts 1 2>&1 | tee -a "$OUT/log.txt" | grep -v "^Loading\|it/s\]" | tail -40
 fi
 exit 0

@@ -8,7 +8,9 @@ pages given back) after each pass. Run four ways: the model called directly at t
 (the generic loop before it padded its prompts) and the HFBackend (prompts padded to a multiple of
 PREFILL_PAD), each also after one warm-up call at a (padded) length above all of its lengths
 ("below_longest": is the cost one per new length, or a high-water mark that rises only with the
-longest input so far?); then a single linear layer of the model's shape over many new lengths.
+longest input so far?); the app's one-at-a-time engine (`LLMA_BATCH_SLOTS=0`: its static backend,
+a prompt and one new token per call); then a single linear layer of the model's shape over many
+new lengths.
 """
 from __future__ import annotations
 
@@ -56,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     from llma.backend import PREFILL_PAD, HFBackend, padded_length
+    from llma.batch.engine import open_engine
+    from llma.engine import LLMAConfig
     from llma.loading import load_model
+    from llma.options import EngineOptions
 
     loaded = load_model(device="cpu")
     model, backend = loaded.model, HFBackend(loaded.model)
-    tokens = list(range(100, 100 + FIRST_LENGTH + 4 * args.lengths + PREFILL_PAD))
+    tokens = list(range(100, 100 + FIRST_LENGTH + 5 * args.lengths + PREFILL_PAD))
 
     @torch.inference_mode()
     def exact(n: int) -> None:  # the model at the prompt's own length, then one step
@@ -71,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         backend.prefill(tokens[:n])
         backend.forward([5])
 
+    serial = open_engine(loaded, EngineOptions(batch_slots=0))  # the app's LLMA_BATCH_SLOTS=0
+    one_token = LLMAConfig(max_new_tokens=1)
+
+    def engine(n: int) -> None:
+        serial.generate(tokens[:n], config=one_token)
+
     weight = model.model.layers[0].mlp.up_proj.weight.detach()
     rows = torch.randn(FIRST_LENGTH + args.linear_lengths, weight.shape[1])
 
@@ -79,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         F.linear(rows[:n], weight)
 
     lengths = range(FIRST_LENGTH, FIRST_LENGTH + args.lengths)
-    figures: dict[str, object] = {"prefill_pad": PREFILL_PAD, "lengths_per_way": args.lengths,
+    figures: dict[str, object] = {"serial_engine": type(serial).__name__, "prefill_pad": PREFILL_PAD,
+                                  "lengths_per_way": args.lengths,
                                   "first_length": lengths.start,
                                   "MKL_DISABLE_FAST_MM": os.environ.get("MKL_DISABLE_FAST_MM", "(unset)")}
     # Each way gets lengths of its own, never seen by the process before.
     ways = (("exact", exact, False), ("exact_below_longest", exact, True), ("padded", padded, False),
-            ("padded_below_longest", padded, True))
+            ("padded_below_longest", padded, True), ("serial_engine", engine, False))
     for shift, (name, run, below) in enumerate(ways):
         own = range(lengths.start + shift * args.lengths, lengths.stop + shift * args.lengths)
         warm = padded_length(own.stop, len(tokens)) if below else own.start - 1

@@ -34,7 +34,7 @@ from benchmarks.report import commit, write_report
 from benchmarks.runners import setup
 from llma import AnswerHistory, Engine, EngineOptions, ForcedVerifier, LLMAConfig, collect
 from llma.batch import BatchEngine
-from llma.loading import resolve_dtype
+from llma.loading import LoadedModel, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -155,23 +155,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def random_model(args: argparse.Namespace) -> LoadedModel:
+    """The `--random` shape with random weights and the prompts' tokenizer: the saved `--tokenizer`
+    folder (no model file needed), else the model's."""
+    from benchmarks.gpu_steps import SEVEN_B, random_llama
+
+    if args.tokenizer:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        device = torch.device(args.device)
+        vocab, dtype = len(tokenizer), resolve_dtype(args.dtype, device)
+    else:
+        small = setup(args)
+        tokenizer, device, dtype, vocab = small.tokenizer, small.device, small.dtype, small.model.config.vocab_size
+    return replace(random_llama(SEVEN_B, vocab, device, dtype), tokenizer=tokenizer)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.random:
-        from benchmarks.gpu_steps import SEVEN_B, random_llama
-
-        if args.tokenizer:  # the prompts' token ids only: no model file needed
-            logging.basicConfig(level=logging.INFO, format="%(message)s")
-            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-            device = torch.device(args.device)
-            big = random_llama(SEVEN_B, len(tokenizer), device, resolve_dtype(args.dtype, device))
-            loaded = replace(big, tokenizer=tokenizer)
-        else:
-            small = setup(args)
-            big = random_llama(SEVEN_B, small.model.config.vocab_size, small.device, small.dtype)
-            loaded = replace(big, tokenizer=small.tokenizer)
-    else:
-        loaded = setup(args)
+    loaded = random_model(args) if args.random else setup(args)
     dataset, prompts = bench_prompts(loaded.tokenizer, args.data, args.limit)
     forced = args.mode == "forced"
     if forced and not all(p.target for p in prompts):

@@ -73,6 +73,11 @@ def _compile(compiler: str, folder: Path) -> Path:
     return library
 
 
+def c_compiler() -> str | None:
+    """The path of the system's C compiler (cc, else gcc, else clang); None where there is none."""
+    return shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
 def _pointer(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
@@ -91,7 +96,7 @@ class CGlue:
     @staticmethod
     def build(folder: Path) -> CGlue | None:
         """The glue compiled into (or found in) `folder`; None, logged, where it cannot be built."""
-        compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+        compiler = c_compiler()
         if compiler is None:
             log.info("no C compiler: the CPU step's elementwise work stays in torch ops")
             return None

@@ -1,8 +1,6 @@
 """The CPU int4 path (llma.cpu): 4-bit layers in the batch engine, lossless against its own greedy."""
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from llma_fixtures import tiny_llama
@@ -11,6 +9,7 @@ from test_llma_batch import LINEAR, _ids, _requests, _solo, _together
 from llma import LLMAConfig
 from llma.batch import BatchEngine
 from llma.batch.engine import open_engine
+from llma.cpu.glue import c_compiler
 from llma.cpu.int4 import GROUP, Int4Matrix
 from llma.cpu.tiles import attention_invariant, product_invariant
 from llma.cpu.weights import Int4Weights, int4_reason
@@ -24,7 +23,7 @@ def tiny():
     return tiny_llama(context=512)
 
 
-HAVE_CC = any(shutil.which(c) for c in ("cc", "gcc", "clang"))
+HAVE_CC = c_compiler() is not None
 needs_cc = pytest.mark.skipif(not HAVE_CC, reason="no C compiler for the CPU glue")
 
 

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# The GPU runs of the batch engine (issue 22) and of the model families (issue 25), planned as three
-# back-to-back calls of at most 600 s (the machine keeps /tmp about 30 s after a call). Stage here first:
-#   bash ../shared/gpu/stage-model.sh && bash benchmarks/stage_gpu_data.sh
+# The GPU runs of the batch engine (issue 22), the model families (issue 25) and the server (issue 23),
+# planned as back-to-back calls of at most 600 s (the machine keeps /tmp about 30 s after a call).
+# Stage here first: bash ../shared/gpu/stage-model.sh && bash benchmarks/stage_gpu_data.sh
+#   (and for `serve`: bash benchmarks/stage_serve_wheels.sh)
 # Call 1 needs no model file (random weights, the saved tokenizer), so the machine's first call works:
 #   carry [".gpu/part1", ".gpu/whl", ".gpu/data", ".gpu/tok"]
 #   mkdir -p /tmp/llma && cp -r .gpu/part1/. .gpu/whl /tmp/llma/ && bash benchmarks/run_gpu_batch.sh COMMIT families 7b
-# Call 2, the model assembled:
-#   carry [".gpu/part2", ".gpu/data"]
-#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu_batch.sh COMMIT tests free forced
-# Call 3: squad (carry [".gpu/squad", ".gpu/data"]; source /tmp/llma/assemble.sh again), or the server's
-# runs (benchmarks/stage_serve_wheels.sh says how).
+# Call 2 (for `serve`): carry [".gpu/serve_whl"]: cp .gpu/serve_whl/*.whl /tmp/llma/whl/
+# Call 3, the model assembled: carry [".gpu/part2", ".gpu/data"]
+#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu_batch.sh COMMIT serve
+# Call 4 (same carry, `source /tmp/llma/assemble.sh` again): tests free forced; squad needs ".gpu/squad".
 # STEPs: tests (the CUDA test of the fixed shapes; stops the run if it fails), steps
-# (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64, serial LLMA beside, its static backend
-# without torch.compile to fit the call), forced, squad, 7b (the 7B-shaped random-weight Llama,
-# forced, at 1/16), families (benchmarks.gpu_families: Gemma-3-4B and Qwen3-8B shapes, random weights,
-# without torch.compile). Results and one log go to $OUT.
+# (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64: batched greedy and LLMA, each also in
+# two groups in turn (--overlap), serial LLMA beside; without torch.compile to fit the call), forced,
+# squad, 7b (the 7B-shaped random-weight Llama, forced, at 1/16), families (benchmarks.gpu_families:
+# Gemma-3-4B and Qwen3-8B shapes, random weights, without torch.compile), serve (the server under 64
+# clients for 5 minutes, then the Predicted Outputs benchmark; the server's static backend without
+# torch.compile). Results and one log go to $OUT.
 export LLMA_GIT_COMMIT=$1 LLMA_CACHE_DIR=/tmp/llmacache TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 shift
 STEPS=${*:-tests steps free}
@@ -33,7 +35,7 @@ if has steps; then
     2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -30
 fi
 if has free; then
-  LLMA_STATIC_COMPILE=0 timeout 270 $SB --data .gpu/data/rag.jsonl --limit 64 --concurrency 1,4,16,64 --slots 64 --serial \
+  LLMA_STATIC_COMPILE=0 timeout 330 $SB --data .gpu/data/rag.jsonl --limit 64 --concurrency 1,4,16,64 --slots 64 --serial --overlap \
     --json "$OUT/serve_batch_gpu.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 if has forced; then
@@ -51,5 +53,12 @@ fi
 if has families; then
   LLMA_STATIC_COMPILE=0 timeout 330 python3 -m benchmarks.gpu_families --data .gpu/data/rag.jsonl --out "$OUT" \
     --tokenizer .gpu/tok --hf-prompts 1 2>&1 | tee -a "$OUT/log.txt" | grep -v "^Loading\|it/s\]" | tail -40
+fi
+if has serve; then
+  export LLMA_STATIC_COMPILE=0
+  timeout 400 python3 -m benchmarks.serve_load --device cuda --clients 64 --minutes 5 --prompts 24 \
+    --data .gpu/data/rag.jsonl --out "$OUT/serve_load_gpu.json" 2>&1 | tee -a "$OUT/log.txt" | tail -15
+  timeout 150 python3 -m benchmarks.predicted_outputs --device cuda --data .gpu/data/cnndm.jsonl --articles 4 \
+    --max-tokens 128 --out "$OUT/predicted_outputs_gpu.json" 2>&1 | tee -a "$OUT/log.txt" | tail -15
 fi
 exit 0

@@ -151,6 +151,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--serial", action="store_true", help="also today's serial engine (one request at a time)")
+    ap.add_argument("--overlap", action="store_true",
+                    help="also greedy and LLMA with the requests stepping in two groups in turn")
     ap.add_argument("--json", type=Path, default=None)
     return ap.parse_args(argv)
 
@@ -195,20 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     config = LLMAConfig(max_new_tokens=args.max_new_tokens)
     methods: list[tuple[str, Engine | BatchEngine, LLMAConfig, threading.Lock | None]] = [
         ("greedy", batch, config.greedy(), None), ("llma", batch, config, None)]
+    if args.overlap:  # the same engine stepping its requests in two groups in turn (llma.batch.scheduler)
+        methods += [("greedy_overlap", batch, config.greedy(), None), ("llma_overlap", batch, config, None)]
     if args.serial:
         methods.append(("serial_llma", Engine(loaded, options=EngineOptions.from_env(os.environ)), config,
                         threading.Lock()))
+    solos: dict[str, list[list[int]]] = {}  # each method's solo outputs (overlap: its one-group method's)
     for method, engine, cfg, lock in methods:
+        batch.scheduler.overlap = method.endswith("_overlap")
         run_one(engine, prompts[0], replace(cfg, max_new_tokens=4), False, AnswerHistory(), lock)  # warm-up
-        solo = None
-        for c in levels:
+        solo = solos.get(method.removesuffix("_overlap"))
+        for c in levels if solo is None else [c for c in levels if c > 1]:
             history = AnswerHistory()  # every run learns from its own answers only
             if engine is batch and c > 1:  # untimed: one wave first, so the step shapes it uses are captured
                 replay(lambda p: run_one(engine, p, cfg, forced, AnswerHistory(), lock), prompts[:c], c, None)
             before = replace(batch.stats)
             done, wall = replay(lambda p: run_one(engine, p, cfg, forced, history, lock), prompts, c,
                                 args.rate if c > 1 else None)
-            solo = solo or [d.tokens for d in done]
+            solo = solos.setdefault(method, solo or [d.tokens for d in done])
             after = batch.stats
             host = mean_batch = None
             if engine is batch:

@@ -36,20 +36,22 @@ class BatchEngine:
 
     `cost`: the step's cost by row count, which sets how many drafted rows each request gets as the
     batch grows (default: measured now, a few seconds). `max_len` caps the context (each slot holds
-    one). `weights`: "full" or "int4", `glue`: int4's elementwise work in C (BatchRunner). `fixed`: decoding steps in fixed shapes, CUDA graphs
-    on CUDA (default there; see BatchRunner). Raises ValueError for a model family outside the
-    static arithmetic (llma.static.family).
+    one). `weights`: "full" or "int4", `glue`: int4's elementwise work in C (BatchRunner). `fixed`:
+    decoding steps in fixed shapes, CUDA graphs on CUDA (default there; see BatchRunner). `overlap`:
+    the running requests step in two groups in turn, one group's verdicts and next drafts made while
+    the other's step runs (llma.batch.scheduler; outputs unchanged). Raises ValueError for a model
+    family outside the static arithmetic (llma.static.family).
     """
 
     concurrent = True  # callers may stream from many threads at once
 
     def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
                  cost: CostModel | None = None, weights: str = "full", fixed: bool | None = None,
-                 glue: bool = False) -> None:
+                 glue: bool = False, overlap: bool = False) -> None:
         self.loaded = loaded
         # Built and measured in a thread that ends: the loop thread alone keeps a CPU thread team.
         self.runner, cost = in_own_thread(_build, loaded, slots, max_len, weights, fixed, cost, glue)
-        self.scheduler = Scheduler(self.runner, RowBudget(cost))
+        self.scheduler = Scheduler(self.runner, RowBudget(cost), overlap)
         self.eos_token_ids = eos_token_ids(loaded)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
         self.history = AnswerHistory()

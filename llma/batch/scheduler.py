@@ -6,6 +6,11 @@ request its block (the next chunk of its prompt, or its last token and packed dr
 step's tier), run one forward, and turn each request's rows into its verdict and `StepEvent`.
 Each request decodes by the rules it would follow alone (llma.sequence.DecodeState), so its output
 is the same whatever shares its steps.
+
+With `overlap`, the running requests take turns in two groups: while one group's step runs on the
+device, the other group's last results become verdicts and events and its next blocks (step t+1's
+drafts) are planned. Each step then holds about half the requests; outputs do not change (each
+request's rows keep their bits whatever shares the step), only where the host's time goes.
 """
 from __future__ import annotations
 
@@ -15,17 +20,18 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import torch
 
 from llma.batch.budget import RowBudget, Tier
+from llma.batch.requests import Plan, Request, SchedulerStats
 from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, BatchRunner
 from llma.batch.step import Block, BlockOut
 from llma.sequence import DecodeState
-from llma.static.packing import PackedBlock, draft_caps
-from llma.types import Draft, StepEvent
+from llma.static.packing import draft_caps
+from llma.types import StepEvent
 from llma.verifier import Verdict
 
 log = logging.getLogger(__name__)
@@ -33,56 +39,27 @@ log = logging.getLogger(__name__)
 _END = object()  # after a request's last event
 
 
-@dataclass
-class _Request:
-    """A submitted request: its decoding state, where its events go, and (once admitted) its slot."""
-
-    state: DecodeState
-    prompt: list[int]
-    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    slot: int = -1
-    length: int = 0  # its attention length L
-    cached: int = 0  # tokens in its slot
-
-    @property
-    def prefilling(self) -> bool:
-        return self.cached < len(self.prompt)
-
-
-@dataclass
-class SchedulerStats:
-    """Totals since start: steps, request-steps, rows, and where the loop's time went."""
-
-    steps: int = 0
-    request_steps: int = 0
-    rows: int = 0
-    forward_s: float = 0.0
-    host_s: float = 0.0
-
-    @property
-    def host_share(self) -> float:
-        """The share of the loop's busy time spent on the host (planning, verdicts, events; the
-        events go out while the next step runs on a CUDA device)."""
-        busy = self.forward_s + self.host_s
-        return self.host_s / busy if busy else 0.0
-
-
 class Scheduler:
-    """Decodes submitted requests together on `runner`; `submit` returns the request's events."""
+    """Decodes submitted requests together on `runner`; `submit` returns the request's events.
 
-    def __init__(self, runner: BatchRunner, budget: RowBudget) -> None:
+    `overlap`: two groups in turn (the module's docstring); may be switched while no request runs."""
+
+    def __init__(self, runner: BatchRunner, budget: RowBudget, overlap: bool = False) -> None:
         self.runner = runner
         self.budget = budget
+        self.overlap = overlap
         self.stats = SchedulerStats()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._waiting: deque[_Request] = deque()
-        self._running: list[_Request] = []
+        self._waiting: deque[Request] = deque()
+        self._running: list[Request] = []
         self._closed = False
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._unseen = 0  # requests submitted, not yet taken in by the loop
         self._outbox: list[tuple[queue.SimpleQueue, object]] = []  # events not yet handed to their readers
+        # With `overlap`: the plans of the group that steps next, and the last group's results not yet applied.
+        self._ready: list[Plan] = []
+        self._done: list[tuple[Plan, BlockOut]] = []
 
     @property
     def running(self) -> int:
@@ -101,7 +78,7 @@ class Scheduler:
         the iterator (or leaving it unread and dropping it) cancels the request."""
         if self._closed:
             raise RuntimeError("the scheduler is closed")
-        request = _Request(state, list(prompt))
+        request = Request(state, list(prompt))
         self._ensure_thread()
         with self._lock:
             self._unseen += 1
@@ -115,7 +92,7 @@ class Scheduler:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    def _events(self, request: _Request) -> Iterator[StepEvent]:
+    def _events(self, request: Request) -> Iterator[StepEvent]:
         try:
             while True:
                 item = request.events.get()
@@ -147,9 +124,10 @@ class Scheduler:
         self._admit()
         if self._running:
             try:
-                self._step()
+                self._overlapped() if self.overlap else self._step()
             except Exception as err:  # noqa: BLE001 (the step failed: its requests end with the error)
                 log.exception("a batch step failed; its %d requests end with the error", len(self._running))
+                self._ready, self._done = [], []
                 for r in list(self._running):
                     self._finish(r, err)
         return True
@@ -191,52 +169,93 @@ class Scheduler:
             r.length = self.runner.attention_length(len(r.prompt) + max_new + MAX_ROWS)
             self._running.append(r)
 
-    def _finish(self, r: _Request, error: BaseException | None) -> None:
+    def _finish(self, r: Request, error: BaseException | None) -> None:
         if r in self._running:
             self._running.remove(r)
             self.runner.cache.release(r.slot)
+            r.slot = -1
         if error is not None:
             self._outbox.append((r.events, error))
         self._outbox.append((r.events, _END))
 
     def _step(self) -> None:
         started = time.perf_counter()
-        decoding = [r for r in self._running if not r.prefilling]
-        tier = self.budget.tier(max(1, len(decoding)), any(r.state.proposer for r in decoding))
-        plans = [self._plan(r, tier) for r in self._running]
-        blocks = [p.block for p in plans]
+        plans = self._plans(self._running)
         planned = time.perf_counter()
-        result = self.runner.launch(blocks)
+        result = self.runner.launch([p.block for p in plans])
         launched = time.perf_counter()
         # The last step's events go to their readers while this one runs on the device.
         self._deliver()
         delivered = time.perf_counter()
         outs = result()
         ran = time.perf_counter()
+        self._apply_all(zip(plans, outs))
+        self._count(plans, started, planned, launched, delivered, ran, time.perf_counter())
+
+    def _overlapped(self) -> None:
+        """One group's step; while it runs, the other group's results are applied and its next
+        blocks planned. The group planned last steps next (requests that joined go with it)."""
+        started = time.perf_counter()
+        ready = [p for p in self._ready if p.request.slot >= 0]
+        done = [(p, out) for p, out in self._done if p.request.slot >= 0]
+        self._ready, self._done = [], []
+        if not ready:  # nothing planned ahead: plan every request, step half of them now
+            self._apply_all(done)
+            done = []
+            plans = self._plans(self._running)
+            ready, self._ready = plans[::2], plans[1::2]
+            if not ready:  # the last ones finished
+                return
+        planned = time.perf_counter()
+        result = self.runner.launch([p.block for p in ready])
+        launched = time.perf_counter()
+        self._deliver()
+        self._apply_all(done)
+        busy = {id(p.request) for p in [*ready, *self._ready]}
+        self._ready += self._plans([r for r in self._running if id(r) not in busy])
+        self._deliver()
+        prepared = time.perf_counter()
+        outs = result()
+        ran = time.perf_counter()
+        # The next step may reuse this one's buffers before these are applied: logits read later are copied.
+        self._done = [(p, p.detached(out)) for p, out in zip(ready, outs)]
+        self._count(ready, started, planned, launched, prepared, ran, time.perf_counter())
+
+    def _plans(self, requests: Sequence[Request]) -> list[Plan]:
+        """Each request's block for a step shared by `requests` (the tier set by how many decode)."""
+        decoding = [r for r in requests if not r.prefilling]
+        tier = self.budget.tier(max(1, len(decoding)), any(r.state.proposer for r in decoding))
+        return [self._plan(r, tier) for r in requests]
+
+    def _apply_all(self, results) -> None:  # noqa: ANN001 (pairs of Plan, BlockOut)
         batch = len(self._running)
-        for p, out in zip(plans, outs):
+        for p, out in results:
             self._apply(p, out, batch)
-        done = time.perf_counter()
+
+    def _count(self, plans: Sequence[Plan], started: float, planned: float, launched: float, waited: float,
+               ran: float, done: float) -> None:
+        """A step's totals: starting it (planned..launched) and waiting for it (waited..ran) are the
+        forward's time, the rest the host's."""
         s = self.stats
         s.steps += 1
         s.request_steps += len(plans)
-        s.rows += sum(len(b) for b in blocks)
-        s.forward_s += (launched - planned) + (ran - delivered)  # starting the step, waiting for it
-        s.host_s += (planned - started) + (delivered - launched) + (done - ran)
+        s.rows += sum(len(p.block) for p in plans)
+        s.forward_s += (launched - planned) + (ran - waited)
+        s.host_s += (planned - started) + (waited - launched) + (done - ran)
 
-    def _plan(self, r: _Request, tier: Tier) -> _Plan:
+    def _plan(self, r: Request, tier: Tier) -> Plan:
         if r.prefilling:
             chunk = r.prompt[r.cached : r.cached + PREFILL_CHUNK]
             last = r.cached + len(chunk) == len(r.prompt)
-            return _Plan(r, Block.chunk(r.slot, r.cached, chunk, r.length, last), [], None, 0)
+            return Plan(r, Block.chunk(r.slot, r.cached, chunk, r.length, last), [], None, 0)
         state = r.state
         count = tier.drafts if state.rows_rule else min(tier.drafts, 1)
         caps = draft_caps(tier.rows, count) if count > 1 else ()
         drafts = state.propose(count, caps, tier.max_draft) if tier.drafts else []
         block, packing = Block.packed(r.slot, r.cached, state.rows(drafts), r.length)
-        return _Plan(r, block, drafts, packing, caps[0] if caps else tier.max_draft)
+        return Plan(r, block, drafts, packing, caps[0] if caps else tier.max_draft)
 
-    def _apply(self, p: _Plan, out: BlockOut, batch: int) -> None:
+    def _apply(self, p: Plan, out: BlockOut, batch: int) -> None:
         r = p.request
         if p.packing is None:  # a prompt chunk
             r.cached += len(p.block)
@@ -257,7 +276,7 @@ class Scheduler:
                 draft = p.drafts[verdict.draft]
                 self.budget.observe(kept, kept == len(draft) and len(draft) >= p.cap)
             event = r.state.advance(p.drafts, verdict)
-        self._outbox.append((r.events, _with_batch(event, batch)))
+        self._outbox.append((r.events, replace(event, batch=batch)))
         if event.finished:
             self._finish(r, None)
 
@@ -272,15 +291,6 @@ def _run(ref: weakref.ref) -> None:
         del scheduler
 
 
-@dataclass
-class _Plan:
-    request: _Request
-    block: Block
-    drafts: list[Draft]
-    packing: PackedBlock | None
-    cap: int  # the longest draft its block took
-
-
 def _draft_logits(out: BlockOut, index: list[list[int]], every: bool) -> torch.Tensor:
     """The first draft's rows [rows, vocab], or with `every` each draft's [drafts, longest, vocab]
     (shorter drafts padded with their first row, never read)."""
@@ -290,6 +300,3 @@ def _draft_logits(out: BlockOut, index: list[list[int]], every: bool) -> torch.T
     flat = [i for rows in index for i in rows + rows[:1] * (longest - len(rows))]
     return out.logits(flat).view(len(index), longest, -1)
 
-
-def _with_batch(event: StepEvent, batch: int) -> StepEvent:
-    return replace(event, batch=batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -34,9 +35,11 @@ def tiny():
     return tiny_llama(context=512)
 
 
-@pytest.fixture(scope="module")
-def engine(tiny):
-    engine = BatchEngine(tiny, slots=4, cost=LINEAR)
+@pytest.fixture(scope="module", params=[False, True], ids=["one_group", "overlap"])
+def engine(tiny, request):
+    """The engine every test below runs on twice: one step over every request, and two groups in
+    turn (`overlap`)."""
+    engine = BatchEngine(tiny, slots=4, cost=LINEAR, overlap=request.param)
     yield engine
     engine.close()
 
@@ -233,3 +236,29 @@ def test_a_step_reading_only_its_key_span_gives_the_bits_of_its_whole_length(eng
     finally:
         runner.step.trim = True
         runner.cache.release(slot)
+
+
+def test_overlap_steps_two_groups_in_turn_with_the_outputs_of_one(tiny):
+    """With `overlap` each step holds about half the running requests (one group verifies while the
+    other's verdicts and drafts are made); every output equals the one-group engine's solo run."""
+    requests = _requests(tiny.model, 6, 3)
+    one = BatchEngine(tiny, slots=6, cost=FLAT)
+    two = BatchEngine(tiny, slots=6, cost=FLAT, overlap=True)
+    try:
+        solo = _solo(one, requests)
+        assert _together(two, requests, [5, 0, 3, 1, 4, 2], [0.0, 0.01, 0.0, 0.05, 0.0, 0.01]) == solo
+
+        same = [(_ids(10, 40 + i), None, LLMAConfig(max_new_tokens=20).greedy()) for i in range(6)]
+        expected = _solo(one, same)
+
+        def per_step(engine):  # six requests of one length, submitted at once, then read
+            before = replace(engine.stats)
+            streams = [engine.stream(*r) for r in same]
+            assert [[t for e in s for t in e.new_tokens] for s in streams] == expected
+            return (engine.stats.request_steps - before.request_steps) / (engine.stats.steps - before.steps)
+
+        ones, twos = per_step(one), per_step(two)
+        assert ones > 5 and twos < 3.5, (ones, twos)
+    finally:
+        one.close()
+        two.close()

@@ -150,6 +150,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--weights", choices=("full", "int4"), default="full",
+                    help="the batch engine's weights (int4: the CPU default, with the C glue)")
     ap.add_argument("--serial", action="store_true", help="also today's serial engine (one request at a time)")
     ap.add_argument("--overlap", action="store_true",
                     help="also greedy and LLMA with the requests stepping in two groups in turn")
@@ -181,14 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     if forced and not all(p.target for p in prompts):
         raise SystemExit(f"--mode forced needs targets (result.text) in {args.data}")
     levels = sorted({int(c) for c in args.concurrency.split(",")} | {1})
-    batch = BatchEngine(loaded, slots=args.slots, max_len=args.max_len)
+    batch = BatchEngine(loaded, slots=args.slots, max_len=args.max_len, weights=args.weights,
+                        glue=args.weights == "int4")
     cuda = loaded.device.type == "cuda"
     name = torch.cuda.get_device_name(loaded.device) if cuda else platform.processor() or "cpu"
     report: dict[str, object] = {
         "device": f"{loaded.device.type} ({name}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads)",
         "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,
         "n_requests": len(prompts), "max_new_tokens": args.max_new_tokens, "slots": args.slots,
-        "rate": args.rate, "row_invariant_kernels": batch.runner.invariant, "row_tile": batch.runner.tile,
+        "rate": args.rate, "weights": args.weights, "row_invariant_kernels": batch.runner.invariant,
+        "row_tile": batch.runner.tile,
         "cost_model_s": batch.scheduler.budget.cost.points,
         "command": "python -m benchmarks.serve_batch " + " ".join(sys.argv[1:] if argv is None else argv),
         "commit": commit(), "results": [],

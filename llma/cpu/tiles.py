@@ -13,13 +13,13 @@ TRIALS = (1, 2, 3, 5, 7, 9, 17, 33, 40)  # row counts compared with the largest
 
 
 def product_invariant(product: Callable[[torch.Tensor], torch.Tensor], inputs: int, tile: int,
-                      dtype: torch.dtype) -> bool:
+                      dtype: torch.dtype, trials: Sequence[int] = TRIALS) -> bool:
     """Are the rows of `product(x)` (x [rows, inputs], padded to whole `tile`s) the same for every
-    row count of TRIALS?"""
+    row count of `trials`?"""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(max(TRIALS), inputs, generator=g, dtype=torch.float32).to(dtype)
+    x = torch.randn(max(trials), inputs, generator=g, dtype=torch.float32).to(dtype)
     full = product(pad_rows(x, tile))
-    return all(torch.equal(product(pad_rows(x[:n], tile))[:n], full[:n]) for n in TRIALS)
+    return all(torch.equal(product(pad_rows(x[:n], tile))[:n], full[:n]) for n in trials)
 
 
 def attention_invariant(heads: int, kv_heads: int, head_dim: int, tile: int, dtype: torch.dtype,
@@ -40,10 +40,10 @@ def attention_invariant(heads: int, kv_heads: int, head_dim: int, tile: int, dty
 
 
 def choose_tile(products: Sequence[tuple[Callable[[torch.Tensor], torch.Tensor], int]], heads: int,
-                kv_heads: int, head_dim: int, dtype: torch.dtype, tiles: Sequence[int] = (1, 2, *TILES)
-                ) -> int | None:
-    """The smallest of `tiles` for which every (product, inputs) of `products` and the attention (if
-    `heads`) are row-invariant; None if none is."""
+                kv_heads: int, head_dim: int, dtype: torch.dtype, tiles: Sequence[int] = (1, 2, *TILES),
+                trials: Sequence[int] = TRIALS) -> int | None:
+    """The smallest of `tiles` for which every (product, inputs) of `products` (over `trials` row
+    counts) and the attention (if `heads`) are row-invariant; None if none is."""
     return next((t for t in tiles
                  if (not heads or attention_invariant(heads, kv_heads, head_dim, t, dtype))
-                 and all(product_invariant(p, n, t, dtype) for p, n in products)), None)
+                 and all(product_invariant(p, n, t, dtype, trials) for p, n in products)), None)

@@ -23,12 +23,8 @@ from llma.cpu.tiles import choose_tile
 from llma.static.weights import LlamaWeights
 
 PROMPT_ROWS = 64  # the bucket of a step's prompt rows
+PIECE_TRIALS = (1, 64, 65, 130, 200, 256)  # row counts of the check of prompt rows in PROMPT_ROWS calls
 QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
-
-
-def bf16_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x [rows, in] (fp32) @ weight.T (bf16 [out, in]): the product in bf16, widened to fp32."""
-    return F.linear(x.to(torch.bfloat16), weight).float()
 
 
 class Product:
@@ -38,24 +34,33 @@ class Product:
         self.bf16 = full.to(torch.bfloat16)  # [out, in]
         self.int4 = Int4Matrix(full)
 
-    def __call__(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
+    def __call__(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int, int | None] | None = None
                  ) -> torch.Tensor:
-        """x [rows, in] @ weight.T, in fp32; `prompt`: (prompt rows, other rows, their tiles) where
-        some rows are a prompt's (each part's product over whole tiles of its own)."""
+        """x [rows, in] @ weight.T, in fp32; `prompt`: (prompt rows, other rows, their tiles, the
+        prompt rows' call size or None) where some rows are a prompt's (each part's product over
+        whole tiles of its own)."""
         return self.narrow(x, prompt).float()
 
-    def narrow(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int] | None = None
+    def narrow(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int, int | None] | None = None
                ) -> torch.Tensor:
         """As `__call__`, the result in bf16 [rows, out] (each product's own output, not widened)."""
         if prompt is None:
             return self.int4(x)
-        prompt_rows, rows, prompt_tile, tile = prompt
+        prompt_rows, rows, prompt_tile, tile, piece = prompt
         out = x.new_empty(x.shape[0], self.bf16.shape[0], dtype=torch.bfloat16)
-        out[prompt_rows] = F.linear(pad_rows(x[prompt_rows], prompt_tile).to(torch.bfloat16),
-                                    self.bf16)[: prompt_rows.numel()]
+        out[prompt_rows] = self.prompt_product(pad_rows(x[prompt_rows], prompt_tile).to(torch.bfloat16),
+                                               piece)[: prompt_rows.numel()]
         if rows.numel():
             out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()]
         return out
+
+    def prompt_product(self, x: torch.Tensor, piece: int | None) -> torch.Tensor:
+        """x [rows, in] (bf16) @ weight.T in bf16; with `piece` (rows a multiple of it), in calls of
+        `piece` rows each: a row's bits then depend on its call's shape alone, for a CPU whose bf16
+        kernel rounds rows by row count at every tile."""
+        if piece is None or x.shape[0] <= piece:
+            return F.linear(x, self.bf16)
+        return torch.cat([F.linear(part, self.bf16) for part in x.split(piece)])
 
     def residual(self, r: torch.Tensor, x: torch.Tensor, prompt: tuple | None = None) -> torch.Tensor:
         """r + self(x, prompt): the residual stream r (fp32) plus the product, the 4-bit kernel's
@@ -84,7 +89,12 @@ class Int4Weights:
                                   w.post_norm, Product(w.gate_up), Product(w.down_t.t()))
                        for w in base.layers]
         tile = choose_tile(self.products(), self.heads, self.kv_heads, self.head_dim, self.dtype)
+        self.prompt_piece: int | None = None
         prompt_tile = choose_tile(self.products(prompt=True), 0, 0, 0, self.dtype)
+        if prompt_tile is None:  # no tile keeps a single call's rows: calls of PROMPT_ROWS rows each
+            self.prompt_piece = PROMPT_ROWS
+            prompt_tile = choose_tile(self.products(prompt=True), 0, 0, 0, self.dtype, (PROMPT_ROWS,),
+                                      PIECE_TRIALS)
         self.invariant = tile is not None and prompt_tile is not None
         self.tile = tile or TILES[-1]
         # Prompt rows in whole buckets of PROMPT_ROWS (a multiple of every tile): each distinct row
@@ -97,7 +107,8 @@ class Int4Weights:
         """As `LlamaWeights.run`; `prompt` [rows] bool: the rows run through the bf16 matrices."""
         split = None
         if prompt is not None:
-            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.prompt_tile, self.tile)
+            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.prompt_tile, self.tile,
+                     self.prompt_piece)
         if self.glue is not None:
             return self._run_glued(x.contiguous(), cos, sin, attend, split)
         n = x.shape[0]
@@ -149,7 +160,8 @@ class Int4Weights:
         layer = self.layers[0]
         matrices = (layer.qkv, layer.o, layer.gate_up, layer.down)
         if prompt:
-            return [(lambda x, w=p.bf16: bf16_linear(x, w), p.bf16.shape[1]) for p in matrices]
+            return [(lambda x, p=p: p.prompt_product(x.to(torch.bfloat16), self.prompt_piece).float(),
+                     p.bf16.shape[1]) for p in matrices]
         return [(p.int4, p.bf16.shape[1]) for p in matrices] + [(self.logits, self.lm_head.shape[1])]
 
 

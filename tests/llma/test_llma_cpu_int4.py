@@ -135,7 +135,7 @@ def test_a_prompts_rows_run_through_the_models_own_weights_in_bf16(tiny):
 
     g = torch.Generator().manual_seed(3)
     weight, x = torch.randn(48, 64, generator=g), torch.randn(6, 64, generator=g)
-    split = (torch.tensor([0, 2, 3]), torch.tensor([1, 4, 5]), 4, 4)
+    split = (torch.tensor([0, 2, 3]), torch.tensor([1, 4, 5]), 4, 4, None)
     product = Product(weight)(x, split)
     bf16 = torch.nn.functional.linear(x.to(torch.bfloat16), weight.to(torch.bfloat16)).float()
     assert torch.equal(product[[0, 2, 3]], bf16[[0, 2, 3]])  # prompt rows: the model's weights in bf16
@@ -155,3 +155,19 @@ def test_a_prompts_rows_run_through_the_models_own_weights_in_bf16(tiny):
     rows_error = (int4_rows - full_rows).abs().max()
     # bf16 rounding (a few percent after every layer), far below the 4-bit rows' error
     assert 0 < prompt_error < 0.05 * full_prompt.abs().max() and prompt_error < rows_error / 4
+
+
+def test_prompt_rows_in_calls_of_fixed_rows_keep_their_bits_whatever_the_row_count():
+    """A CPU whose bf16 kernel rounds a row by the call's row count at every tile (seen on an
+    AVX-512/AMX Xeon) runs the prompt rows in calls of PROMPT_ROWS rows: each row's bits are then
+    those of a PROMPT_ROWS-row call, whatever else the step holds."""
+    from llma.cpu.weights import PROMPT_ROWS, Product
+
+    g = torch.Generator().manual_seed(5)
+    product = Product(torch.randn(1536, 576, generator=g))
+    x = torch.randn(4 * PROMPT_ROWS, 576, generator=g).to(torch.bfloat16)
+    pieces = product.prompt_product(x, PROMPT_ROWS)
+    for n in (1, 2, 3):
+        assert torch.equal(product.prompt_product(x[: n * PROMPT_ROWS], PROMPT_ROWS), pieces[: n * PROMPT_ROWS])
+    single = [torch.nn.functional.linear(x[i : i + PROMPT_ROWS], product.bf16) for i in range(0, len(x), PROMPT_ROWS)]
+    assert torch.equal(pieces, torch.cat(single))

@@ -23,7 +23,7 @@ STEPS=${*:-tests steps free}
 OUT=${OUT:-/tmp/gpu_out}
 mkdir -p "$OUT"
 has() { [[ " $STEPS " == *" $1 "* ]]; }
-SB="python3 -m benchmarks.serve_batch --max-new-tokens 128 --device cuda --dtype bfloat16"
+SB="python3 -m benchmarks.serve_batch --max-new-tokens 128 --device cuda --dtype bfloat16 --warm-pass"
 nvidia-smi --query-gpu=name --format=csv,noheader
 python3 -c "import torch, transformers, triton; print(torch.__version__, transformers.__version__, triton.__version__)"
 if has tests; then

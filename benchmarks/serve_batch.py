@@ -153,6 +153,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--weights", choices=("full", "int4"), default="full",
                     help="the batch engine's weights (int4: the CPU default, with the C glue)")
     ap.add_argument("--serial", action="store_true", help="also today's serial engine (one request at a time)")
+    ap.add_argument("--warm-pass", action="store_true",
+                    help="an untimed pass over every prompt before each timed batch-engine run (CUDA graphs captured)")
     ap.add_argument("--overlap", action="store_true",
                     help="also greedy and LLMA with the requests stepping in two groups in turn")
     ap.add_argument("--json", type=Path, default=None)
@@ -213,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         solo = solos.get(method.removesuffix("_overlap"))
         for c in levels if solo is None else [c for c in levels if c > 1]:
             history = AnswerHistory()  # every run learns from its own answers only
-            if engine is batch and c > 1:  # untimed: one wave first, so the step shapes it uses are captured
-                replay(lambda p: run_one(engine, p, cfg, forced, AnswerHistory(), lock), prompts[:c], c, None)
+            if engine is batch and (c > 1 or args.warm_pass):  # untimed first: the step shapes it uses captured
+                warm = prompts if args.warm_pass else prompts[:c]
+                replay(lambda p: run_one(engine, p, cfg, forced, AnswerHistory(), lock), warm, c, None)
             before = replace(batch.stats)
             done, wall = replay(lambda p: run_one(engine, p, cfg, forced, history, lock), prompts, c,
                                 args.rate if c > 1 else None)

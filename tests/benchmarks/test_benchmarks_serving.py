@@ -26,7 +26,7 @@ def test_serve_batch_random_model_from_a_saved_tokenizer(shared_data, tokenizer_
     assert serve_batch.main([
         "--data", str(shared_data / "llma-rag" / "rag.jsonl"), "--mode", "forced", "--random", "7b",
         "--tokenizer", str(tokenizer_dir), "--limit", "2", "--concurrency", "1,2", "--slots", "2",
-        "--max-new-tokens", "8", "--dtype", "float32", "--overlap", "--json", str(out)]) == 0
+        "--max-new-tokens", "8", "--dtype", "float32", "--overlap", "--warm-pass", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     rows = {(r["method"], r["concurrency"]): r for r in report["results"]}
     assert set(rows) == {("greedy", 1), ("greedy", 2), ("llma", 1), ("llma", 2), ("greedy_overlap", 2),

@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             before = replace(batch.stats)
             done, wall = replay(lambda p: run_one(engine, p, cfg, forced, history, lock), prompts, c,
                                 args.rate if c > 1 else None)
-            solo = solos.setdefault(method, solo or [d.tokens for d in done])
+            if solo is None:  # this method's concurrency-1 run, the first of its levels
+                solo = solos[method] = [d.tokens for d in done]
             after = batch.stats
             host = mean_batch = None
             if engine is batch:

@@ -42,6 +42,16 @@ class Plan:
     packing: PackedBlock | None
     cap: int  # the longest draft its block took
 
+    def draft_logits(self, out: BlockOut, every: bool) -> torch.Tensor:
+        """From this plan's step `out`: the first draft's rows [rows, vocab], or with `every` each
+        draft's [drafts, longest, vocab] (shorter drafts padded with their first row, never read)."""
+        index = self.packing.index
+        if not every:
+            return out.logits(index[0])
+        longest = max(map(len, index))
+        flat = [i for rows in index for i in rows + rows[:1] * (longest - len(rows))]
+        return out.logits(flat).view(len(index), longest, -1)
+
     def detached(self, out: BlockOut) -> BlockOut:
         """`out`, its logits copied out where this plan's verdict reads them (a prompt chunk's last
         row, a verifier that reads logits): valid after the step's buffers are reused by the next."""

@@ -23,8 +23,6 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
-import torch
-
 from llma.batch.budget import RowBudget, Tier
 from llma.batch.requests import Plan, Request, SchedulerStats
 from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, BatchRunner
@@ -209,11 +207,10 @@ class Scheduler:
         planned = time.perf_counter()
         result = self.runner.launch([p.block for p in ready])
         launched = time.perf_counter()
-        self._deliver()
         self._apply_all(done)
+        self._deliver()
         busy = {id(p.request) for p in [*ready, *self._ready]}
         self._ready += self._plans([r for r in self._running if id(r) not in busy])
-        self._deliver()
         prepared = time.perf_counter()
         outs = result()
         ran = time.perf_counter()
@@ -266,7 +263,7 @@ class Scheduler:
             index = p.packing.index
             argmax = out.argmax
             verdict: Verdict = r.state.verdict(p.drafts, lambda: [[argmax[i] for i in rows] for rows in index],
-                                               lambda: _draft_logits(out, index, r.state.rows_rule))
+                                               lambda: p.draft_logits(out, r.state.rows_rule))
             kept = verdict.accepted
             if kept and p.packing.shift[verdict.draft]:
                 source = r.cached + 1 + p.packing.shift[verdict.draft]
@@ -289,14 +286,4 @@ def _run(ref: weakref.ref) -> None:
         if scheduler is None or not scheduler._turn():
             return
         del scheduler
-
-
-def _draft_logits(out: BlockOut, index: list[list[int]], every: bool) -> torch.Tensor:
-    """The first draft's rows [rows, vocab], or with `every` each draft's [drafts, longest, vocab]
-    (shorter drafts padded with their first row, never read)."""
-    if not every:
-        return out.logits(index[0])
-    longest = max(map(len, index))
-    flat = [i for rows in index for i in rows + rows[:1] * (longest - len(rows))]
-    return out.logits(flat).view(len(index), longest, -1)
 

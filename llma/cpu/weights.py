@@ -25,6 +25,9 @@ from llma.static.weights import LlamaWeights
 PROMPT_ROWS = 64  # the bucket of a step's prompt rows
 PIECE_TRIALS = (1, 64, 65, 130, 200, 256)  # row counts of the check of prompt rows in PROMPT_ROWS calls
 QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
+# A step's rows split by path: the prompt rows' and the other rows' indices, each part's row tile, and
+# the prompt rows' call size (None: one call).
+PromptSplit = namedtuple("PromptSplit", "prompt_rows rows prompt_tile tile piece")
 
 
 class Product:
@@ -34,15 +37,12 @@ class Product:
         self.bf16 = full.to(torch.bfloat16)  # [out, in]
         self.int4 = Int4Matrix(full)
 
-    def __call__(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int, int | None] | None = None
-                 ) -> torch.Tensor:
-        """x [rows, in] @ weight.T, in fp32; `prompt`: (prompt rows, other rows, their tiles, the
-        prompt rows' call size or None) where some rows are a prompt's (each part's product over
-        whole tiles of its own)."""
+    def __call__(self, x: torch.Tensor, prompt: PromptSplit | None = None) -> torch.Tensor:
+        """x [rows, in] @ weight.T, in fp32; `prompt` where some rows are a prompt's (each part's
+        product over whole tiles of its own)."""
         return self.narrow(x, prompt).float()
 
-    def narrow(self, x: torch.Tensor, prompt: tuple[torch.Tensor, torch.Tensor, int, int, int | None] | None = None
-               ) -> torch.Tensor:
+    def narrow(self, x: torch.Tensor, prompt: PromptSplit | None = None) -> torch.Tensor:
         """As `__call__`, the result in bf16 [rows, out] (each product's own output, not widened)."""
         if prompt is None:
             return self.int4(x)
@@ -62,7 +62,7 @@ class Product:
             return F.linear(x, self.bf16)
         return torch.cat([F.linear(part, self.bf16) for part in x.split(piece)])
 
-    def residual(self, r: torch.Tensor, x: torch.Tensor, prompt: tuple | None = None) -> torch.Tensor:
+    def residual(self, r: torch.Tensor, x: torch.Tensor, prompt: PromptSplit | None = None) -> torch.Tensor:
         """r + self(x, prompt): the residual stream r (fp32) plus the product, the 4-bit kernel's
         bf16 widened inside the addition (the same bits as widening it first)."""
         return r + (self.int4(x) if prompt is None else self(x, prompt))
@@ -107,8 +107,8 @@ class Int4Weights:
         """As `LlamaWeights.run`; `prompt` [rows] bool: the rows run through the bf16 matrices."""
         split = None
         if prompt is not None:
-            split = (prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.prompt_tile, self.tile,
-                     self.prompt_piece)
+            split = PromptSplit(prompt.nonzero()[:, 0], (~prompt).nonzero()[:, 0], self.prompt_tile, self.tile,
+                                self.prompt_piece)
         if self.glue is not None:
             return self._run_glued(x.contiguous(), cos, sin, attend, split)
         n = x.shape[0]
@@ -131,7 +131,7 @@ class Int4Weights:
 
     def _run_glued(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                    attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
-                   split: tuple | None) -> torch.Tensor:
+                   split: PromptSplit | None) -> torch.Tensor:
         """`run` with the elementwise work in `self.glue` (llma.cpu.glue): x [rows, hidden] (fp32,
         updated in place) is the residual stream; every product's input and output in bf16."""
         glue, eps = self.glue, self.eps

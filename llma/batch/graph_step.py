@@ -7,6 +7,10 @@ continue its first draft and are never read), up to `drafts` drafts per block, a
 chunks (a bound on the positions in use). Each shape is captured once in a CUDA graph and replayed;
 off CUDA (the tests, under Triton's interpreter) the same function runs eagerly.
 
+Prompt chunks run here too (`launch` of `prompt` blocks, in shapes of their own): a chunk is cut
+into pieces of up to `BLOCK_M` consecutive rows, each a one-draft block at its own position, whose
+keys are all written before any row attends; so a prompt is as fast as a decoding step per row.
+
 Rows keep their bits whatever the bucket: the products run over whole row tiles of a row count the
 runner checked at start-up (llma.batch.rows) and the attention is llma.batch.split_attention's.
 """
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 
 from llma.batch.cache import SlotCache
 from llma.batch.rows import padded
-from llma.batch.split_attention import CHUNK, BatchAttention, metadata
+from llma.batch.split_attention import BLOCK_M, CHUNK, BatchAttention, metadata
 from llma.batch.step import Block, BlockOut, split_out
 from llma.static.graphs import Captured, capture, upload
 
@@ -42,24 +46,36 @@ def _pow2(n: int) -> int:
 @dataclass(frozen=True)
 class Shape:
     """A step's fixed shape: `blocks` x `rows` query rows, up to `drafts` drafts a block, `chunks`
-    key chunks (positions < chunks * CHUNK)."""
+    key chunks (positions < chunks * CHUNK); `prompt`: prompt pieces (a graph apart from the decoding
+    steps', so a step's two launches never share output buffers)."""
 
     blocks: int
     rows: int
     drafts: int
     chunks: int
+    prompt: bool = False
 
     @staticmethod
-    def of(blocks: Sequence[Block], max_blocks: int) -> Shape:
+    def of(blocks: Sequence[Block], max_blocks: int, prompt: bool = False) -> Shape:
         rows = _up(max(map(len, blocks)), ROWS)
         last = max(b.pos for b in blocks) + rows - 1
         return Shape(min(_pow2(len(blocks)), max_blocks), rows, _up(max(len(b.shifts) for b in blocks), DRAFTS),
-                     max(2, _pow2(last // CHUNK + 1)))
+                     max(2, _pow2(last // CHUNK + 1)), prompt)
 
     @property
     def size(self) -> int:
         """Query rows: blocks * rows."""
         return self.blocks * self.rows
+
+
+def pieces(chunk: Block) -> list[Block]:
+    """A prompt chunk as one-draft blocks of up to BLOCK_M consecutive rows, at their positions."""
+    out = []
+    for at in range(0, len(chunk), BLOCK_M):
+        ids = chunk.ids[at : at + BLOCK_M]
+        n = len(ids)
+        out.append(Block(chunk.slot, chunk.pos + at, ids, tuple(range(n)), (0,) * n, (0,), chunk.length, ()))
+    return out
 
 
 class Launched:
@@ -91,7 +107,8 @@ class GraphStep:
     `Block.packed`), in their bucket's shape; with `graphs` (CUDA) each shape is captured on first use.
 
     `scratch`: a cache slot no request uses (the dummy blocks write there); `tile`: the row tile
-    every product's row count is padded to."""
+    every product's row count is padded to; `max_blocks`: the most blocks (or prompt pieces) a step
+    holds."""
 
     def __init__(self, weights, cache: SlotCache, scratch: int, tile: int, graphs: bool,  # noqa: ANN001
                  max_blocks: int) -> None:
@@ -115,18 +132,25 @@ class GraphStep:
     @torch.no_grad()
     def launch(self, blocks: Sequence[Block]) -> Launched:
         """The step queued on the device (with `graphs`: the host returns at once); its `result()`
-        waits for it."""
-        if len(blocks) > self.max_blocks:
-            raise ValueError(f"a step takes at most {self.max_blocks} blocks, got {len(blocks)}")
-        shape = Shape.of(blocks, self.max_blocks)
-        values = self._inputs(blocks, shape)
+        waits for it. `blocks`: decoding blocks, or prompt chunks (`Block.chunk`), not both."""
+        prompt = blocks[0].prompt
+        if any(b.prompt != prompt for b in blocks):
+            raise ValueError("a fixed-shape step runs decoding blocks or prompt chunks, not both")
+        parts = [p for b in blocks for p in pieces(b)] if prompt else list(blocks)
+        if len(parts) > self.max_blocks:
+            raise ValueError(f"a step takes at most {self.max_blocks} blocks, got {len(parts)}")
+        shape = Shape.of(parts, self.max_blocks, prompt)
+        values = self._inputs(parts, shape)
         if self.graphs:
             captured = self._graph(shape)
             upload(values, self.weights.device, into=captured.inp)
             logits, argmax = captured.replay()
         else:
             logits, argmax = self._forward(shape, upload(values, self.weights.device))
-        return Launched(blocks, [i * shape.rows for i in range(len(blocks))], logits, argmax)
+        firsts = [0]  # per block: its first piece (a chunk's pieces are consecutive rows)
+        for b in blocks:
+            firsts.append(firsts[-1] + (-(-len(b) // BLOCK_M) if prompt else 1))
+        return Launched(blocks, [f * shape.rows for f in firsts[:-1]], logits, argmax)
 
     def _graph(self, shape: Shape) -> Captured:
         if shape not in self.captured:

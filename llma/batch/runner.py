@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 
 MAX_ROWS = 32  # the largest block one request verifies in a step (the last token and 31 drafted)
 PREFILL_CHUNK = 256  # a prompt enters the cache this many tokens a step, between the others' steps
+PREFILL_TOKENS = 1024  # the most prompt tokens a step takes in (more prompts wait for the next step)
+
+
+def fixed_blocks(slots: int) -> int:
+    """The most blocks a fixed-shape step holds: every slot's, or a step's prompt pieces."""
+    return 1 << (max(slots, PREFILL_TOKENS // MAX_ROWS) - 1).bit_length()
 
 
 class BatchRunner:
@@ -37,8 +43,8 @@ class BatchRunner:
     bf16 output head, on CPU; a different engine setting, whose outputs may differ from full's).
     `glue`: with int4 weights, the elementwise work in C (llma.cpu.glue) where it builds, else in
     torch ops (logged; another engine setting, outputs its own greedy's). `fixed`: decoding steps in fixed shapes (llma.batch.graph_step: Triton split attention, CUDA
-    graphs on CUDA; on CPU only under Triton's interpreter, for tests); default: on CUDA. Prompt
-    chunks always run the eager step (llma.batch.step).
+    graphs on CUDA; on CPU only under Triton's interpreter, for tests), prompt chunks too (in pieces
+    of 32 rows); default: on CUDA. Without it every step is eager (llma.batch.step).
     """
 
     def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None,
@@ -61,10 +67,9 @@ class BatchRunner:
                 self.weights = LlamaWeights(model, self.capacity, compile=False)
                 layer = self.weights.layers[0]
                 trials = TRIALS
-                if fixed:  # every bucket's row count, and prompt chunks side by side
-                    most = 1 << (slots - 1).bit_length()
-                    trials = tuple(sorted({*TRIALS, *(1 << i for i in range(13) if 1 << i <= most * MAX_ROWS),
-                                           *(PREFILL_CHUNK * i for i in (1, 2, 3, 4, 8, 16) if i <= slots)}))
+                if fixed:  # every bucket's row count (decoding blocks or prompt pieces)
+                    most = fixed_blocks(slots) * MAX_ROWS
+                    trials = tuple(sorted({*TRIALS, *(1 << i for i in range(14) if 1 << i <= most)}))
                 tile = choose_tile((self.weights.lm_head, layer.qkv, layer.gate_up, layer.o_t.t(),
                                     layer.down_t.t()), trials)
             else:
@@ -89,7 +94,7 @@ class BatchRunner:
             from llma.batch.graph_step import GraphStep  # needs triton: imported only here
 
             self.fixed = GraphStep(self.weights, self.cache, self.scratch, self.tile,
-                                   graphs=self.device.type == "cuda", max_blocks=slots)
+                                   graphs=self.device.type == "cuda", max_blocks=fixed_blocks(slots))
 
     def attention_length(self, need: int) -> int:
         """The attention length L for a request that may reach `need` keys: powers of two from 128 to
@@ -105,19 +110,18 @@ class BatchRunner:
 
     def launch(self, blocks: Sequence[Block]) -> Callable[[], list[BlockOut]]:
         """One step started: call the result to wait for it (per block, in order, its `out` rows'
-        argmax and logits). With `fixed` steps the prompt chunks run first, eagerly, then the
-        decoding blocks are queued in their bucket's shape and the host is free until the call."""
+        argmax and logits). With `fixed` steps the prompt chunks and the decoding blocks are queued
+        in their buckets' shapes, one after the other, and the host is free until the call."""
         if self.fixed is None:
             outs = self.step(blocks)
             return lambda: outs
-        prompts = [i for i, b in enumerate(blocks) if b.prompt]
-        decoding = [i for i, b in enumerate(blocks) if not b.prompt]
-        done = dict(zip(prompts, self.step([blocks[i] for i in prompts]))) if prompts else {}
-        queued = self.fixed.launch([blocks[i] for i in decoding]) if decoding else None
+        groups = [[i for i, b in enumerate(blocks) if b.prompt == prompt] for prompt in (True, False)]
+        queued = [(group, self.fixed.launch([blocks[i] for i in group])) for group in groups if group]
 
         def result() -> list[BlockOut]:
-            if queued is not None:
-                done.update(zip(decoding, queued.result()))
+            done: dict[int, BlockOut] = {}
+            for group, launched in queued:
+                done.update(zip(group, launched.result()))
             return [done[i] for i in range(len(blocks))]
 
         return result

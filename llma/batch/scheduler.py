@@ -25,7 +25,7 @@ from dataclasses import replace
 
 from llma.batch.budget import RowBudget, Tier
 from llma.batch.requests import Plan, Request, SchedulerStats
-from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, BatchRunner
+from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, PREFILL_TOKENS, BatchRunner
 from llma.batch.step import Block, BlockOut
 from llma.sequence import DecodeState
 from llma.static.packing import draft_caps
@@ -210,7 +210,8 @@ class Scheduler:
         self._apply_all(done)
         self._deliver()
         busy = {id(p.request) for p in [*ready, *self._ready]}
-        self._ready += self._plans([r for r in self._running if id(r) not in busy])
+        taken = sum(-(-len(p.block) // MAX_ROWS) for p in self._ready if p.packing is None)
+        self._ready += self._plans([r for r in self._running if id(r) not in busy], taken)
         prepared = time.perf_counter()
         outs = result()
         ran = time.perf_counter()
@@ -218,11 +219,22 @@ class Scheduler:
         self._done = [(p, p.detached(out)) for p, out in zip(ready, outs)]
         self._count(ready, started, planned, launched, prepared, ran, time.perf_counter())
 
-    def _plans(self, requests: Sequence[Request]) -> list[Plan]:
-        """Each request's block for a step shared by `requests` (the tier set by how many decode)."""
+    def _plans(self, requests: Sequence[Request], taken: int = 0) -> list[Plan]:
+        """Each request's block for a step shared by `requests` (the tier set by how many decode);
+        prompt chunks up to PREFILL_TOKENS (in pieces of MAX_ROWS rows, `taken` of them already
+        planned for the step), the other prompts wait."""
         decoding = [r for r in requests if not r.prefilling]
         tier = self.budget.tier(max(1, len(decoding)), any(r.state.proposer for r in decoding))
-        return [self._plan(r, tier) for r in requests]
+        plans = []
+        room = PREFILL_TOKENS // MAX_ROWS - taken
+        for r in requests:
+            if r.prefilling:
+                need = -(-min(PREFILL_CHUNK, len(r.prompt) - r.cached) // MAX_ROWS)
+                if need > room:
+                    continue
+                room -= need
+            plans.append(self._plan(r, tier))
+        return plans
 
     def _apply_all(self, results) -> None:  # noqa: ANN001 (pairs of Plan, BlockOut)
         batch = len(self._running)

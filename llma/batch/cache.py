@@ -1,7 +1,11 @@
 """The batch engine's KV cache: one preallocated slot per running request, written by position."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+from llma.static.graphs import upload
 
 
 class SlotCache:
@@ -50,5 +54,18 @@ class SlotCache:
     def move(self, slot: int, source: int, target: int, count: int) -> None:
         """Entries [source, source + count) of `slot` copied to [target, target + count), every layer
         (a kept packed draft's keys into place)."""
-        if count > 0 and source != target:
-            self.kv[:, :, slot, :, target : target + count] = self.kv[:, :, slot, :, source : source + count].clone()
+        self.move_many([(slot, source, target, count)])
+
+    def move_many(self, moves: Sequence[tuple[int, int, int, int]]) -> None:
+        """Each (slot, source, target, count) of `moves` as `move`, all in one gather and one scatter
+        (every source read before any target is written)."""
+        slots, sources, targets = [], [], []
+        for slot, source, target, count in moves:
+            if count > 0 and source != target:
+                slots += [slot] * count
+                sources += range(source, source + count)
+                targets += range(target, target + count)
+        if slots:
+            device = self.kv.device
+            s, a, b = (upload(x, device) for x in (slots, sources, targets))
+            self.kv[:, :, s, :, b] = self.kv[:, :, s, :, a]

@@ -238,8 +238,10 @@ class Scheduler:
 
     def _apply_all(self, results) -> None:  # noqa: ANN001 (pairs of Plan, BlockOut)
         batch = len(self._running)
+        moves: list[tuple[int, int, int, int]] = []  # kept drafts' keys into place, all at once
         for p, out in results:
-            self._apply(p, out, batch)
+            self._apply(p, out, batch, moves)
+        self.runner.cache.move_many(moves)
 
     def _count(self, plans: Sequence[Plan], started: float, planned: float, launched: float, waited: float,
                ran: float, done: float) -> None:
@@ -264,7 +266,7 @@ class Scheduler:
         block, packing = Block.packed(r.slot, r.cached, state.rows(drafts), r.length)
         return Plan(r, block, drafts, packing, caps[0] if caps else tier.max_draft)
 
-    def _apply(self, p: Plan, out: BlockOut, batch: int) -> None:
+    def _apply(self, p: Plan, out: BlockOut, batch: int, moves: list[tuple[int, int, int, int]]) -> None:
         r = p.request
         if p.packing is None:  # a prompt chunk
             r.cached += len(p.block)
@@ -279,7 +281,7 @@ class Scheduler:
             kept = verdict.accepted
             if kept and p.packing.shift[verdict.draft]:
                 source = r.cached + 1 + p.packing.shift[verdict.draft]
-                self.runner.cache.move(r.slot, source, r.cached + 1, kept)
+                moves.append((r.slot, source, r.cached + 1, kept))
             r.cached += 1 + kept
             if p.drafts:
                 draft = p.drafts[verdict.draft]

@@ -195,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         "n_requests": len(prompts), "max_new_tokens": args.max_new_tokens, "slots": args.slots,
         "rate": args.rate, "weights": args.weights, "row_invariant_kernels": batch.runner.invariant,
         "row_tile": batch.runner.tile,
-        "cost_model_s": batch.scheduler.budget.cost.points,
+        "cost_model_s": {"by_rows": batch.scheduler.budget.cost.points,
+                         "by_shape": batch.scheduler.budget.cost.shapes},
         "command": "python -m benchmarks.serve_batch " + " ".join(sys.argv[1:] if argv is None else argv),
         "commit": commit(), "results": [],
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 # (rows per request, drafts packed into them): the last token alone, then blocks of packed drafts.
@@ -28,37 +28,57 @@ class Tier:
         return self.rows - 1
 
 
-class CostModel:
-    """Seconds a step takes for a total row count, interpolated between measured points."""
+def _interpolate(points: Sequence[tuple[int, float]], x: int) -> float:
+    """The value at `x` of the sorted (x, y) `points`: linear between them, the first's before the
+    first, extended linearly from the last two past the last."""
+    xs = [r for r, _ in points]
+    i = bisect.bisect_left(xs, x)
+    if i < len(xs) and xs[i] == x:
+        return points[i][1]
+    if i == 0:
+        return points[0][1]
+    if i == len(xs):
+        (r0, t0), (r1, t1) = points[-2:] if len(points) > 1 else (points[-1],) * 2
+        slope = (t1 - t0) / (r1 - r0) if r1 != r0 else t1 / r1
+        return t1 + slope * (x - r1)
+    (r0, t0), (r1, t1) = points[i - 1], points[i]
+    return t0 + (t1 - t0) * (x - r0) / (r1 - r0)
 
-    def __init__(self, points: Sequence[tuple[int, float]]) -> None:
-        if not points:
-            raise ValueError("a cost model needs at least one measured point")
+
+class CostModel:
+    """Seconds a step takes: by its total row count (`points`, (rows, s)), or, where measured, by
+    its shape (`shapes`: per rows-per-request, (requests, s) points), interpolated between points."""
+
+    def __init__(self, points: Sequence[tuple[int, float]] = (),
+                 shapes: Mapping[int, Sequence[tuple[int, float]]] | None = None) -> None:
         self.points = sorted(points)
+        self.shapes = {rows: sorted(curve) for rows, curve in (shapes or {}).items() if curve}
+        if not self.points and not self.shapes:
+            raise ValueError("a cost model needs at least one measured point")
 
     @staticmethod
     def measure(run: Callable[[int], float], rows: Sequence[int] = (16, 32, 64, 128, 256, 512)) -> CostModel:
         """`run(r)`: the seconds of one step over r rows (the caller times it)."""
         return CostModel([(r, run(r)) for r in rows])
 
+    @staticmethod
+    def measure_shapes(run: Callable[[int, int], float], blocks: Sequence[int], rows: Sequence[int]) -> CostModel:
+        """`run(n, r)`: the seconds of one step of n requests' blocks of r rows (the caller times it)."""
+        return CostModel(shapes={r: [(n, run(n, r)) for n in blocks] for r in rows})
+
     def __call__(self, rows: int) -> float:
-        xs = [r for r, _ in self.points]
-        i = bisect.bisect_left(xs, rows)
-        if i < len(xs) and xs[i] == rows:
-            return self.points[i][1]
-        if i == 0:
-            return self.points[0][1]
-        if i == len(xs):  # past the last point: linear in the rows from the last two
-            (r0, t0), (r1, t1) = self.points[-2:] if len(self.points) > 1 else (self.points[-1],) * 2
-            slope = (t1 - t0) / (r1 - r0) if r1 != r0 else t1 / r1
-            return t1 + slope * (rows - r1)
-        (r0, t0), (r1, t1) = self.points[i - 1], self.points[i]
-        return t0 + (t1 - t0) * (rows - r0) / (r1 - r0)
+        """A step of `rows` rows in all (from `points`, else from the one-row shapes)."""
+        return _interpolate(self.points or self.shapes[min(self.shapes)], rows)
+
+    def step(self, requests: int, rows: int) -> float:
+        """A step of `requests` blocks of `rows` rows each."""
+        curve = self.shapes.get(rows)
+        return _interpolate(curve, requests) if curve else self(requests * rows)
 
 
 class RowBudget:
     """Chooses the tier for `n` decoding requests: the one with the most expected tokens per second,
-    n * E[tokens per step at the tier] / cost(n * rows).
+    n * E[tokens per step at the tier] / cost.step(n, rows).
 
     The expectation comes from the accepted lengths of recent steps (`observe`): a step that kept
     `a` drafted tokens would have kept min(a, rows - 1) in a smaller block; one that kept its whole
@@ -84,4 +104,4 @@ class RowBudget:
         """The tier for `n` >= 1 decoding requests (the greedy one when none is `drafting`)."""
         if not drafting:
             return self.tiers[0]
-        return max(self.tiers, key=lambda t: (n * self.expected(t) / self.cost(n * t.rows), t.rows))
+        return max(self.tiers, key=lambda t: (n * self.expected(t) / self.cost.step(n, t.rows), t.rows))

@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedModel
 
 from llma.backend import context_length_of
-from llma.batch.budget import CostModel
+from llma.batch.budget import TIERS, CostModel
 from llma.batch.cache import SlotCache
 from llma.batch.rows import TILES, TRIALS, choose_tile, span_invariant
 from llma.batch.step import BatchStep, Block, BlockOut
@@ -126,17 +126,14 @@ class BatchRunner:
 
         return result
 
-    def measure(self, rows: Sequence[int] | None = None) -> CostModel:
-        """The step's cost by row count (default: 2 to 256 rows; with fixed shapes, powers of two
-        up to every slot's full block), timed now on a free slot (the faster of two runs each)."""
-        if rows is None:
-            rows = [16 << i for i in range(12)] if self.fixed is not None else [2, 4, 8, 16, 32, 64, 128, 256]
-        rows = [r for r in rows if r <= self.slots * MAX_ROWS] or list(rows[:1])
+    def measure(self, rows: Sequence[int] | None = None, position: int = 512) -> CostModel:
+        """The step's cost, timed now on free slots (the faster of two runs each). Eager steps: by
+        row count (default 2 to 256 rows). Fixed shapes: by shape, for each tier's block (its rows
+        and drafts) at 1, 2, 4, ... requests up to every slot, keys up to `position` (so the shapes
+        that decode most are captured before the first request, too)."""
         slot = self.cache.acquire()
         try:
-            def timed(r: int) -> float:
-                blocks = [Block.packed(slot, 128, [[0] * min(MAX_ROWS, r - i * MAX_ROWS)], 256)[0]
-                          for i in range(-(-r // MAX_ROWS))]
+            def timed(blocks: list[Block]) -> float:
                 best = float("inf")
                 for _ in range(2):
                     start = time.perf_counter()
@@ -146,6 +143,21 @@ class BatchRunner:
                     best = min(best, time.perf_counter() - start)
                 return best
 
-            return CostModel.measure(timed, rows)
+            at = min(position, self.capacity - 2 * MAX_ROWS)
+            if self.fixed is not None:
+                length = self.attention_length(at + MAX_ROWS)
+
+                def shaped(n: int, r: int) -> float:
+                    drafts = dict(TIERS)[r] or 1
+                    parts = [[0] + [0] * ((r - 1) // drafts + (i < (r - 1) % drafts)) for i in range(drafts)]
+                    return timed([Block.packed(slot, at, parts, length)[0]] * n)
+
+                most = 1 << (self.slots - 1).bit_length()
+                return CostModel.measure_shapes(shaped, [1 << i for i in range(most.bit_length())],
+                                                [r for r, _ in TIERS])
+            rows = [r for r in rows or (2, 4, 8, 16, 32, 64, 128, 256) if r <= self.slots * MAX_ROWS] or [2]
+            return CostModel.measure(lambda r: timed([
+                Block.packed(slot, 128, [[0] * min(MAX_ROWS, r - i * MAX_ROWS)], 256)[0]
+                for i in range(-(-r // MAX_ROWS))]), rows)
         finally:
             self.cache.release(slot)

@@ -71,6 +71,16 @@ class SchedulerStats:
     forward_s: float = 0.0
     host_s: float = 0.0
 
+    def count(self, plans: list[Plan], started: float, planned: float, launched: float, waited: float,
+              ran: float, done: float) -> None:
+        """A step's totals (perf_counter times): starting it (planned..launched) and waiting for it
+        (waited..ran) are the forward's time, the rest the host's."""
+        self.steps += 1
+        self.request_steps += len(plans)
+        self.rows += sum(len(p.block) for p in plans)
+        self.forward_s += (launched - planned) + (ran - waited)
+        self.host_s += (planned - started) + (waited - launched) + (done - ran)
+
     @property
     def host_share(self) -> float:
         """The share of the loop's busy time spent on the host (planning, verdicts, events), not

@@ -188,7 +188,7 @@ class Scheduler:
         outs = result()
         ran = time.perf_counter()
         self._apply_all(zip(plans, outs))
-        self._count(plans, started, planned, launched, delivered, ran, time.perf_counter())
+        self.stats.count(plans, started, planned, launched, delivered, ran, time.perf_counter())
 
     def _overlapped(self) -> None:
         """One group's step; while it runs, the other group's results are applied and its next
@@ -217,7 +217,7 @@ class Scheduler:
         ran = time.perf_counter()
         # The next step may reuse this one's buffers before these are applied: logits read later are copied.
         self._done = [(p, p.detached(out)) for p, out in zip(ready, outs)]
-        self._count(ready, started, planned, launched, prepared, ran, time.perf_counter())
+        self.stats.count(ready, started, planned, launched, prepared, ran, time.perf_counter())
 
     def _plans(self, requests: Sequence[Request], taken: int = 0) -> list[Plan]:
         """Each request's block for a step shared by `requests` (the tier set by how many decode);
@@ -242,17 +242,6 @@ class Scheduler:
         for p, out in results:
             self._apply(p, out, batch, moves)
         self.runner.cache.move_many(moves)
-
-    def _count(self, plans: Sequence[Plan], started: float, planned: float, launched: float, waited: float,
-               ran: float, done: float) -> None:
-        """A step's totals: starting it (planned..launched) and waiting for it (waited..ran) are the
-        forward's time, the rest the host's."""
-        s = self.stats
-        s.steps += 1
-        s.request_steps += len(plans)
-        s.rows += sum(len(p.block) for p in plans)
-        s.forward_s += (launched - planned) + (ran - waited)
-        s.host_s += (planned - started) + (waited - launched) + (done - ran)
 
     def _plan(self, r: Request, tier: Tier) -> Plan:
         if r.prefilling:

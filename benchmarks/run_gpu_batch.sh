@@ -12,7 +12,8 @@
 # Call 4 (same carry, `source /tmp/llma/assemble.sh` again): tests free forced; squad needs ".gpu/squad".
 # STEPs: tests (the CUDA test of the fixed shapes; stops the run if it fails), steps
 # (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64: batched greedy and LLMA, each also in
-# two groups in turn (--overlap), serial LLMA beside; without torch.compile to fit the call), forced,
+# two groups in turn (--overlap), serial LLMA beside; without torch.compile to fit the call; FREE_ARGS
+# replaces those options), forced,
 # squad, 7b (the 7B-shaped random-weight Llama, forced, at 1/16), families (benchmarks.gpu_families:
 # Gemma-3-4B and Qwen3-8B shapes, random weights, without torch.compile), serve (the server under 64
 # clients for 5 minutes, then the Predicted Outputs benchmark; the server's static backend without
@@ -35,7 +36,7 @@ if has steps; then
     2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -30
 fi
 if has free; then
-  LLMA_STATIC_COMPILE=0 timeout 330 $SB --data .gpu/data/rag.jsonl --limit 64 --concurrency 1,4,16,64 --slots 64 --serial --overlap \
+  LLMA_STATIC_COMPILE=0 timeout 330 $SB --data .gpu/data/rag.jsonl --limit 64 --slots 64 ${FREE_ARGS:---concurrency 1,4,16,64 --serial --overlap} \
     --json "$OUT/serve_batch_gpu.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -12
 fi
 if has forced; then

@@ -12,7 +12,7 @@ from llma_fixtures import tiny_llama
 
 from llma import LLMAConfig
 from llma.batch import BatchEngine, CostModel
-from llma.batch.runner import PREFILL_CHUNK
+from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, PREFILL_TOKENS
 from llma.batch.step import Block
 
 LINEAR = CostModel([(16, 1.0), (512, 32.0)])  # rows cost in proportion: the budget shrinks blocks with load
@@ -128,6 +128,37 @@ def test_a_request_joining_midway_and_a_long_chunked_prompt(engine, tiny):
     assert [t for e in got + rest for t in e.new_tokens] == solo[0]
     assert joined == solo[1]
     assert max(e.batch for e in got + rest) == 2  # they shared steps
+
+
+def test_prompts_enter_at_most_prefill_tokens_a_step_and_the_rest_wait(tiny):
+    engine = BatchEngine(tiny, slots=6, cost=LINEAR)
+    steps = []
+    launch = engine.runner.launch
+
+    def recorded(blocks):
+        steps.append(sum(-(-len(b) // MAX_ROWS) for b in blocks if b.prompt))
+        return launch(blocks)
+
+    engine.runner.launch = recorded
+    try:
+        asks = [(_ids(PREFILL_CHUNK + 40, 30 + i), None, LLMAConfig(max_new_tokens=6).greedy()) for i in range(6)]
+        solo = _solo(engine, asks[:2])
+        steps.clear()
+        together = [None] * 6
+
+        def run(i):
+            together[i] = engine.generate(*asks[i]).tokens
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+        assert together[:2] == solo
+        assert max(steps) <= PREFILL_TOKENS // MAX_ROWS < 6 * PREFILL_CHUNK // MAX_ROWS
+        assert sum(steps) == 6 * (PREFILL_CHUNK // MAX_ROWS + 2)  # every prompt entered once, in pieces
+    finally:
+        engine.close()
 
 
 def test_cancelling_frees_the_slot_and_leaves_the_others_alone(engine):

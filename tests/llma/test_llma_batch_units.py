@@ -65,6 +65,12 @@ def test_slot_cache_hands_out_and_takes_back_slots():
     cache.kv[:, :, 2, :, 8:10] = 7.0
     cache.move(2, 8, 3, 2)
     assert torch.all(cache.kv[:, :, 2, :, 3:5] == 7.0) and torch.all(cache.kv[:, :, 0] == 0)
+    # several requests' moves at once; a source overlapping its target is read before it is written
+    cache.kv[:, :, 0, :, :6] = torch.arange(6, dtype=torch.float32)[:, None]
+    cache.kv[:, :, 1, :, 10:12] = 5.0
+    cache.move_many([(0, 2, 1, 3), (1, 10, 4, 2), (2, 0, 0, 4), (0, 9, 9, 0)])
+    assert cache.kv[0, 0, 0, 0, :6, 0].tolist() == [0, 2, 3, 4, 4, 5]
+    assert torch.all(cache.kv[:, :, 1, :, 4:6] == 5.0) and torch.all(cache.kv[:, :, 2, :, 3:5] == 7.0)
 
 
 def test_the_budget_shrinks_blocks_as_the_batch_grows_and_never_below_greedy():
@@ -79,6 +85,22 @@ def test_the_budget_shrinks_blocks_as_the_batch_grows_and_never_below_greedy():
     flat = RowBudget(CostModel([(16, 1.0), (4096, 1.0)]))
     assert flat.tier(64).rows == 32  # rows that cost nothing: the full block
     assert CostModel([(16, 1.0), (32, 2.0)])(64) == pytest.approx(4.0)  # past the points: linear
+
+
+def test_a_cost_model_by_shape_picks_blocks_by_the_measured_steps():
+    # 32-row blocks cost as much as one-row ones up to 4 requests, then 8x more per request
+    shapes = {r: [(1, 1.0), (4, 1.0), (16, 1.0 + (r > 1) * 7 * 3), (64, 2.0 + (r > 1) * 7 * 15)]
+              for r in (1, 2, 4, 8, 16, 32)}
+    cost = CostModel(shapes=shapes)
+    assert cost.step(2, 32) == 1.0 and cost.step(8, 1) == 1.0
+    assert cost.step(32, 32) == pytest.approx(1.0 + 21 + (32 - 16) * (2.0 + 105 - 22) / 48)
+    assert cost(64) == 2.0  # by total rows: the one-row shapes
+    budget = RowBudget(cost)
+    for _ in range(512):
+        budget.observe(3)
+    assert budget.tier(4).rows == 32 and budget.tier(64).rows == 1
+    with pytest.raises(ValueError):
+        CostModel()
 
 
 @pytest.mark.parametrize("rows", [1, 5, 9])

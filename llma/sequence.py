@@ -99,9 +99,10 @@ class DecodeState:
     def last(self) -> int:
         return self.sequence[-1]
 
-    def start(self, verdict: tuple[int, int]) -> StepEvent:
-        """The first event, from the verdict `(0, token)` on the prefill's last logits."""
-        return self._emit(None, 0, verdict[1], 0)
+    def start(self, verdict: tuple[int, int], batch: int = 1) -> StepEvent:
+        """The first event, from the verdict `(0, token)` on the prefill's last logits; `batch`: the
+        requests that shared the step."""
+        return self._emit(None, 0, verdict[1], 0, batch)
 
     def propose(self, count: int, caps: Sequence[int], max_draft: int | None) -> list[Draft]:
         """Up to `count` drafts for the next step (packed drafts share a block by `caps`), each at most
@@ -136,14 +137,15 @@ class DecodeState:
             return self.verifier.verify_rows(logits(), tokens, position)
         return Verdict(0, *self.verifier.verify(logits(), tokens[0], position))
 
-    def advance(self, drafts: Sequence[Draft], verdict: Verdict) -> StepEvent:
-        """The step's event: the kept draft's accepted tokens and the next token, up to a stop."""
+    def advance(self, drafts: Sequence[Draft], verdict: Verdict, batch: int = 1) -> StepEvent:
+        """The step's event: the kept draft's accepted tokens and the next token, up to a stop;
+        `batch`: the requests that shared the step."""
         draft = drafts[verdict.draft] if drafts else None
         if self.proposer is not None and draft:
             self.proposer.feedback(draft, verdict.accepted)
-        return self._emit(draft, verdict.accepted, verdict.next_token, len(drafts))
+        return self._emit(draft, verdict.accepted, verdict.next_token, len(drafts), batch)
 
-    def _emit(self, draft: Draft | None, accepted: int, token: int, candidates: int) -> StepEvent:
+    def _emit(self, draft: Draft | None, accepted: int, token: int, candidates: int, batch: int) -> StepEvent:
         before = len(self.output)
         new = [*(draft.tokens[:accepted] if draft else ()), token]
         self.output.extend(new)
@@ -163,7 +165,7 @@ class DecodeState:
             step=self.step, new_tokens=tuple(self.output[before:]), proposed=len(draft) if draft else 0,
             accepted=kept, span=_span(draft, kept, before) if draft and kept else None,
             elapsed_s=now - self.t0, step_s=now - self._last_t, finished=ended is not None,
-            stop_reason=reason, candidates=candidates, draft_ref=draft.ref_id if draft else None,
+            stop_reason=reason, candidates=candidates, draft_ref=draft.ref_id if draft else None, batch=batch,
         )
         self.step += 1
         self._last_t = now

@@ -89,16 +89,26 @@ class RowBudget:
                  prior: int = 4) -> None:
         self.cost = cost
         self.tiers = [Tier(r, d) for r, d in tiers]
-        self.recent: deque[int] = deque([prior] * 16, maxlen=window)
+        self.recent: deque[int] = deque(maxlen=window)
+        self._counts = [0] * (self.tiers[-1].max_draft + 1)  # how many of `recent` kept each length
+        for _ in range(16):
+            self._push(min(prior, self.tiers[-1].max_draft))
+
+    def _push(self, accepted: int) -> None:
+        if len(self.recent) == self.recent.maxlen:
+            self._counts[self.recent[0]] -= 1
+        self.recent.append(accepted)
+        self._counts[accepted] += 1
 
     def observe(self, accepted: int, cut: bool = False) -> None:
         """A verified step kept `accepted` drafted tokens; `cut`: all of a draft its block cut short."""
-        self.recent.append(self.tiers[-1].max_draft if cut else accepted)
+        longest = self.tiers[-1].max_draft
+        self._push(longest if cut else min(accepted, longest))
 
     def expected(self, tier: Tier) -> float:
         """Tokens per step expected at `tier`: the next token plus the accepted ones it has room for."""
         cap = tier.max_draft
-        return 1 + sum(min(a, cap) for a in self.recent) / len(self.recent)
+        return 1 + sum(min(a, cap) * n for a, n in enumerate(self._counts) if n) / len(self.recent)
 
     def tier(self, n: int, drafting: bool = True) -> Tier:
         """The tier for `n` >= 1 decoding requests (the greedy one when none is `drafting`)."""

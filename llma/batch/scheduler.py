@@ -21,7 +21,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 
 from llma.batch.budget import RowBudget, Tier
 from llma.batch.requests import Plan, Request, SchedulerStats
@@ -261,7 +260,7 @@ class Scheduler:
             r.cached += len(p.block)
             if r.prefilling:
                 return
-            event = r.state.start(r.state.verifier.verify(out.logits([-1]), (), 0))
+            event = r.state.start(r.state.verifier.verify(out.logits([-1]), (), 0), batch)
         else:
             index = p.packing.index
             argmax = out.argmax
@@ -275,8 +274,8 @@ class Scheduler:
             if p.drafts:
                 draft = p.drafts[verdict.draft]
                 self.budget.observe(kept, kept == len(draft) and len(draft) >= p.cap)
-            event = r.state.advance(p.drafts, verdict)
-        self._outbox.append((r.events, replace(event, batch=batch)))
+            event = r.state.advance(p.drafts, verdict, batch)
+        self._outbox.append((r.events, event))
         if event.finished:
             self._finish(r, None)
 

@@ -83,7 +83,12 @@ class RowBudget:
     The expectation comes from the accepted lengths of recent steps (`observe`): a step that kept
     `a` drafted tokens would have kept min(a, rows - 1) in a smaller block; one that kept its whole
     draft, cut short by its block, counts as keeping a full block's (it might have). Until steps are
-    seen it assumes `prior` accepted tokens per step. Of equally good tiers, the larger wins."""
+    seen it assumes `prior` accepted tokens per step. Of equally good tiers, the larger wins.
+
+    A step's time is the device's (`cost`) plus the host's: per request, a moving average of the
+    host's work (plans, verdicts, events) in recent steps with drafts and in those without
+    (`observe_host`), n times that; with `overlap` (the host's work for one group runs while the
+    other's step runs) the larger of the two instead of their sum."""
 
     def __init__(self, cost: CostModel, tiers: Sequence[tuple[int, int]] = TIERS, window: int = 512,
                  prior: int = 4) -> None:
@@ -93,6 +98,18 @@ class RowBudget:
         self._counts = [0] * (self.tiers[-1].max_draft + 1)  # how many of `recent` kept each length
         for _ in range(16):
             self._push(min(prior, self.tiers[-1].max_draft))
+        self.host = {False: 0.0, True: 0.0}  # seconds per request-step, without and with drafts
+        self.overlap = False
+
+    def observe_host(self, seconds: float, drafting: bool, weight: float = 0.05) -> None:
+        """A step's host work per request, `drafting` or not, into its moving average."""
+        old = self.host[drafting]
+        self.host[drafting] = seconds if old == 0.0 else old + weight * (seconds - old)
+
+    def step_time(self, n: int, tier: Tier) -> float:
+        """Seconds expected for a step of `n` requests at `tier`: device and host (see the class)."""
+        device, host = self.cost.step(n, tier.rows), n * self.host[tier.drafts > 0]
+        return max(device, host) if self.overlap else device + host
 
     def _push(self, accepted: int) -> None:
         if len(self.recent) == self.recent.maxlen:
@@ -114,4 +131,4 @@ class RowBudget:
         """The tier for `n` >= 1 decoding requests (the greedy one when none is `drafting`)."""
         if not drafting:
             return self.tiers[0]
-        return max(self.tiers, key=lambda t: (n * self.expected(t) / self.cost.step(n, t.rows), t.rows))
+        return max(self.tiers, key=lambda t: (n * self.expected(t) / self.step_time(n, t), t.rows))

@@ -187,7 +187,7 @@ class Scheduler:
         outs = result()
         ran = time.perf_counter()
         self._apply_all(zip(plans, outs))
-        self.stats.count(plans, started, planned, launched, delivered, ran, time.perf_counter())
+        self._count(plans, started, planned, launched, delivered, ran, time.perf_counter())
 
     def _overlapped(self) -> None:
         """One group's step; while it runs, the other group's results are applied and its next
@@ -216,7 +216,15 @@ class Scheduler:
         ran = time.perf_counter()
         # The next step may reuse this one's buffers before these are applied: logits read later are copied.
         self._done = [(p, p.detached(out)) for p, out in zip(ready, outs)]
-        self.stats.count(ready, started, planned, launched, prepared, ran, time.perf_counter())
+        self._count(ready, started, planned, launched, prepared, ran, time.perf_counter())
+
+    def _count(self, plans: Sequence[Plan], *times: float) -> None:
+        """A step's totals (`SchedulerStats.count`) and its host work per request to the budget."""
+        self.stats.count(plans, *times)
+        started, planned, launched, waited, ran, done = times
+        self.budget.overlap = self.overlap
+        self.budget.observe_host(((planned - started) + (waited - launched) + (done - ran)) / len(plans),
+                                 any(p.cap and p.request.state.proposer for p in plans))
 
     def _plans(self, requests: Sequence[Request], taken: int = 0) -> list[Plan]:
         """Each request's block for a step shared by `requests` (the tier set by how many decode);

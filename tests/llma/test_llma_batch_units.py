@@ -103,6 +103,22 @@ def test_a_cost_model_by_shape_picks_blocks_by_the_measured_steps():
         CostModel()
 
 
+def test_the_host_work_of_drafting_counts_in_the_step_time():
+    budget = RowBudget(CostModel([(1, 0.002), (4096, 0.002)]))  # a device step costs 2 ms, any rows
+    for _ in range(512):
+        budget.observe(2)
+    assert budget.tier(64).rows == 32  # the device alone: drafts cost nothing
+    budget.observe_host(150e-6, True)
+    budget.observe_host(20e-6, False)
+    assert budget.step_time(64, budget.tiers[-1]) == pytest.approx(0.002 + 64 * 150e-6)
+    assert budget.tier(64).rows == 1 and budget.tier(4).rows == 32  # host-bound at 64: greedy
+    budget.overlap = True  # the host's work runs beside the other group's step
+    assert budget.step_time(4, budget.tiers[-1]) == pytest.approx(0.002)
+    for _ in range(200):
+        budget.observe_host(10e-6, True)  # the moving average follows
+    assert budget.host[True] < 20e-6 and budget.tier(64).rows == 32
+
+
 @pytest.mark.parametrize("rows", [1, 5, 9])
 def test_attention_over_the_key_span_gives_the_bits_of_the_whole_length(rows):
     """A block reads only the key chunks up to its last key; the rest of its length (stale entries of

@@ -3,13 +3,13 @@
 # planned as back-to-back calls of at most 600 s (the machine keeps /tmp about 30 s after a call).
 # Stage here first: bash ../shared/gpu/stage-model.sh && bash benchmarks/stage_gpu_data.sh
 #   (and for `serve`: bash benchmarks/stage_serve_wheels.sh)
-# Call 1 needs no model file (random weights, the saved tokenizer), so the machine's first call works:
-#   carry [".gpu/part1", ".gpu/whl", ".gpu/data", ".gpu/tok"]
-#   mkdir -p /tmp/llma && cp -r .gpu/part1/. .gpu/whl /tmp/llma/ && bash benchmarks/run_gpu_batch.sh COMMIT families 7b
-# Call 2 (for `serve`): carry [".gpu/serve_whl"]: cp .gpu/serve_whl/*.whl /tmp/llma/whl/
-# Call 3, the model assembled: carry [".gpu/part2", ".gpu/data"]
-#   cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh && bash benchmarks/run_gpu_batch.sh COMMIT serve
-# Call 4 (same carry, `source /tmp/llma/assemble.sh` again): tests free forced; squad needs ".gpu/squad".
+# Issue 22's runs, two calls back to back:
+#   1. carry [".gpu/part1", ".gpu/whl", ".gpu/data", ".gpu/tok"]:
+#      mkdir -p /tmp/llma && cp -r .gpu/part1/. .gpu/whl /tmp/llma/ && bash benchmarks/run_gpu_batch.sh COMMIT 7b
+#      (the 7B-shaped model needs no model file; `families` ran there for issue 25)
+#   2. carry [".gpu/part2", ".gpu/data", ".gpu/squad"]: cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh
+#      && bash benchmarks/run_gpu_batch.sh COMMIT steps free forced squad  (split over calls if needed)
+# For `serve` (issue 23) also carry [".gpu/serve_whl"] once: cp .gpu/serve_whl/*.whl /tmp/llma/whl/
 # STEPs: tests (the CUDA test of the fixed shapes; stops the run if it fails), steps
 # (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64: batched greedy and LLMA, each also in
 # two groups in turn (--overlap), serial LLMA beside; without torch.compile to fit the call; FREE_ARGS

@@ -3,8 +3,8 @@
 The batch engine's CUDA step: every request contributes a block of `R` query rows (its last token
 and packed drafts, padded to R), at its own position (`root`) in its own slot. As in
 llma.static.split_attention, keys are cut into fixed chunks by absolute position; a program per
-(head, chunk, block and draft) computes each row's partial softmax over the chunk, and a second
-kernel combines a row's chunks in chunk order.
+(head, chunk, block) computes each row's partial softmax over the chunk (a pass per draft where
+the drafts' keys differ), and a second kernel combines a row's chunks in chunk order.
 
 Batch invariance by construction: a row's result depends only on its query, its position, its
 draft's key order and its slot's contents. Chunk bounds are absolute, the combine reads the same
@@ -49,52 +49,54 @@ def _partial(q_ptr, k_ptr, v_ptr, meta_ptr, m_ptr, l_ptr, acc_ptr,  # noqa: ANN0
              stride_qr, stride_qh, stride_ks, stride_kh, stride_kn, n_keys, n_chunks, heads, scale, B, R, G,
              GROUPS: tl.constexpr, BLOCK_M: tl.constexpr,
              BLOCK_N: tl.constexpr, CHUNK: tl.constexpr, D: tl.constexpr, PRECISION: tl.constexpr):
-    """Program (head h, chunk j, pair p = block b * G + draft g): for each row of block b that draft
-    g's program owns in chunk j, the max m, the sum of exponentials l and the unnormalised output acc
-    of softmax(q . k) over the chunk's keys at positions <= the row's. A chunk wholly at or before
-    the root is the same for every draft: draft 0's program computes it for all rows."""
-    h, j, p = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b, g = p // G, p % G
+    """Program (head h, chunk j, block b): for each row of block b, the max m, the sum of
+    exponentials l and the unnormalised output acc of softmax(q . k) over the chunk's keys at
+    positions <= the row's, read in its draft's order. A chunk wholly at or before the root is the
+    same for every draft: one pass computes it for all rows; a later chunk takes a pass per draft
+    (each over the block's rows, keeping its own rows' results)."""
+    h, j, b = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     r, d = tl.arange(0, BLOCK_M), tl.arange(0, D)
     root = tl.load(meta_ptr + b)
     slot = tl.load(meta_ptr + B + b)
     drafts = tl.load(meta_ptr + 2 * B + b)
-    rel = tl.load(meta_ptr + 3 * B + b * R + r, mask=r < R, other=0)
-    owner = tl.load(meta_ptr + 3 * B + B * R + b * R + r, mask=r < R, other=-1)
-    shift = tl.load(meta_ptr + 3 * B + 2 * B * R + b * G + g)
     last = root + R - 1  # no row of the block sits after it
     start = j * CHUNK
-    shared = start + CHUNK <= root + 1  # only keys at or before the root: the same for every draft
-    mine = tl.where(shared, r < R, owner == g)
-    run = (start <= last) & (g < drafts) & ((g == 0) | (start + CHUNK > root + 1))
-    run = run & (tl.max(mine.to(tl.int32), 0) > 0)
-    if run:
+    if start <= last:
+        rel = tl.load(meta_ptr + 3 * B + b * R + r, mask=r < R, other=0)
+        owner = tl.load(meta_ptr + 3 * B + B * R + b * R + r, mask=r < R, other=-1)
+        shared = start + CHUNK <= root + 1  # only keys at or before the root: the same for every draft
         q = tl.load(q_ptr + (b * R + r[:, None]) * stride_qr + h * stride_qh + d[None, :],
                     mask=r[:, None] < R, other=0.0)
         base = slot.to(tl.int64) * stride_ks + (h // GROUPS) * stride_kh
-        m = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        total = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, D], tl.float32)
-        for t in range(0, CHUNK, BLOCK_N):
-            if start + t <= last:
-                n = start + t + tl.arange(0, BLOCK_N)  # key positions
-                at = tl.where(n > root, n + shift, n)[:, None]  # their slots in draft g's order
-                inside = at < n_keys
-                k = tl.load(k_ptr + base + at * stride_kn + d[None, :], mask=inside, other=0.0)
-                s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
-                s = tl.where(n[None, :] <= root + rel[:, None], s, float("-inf"))
-                m_new = tl.maximum(m, tl.max(s, 1))
-                m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: p = 0
-                e = tl.exp(s - m_safe[:, None])
-                alpha = tl.exp(m - m_safe)
-                v = tl.load(v_ptr + base + at * stride_kn + d[None, :], mask=inside, other=0.0)
-                total = total * alpha + tl.sum(e, 1)
-                acc = acc * alpha[:, None] + tl.dot(e.to(v.dtype), v, input_precision=PRECISION)
-                m = m_new
         out = ((b * heads + h) * n_chunks + j) * BLOCK_M + r
-        tl.store(m_ptr + out, m, mask=mine)  # the block's other rows: another draft's program
-        tl.store(l_ptr + out, total, mask=mine)
-        tl.store(acc_ptr + out[:, None] * D + d[None, :], acc, mask=mine[:, None])
+        for g in range(0, G):
+            mine = tl.where(shared, r < R, owner == g)
+            run = (g < drafts) & ((g == 0) | (start + CHUNK > root + 1))
+            run = run & (tl.max(mine.to(tl.int32), 0) > 0)
+            if run:
+                shift = tl.load(meta_ptr + 3 * B + 2 * B * R + b * G + g)
+                m = tl.full([BLOCK_M], float("-inf"), tl.float32)
+                total = tl.zeros([BLOCK_M], tl.float32)
+                acc = tl.zeros([BLOCK_M, D], tl.float32)
+                for t in range(0, CHUNK, BLOCK_N):
+                    if start + t <= last:
+                        n = start + t + tl.arange(0, BLOCK_N)  # key positions
+                        at = tl.where(n > root, n + shift, n)[:, None]  # their slots in draft g's order
+                        inside = at < n_keys
+                        k = tl.load(k_ptr + base + at * stride_kn + d[None, :], mask=inside, other=0.0)
+                        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+                        s = tl.where(n[None, :] <= root + rel[:, None], s, float("-inf"))
+                        m_new = tl.maximum(m, tl.max(s, 1))
+                        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with no key yet: p = 0
+                        e = tl.exp(s - m_safe[:, None])
+                        alpha = tl.exp(m - m_safe)
+                        v = tl.load(v_ptr + base + at * stride_kn + d[None, :], mask=inside, other=0.0)
+                        total = total * alpha + tl.sum(e, 1)
+                        acc = acc * alpha[:, None] + tl.dot(e.to(v.dtype), v, input_precision=PRECISION)
+                        m = m_new
+                tl.store(m_ptr + out, m, mask=mine)  # the block's other rows: another draft's pass
+                tl.store(l_ptr + out, total, mask=mine)
+                tl.store(acc_ptr + out[:, None] * D + d[None, :], acc, mask=mine[:, None])
 
 
 @triton.jit
@@ -153,7 +155,7 @@ class BatchAttention:
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
         precision = "ieee" if q.dtype == torch.float32 else "tf32"
         chunks = min(chunks, self.n_chunks)
-        _partial[(self.heads, chunks, blocks * drafts)](
+        _partial[(self.heads, chunks, blocks)](
             q, k, v, meta, self.m, self.l, self.acc, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
             k.stride(2), k.shape[2], self.n_chunks, self.heads, self.scale, blocks, rows, drafts,
             GROUPS=self.groups, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, CHUNK=CHUNK,

@@ -87,8 +87,8 @@ class RowBudget:
 
     A step's time is the device's (`cost`) plus the host's: per request, a moving average of the
     host's work (plans, verdicts, events) in recent steps with drafts and in those without
-    (`observe_host`), n times that; with `overlap` (the host's work for one group runs while the
-    other's step runs) the larger of the two instead of their sum."""
+    (`observe_host`), n times that; with `overlap` (`tier`'s: the host's work for one group runs
+    while the other's step runs) the larger of the two instead of their sum."""
 
     def __init__(self, cost: CostModel, tiers: Sequence[tuple[int, int]] = TIERS, window: int = 512,
                  prior: int = 4) -> None:
@@ -99,17 +99,16 @@ class RowBudget:
         for _ in range(16):
             self._push(min(prior, self.tiers[-1].max_draft))
         self.host = {False: 0.0, True: 0.0}  # seconds per request-step, without and with drafts
-        self.overlap = False
 
     def observe_host(self, seconds: float, drafting: bool, weight: float = 0.05) -> None:
         """A step's host work per request, `drafting` or not, into its moving average."""
         old = self.host[drafting]
         self.host[drafting] = seconds if old == 0.0 else old + weight * (seconds - old)
 
-    def step_time(self, n: int, tier: Tier) -> float:
+    def step_time(self, n: int, tier: Tier, overlap: bool = False) -> float:
         """Seconds expected for a step of `n` requests at `tier`: device and host (see the class)."""
         device, host = self.cost.step(n, tier.rows), n * self.host[tier.drafts > 0]
-        return max(device, host) if self.overlap else device + host
+        return max(device, host) if overlap else device + host
 
     def _push(self, accepted: int) -> None:
         if len(self.recent) == self.recent.maxlen:
@@ -127,8 +126,9 @@ class RowBudget:
         cap = tier.max_draft
         return 1 + sum(min(a, cap) * n for a, n in enumerate(self._counts) if n) / len(self.recent)
 
-    def tier(self, n: int, drafting: bool = True) -> Tier:
-        """The tier for `n` >= 1 decoding requests (the greedy one when none is `drafting`)."""
+    def tier(self, n: int, drafting: bool = True, overlap: bool = False) -> Tier:
+        """The tier for `n` >= 1 decoding requests (the greedy one when none is `drafting`);
+        `overlap`: the step runs beside the host's work for another group."""
         if not drafting:
             return self.tiers[0]
-        return max(self.tiers, key=lambda t: (n * self.expected(t) / self.step_time(n, t), t.rows))
+        return max(self.tiers, key=lambda t: (n * self.expected(t) / self.step_time(n, t, overlap), t.rows))

@@ -72,14 +72,16 @@ class SchedulerStats:
     host_s: float = 0.0
 
     def count(self, plans: list[Plan], started: float, planned: float, launched: float, waited: float,
-              ran: float, done: float) -> None:
+              ran: float, done: float) -> float:
         """A step's totals (perf_counter times): starting it (planned..launched) and waiting for it
-        (waited..ran) are the forward's time, the rest the host's."""
+        (waited..ran) are the forward's time, the rest the host's (returned)."""
         self.steps += 1
         self.request_steps += len(plans)
         self.rows += sum(len(p.block) for p in plans)
         self.forward_s += (launched - planned) + (ran - waited)
-        self.host_s += (planned - started) + (waited - launched) + (done - ran)
+        host = (planned - started) + (waited - launched) + (done - ran)
+        self.host_s += host
+        return host
 
     @property
     def host_share(self) -> float:

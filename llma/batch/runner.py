@@ -26,6 +26,11 @@ PREFILL_CHUNK = 256  # a prompt enters the cache this many tokens a step, betwee
 PREFILL_TOKENS = 1024  # the most prompt tokens a step takes in (more prompts wait for the next step)
 
 
+def prompt_pieces(tokens: int) -> int:
+    """The MAX_ROWS-row pieces a prompt chunk of `tokens` takes in a fixed-shape step."""
+    return -(-tokens // MAX_ROWS)
+
+
 def fixed_blocks(slots: int) -> int:
     """The most blocks a fixed-shape step holds: every slot's, or a step's prompt pieces."""
     return 1 << (max(slots, PREFILL_TOKENS // MAX_ROWS) - 1).bit_length()

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 
 from llma.batch.budget import RowBudget, Tier
 from llma.batch.requests import Plan, Request, SchedulerStats
-from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, PREFILL_TOKENS, BatchRunner
+from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, PREFILL_TOKENS, BatchRunner, prompt_pieces
 from llma.batch.step import Block, BlockOut
 from llma.sequence import DecodeState
 from llma.static.packing import draft_caps
@@ -209,7 +209,7 @@ class Scheduler:
         self._apply_all(done)
         self._deliver()
         busy = {id(p.request) for p in [*ready, *self._ready]}
-        taken = sum(-(-len(p.block) // MAX_ROWS) for p in self._ready if p.packing is None)
+        taken = sum(prompt_pieces(len(p.block)) for p in self._ready if p.packing is None)
         self._ready += self._plans([r for r in self._running if id(r) not in busy], taken)
         prepared = time.perf_counter()
         outs = result()
@@ -220,23 +220,20 @@ class Scheduler:
 
     def _count(self, plans: Sequence[Plan], *times: float) -> None:
         """A step's totals (`SchedulerStats.count`) and its host work per request to the budget."""
-        self.stats.count(plans, *times)
-        started, planned, launched, waited, ran, done = times
-        self.budget.overlap = self.overlap
-        self.budget.observe_host(((planned - started) + (waited - launched) + (done - ran)) / len(plans),
-                                 any(p.cap and p.request.state.proposer for p in plans))
+        host = self.stats.count(plans, *times)
+        self.budget.observe_host(host / len(plans), any(p.cap and p.request.state.proposer for p in plans))
 
     def _plans(self, requests: Sequence[Request], taken: int = 0) -> list[Plan]:
         """Each request's block for a step shared by `requests` (the tier set by how many decode);
         prompt chunks up to PREFILL_TOKENS (in pieces of MAX_ROWS rows, `taken` of them already
         planned for the step), the other prompts wait."""
         decoding = [r for r in requests if not r.prefilling]
-        tier = self.budget.tier(max(1, len(decoding)), any(r.state.proposer for r in decoding))
+        tier = self.budget.tier(max(1, len(decoding)), any(r.state.proposer for r in decoding), self.overlap)
         plans = []
         room = PREFILL_TOKENS // MAX_ROWS - taken
         for r in requests:
             if r.prefilling:
-                need = -(-min(PREFILL_CHUNK, len(r.prompt) - r.cached) // MAX_ROWS)
+                need = prompt_pieces(min(PREFILL_CHUNK, len(r.prompt) - r.cached))
                 if need > room:
                     continue
                 room -= need

@@ -112,8 +112,8 @@ def test_the_host_work_of_drafting_counts_in_the_step_time():
     budget.observe_host(20e-6, False)
     assert budget.step_time(64, budget.tiers[-1]) == pytest.approx(0.002 + 64 * 150e-6)
     assert budget.tier(64).rows == 1 and budget.tier(4).rows == 32  # host-bound at 64: greedy
-    budget.overlap = True  # the host's work runs beside the other group's step
-    assert budget.step_time(4, budget.tiers[-1]) == pytest.approx(0.002)
+    # the host's work runs beside the other group's step
+    assert budget.step_time(4, budget.tiers[-1], overlap=True) == pytest.approx(0.002)
     for _ in range(200):
         budget.observe_host(10e-6, True)  # the moving average follows
     assert budget.host[True] < 20e-6 and budget.tier(64).rows == 32

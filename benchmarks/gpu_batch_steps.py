@@ -1,6 +1,6 @@
 """The batch engine's decoding step by shape: milliseconds per step for B requests x R rows, CUDA
 graphs (llma.batch.graph_step) against the eager step (llma.batch.step), on the default model or a
-random-weight one of another shape (benchmarks.gpu_steps.random_llama).
+random-weight one (`--random`: benchmarks.gpu_steps.random_llama, no model file needed).
 
     python -m benchmarks.gpu_batch_steps --device cuda --dtype bfloat16 --blocks 1,16,64 --rows 1,8,32
 """
@@ -13,10 +13,12 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.gpu_steps import RANDOM_SHAPES, random_llama
 from benchmarks.report import commit, print_json
 from benchmarks.runners import setup
 from llma.batch.runner import BatchRunner
 from llma.batch.step import Block
+from llma.loading import resolve_dtype
 
 
 def timed(run, device: torch.device, repeat: int) -> float:  # noqa: ANN001
@@ -40,12 +42,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eager", action="store_true", help="also the eager step")
     ap.add_argument("--fixed", action="store_true", help="fixed shapes off CUDA too (Triton's interpreter)")
     ap.add_argument("--model", default=None)
+    ap.add_argument("--random", choices=("7b", "135m"), default=None,
+                    help="a random-weight Llama of this shape (vocabulary 49152) instead of the model: no model file")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    loaded = setup(args)
+    if args.random:
+        device = torch.device(args.device)
+        loaded = random_llama(RANDOM_SHAPES[args.random], 49152, device, resolve_dtype(args.dtype, device))
+    else:
+        loaded = setup(args)
     blocks_list = [int(b) for b in args.blocks.split(",")]
     runner = BatchRunner(loaded.model, slots=max(blocks_list), max_len=args.position + 256,
                          fixed=True if args.fixed else None)

@@ -46,6 +46,9 @@ SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64)
 ATTENTION = "sdpa"  # --attention's default: the kernel of the probe and the step sweeps
 SEVEN_B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=32, max_position_embeddings=4096)
+SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                    num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True)
+RANDOM_SHAPES = {"7b": SEVEN_B, "135m": SMOLLM2_135M}  # serve_batch's and gpu_batch_steps' --random
 SMALL = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=4096)  # --big small
 

@@ -3,15 +3,19 @@
 # planned as back-to-back calls of at most 600 s (the machine keeps /tmp about 30 s after a call).
 # Stage here first: bash ../shared/gpu/stage-model.sh && bash benchmarks/stage_gpu_data.sh
 #   (and for `serve`: bash benchmarks/stage_serve_wheels.sh)
-# Issue 22's runs, two calls back to back:
+# Issue 22's runs, three calls back to back:
 #   1. carry [".gpu/part1", ".gpu/whl", ".gpu/data", ".gpu/tok"]:
-#      mkdir -p /tmp/llma && cp -r .gpu/part1/. .gpu/whl /tmp/llma/ && bash benchmarks/run_gpu_batch.sh COMMIT 7b
-#      (the 7B-shaped model needs no model file; `families` ran there for issue 25)
-#   2. carry [".gpu/part2", ".gpu/data", ".gpu/squad"]: cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh
-#      && bash benchmarks/run_gpu_batch.sh COMMIT steps free forced squad  (split over calls if needed)
+#      mkdir -p /tmp/llma && cp -r .gpu/part1/. .gpu/whl /tmp/llma/ && bash benchmarks/run_gpu_batch.sh COMMIT tests steps135 forced135
+#      (these need no model file: random weights in SmolLM2-135M's shape, whose forced runs cost what the
+#      model's do; so this call alone measures the engine)
+#   2. carry [".gpu/part2", ".gpu/data", ".gpu/tok"]: cp .gpu/part2/* /tmp/llma/ && source /tmp/llma/assemble.sh
+#      && bash benchmarks/run_gpu_batch.sh COMMIT free
+#   3. carry [".gpu/data", ".gpu/squad", ".gpu/tok"]: source /tmp/llma/assemble.sh && bash benchmarks/run_gpu_batch.sh COMMIT squad 7b
+#      (`forced`: the model's own forced run, the same costs as forced135's)
 # For `serve` (issue 23) also carry [".gpu/serve_whl"] once: cp .gpu/serve_whl/*.whl /tmp/llma/whl/
 # STEPs: tests (the CUDA test of the fixed shapes; stops the run if it fails), steps
-# (benchmarks.gpu_batch_steps), free (rag free at 1/4/16/64: batched greedy and LLMA, each also in
+# (benchmarks.gpu_batch_steps), steps135 and forced135 (the same and rag forced at 1/16/64 on a random-weight
+# SmolLM2-135M shape), free (rag free at 1/4/16/64: batched greedy and LLMA, each also in
 # two groups in turn (--overlap), serial LLMA beside; without torch.compile to fit the call; FREE_ARGS
 # replaces those options), forced,
 # squad, 7b (the 7B-shaped random-weight Llama, forced, at 1/16), families (benchmarks.gpu_families:
@@ -34,6 +38,15 @@ fi
 if has steps; then
   timeout 60 python3 -m benchmarks.gpu_batch_steps --blocks 1,16,64 --rows 1,8,32 --json "$OUT/gpu_batch_steps.json" \
     2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -30
+fi
+if has steps135; then
+  timeout 90 python3 -m benchmarks.gpu_batch_steps --random 135m --blocks 1,16,64 --rows 1,8,32 \
+    --json "$OUT/gpu_batch_steps_135m.json" 2>&1 | tee -a "$OUT/log.txt" | grep "^{'\|Error" | tail -30
+fi
+if has forced135; then
+  timeout 220 $SB --data .gpu/data/rag.jsonl --mode forced --random 135m --tokenizer .gpu/tok --limit 64 \
+    --concurrency 1,16,64 --slots 64 --overlap --json "$OUT/serve_batch_gpu_135m_forced.json" 2>&1 | tee -a "$OUT/log.txt" \
+    | grep "^{'\|Error" | tail -12
 fi
 if has free; then
   LLMA_STATIC_COMPILE=0 timeout 330 $SB --data .gpu/data/rag.jsonl --limit 64 --slots 64 ${FREE_ARGS:---concurrency 1,4,16,64 --serial --overlap} \

@@ -143,8 +143,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--slots", type=int, default=16, help="requests decoded at once by the batch engine")
     ap.add_argument("--max-len", type=int, default=2048, help="context per slot")
     ap.add_argument("--model", default=None)
-    ap.add_argument("--random", choices=("7b",), default=None,
-                    help="decode with a random-weight Llama of this shape (the model's tokenizer for the prompts)")
+    ap.add_argument("--random", choices=("7b", "135m"), default=None,
+                    help="decode with a random-weight Llama of this shape (the model's tokenizer for the prompts; "
+                         "135m: SmolLM2-135M's, for forced runs without the model file)")
     ap.add_argument("--tokenizer", type=Path, default=None,
                     help="with --random: a saved tokenizer folder instead of the model's (no model file needed)")
     ap.add_argument("--device", default="cpu")
@@ -164,7 +165,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def random_model(args: argparse.Namespace) -> LoadedModel:
     """The `--random` shape with random weights and the prompts' tokenizer: the saved `--tokenizer`
     folder (no model file needed), else the model's."""
-    from benchmarks.gpu_steps import SEVEN_B, random_llama
+    from benchmarks.gpu_steps import RANDOM_SHAPES, random_llama
 
     if args.tokenizer:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -174,7 +175,7 @@ def random_model(args: argparse.Namespace) -> LoadedModel:
     else:
         small = setup(args)
         tokenizer, device, dtype, vocab = small.tokenizer, small.device, small.dtype, small.model.config.vocab_size
-    return replace(random_llama(SEVEN_B, vocab, device, dtype), tokenizer=tokenizer)
+    return replace(random_llama(RANDOM_SHAPES[args.random], vocab, device, dtype), tokenizer=tokenizer)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,6 +101,29 @@ def block_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, p
     return picked.reshape(rows, heads * d)
 
 
+def chunk_mask(length: int, pos: int, rows: int, groups: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """`chunk_attention`'s mask [groups * rows, length]: (group, row) r may see keys up to `pos + r`."""
+    at = torch.arange(length, device=device)
+    return (at[None] <= pos + torch.arange(rows, device=device)[:, None]).repeat(groups, 1)
+
+
+def chunk_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
+                    mask: torch.Tensor) -> torch.Tensor:
+    """Attention of a prompt chunk (consecutive rows after `pos`, one draft) over its slot's keys, in
+    one fused kernel (scaled_dot_product_attention): several times faster than `block_attention`'s
+    products on a CPU. A row's bits depend on the chunk (its rows and keys), which a request cuts
+    the same way alone or in any batch, not on other requests.
+
+    q [rows, heads, d]; keys, values [kv_heads, L, d]; mask: `chunk_mask(L, pos, rows, groups)`.
+    Returns [rows, heads * d]."""
+    kv, _, d = keys.shape
+    rows, heads, _ = q.shape
+    groups = heads // kv
+    qg = q.view(rows, kv, groups, d).permute(1, 2, 0, 3).reshape(1, kv, groups * rows, d)  # (group, row)
+    out = F.scaled_dot_product_attention(qg, keys[None], values[None], attn_mask=mask, scale=scale)
+    return out.view(kv, groups, rows, d).permute(2, 0, 1, 3).reshape(rows, heads * d)
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, tile: int) -> torch.Tensor:
     """`F.linear(x, weight)` over whole row tiles (the padding rows' results dropped)."""
     return F.linear(pad_rows(x, tile), weight)[: x.shape[0]]

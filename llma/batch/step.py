@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from llma.batch.cache import SlotCache
-from llma.batch.rows import block_attention, block_mask, key_span, pad_rows, padded
+from llma.batch.rows import block_attention, block_mask, chunk_attention, chunk_mask, key_span, pad_rows, padded
 from llma.cpu.glue import CGlue
 from llma.static.packing import PackedBlock, pack
 
@@ -144,12 +144,26 @@ class BatchStep:
         return split_out(blocks, logits, starts, logits.argmax(-1).tolist())
 
     def _masks(self, b: Block) -> tuple:
-        """What `block_attention` reads of block `b` besides the cache, the same in every layer."""
+        """What block `b`'s attention reads besides the cache, the same in every layer: its key span,
+        then a prompt chunk's `chunk_mask`, or `block_attention`'s rel, owner, shifts and mask."""
         w = self.weights
-        rel, owner, shifts = (torch.tensor(t, device=w.device) for t in (b.rel, b.owner, b.shifts))
         span = self.span(b)
+        if b.prompt:
+            return span, chunk_mask(span, b.pos, len(b), w.heads // w.kv_heads, w.device)
+        rel, owner, shifts = (torch.tensor(t, device=w.device) for t in (b.rel, b.owner, b.shifts))
         order, bias = block_mask(span, b.pos, rel, shifts, w.heads // w.kv_heads, self.tile, w.dtype)
-        return span, rel, owner, shifts, (None if b.shifts == (0,) else order, bias)
+        return span, (rel, owner, shifts, (None if b.shifts == (0,) else order, bias))
+
+    def _attend(self, layer: int, b: Block, masks: tuple, q: torch.Tensor) -> torch.Tensor:
+        """Block `b`'s attention in `layer` over its slot, q [rows, heads, d] its rows' queries (a
+        prompt chunk's fused, llma.batch.rows.chunk_attention; others by block_attention)."""
+        w = self.weights
+        span, extra = masks
+        keys, values = self.cache.k[layer, b.slot, :, :span], self.cache.v[layer, b.slot, :, :span]
+        if b.prompt:
+            return chunk_attention(q, keys, values, w.scale, extra)
+        rel, owner, shifts, mask = extra
+        return block_attention(q, keys, values, b.pos, rel, owner, shifts, w.scale, self.tile, mask)
 
     def _glued_attention(self, blocks: Sequence[Block], n: int, m: int, slots: torch.Tensor,
                          key_slots: torch.Tensor) -> Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -175,10 +189,8 @@ class BatchStep:
             out = q.new_zeros(m, w.heads * w.head_dim)
             if rows:
                 glue.attend(q, cache.k[i], cache.v[i], decoding, meta_t, w.scale, out)
-            for start, b, (span, rel, owner, shifts, mask) in prompts:
-                out[start : start + len(b)] = block_attention(
-                    q[start : start + len(b)], cache.k[i, b.slot, :, :span], cache.v[i, b.slot, :, :span], b.pos,
-                    rel, owner, shifts, w.scale, self.tile, mask)
+            for start, b, masks in prompts:
+                out[start : start + len(b)] = self._attend(i, b, masks, q[start : start + len(b)])
             return out
 
         return attend
@@ -193,12 +205,9 @@ class BatchStep:
             cache.write(i, slots, key_slots, k[:n], v[:n])
             outs = []
             at = 0
-            for b, (span, rel, owner, shifts, mask) in zip(blocks, per_block):
-                rows = len(b)
-                outs.append(block_attention(q[at : at + rows], cache.k[i, b.slot, :, :span],
-                                            cache.v[i, b.slot, :, :span], b.pos, rel, owner, shifts,
-                                            w.scale, self.tile, mask))
-                at += rows
+            for b, masks in zip(blocks, per_block):
+                outs.append(self._attend(i, b, masks, q[at : at + len(b)]))
+                at += len(b)
             if m > n:
                 outs.append(q.new_zeros(m - n, w.heads * w.head_dim))
             return torch.cat(outs)

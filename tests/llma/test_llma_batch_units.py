@@ -6,7 +6,8 @@ import torch
 
 from llma.batch import CostModel, RowBudget
 from llma.batch.cache import SlotCache
-from llma.batch.rows import KEY_CHUNK, block_attention, choose_tile, key_span, linear, padded, span_invariant
+from llma.batch.rows import (KEY_CHUNK, block_attention, choose_tile, chunk_attention, chunk_mask, key_span, linear,
+                             padded, span_invariant)
 
 
 def test_linear_rows_do_not_depend_on_the_row_count():
@@ -50,6 +51,22 @@ def test_a_row_attends_the_same_alone_or_in_a_larger_block(tile):
     packed = block_attention(packed_q, shifted, vals, pos, torch.tensor([0, 1, 2, 3, 4, 5, 1, 2]),
                              torch.tensor([0, 0, 0, 0, 0, 0, 1, 1]), torch.tensor([0, 5]), 0.25, tile)
     assert torch.equal(packed[6:8], full[1:3]) and torch.equal(packed[:1], full[:1])
+
+
+def test_a_prompt_chunk_attends_as_block_attention_does_and_ignores_the_keys_it_cannot_see():
+    q, keys, values, pos = _attention_case(24, 1)
+    groups = q.shape[1] // keys.shape[0]
+    mask = chunk_mask(keys.shape[1], pos, 24, groups)
+    fused = chunk_attention(q, keys, values, 0.25, mask)
+    slow = block_attention(q, keys, values, pos, torch.arange(24), torch.zeros(24, dtype=torch.long),
+                           torch.tensor([0]), 0.25, 4)
+    assert fused.shape == slow.shape and torch.allclose(fused, slow, atol=1e-5)
+    # the keys after the chunk's last row (another request's leftovers in a reused slot) change no bit
+    later = pos + 24
+    noisy_k, noisy_v = keys.clone(), values.clone()
+    noisy_k[:, later:], noisy_v[:, later:] = 1e4, -1e4
+    assert torch.equal(chunk_attention(q, noisy_k, noisy_v, 0.25, mask), fused)
+    assert torch.equal(chunk_attention(q, keys, values, 0.25, mask), fused)  # the same bits every time
 
 
 def test_slot_cache_hands_out_and_takes_back_slots():

@@ -22,6 +22,16 @@ def product_invariant(product: Callable[[torch.Tensor], torch.Tensor], inputs: i
     return all(torch.equal(product(pad_rows(x[:n], tile))[:n], full[:n]) for n in trials)
 
 
+def position_invariant(product: Callable[[torch.Tensor], torch.Tensor], inputs: int, rows: int,
+                       dtype: torch.dtype, shifts: Sequence[int] = (1, 17, 40)) -> bool:
+    """Are the rows of `product(x)` (x of a multiple of `rows` rows, in calls of `rows` each) the same
+    wherever a row sits in its call? (Another request's rows before it move it.)"""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * rows, inputs, generator=g, dtype=torch.float32).to(dtype)
+    full = product(x)
+    return all(torch.equal(product(torch.cat((x[-s:], x[:-s])))[s:], full[:-s]) for s in shifts if s < rows)
+
+
 def attention_invariant(heads: int, kv_heads: int, head_dim: int, tile: int, dtype: torch.dtype,
                         length: int = 128) -> bool:
     """Are a block's attention rows (one draft, positions 60...) the same for every row count?"""

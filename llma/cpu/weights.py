@@ -19,11 +19,11 @@ from transformers import PreTrainedModel
 from llma.batch.rows import TILES, pad_rows
 from llma.cpu.glue import Q8_GROUP, CGlue, Q8Matrix
 from llma.cpu.int4 import GROUP, OUT_MULTIPLE, Int4Matrix, available
-from llma.cpu.tiles import choose_tile
+from llma.cpu.tiles import choose_tile, position_invariant
 from llma.static.weights import LlamaWeights
 
-PROMPT_ROWS = 64  # the bucket of a step's prompt rows
-PIECE_TRIALS = (1, 64, 65, 130, 200, 256)  # row counts of the check of prompt rows in PROMPT_ROWS calls
+PROMPT_ROWS = 256  # the bucket of a step's prompt rows (and, where needed, the rows of each bf16 call)
+PIECE_TRIALS = (1, 256, 257, 520, 800, 1024)  # row counts of the check of prompt rows in PROMPT_ROWS calls
 QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
 # A step's rows split by path: the prompt rows' and the other rows' indices, each part's row tile, and
 # the prompt rows' call size (None: one call).
@@ -95,6 +95,8 @@ class Int4Weights:
             self.prompt_piece = PROMPT_ROWS
             prompt_tile = choose_tile(self.products(prompt=True), 0, 0, 0, self.dtype, (PROMPT_ROWS,),
                                       PIECE_TRIALS)
+            if not all(position_invariant(p, n, PROMPT_ROWS, self.dtype) for p, n in self.products(prompt=True)):
+                prompt_tile = None  # a row's bits would depend on the rows before it in its call
         self.invariant = tile is not None and prompt_tile is not None
         self.tile = tile or TILES[-1]
         # Prompt rows in whole buckets of PROMPT_ROWS (a multiple of every tile): each distinct row

@@ -171,3 +171,20 @@ def test_prompt_rows_in_calls_of_fixed_rows_keep_their_bits_whatever_the_row_cou
         assert torch.equal(product.prompt_product(x[: n * PROMPT_ROWS], PROMPT_ROWS), pieces[: n * PROMPT_ROWS])
     single = [torch.nn.functional.linear(x[i : i + PROMPT_ROWS], product.bf16) for i in range(0, len(x), PROMPT_ROWS)]
     assert torch.equal(pieces, torch.cat(single))
+
+
+def test_the_position_check_tells_a_product_that_depends_on_where_a_row_sits_in_its_call():
+    """Another request's prompt rows before a row move it within its PROMPT_ROWS call: the start-up
+    check (llma.cpu.tiles.position_invariant) must catch a kernel for which that changes bits."""
+    from llma.cpu.tiles import position_invariant
+
+    w = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
+
+    def linear_in_calls(x):
+        return torch.cat([torch.nn.functional.linear(part, w) for part in x.split(8)])
+
+    def by_position(x):  # a row's result depends on its index in its call
+        return torch.cat([torch.nn.functional.linear(part, w) + torch.arange(len(part))[:, None] for part in x.split(8)])
+
+    assert position_invariant(linear_in_calls, 16, 8, torch.float32)
+    assert not position_invariant(by_position, 16, 8, torch.float32)

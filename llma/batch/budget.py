@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 # (rows per request, drafts packed into them): the last token alone, then blocks of packed drafts.
 TIERS: tuple[tuple[int, int], ...] = ((1, 0), (2, 1), (4, 1), (8, 2), (16, 4), (32, 4))
+MARGIN = 0.05  # what drafting must promise over greedy's tokens per second to be chosen
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,10 @@ class RowBudget:
     The expectation comes from the accepted lengths of recent steps (`observe`): a step that kept
     `a` drafted tokens would have kept min(a, rows - 1) in a smaller block; one that kept its whole
     draft, cut short by its block, counts as keeping a full block's (it might have). Until steps are
-    seen it assumes `prior` accepted tokens per step. Of equally good tiers, the larger wins.
+    seen it assumes `prior` accepted tokens per step. Of equally good tiers, the larger wins; but a
+    tier with drafts must promise more than `margin` (a fraction) over greedy's tokens per second,
+    so that the model's errors (a cost or an acceptance rate a little off) cost no speed where
+    drafting would gain little.
 
     A step's time is the device's (`cost`) plus the host's: per request, a moving average of the
     host's work (plans, verdicts, events) in recent steps with drafts and in those without
@@ -91,8 +95,9 @@ class RowBudget:
     while the other's step runs) the larger of the two instead of their sum."""
 
     def __init__(self, cost: CostModel, tiers: Sequence[tuple[int, int]] = TIERS, window: int = 512,
-                 prior: int = 4) -> None:
+                 prior: int = 4, margin: float = MARGIN) -> None:
         self.cost = cost
+        self.margin = margin
         self.tiers = [Tier(r, d) for r, d in tiers]
         self.recent: deque[int] = deque(maxlen=window)
         self._counts = [0] * (self.tiers[-1].max_draft + 1)  # how many of `recent` kept each length
@@ -129,6 +134,12 @@ class RowBudget:
     def tier(self, n: int, drafting: bool = True, overlap: bool = False) -> Tier:
         """The tier for `n` >= 1 decoding requests (the greedy one when none is `drafting`);
         `overlap`: the step runs beside the host's work for another group."""
+        greedy = self.tiers[0]
         if not drafting:
-            return self.tiers[0]
-        return max(self.tiers, key=lambda t: (n * self.expected(t) / self.step_time(n, t, overlap), t.rows))
+            return greedy
+
+        def rate(t: Tier) -> float:
+            return n * self.expected(t) / self.step_time(n, t, overlap)
+
+        best = max(self.tiers, key=lambda t: (rate(t), t.rows))
+        return best if best is greedy or rate(best) > (1 + self.margin) * rate(greedy) else greedy

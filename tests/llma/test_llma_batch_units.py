@@ -136,6 +136,22 @@ def test_the_host_work_of_drafting_counts_in_the_step_time():
     assert budget.host[True] < 20e-6 and budget.tier(64).rows == 32
 
 
+def test_drafting_must_promise_more_than_the_margin_over_greedy():
+    # a 2-row block costs 1.5x a 1-row one: drafting pays only where more than half the drafts are kept
+    cost = CostModel(shapes={r: [(1, 1.0 + 0.5 * (r > 1)), (64, 64.0 + 32.0 * (r > 1))] for r in (1, 2)})
+
+    def budget(margin: float, kept: int) -> RowBudget:
+        b = RowBudget(cost, tiers=((1, 0), (2, 1)), window=100, margin=margin)
+        for accepted in [1] * kept + [0] * (100 - kept):  # the window holds these alone
+            b.observe(accepted)
+        return b
+
+    assert budget(0.05, 53).expected(RowBudget(cost).tiers[1]) == pytest.approx(1.53)
+    assert budget(0.0, 53).tier(4).rows == 2  # 1.53 / 1.5: 2% over greedy's tokens per second...
+    assert budget(0.05, 53).tier(4).rows == 1  # ...within the margin: greedy
+    assert budget(0.05, 77).tier(4).rows == 2  # 18% over: drafts
+
+
 @pytest.mark.parametrize("rows", [1, 5, 9])
 def test_attention_over_the_key_span_gives_the_bits_of_the_whole_length(rows):
     """A block reads only the key chunks up to its last key; the rest of its length (stale entries of

@@ -137,9 +137,6 @@ class RowBudget:
         greedy = self.tiers[0]
         if not drafting:
             return greedy
-
-        def rate(t: Tier) -> float:
-            return n * self.expected(t) / self.step_time(n, t, overlap)
-
-        best = max(self.tiers, key=lambda t: (rate(t), t.rows))
-        return best if best is greedy or rate(best) > (1 + self.margin) * rate(greedy) else greedy
+        rates = [(n * self.expected(t) / self.step_time(n, t, overlap), t) for t in self.tiers]  # tokens / s
+        best_rate, best = max(rates, key=lambda item: (item[0], item[1].rows))
+        return best if best_rate > (1 + self.margin) * rates[0][0] else greedy

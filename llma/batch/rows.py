@@ -109,10 +109,10 @@ def chunk_mask(length: int, pos: int, rows: int, groups: int, device: torch.devi
 
 def chunk_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float,
                     mask: torch.Tensor) -> torch.Tensor:
-    """Attention of a prompt chunk (consecutive rows after `pos`, one draft) over its slot's keys, in
-    one fused kernel (scaled_dot_product_attention): several times faster than `block_attention`'s
-    products on a CPU. A row's bits depend on the chunk (its rows and keys), which a request cuts
-    the same way alone or in any batch, not on other requests.
+    """Attention of a prompt chunk (consecutive rows, one draft, the first at the `pos` its mask was
+    made for) over its slot's keys, in one fused kernel (scaled_dot_product_attention). A row's bits
+    depend on the chunk (its rows and keys), which a request cuts the same way alone or in any
+    batch, not on other requests.
 
     q [rows, heads, d]; keys, values [kv_heads, L, d]; mask: `chunk_mask(L, pos, rows, groups)`.
     Returns [rows, heads * d]."""

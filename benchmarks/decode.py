@@ -25,7 +25,7 @@ import transformers
 from tqdm import tqdm
 
 from benchmarks.data import BenchPrompt, bench_prompts
-from benchmarks.report import MethodRun, commit, markdown, summarise, write_report
+from benchmarks.report import MethodRun, commit, cpu_name, markdown, summarise, write_report
 from benchmarks.runners import EngineRunner, Runner, hf_runner, setup, sync
 from llma.engine import HF_DEFAULTS, Engine, LLMAConfig
 from llma.loading import LoadedModel
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "forced" and not all(p.target for p in prompts):
         raise SystemExit(f"--mode forced needs targets (result.text) in {args.data}")
     cuda = loaded.device.type == "cuda"
-    device_name = torch.cuda.get_device_name(loaded.device) if cuda else platform.processor() or "cpu"
+    device_name = torch.cuda.get_device_name(loaded.device) if cuda else cpu_name()
     report = {
         "device": (f"{loaded.device.type} ({device_name}, {os.cpu_count()} cpus, "
                    f"{torch.get_num_threads()} threads)"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +156,19 @@ def steps_markdown(report: dict) -> str:
                          f"{r['speedup_vs_greedy']}x | {r.get('speedup_vs_own_greedy', '-')}x |")
     lines += ["", f"Commit {report.get('commit') or 'not recorded'}."]
     return "\n".join(lines) + "\n"
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), with "native bf16" where it has AVX-512 BF16 or
+    AMX-BF16 (the batch engine's prompt products differ by it); the architecture elsewhere."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.machine()
+    names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    flags = {f for ln in lines if ln.startswith("flags") for f in ln.split(":", 1)[1].split()}
+    bf16 = ", native bf16" if flags & {"avx512_bf16", "amx_bf16"} else ", no native bf16"
+    return (names[0] if names else platform.machine()) + (bf16 if flags else "")
 
 
 def commit() -> str | None:

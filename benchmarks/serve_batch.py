@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 import threading
 import time
@@ -30,7 +29,7 @@ import torch
 from transformers import AutoTokenizer
 
 from benchmarks.data import BenchPrompt, bench_prompts
-from benchmarks.report import commit, write_report
+from benchmarks.report import commit, cpu_name, write_report
 from benchmarks.runners import setup
 from llma import AnswerHistory, Engine, EngineOptions, ForcedVerifier, LLMAConfig, collect
 from llma.batch import BatchEngine
@@ -153,6 +152,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--weights", choices=("full", "int4"), default="full",
                     help="the batch engine's weights (int4: the CPU default, with the C glue)")
+    ap.add_argument("--prompt-dtype", choices=("bfloat16", "float32"), default=None,
+                    help="int4 weights' prompt products (default: bf16 where the CPU has it natively, else fp32)")
     ap.add_argument("--serial", action="store_true", help="also today's serial engine (one request at a time)")
     ap.add_argument("--warm-pass", action="store_true",
                     help="an untimed pass over every prompt before each timed batch-engine run (CUDA graphs captured)")
@@ -178,6 +179,11 @@ def random_model(args: argparse.Namespace) -> LoadedModel:
     return replace(random_llama(RANDOM_SHAPES[args.random], vocab, device, dtype), tokenizer=tokenizer)
 
 
+def _prompt_dtype(batch: BatchEngine, weights: str) -> str | None:
+    """The int4 weights' prompt products' dtype ("bfloat16", "float32"); None for full weights."""
+    return str(batch.runner.weights.prompt_dtype).removeprefix("torch.") if weights == "int4" else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     loaded = random_model(args) if args.random else setup(args)
@@ -187,14 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--mode forced needs targets (result.text) in {args.data}")
     levels = sorted({int(c) for c in args.concurrency.split(",")} | {1})
     batch = BatchEngine(loaded, slots=args.slots, max_len=args.max_len, weights=args.weights,
-                        glue=args.weights == "int4")
+                        glue=args.weights == "int4", prompt_dtype=args.prompt_dtype)
     cuda = loaded.device.type == "cuda"
-    name = torch.cuda.get_device_name(loaded.device) if cuda else platform.processor() or "cpu"
+    name = torch.cuda.get_device_name(loaded.device) if cuda else cpu_name()
     report: dict[str, object] = {
         "device": f"{loaded.device.type} ({name}, {os.cpu_count()} cpus, {torch.get_num_threads()} threads)",
         "dtype": str(loaded.dtype), "model": loaded.name, "dataset": dataset, "mode": args.mode,
         "n_requests": len(prompts), "max_new_tokens": args.max_new_tokens, "slots": args.slots,
-        "rate": args.rate, "weights": args.weights, "row_invariant_kernels": batch.runner.invariant,
+        "rate": args.rate, "weights": args.weights,
+        "prompt_dtype": _prompt_dtype(batch, args.weights),
+        "row_invariant_kernels": batch.runner.invariant,
         "row_tile": batch.runner.tile,
         "cost_model_s": {"by_rows": batch.scheduler.budget.cost.points,
                          "by_shape": batch.scheduler.budget.cost.shapes},

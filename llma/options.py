@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 BACKENDS = ("auto", "hf", "static", "static-graphs")
 ATTENTION = ("sdpa", "bmm", "flash", "split")
 WEIGHTS = ("full", "int4")
+PROMPT_DTYPES = ("bfloat16", "float32")  # int4 weights' prompt products (llma.cpu.weights)
 DEFAULT_PACKED_DRAFTS = 4  # drafts packed into the one block on CUDA (docs/DESIGN.md)
 DEFAULT_BATCH_SLOTS = 8  # requests the batch engine decodes together, on CPU
 
@@ -25,6 +26,7 @@ ENV = {
     "LLMA_BATCH_SLOTS": "batch_slots",
     "LLMA_WEIGHTS": "weights",
     "LLMA_CPU_GLUE": "cpu_glue",
+    "LLMA_PROMPT_DTYPE": "prompt_dtype",
 }
 
 
@@ -46,6 +48,9 @@ class EngineOptions:
     cpu_glue: with int4 weights, the elementwise work between the products in C (llma.cpu.glue,
         compiled on first use where there is a C compiler); False: in torch ops. Each is an engine
         setting of its own (outputs its own greedy's). None: C where it builds.
+    prompt_dtype: with int4 weights, the dtype of the prompt rows' products, one of PROMPT_DTYPES
+        (an engine setting of its own); None: bf16 where the CPU multiplies bf16 natively, else fp32
+        (llma.cpu.weights.default_prompt_dtype).
     """
 
     backend: str = "auto"
@@ -56,6 +61,7 @@ class EngineOptions:
     batch_slots: int | None = None
     weights: str | None = None
     cpu_glue: bool | None = None
+    prompt_dtype: str | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -64,6 +70,8 @@ class EngineOptions:
             raise ValueError(f"attention must be one of {ATTENTION}, got {self.attention!r}")
         if self.weights is not None and self.weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
+        if self.prompt_dtype is not None and self.prompt_dtype not in PROMPT_DTYPES:
+            raise ValueError(f"prompt_dtype must be one of {PROMPT_DTYPES}, got {self.prompt_dtype!r}")
         for name in ("compile", "cpu_glue"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
@@ -135,7 +143,7 @@ class EngineOptions:
 
 
 def _parse(variable: str, name: str, value: str) -> object:
-    if name in ("backend", "attention", "weights"):
+    if name in ("backend", "attention", "weights", "prompt_dtype"):
         return value
     if name in ("compile", "cpu_glue"):
         if value not in ("0", "1"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks.report import commit
+from benchmarks.report import commit, cpu_name
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_DIR = ROOT / "benchmarks" / "results" / "reliability"
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def header(command: str) -> dict[str, object]:
     """The machine, the date, the commit and the exact command, for the top of a report."""
     return {"command": command, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, "
+            "machine": f"{platform.machine()} ({cpu_name()}), {os.cpu_count()} CPUs, "
                        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, {platform.system()}",
             "python": platform.python_version(), "git_commit": commit() or "unknown"}
 

@@ -36,7 +36,8 @@ class BatchEngine:
 
     `cost`: the step's cost by row count, which sets how many drafted rows each request gets as the
     batch grows (default: measured now, a few seconds). `max_len` caps the context (each slot holds
-    one). `weights`: "full" or "int4", `glue`: int4's elementwise work in C (BatchRunner). `fixed`:
+    one). `weights`: "full" or "int4", `glue`: int4's elementwise work in C, `prompt_dtype`: int4's
+    prompt products' dtype (None: this CPU's default) (BatchRunner). `fixed`:
     decoding steps in fixed shapes, CUDA graphs on CUDA (default there; see BatchRunner). `overlap`:
     the running requests step in two groups in turn, one group's verdicts and next drafts made while
     the other's step runs (llma.batch.scheduler; outputs unchanged). Raises ValueError for a model
@@ -47,10 +48,11 @@ class BatchEngine:
 
     def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
                  cost: CostModel | None = None, weights: str = "full", fixed: bool | None = None,
-                 glue: bool = False, overlap: bool = False) -> None:
+                 glue: bool = False, overlap: bool = False, prompt_dtype: str | None = None) -> None:
         self.loaded = loaded
         # Built and measured in a thread that ends: the loop thread alone keeps a CPU thread team.
-        self.runner, cost = in_own_thread(_build, loaded, slots, max_len, weights, fixed, cost, glue)
+        self.runner, cost = in_own_thread(_build, loaded, slots, max_len, weights, fixed, cost, glue,
+                                          prompt_dtype)
         self.scheduler = Scheduler(self.runner, RowBudget(cost), overlap)
         self.eos_token_ids = eos_token_ids(loaded)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
@@ -105,9 +107,9 @@ class BatchEngine:
 
 
 def _build(loaded: LoadedModel, slots: int, max_len: int | None, weights: str, fixed: bool | None,
-           cost: CostModel | None, glue: bool) -> tuple[BatchRunner, CostModel]:
+           cost: CostModel | None, glue: bool, prompt_dtype: str | None) -> tuple[BatchRunner, CostModel]:
     """The runner and its cost model (`cost`, else measured now)."""
-    runner = BatchRunner(loaded.model, slots, max_len, weights, fixed, glue)
+    runner = BatchRunner(loaded.model, slots, max_len, weights, fixed, glue, prompt_dtype)
     return runner, cost or runner.measure()
 
 
@@ -123,6 +125,6 @@ def open_engine(loaded: LoadedModel, options: EngineOptions | None = None) -> En
         if reason is None:
             return BatchEngine(loaded, slots=slots,
                                weights=options.batch_weights(cuda, int4_reason(loaded.model) is None),
-                               glue=options.cpu_glue is not False)
+                               glue=options.cpu_glue is not False, prompt_dtype=options.prompt_dtype)
         log.warning("batch engine not used, one request at a time instead: %s", reason)
     return Engine(loaded, options=options)

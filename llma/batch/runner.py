@@ -47,13 +47,15 @@ class BatchRunner:
     run (logged). `weights`: "full" (the model's own) or "int4" (llma.cpu: 4-bit layers and a
     bf16 output head, on CPU; a different engine setting, whose outputs may differ from full's).
     `glue`: with int4 weights, the elementwise work in C (llma.cpu.glue) where it builds, else in
-    torch ops (logged; another engine setting, outputs its own greedy's). `fixed`: decoding steps in fixed shapes (llma.batch.graph_step: Triton split attention, CUDA
+    torch ops (logged; another engine setting, outputs its own greedy's). `prompt_dtype`: with int4
+    weights, the prompt products' dtype (llma.cpu.weights.int4_weights; None: this CPU's default). `fixed`: decoding steps in fixed shapes (llma.batch.graph_step: Triton split attention, CUDA
     graphs on CUDA; on CPU only under Triton's interpreter, for tests), prompt chunks too (in pieces
     of 32 rows); default: on CUDA. Without it every step is eager (llma.batch.step).
     """
 
     def __init__(self, model: PreTrainedModel, slots: int = 8, max_len: int | None = None,
-                 weights: str = "full", fixed: bool | None = None, glue: bool = False) -> None:
+                 weights: str = "full", fixed: bool | None = None, glue: bool = False,
+                 prompt_dtype: str | None = None) -> None:
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"the batch engine cannot run {type(model).__name__}: {reason}")
@@ -67,7 +69,7 @@ class BatchRunner:
                 if fixed:
                     raise ValueError("int4 weights run on the eager CPU step, not in fixed shapes")
                 self.weights, tile = int4_weights(model, self.capacity,
-                                                  CGlue.build(cache_root() / "glue") if glue else None)
+                                                  CGlue.build(cache_root() / "glue") if glue else None, prompt_dtype)
             elif weights == "full":
                 self.weights = LlamaWeights(model, self.capacity, compile=False)
                 layer = self.weights.layers[0]

@@ -3,14 +3,17 @@ head in bf16, in the interface of llma.static.weights.LlamaWeights that the batc
 
 The residual stream, norms, rotary embedding, attention and KV cache stay fp32; each product takes
 its input in bf16 and its result is widened to fp32. A prompt's rows (the step's `prompt` rows)
-run through the model's own matrices in bf16 instead (a GEMM built for many rows): the 4-bit
-kernel is built for few rows, and a row's path depends only on its own request (prompt or
-decoding), never on the rest of the step.
+run through the model's own matrices instead (a GEMM built for many rows), in bf16 where the CPU
+multiplies bf16 natively (`native_bf16`; elsewhere torch's bf16 GEMM runs several times slower than
+fp32's, so fp32 there: `default_prompt_dtype`): the 4-bit kernel is built for few rows, and a
+row's path depends only on its own request (prompt or decoding), never on the rest of the step.
+The prompt dtype is an engine setting of its own (outputs its own greedy's).
 """
 from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +25,8 @@ from llma.cpu.int4 import GROUP, OUT_MULTIPLE, Int4Matrix, available
 from llma.cpu.tiles import choose_tile, position_invariant
 from llma.static.weights import LlamaWeights
 
-PROMPT_ROWS = 256  # the bucket of a step's prompt rows (and, where needed, the rows of each bf16 call)
+PROMPT_ROWS = 256  # the bucket of a step's bf16 prompt rows (and, where needed, the rows of each call)
+PROMPT_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}  # the prompt products' choices
 PIECE_TRIALS = (1, 256, 257, 520, 800, 1024)  # row counts of the check of prompt rows in PROMPT_ROWS calls
 QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
 # A step's rows split by path: the prompt rows' and the other rows' indices, each part's row tile, and
@@ -30,11 +34,29 @@ QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm g
 PromptSplit = namedtuple("PromptSplit", "prompt_rows rows prompt_tile tile piece")
 
 
-class Product:
-    """One matrix as 4-bit groups (decoding rows) and as the model's own in bf16 (prompt rows)."""
+def native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Does this CPU multiply bf16 natively (AVX-512 BF16 or AMX-BF16, as Linux reports its flags)?
+    False where that cannot be read."""
+    try:
+        flags = {f for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
+                 for f in line.split(":", 1)[1].split()}
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
-    def __init__(self, full: torch.Tensor) -> None:
-        self.bf16 = full.to(torch.bfloat16)  # [out, in]
+
+def default_prompt_dtype() -> str:
+    """The prompt products' dtype (a PROMPT_DTYPES key) for this CPU: "bfloat16" where it multiplies
+    bf16 natively, else "float32"."""
+    return "bfloat16" if native_bf16() else "float32"
+
+
+class Product:
+    """One matrix as 4-bit groups (decoding rows) and as the model's own in `prompt_dtype` (prompt
+    rows)."""
+
+    def __init__(self, full: torch.Tensor, prompt_dtype: torch.dtype = torch.bfloat16) -> None:
+        self.prompt = full.to(prompt_dtype).contiguous()  # [out, in]
         self.int4 = Int4Matrix(full)
 
     def __call__(self, x: torch.Tensor, prompt: PromptSplit | None = None) -> torch.Tensor:
@@ -47,20 +69,21 @@ class Product:
         if prompt is None:
             return self.int4(x)
         prompt_rows, rows, prompt_tile, tile, piece = prompt
-        out = x.new_empty(x.shape[0], self.bf16.shape[0], dtype=torch.bfloat16)
-        out[prompt_rows] = self.prompt_product(pad_rows(x[prompt_rows], prompt_tile).to(torch.bfloat16),
-                                               piece)[: prompt_rows.numel()]
+        out = x.new_empty(x.shape[0], self.prompt.shape[0], dtype=torch.bfloat16)
+        prompt_out = self.prompt_product(pad_rows(x[prompt_rows], prompt_tile), piece)
+        out[prompt_rows] = prompt_out[: prompt_rows.numel()].to(out.dtype)
         if rows.numel():
             out[rows] = self.int4(pad_rows(x[rows], tile))[: rows.numel()]
         return out
 
     def prompt_product(self, x: torch.Tensor, piece: int | None) -> torch.Tensor:
-        """x [rows, in] (bf16) @ weight.T in bf16; with `piece` (rows a multiple of it), in calls of
-        `piece` rows each: a row's bits then depend on its call's shape alone, for a CPU whose bf16
-        kernel rounds rows by row count at every tile."""
+        """x [rows, in] @ weight.T in the prompt dtype (x converted to it); with `piece` (rows a
+        multiple of it), in calls of `piece` rows each: a row's bits then depend on its call's shape
+        alone, for a CPU whose kernel rounds rows by row count at every tile."""
+        x = x.to(self.prompt.dtype)
         if piece is None or x.shape[0] <= piece:
-            return F.linear(x, self.bf16)
-        return torch.cat([F.linear(part, self.bf16) for part in x.split(piece)])
+            return F.linear(x, self.prompt)
+        return torch.cat([F.linear(part, self.prompt) for part in x.split(piece)])
 
     def residual(self, r: torch.Tensor, x: torch.Tensor, prompt: PromptSplit | None = None) -> torch.Tensor:
         """r + self(x, prompt): the residual stream r (fp32) plus the product, the 4-bit kernel's
@@ -72,10 +95,12 @@ class Int4Weights:
     """The layers of `model` as `Product`s, the output head in bf16; the embedding, norms and rotary
     tables as `LlamaWeights` has them (fp32). `run` and `logits` as LlamaWeights'. `tile`: the
     smallest row tile for which the 4-bit products, the head and the step's attention are
-    row-invariant here (llma.cpu.tiles), `prompt_tile` the bucket of the bf16 products' rows
-    (PROMPT_ROWS, a multiple of their tile); TILES' largest where none is (`invariant` False)."""
+    row-invariant here (llma.cpu.tiles), `prompt_tile` the bucket of the prompt products' rows
+    (their own tile; for bf16, or calls of PROMPT_ROWS rows, PROMPT_ROWS, a multiple of it); TILES'
+    largest where none is (`invariant` False). `prompt_dtype`: the prompt products' dtype."""
 
-    def __init__(self, model: PreTrainedModel, positions: int, glue: CGlue | None = None) -> None:
+    def __init__(self, model: PreTrainedModel, positions: int, glue: CGlue | None = None,
+                 prompt_dtype: torch.dtype = torch.bfloat16) -> None:
         base = LlamaWeights(model, positions, compile=False)
         self.glue = glue
         self.heads, self.kv_heads, self.head_dim = base.heads, base.kv_heads, base.head_dim
@@ -85,8 +110,10 @@ class Int4Weights:
         # With the glue, the head in 8-bit groups instead (exact for a GGUF's Q8_0 head; csrc/head.c's
         # product: faster than bf16's for the few rows of a decoding step, accumulated in fp32).
         self.head = Q8Matrix(base.lm_head) if glue is not None and base.lm_head.shape[1] % Q8_GROUP == 0 else None
-        self.layers = [QuantLayer(w.in_norm, Product(w.qkv), w.qkv_bias, Product(w.o_t.t()), w.o_bias,
-                                  w.post_norm, Product(w.gate_up), Product(w.down_t.t()))
+        self.prompt_dtype = prompt_dtype
+        self.layers = [QuantLayer(w.in_norm, Product(w.qkv, prompt_dtype), w.qkv_bias, Product(w.o_t.t(), prompt_dtype),
+                                  w.o_bias, w.post_norm, Product(w.gate_up, prompt_dtype),
+                                  Product(w.down_t.t(), prompt_dtype))
                        for w in base.layers]
         tile = choose_tile(self.products(), self.heads, self.kv_heads, self.head_dim, self.dtype)
         self.prompt_piece: int | None = None
@@ -99,9 +126,10 @@ class Int4Weights:
                 prompt_tile = None  # a row's bits would depend on the rows before it in its call
         self.invariant = tile is not None and prompt_tile is not None
         self.tile = tile or TILES[-1]
-        # Prompt rows in whole buckets of PROMPT_ROWS (a multiple of every tile): each distinct row
-        # count of a bf16 product keeps a few MB in oneDNN's caches, so few row counts.
-        self.prompt_tile = max(PROMPT_ROWS, prompt_tile or TILES[-1])
+        # bf16 prompt rows in whole buckets of PROMPT_ROWS (a multiple of every tile): each distinct
+        # row count of a bf16 product keeps a few MB in oneDNN's caches, so few row counts.
+        bucket = self.prompt_piece is not None or prompt_dtype == torch.bfloat16
+        self.prompt_tile = max(PROMPT_ROWS, prompt_tile or TILES[-1]) if bucket else prompt_tile or TILES[-1]
 
     def run(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
             attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
@@ -135,7 +163,8 @@ class Int4Weights:
                    attend: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
                    split: PromptSplit | None) -> torch.Tensor:
         """`run` with the elementwise work in `self.glue` (llma.cpu.glue): x [rows, hidden] (fp32,
-        updated in place) is the residual stream; every product's input and output in bf16."""
+        updated in place) is the residual stream; every product's input and output in bf16 (fp32
+        prompt products round their results to it)."""
         glue, eps = self.glue, self.eps
         cos, sin = cos.reshape(x.shape[0], -1).contiguous(), sin.reshape(x.shape[0], -1).contiguous()
         h = glue.norm(x, self.layers[0].in_norm, eps)
@@ -158,13 +187,13 @@ class Int4Weights:
 
     def products(self, prompt: bool = False) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], int]]:
         """Every distinct product of a step's decoding rows (the 4-bit ones and the head), or of its
-        `prompt` rows (bf16), and its input width, for a row-invariance check."""
+        `prompt` rows (in the prompt dtype), and its input width, for a row-invariance check."""
         layer = self.layers[0]
         matrices = (layer.qkv, layer.o, layer.gate_up, layer.down)
         if prompt:
-            return [(lambda x, p=p: p.prompt_product(x.to(torch.bfloat16), self.prompt_piece).float(),
-                     p.bf16.shape[1]) for p in matrices]
-        return [(p.int4, p.bf16.shape[1]) for p in matrices] + [(self.logits, self.lm_head.shape[1])]
+            return [(lambda x, p=p: p.prompt_product(x, self.prompt_piece).float(), p.prompt.shape[1])
+                    for p in matrices]
+        return [(p.int4, p.prompt.shape[1]) for p in matrices] + [(self.logits, self.lm_head.shape[1])]
 
 
 def int4_reason(model: PreTrainedModel) -> str | None:
@@ -182,12 +211,17 @@ def int4_reason(model: PreTrainedModel) -> str | None:
     return f"int4 weights need widths in multiples of {GROUP}: {', '.join(bad)}" if bad else None
 
 
-def int4_weights(model: PreTrainedModel, positions: int, glue: CGlue | None = None
-                 ) -> tuple[Int4Weights, int | None]:
-    """`Int4Weights` of `model` (its elementwise work in `glue` where given) and its row tile (None
-    where none is row-invariant). Raises ValueError where `int4_reason` gives a reason."""
+def int4_weights(model: PreTrainedModel, positions: int, glue: CGlue | None = None,
+                 prompt_dtype: str | None = None) -> tuple[Int4Weights, int | None]:
+    """`Int4Weights` of `model` (its elementwise work in `glue` where given, its prompt products in
+    `prompt_dtype`, a PROMPT_DTYPES key; None: `default_prompt_dtype`) and its row tile (None where
+    none is row-invariant). Raises ValueError where `int4_reason` gives a reason or for an unknown
+    prompt dtype."""
     reason = int4_reason(model)
     if reason is not None:
         raise ValueError(reason)
-    w = Int4Weights(model, positions, glue)
+    name = prompt_dtype or default_prompt_dtype()
+    if name not in PROMPT_DTYPES:
+        raise ValueError(f"prompt_dtype must be one of {tuple(PROMPT_DTYPES)}, got {name!r}")
+    w = Int4Weights(model, positions, glue, PROMPT_DTYPES[name])
     return w, w.tile if w.invariant else None

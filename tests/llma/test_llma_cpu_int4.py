@@ -12,7 +12,7 @@ from llma.batch.engine import open_engine
 from llma.cpu.glue import c_compiler
 from llma.cpu.int4 import GROUP, Int4Matrix
 from llma.cpu.tiles import attention_invariant, product_invariant
-from llma.cpu.weights import Int4Weights, int4_reason
+from llma.cpu.weights import Int4Weights, int4_reason, native_bf16
 from llma.options import EngineOptions
 
 pytestmark = pytest.mark.skipif(int4_reason(tiny_llama().model) is not None, reason="no CPU int4 kernel here")
@@ -27,12 +27,17 @@ HAVE_CC = c_compiler() is not None
 needs_cc = pytest.mark.skipif(not HAVE_CC, reason="no C compiler for the CPU glue")
 
 
-@pytest.fixture(scope="module", params=[False, pytest.param(True, marks=needs_cc)], ids=["torch-glue", "c-glue"])
+@pytest.fixture(scope="module", params=[(False, "bfloat16"), pytest.param((True, "bfloat16"), marks=needs_cc),
+                                        pytest.param((True, "float32"), marks=needs_cc)],
+                ids=["torch-glue", "c-glue", "c-glue-fp32-prompts"])
 def engine(tiny, request):
-    """The int4 engine with its elementwise work in torch ops, and in C (llma.cpu.glue)."""
-    engine = BatchEngine(tiny, slots=4, cost=LINEAR, weights="int4", glue=request.param)
+    """The int4 engine with its elementwise work in torch ops, and in C (llma.cpu.glue); its prompt
+    products in bf16, and in fp32 (the default where the CPU has no native bf16)."""
+    glue, prompt_dtype = request.param
+    engine = BatchEngine(tiny, slots=4, cost=LINEAR, weights="int4", glue=glue, prompt_dtype=prompt_dtype)
     weights = engine.runner.weights
-    assert (weights.glue is not None) == request.param and (weights.head is not None) == request.param
+    assert (weights.glue is not None) == glue and (weights.head is not None) == glue
+    assert weights.prompt_dtype == getattr(torch, prompt_dtype)
     yield engine
     engine.close()
 
@@ -105,9 +110,19 @@ def test_options_choose_int4_on_cpu_by_default_and_full_on_request(tiny):
     try:
         assert isinstance(opened.runner.weights, Int4Weights)
         assert (opened.runner.weights.glue is not None) == HAVE_CC  # C where it builds
+        # prompt products in bf16 only where the CPU multiplies it natively
+        assert opened.runner.weights.prompt_dtype == (torch.bfloat16 if native_bf16() else torch.float32)
     finally:
         opened.close()
+    chosen = open_engine(tiny, EngineOptions(batch_slots=1, cpu_glue=False, prompt_dtype="float32"))
+    try:
+        assert chosen.runner.weights.prompt_dtype == torch.float32
+    finally:
+        chosen.close()
     assert EngineOptions.from_env({"LLMA_CPU_GLUE": "0"}).cpu_glue is False
+    assert EngineOptions.from_env({"LLMA_PROMPT_DTYPE": "float32"}).prompt_dtype == "float32"
+    with pytest.raises(ValueError, match="LLMA_PROMPT_DTYPE=float16"):
+        EngineOptions.from_env({"LLMA_PROMPT_DTYPE": "float16"})
     with pytest.raises(ValueError, match="LLMA_CPU_GLUE must be 0 or 1"):
         EngineOptions.from_env({"LLMA_CPU_GLUE": "yes"})
     torch_ops = open_engine(tiny, EngineOptions(batch_slots=2, cpu_glue=False))
@@ -128,7 +143,22 @@ def test_a_model_the_kernel_cannot_take_is_named():
     assert "multiples" in int4_reason(odd.model)
 
 
-def test_a_prompts_rows_run_through_the_models_own_weights_in_bf16(tiny):
+def test_the_cpus_bf16_support_is_read_from_its_flags(tmp_path):
+    from llma.cpu.weights import default_prompt_dtype
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx avx2 fma\n")
+    assert not native_bf16(info)
+    info.write_text("model name\t: Intel Xeon\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert native_bf16(info)
+    assert not native_bf16(tmp_path / "missing")
+    assert default_prompt_dtype() == ("bfloat16" if native_bf16() else "float32")
+    with pytest.raises(ValueError, match="prompt_dtype must be one of"):
+        EngineOptions(prompt_dtype="float16")
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_a_prompts_rows_run_through_the_models_own_weights(tiny, dtype):
     from llma.batch.runner import BatchRunner
     from llma.batch.step import Block
     from llma.cpu.weights import Product
@@ -136,15 +166,16 @@ def test_a_prompts_rows_run_through_the_models_own_weights_in_bf16(tiny):
     g = torch.Generator().manual_seed(3)
     weight, x = torch.randn(48, 64, generator=g), torch.randn(6, 64, generator=g)
     split = (torch.tensor([0, 2, 3]), torch.tensor([1, 4, 5]), 4, 4, None)
-    product = Product(weight)(x, split)
-    bf16 = torch.nn.functional.linear(x.to(torch.bfloat16), weight.to(torch.bfloat16)).float()
-    assert torch.equal(product[[0, 2, 3]], bf16[[0, 2, 3]])  # prompt rows: the model's weights in bf16
-    assert not torch.equal(product[[1, 4, 5]], bf16[[1, 4, 5]])  # the others: 4-bit weights
+    product = Product(weight, getattr(torch, dtype))(x, split)
+    own = torch.nn.functional.linear(x.to(getattr(torch, dtype)), weight.to(getattr(torch, dtype)))
+    own = own.to(torch.bfloat16).float()  # every product's result in bf16
+    assert torch.equal(product[[0, 2, 3]], own[[0, 2, 3]])  # prompt rows: the model's weights
+    assert not torch.equal(product[[1, 4, 5]], own[[1, 4, 5]])  # the others: 4-bit weights
 
     prompt = _ids(40, 4)
     caches = []
     for weights in ("full", "int4"):
-        runner = BatchRunner(tiny.model, slots=1, weights=weights)
+        runner = BatchRunner(tiny.model, slots=1, weights=weights, prompt_dtype=dtype)
         slot = runner.cache.acquire()
         runner.run([Block.chunk(slot, 0, prompt, 128, last=True)])
         caches.append(runner.cache.kv[:, :, slot, :, :40].clone())
@@ -169,7 +200,7 @@ def test_prompt_rows_in_calls_of_fixed_rows_keep_their_bits_whatever_the_row_cou
     pieces = product.prompt_product(x, PROMPT_ROWS)
     for n in (1, 2, 3):
         assert torch.equal(product.prompt_product(x[: n * PROMPT_ROWS], PROMPT_ROWS), pieces[: n * PROMPT_ROWS])
-    single = [torch.nn.functional.linear(x[i : i + PROMPT_ROWS], product.bf16) for i in range(0, len(x), PROMPT_ROWS)]
+    single = [torch.nn.functional.linear(x[i : i + PROMPT_ROWS], product.prompt) for i in range(0, len(x), PROMPT_ROWS)]
     assert torch.equal(pieces, torch.cat(single))
 
 

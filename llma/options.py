@@ -15,6 +15,7 @@ WEIGHTS = ("full", "int4")
 PROMPT_DTYPES = ("bfloat16", "float32")  # int4 weights' prompt products (llma.cpu.weights)
 DEFAULT_PACKED_DRAFTS = 4  # drafts packed into the one block on CUDA (docs/DESIGN.md)
 DEFAULT_BATCH_SLOTS = 8  # requests the batch engine decodes together, on CPU
+DEFAULT_PREFIX_CACHE_MB = 512  # the batch engine's stored prompt chunks, on CPU (llma.batch.prefix)
 
 # The environment variables `from_env` reads, and the field each sets.
 ENV = {
@@ -27,6 +28,7 @@ ENV = {
     "LLMA_WEIGHTS": "weights",
     "LLMA_CPU_GLUE": "cpu_glue",
     "LLMA_PROMPT_DTYPE": "prompt_dtype",
+    "LLMA_PREFIX_CACHE_MB": "prefix_cache_mb",
 }
 
 
@@ -51,6 +53,9 @@ class EngineOptions:
     prompt_dtype: with int4 weights, the dtype of the prompt rows' products, one of PROMPT_DTYPES
         (an engine setting of its own); None: bf16 where the CPU multiplies bf16 natively, else fp32
         (llma.cpu.weights.default_prompt_dtype).
+    prefix_cache_mb: MiB of the batch engine's stored prompt chunks, which a later prompt starting
+        with the same tokens (a chat's next turn) reuses instead of computing them again, with the
+        same bits (llma.batch.prefix); 0: none; None: `batch_prefix_mb`.
     """
 
     backend: str = "auto"
@@ -62,6 +67,7 @@ class EngineOptions:
     weights: str | None = None
     cpu_glue: bool | None = None
     prompt_dtype: str | None = None
+    prefix_cache_mb: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -76,7 +82,7 @@ class EngineOptions:
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 raise ValueError(f"{name} must be True, False or None, got {value!r}")
-        for name in ("packed_drafts", "cache_copies", "batch_slots"):
+        for name in ("packed_drafts", "cache_copies", "batch_slots", "prefix_cache_mb"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
@@ -99,6 +105,13 @@ class EngineOptions:
         if self.weights is not None:
             return self.weights
         return "int4" if not cuda and int4_runs else "full"
+
+    def batch_prefix_mb(self, cuda: bool) -> int:
+        """`prefix_cache_mb` where set, else DEFAULT_PREFIX_CACHE_MB on CPU and 0 on CUDA (whose
+        fixed-shape steps do not reuse prompt chunks)."""
+        if self.prefix_cache_mb is not None:
+            return self.prefix_cache_mb
+        return 0 if cuda else DEFAULT_PREFIX_CACHE_MB
 
     @property
     def drafts_per_step(self) -> int:

@@ -10,7 +10,8 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 
 from llma.batch.budget import TIERS, CostModel, RowBudget
-from llma.batch.runner import MAX_ROWS, BatchRunner
+from llma.batch.prefix import PrefixStore
+from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, BatchRunner
 from llma.batch.scheduler import Scheduler, SchedulerStats
 from llma.checks import check_references, check_token_ids
 from llma.cpu.weights import int4_reason
@@ -40,20 +41,28 @@ class BatchEngine:
     prompt products' dtype (None: this CPU's default) (BatchRunner). `fixed`:
     decoding steps in fixed shapes, CUDA graphs on CUDA (default there; see BatchRunner). `overlap`:
     the running requests step in two groups in turn, one group's verdicts and next drafts made while
-    the other's step runs (llma.batch.scheduler; outputs unchanged). Raises ValueError for a model
-    family outside the static arithmetic (llma.static.family).
+    the other's step runs (llma.batch.scheduler; outputs unchanged). `prefix_mb`: MiB of stored
+    prompt chunks that later prompts starting with them reuse (llma.batch.prefix; outputs unchanged;
+    0 or where `BatchRunner.reuses_prefixes` is False: none). Raises ValueError for a model family
+    outside the static arithmetic (llma.static.family).
     """
 
     concurrent = True  # callers may stream from many threads at once
 
     def __init__(self, loaded: LoadedModel, slots: int = 8, max_len: int | None = None,
                  cost: CostModel | None = None, weights: str = "full", fixed: bool | None = None,
-                 glue: bool = False, overlap: bool = False, prompt_dtype: str | None = None) -> None:
+                 glue: bool = False, overlap: bool = False, prompt_dtype: str | None = None,
+                 prefix_mb: int = 0) -> None:
         self.loaded = loaded
         # Built and measured in a thread that ends: the loop thread alone keeps a CPU thread team.
         self.runner, cost = in_own_thread(_build, loaded, slots, max_len, weights, fixed, cost, glue,
                                           prompt_dtype)
-        self.scheduler = Scheduler(self.runner, RowBudget(cost), overlap)
+        prefixes = None
+        if prefix_mb > 0 and self.runner.reuses_prefixes:
+            prefixes = PrefixStore(self.runner.cache, PREFILL_CHUNK, prefix_mb << 20)
+        elif prefix_mb > 0:
+            log.info("prompt chunks are not reused here: their bits could depend on the request")
+        self.scheduler = Scheduler(self.runner, RowBudget(cost), overlap, prefixes)
         self.eos_token_ids = eos_token_ids(loaded)
         self.vocab_size = int(loaded.model.get_input_embeddings().num_embeddings)
         self.history = AnswerHistory()
@@ -125,6 +134,7 @@ def open_engine(loaded: LoadedModel, options: EngineOptions | None = None) -> En
         if reason is None:
             return BatchEngine(loaded, slots=slots,
                                weights=options.batch_weights(cuda, int4_reason(loaded.model) is None),
-                               glue=options.cpu_glue is not False, prompt_dtype=options.prompt_dtype)
+                               glue=options.cpu_glue is not False, prompt_dtype=options.prompt_dtype,
+                               prefix_mb=options.batch_prefix_mb(cuda))
         log.warning("batch engine not used, one request at a time instead: %s", reason)
     return Engine(loaded, options=options)

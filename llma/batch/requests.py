@@ -63,13 +63,16 @@ class Plan:
 
 @dataclass
 class SchedulerStats:
-    """Totals since start: steps, request-steps, rows, and where the loop's time went."""
+    """Totals since start: steps, request-steps, rows, prompt tokens admitted and those restored from
+    stored chunks (llma.batch.prefix), and where the loop's time went."""
 
     steps: int = 0
     request_steps: int = 0
     rows: int = 0
     forward_s: float = 0.0
     host_s: float = 0.0
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
 
     def count(self, plans: list[Plan], started: float, planned: float, launched: float, waited: float,
               ran: float, done: float) -> float:

@@ -103,6 +103,13 @@ class BatchRunner:
             self.fixed = GraphStep(self.weights, self.cache, self.scratch, self.tile,
                                    graphs=self.device.type == "cuda", max_blocks=fixed_blocks(slots))
 
+    @property
+    def reuses_prefixes(self) -> bool:
+        """Do a prompt chunk's keys and values depend only on the tokens up to its end here (eager
+        steps, row-invariant products, attention over key spans whatever the request's length), so
+        that a stored copy may stand for them (llma.batch.prefix)?"""
+        return self.fixed is None and self.invariant and self.trim
+
     def attention_length(self, need: int) -> int:
         """The attention length L for a request that may reach `need` keys: powers of two from 128 to
         512, then multiples of 512, at most the capacity. Fixed for the request's whole generation."""

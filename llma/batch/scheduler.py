@@ -5,7 +5,9 @@ arrival order), drop cancelled ones (their slots freed before the next step), gi
 request its block (the next chunk of its prompt, or its last token and packed drafts within the
 step's tier), run one forward, and turn each request's rows into its verdict and `StepEvent`.
 Each request decodes by the rules it would follow alone (llma.sequence.DecodeState), so its output
-is the same whatever shares its steps.
+is the same whatever shares its steps. With a `PrefixStore`, a request's prompt starts from the
+stored chunks it begins with (the same bits it would compute, llma.batch.prefix), and each whole
+chunk it computes is stored.
 
 With `overlap`, the running requests take turns in two groups: while one group's step runs on the
 device, the other group's last results become verdicts and events and its next blocks (step t+1's
@@ -23,6 +25,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 
 from llma.batch.budget import RowBudget, Tier
+from llma.batch.prefix import PrefixStore
 from llma.batch.requests import Plan, Request, SchedulerStats
 from llma.batch.runner import MAX_ROWS, PREFILL_CHUNK, PREFILL_TOKENS, BatchRunner, prompt_pieces
 from llma.batch.step import Block, BlockOut
@@ -39,12 +42,15 @@ _END = object()  # after a request's last event
 class Scheduler:
     """Decodes submitted requests together on `runner`; `submit` returns the request's events.
 
-    `overlap`: two groups in turn (the module's docstring); may be switched while no request runs."""
+    `overlap`: two groups in turn (the module's docstring); may be switched while no request runs.
+    `prefixes`: stored prompt chunks to start prompts from (None: every prompt computed whole)."""
 
-    def __init__(self, runner: BatchRunner, budget: RowBudget, overlap: bool = False) -> None:
+    def __init__(self, runner: BatchRunner, budget: RowBudget, overlap: bool = False,
+                 prefixes: PrefixStore | None = None) -> None:
         self.runner = runner
         self.budget = budget
         self.overlap = overlap
+        self.prefixes = prefixes
         self.stats = SchedulerStats()
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[Request] = deque()
@@ -164,6 +170,10 @@ class Scheduler:
             r.slot = self.runner.cache.acquire()
             max_new = r.state.stop.max_new_tokens
             r.length = self.runner.attention_length(len(r.prompt) + max_new + MAX_ROWS)
+            if self.prefixes is not None:
+                r.cached = self.prefixes.restore(r.slot, r.prompt)
+            self.stats.prompt_tokens += len(r.prompt)
+            self.stats.reused_tokens += r.cached
             self._running.append(r)
 
     def _finish(self, r: Request, error: BaseException | None) -> None:
@@ -263,6 +273,8 @@ class Scheduler:
         r = p.request
         if p.packing is None:  # a prompt chunk
             r.cached += len(p.block)
+            if self.prefixes is not None:
+                self.prefixes.save(r.slot, r.prompt, r.cached)
             if r.prefilling:
                 return
             event = r.state.start(r.state.verifier.verify(out.logits([-1]), (), 0), batch)

@@ -99,10 +99,10 @@ class DecodeState:
     def last(self) -> int:
         return self.sequence[-1]
 
-    def start(self, verdict: tuple[int, int], batch: int = 1) -> StepEvent:
+    def start(self, verdict: tuple[int, int], batch: int = 1, reused: int = 0) -> StepEvent:
         """The first event, from the verdict `(0, token)` on the prefill's last logits; `batch`: the
-        requests that shared the step."""
-        return self._emit(None, 0, verdict[1], 0, batch)
+        requests that shared the step; `reused`: prompt tokens restored, not computed."""
+        return self._emit(None, 0, verdict[1], 0, batch, reused)
 
     def propose(self, count: int, caps: Sequence[int], max_draft: int | None) -> list[Draft]:
         """Up to `count` drafts for the next step (packed drafts share a block by `caps`), each at most
@@ -145,7 +145,8 @@ class DecodeState:
             self.proposer.feedback(draft, verdict.accepted)
         return self._emit(draft, verdict.accepted, verdict.next_token, len(drafts), batch)
 
-    def _emit(self, draft: Draft | None, accepted: int, token: int, candidates: int, batch: int) -> StepEvent:
+    def _emit(self, draft: Draft | None, accepted: int, token: int, candidates: int, batch: int,
+              reused: int = 0) -> StepEvent:
         before = len(self.output)
         new = [*(draft.tokens[:accepted] if draft else ()), token]
         self.output.extend(new)
@@ -166,6 +167,7 @@ class DecodeState:
             accepted=kept, span=_span(draft, kept, before) if draft and kept else None,
             elapsed_s=now - self.t0, step_s=now - self._last_t, finished=ended is not None,
             stop_reason=reason, candidates=candidates, draft_ref=draft.ref_id if draft else None, batch=batch,
+            reused=reused,
         )
         self.step += 1
         self._last_t = now

@@ -62,6 +62,7 @@ class StepEvent:
     candidates: int = 0  # drafts verified side by side in this forward (the kept one is `proposed` long)
     batch: int = 1  # requests that shared this forward (the batch engine; 1 alone)
     draft_ref: RefId | None = None  # the reference the kept draft was copied from (None: no draft)
+    reused: int = 0  # the first event: prompt tokens restored from stored chunks, not computed (llma.batch.prefix)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class DecodeStats:
     wall_s: float = 0.0
     ttft_s: float = 0.0
     batch_total: int = 0  # the events' batch sizes, summed
+    reused_prompt_tokens: int = 0  # prompt tokens restored from stored chunks (the first event's)
 
     def add(self, event: StepEvent) -> None:
         self.forward_passes += 1
@@ -89,6 +91,7 @@ class DecodeStats:
             self.accepted_hist[event.accepted] += 1
         if event.step == 0:
             self.ttft_s = event.elapsed_s
+            self.reused_prompt_tokens = event.reused
         self.wall_s = event.elapsed_s
 
     @property
@@ -130,6 +133,7 @@ class DecodeStats:
             "wall_s": self.wall_s,
             "ttft_s": self.ttft_s,
             "mean_batch": self.mean_batch,
+            "reused_prompt_tokens": self.reused_prompt_tokens,
         }
 
 

@@ -33,7 +33,9 @@ HINTS = {
                      "(the highlights in the answer, by colour).",
     "Drafts confirmed": "Of the tokens drafted for copying, the share the model agreed with; the "
                         "rest were dropped and cost nothing but compute.",
-    "Prompt tokens": "What the model read first: instructions, passages, earlier turns, question.",
+    "Prompt tokens": ("What the model read first: instructions, earlier turns, passages, question; "
+                      "\"reused\": its first tokens, which an earlier prompt starting the same way (this "
+                      "chat's last turn) had computed, restored instead of computed again."),
     "Answers decoded together": "How many answers (this one included) shared each model run, on "
                                 "average: other users' answers are decoded in the same runs, and "
                                 "this answer is the same as if it ran alone.",
@@ -88,12 +90,19 @@ def stat_rows(stats: Mapping[str, Any], stop_reason: str | None = None) -> list[
         ("Tokens / s", _fmt(_num(stats, "tokens_per_s"), "{:.1f}")),
         ("Time to first token", _fmt(_num(stats, "ttft_s"), "{:.2f} s")),
         ("Total time", _fmt(_num(stats, "wall_s"), "{:.2f} s")),
-        ("Prompt tokens", _fmt(_num(stats, "prompt_tokens"), "{:.0f}")),
+        ("Prompt tokens", _prompt_text(stats)),
         ("Answers decoded together", _fmt(_num(stats, "mean_batch"), "{:.1f}")),
     ]
     if stop_reason:
         rows.append(("Why it ended", stop_text(stop_reason)))
     return rows
+
+
+def _prompt_text(stats: Mapping[str, Any]) -> str:
+    """The prompt's tokens, and how many of them were restored from an earlier prompt's."""
+    reused = _num(stats, "reused_prompt_tokens")
+    text = _fmt(_num(stats, "prompt_tokens"), "{:.0f}")
+    return f"{text} ({reused:.0f} reused)" if reused else text
 
 
 def _row(label: str, value: str) -> str:

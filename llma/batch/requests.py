@@ -25,6 +25,7 @@ class Request:
     slot: int = -1
     length: int = 0  # its attention length L
     cached: int = 0  # tokens in its slot
+    reused: int = 0  # prompt tokens restored from stored chunks when it was admitted
 
     @property
     def prefilling(self) -> bool:

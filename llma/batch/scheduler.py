@@ -171,7 +171,7 @@ class Scheduler:
             max_new = r.state.stop.max_new_tokens
             r.length = self.runner.attention_length(len(r.prompt) + max_new + MAX_ROWS)
             if self.prefixes is not None:
-                r.cached = self.prefixes.restore(r.slot, r.prompt)
+                r.cached = r.reused = self.prefixes.restore(r.slot, r.prompt)
             self.stats.prompt_tokens += len(r.prompt)
             self.stats.reused_tokens += r.cached
             self._running.append(r)
@@ -277,7 +277,7 @@ class Scheduler:
                 self.prefixes.save(r.slot, r.prompt, r.cached)
             if r.prefilling:
                 return
-            event = r.state.start(r.state.verifier.verify(out.logits([-1]), (), 0), batch)
+            event = r.state.start(r.state.verifier.verify(out.logits([-1]), (), 0), batch, r.reused)
         else:
             index = p.packing.index
             argmax = out.argmax

@@ -20,6 +20,12 @@ def test_rows_cover_the_required_numbers():
     assert rows["Tokens / s"] == "25.0" and rows["Time to first token"] == "0.31 s"
 
 
+def test_the_prompt_row_shows_the_tokens_restored_from_an_earlier_prompt():
+    assert dict(stat_rows(STATS))["Prompt tokens"] == "512"
+    assert dict(stat_rows({**STATS, "reused_prompt_tokens": 0}))["Prompt tokens"] == "512"
+    assert dict(stat_rows({**STATS, "reused_prompt_tokens": 256}))["Prompt tokens"] == "512 (256 reused)"
+
+
 def test_labels_are_explained_in_plain_words_and_numbers_have_no_long_decimals():
     """Issue #24: what "acceptance" and "stopped by" mean; no "0,000000"-style numbers."""
     out = stats_html(STATS, "max_new_tokens", STEPS)

@@ -52,8 +52,10 @@ def test_a_prompt_starting_with_stored_chunks_reuses_them_with_the_same_output(e
     assert stored.generate(first, None, CONFIG).tokens == plain.generate(first, None, CONFIG).tokens
     assert len(stored.scheduler.prefixes) == 2  # its two whole chunks (the third is partial)
     before = stored.stats.reused_tokens
-    assert stored.generate(follow, None, CONFIG).tokens == plain.generate(follow, None, CONFIG).tokens
+    result = stored.generate(follow, None, CONFIG)
+    assert result.tokens == plain.generate(follow, None, CONFIG).tokens
     assert stored.stats.reused_tokens - before == 2 * C
+    assert result.stats.reused_prompt_tokens == 2 * C  # the first event tells the caller
     assert plain.stats.reused_tokens == 0 and plain.scheduler.prefixes is None
 
 

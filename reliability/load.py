@@ -154,6 +154,8 @@ def check_final(output: Any, question: str, req: Request) -> None:
     req.answer_chars = len(answer)
     req.complete = ours and "⚠️ Error" not in answer and "Forward passes" in stats
     req.server_s, req.prompt_tokens = _number(stats.get("Total time")), _number(stats.get("Prompt tokens"))
+    reused = re.search(r"\((\d+) reused\)", stats.get("Prompt tokens") or "")  # "1021 (512 reused)"
+    req.reused_tokens = float(reused.group(1)) if reused else 0.0
 
 
 def ask(client: Any, user: int, question: str, max_new_tokens: int, t0: float,

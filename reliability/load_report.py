@@ -35,6 +35,7 @@ class Request:
     answer_chars: int = 0
     server_s: float | None = None  # the app's own "Total time": latency minus this is queueing
     prompt_tokens: float | None = None
+    reused_tokens: float = 0.0  # of them, restored from an earlier prompt's stored chunks
 
 
 # -- memory ----------------------------------------------------------------------------------
@@ -101,6 +102,8 @@ def summarize(results: list[Request], samples: list[tuple[float, float]], users:
         "latency_s": percentiles([r.latency_s for r in done]),
         "first_text_s": percentiles([r.first_text_s for r in done if r.first_text_s is not None]),
         "server_s": percentiles([r.server_s for r in complete if r.server_s is not None]),
+        "prompt_tokens": sum(r.prompt_tokens or 0 for r in complete),
+        "reused_prompt_tokens": sum(r.reused_tokens for r in complete),
         "rss_mb": {"start": mbs[0] if mbs else None, "end": mbs[-1] if mbs else None,
                    "max": max(mbs, default=None), "samples": len(mbs),
                    "slope_second_half_mb_per_min": slope_mb_per_min(samples)},
@@ -122,6 +125,8 @@ def to_markdown(r: dict[str, Any]) -> str:
             ("Latency p50 / p90 / p99 / max", _pct(r["latency_s"])),
             ("First answer text p50 / p90 / p99 / max", _pct(r["first_text_s"])),
             ("Generation alone (app's Total time) p50 / p90 / p99 / max", _pct(r["server_s"])),
+            ("Prompt tokens, of them restored from stored chunks",
+             f"{r.get('prompt_tokens', 0):.0f}, {r.get('reused_prompt_tokens', 0):.0f}"),
             ("Server RSS start / end / max", f"{rss['start']} / {rss['end']} / {rss['max']} MiB"),
             ("RSS slope, second half", f"{rss['slope_second_half_mb_per_min']} MiB/min ({rss['samples']} samples)"),
             ("Load average 1/5/15 min, start → end", f"{r['loadavg_start']} → {r['loadavg_end']}"),

@@ -23,3 +23,19 @@ def test_three_concurrent_users_all_answered_completely(live_app):
     assert report["latency_s"]["p50"] > 0 and report["first_text_s"]["max"] <= report["latency_s"]["max"]
     rss = report["rss_mb"]
     assert rss["samples"] >= 5 and rss["start"] > 100 and rss["end"] > 100, rss
+
+
+def test_a_final_output_gives_its_prompt_and_reused_tokens():
+    """The report's prompt token counts come from the statistics table the app sends last."""
+    from reliability.load import check_final
+    from reliability.load_report import Request
+    from ui.stats import stats_html
+
+    chat = [{"role": "user", "content": "Why?"}, {"role": "assistant", "content": "<p>Because.</p>"}]
+    for reused, expected in ((512, 512.0), (0, 0.0)):
+        table = stats_html({"tokens": 5, "forward_passes": 3, "wall_s": 2.5, "prompt_tokens": 900,
+                            "reused_prompt_tokens": reused})
+        req = Request(0, "Why?", 0.0)
+        check_final((chat, None, None, table), "Why?", req)
+        assert req.complete and req.prompt_tokens == 900.0 and req.reused_tokens == expected
+        assert req.server_s == 2.5

@@ -30,7 +30,8 @@ def test_from_env_reads_the_variables_it_names_and_given_fields_win():
     assert EngineOptions.from_env(env, backend="hf").backend == "hf"
     assert EngineOptions.from_env({}) == EngineOptions()
     assert set(ENV) == {"LLMA_BACKEND", "LLMA_STATIC_ATTENTION", "LLMA_STATIC_COMPILE", "LLMA_STATIC_TREE",
-                        "LLMA_STATIC_ROWS", "LLMA_BATCH_SLOTS", "LLMA_WEIGHTS", "LLMA_CPU_GLUE"}
+                        "LLMA_STATIC_ROWS", "LLMA_BATCH_SLOTS", "LLMA_WEIGHTS", "LLMA_CPU_GLUE",
+                        "LLMA_PROMPT_DTYPE", "LLMA_PREFIX_CACHE_MB"}
 
 
 def test_batch_slots_default_to_the_batch_engine_on_cpu_only():

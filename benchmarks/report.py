@@ -159,16 +159,17 @@ def steps_markdown(report: dict) -> str:
 
 
 def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), with "native bf16" where it has AVX-512 BF16 or
-    AMX-BF16 (the batch engine's prompt products differ by it); the architecture elsewhere."""
+    """The CPU's model name (Linux's /proc/cpuinfo; the architecture elsewhere) and whether it
+    multiplies bf16 natively (llma.cpu.weights.native_bf16: the batch engine's prompt products
+    differ by it)."""
+    from llma.cpu.weights import native_bf16  # here: this module's import stays free of torch
+
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return platform.machine()
+        lines = []
     names = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
-    flags = {f for ln in lines if ln.startswith("flags") for f in ln.split(":", 1)[1].split()}
-    bf16 = ", native bf16" if flags & {"avx512_bf16", "amx_bf16"} else ", no native bf16"
-    return (names[0] if names else platform.machine()) + (bf16 if flags else "")
+    return (names[0] if names else platform.machine()) + (", native bf16" if native_bf16() else ", no native bf16")
 
 
 def commit() -> str | None:

@@ -34,6 +34,7 @@ from benchmarks.runners import setup
 from llma import AnswerHistory, Engine, EngineOptions, ForcedVerifier, LLMAConfig, collect
 from llma.batch import BatchEngine
 from llma.loading import LoadedModel, resolve_dtype
+from llma.options import PROMPT_DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--weights", choices=("full", "int4"), default="full",
                     help="the batch engine's weights (int4: the CPU default, with the C glue)")
-    ap.add_argument("--prompt-dtype", choices=("bfloat16", "float32"), default=None,
+    ap.add_argument("--prompt-dtype", choices=PROMPT_DTYPES, default=None,
                     help="int4 weights' prompt products (default: bf16 where the CPU has it natively, else fp32)")
     ap.add_argument("--serial", action="store_true", help="also today's serial engine (one request at a time)")
     ap.add_argument("--warm-pass", action="store_true",

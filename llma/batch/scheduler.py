@@ -173,7 +173,7 @@ class Scheduler:
             if self.prefixes is not None:
                 r.cached = r.reused = self.prefixes.restore(r.slot, r.prompt)
             self.stats.prompt_tokens += len(r.prompt)
-            self.stats.reused_tokens += r.cached
+            self.stats.reused_tokens += r.reused
             self._running.append(r)
 
     def _finish(self, r: Request, error: BaseException | None) -> None:

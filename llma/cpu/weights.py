@@ -23,10 +23,11 @@ from llma.batch.rows import TILES, pad_rows
 from llma.cpu.glue import Q8_GROUP, CGlue, Q8Matrix
 from llma.cpu.int4 import GROUP, OUT_MULTIPLE, Int4Matrix, available
 from llma.cpu.tiles import choose_tile, position_invariant
+from llma.options import PROMPT_DTYPES as PROMPT_DTYPE_NAMES
 from llma.static.weights import LlamaWeights
 
 PROMPT_ROWS = 256  # the bucket of a step's bf16 prompt rows (and, where needed, the rows of each call)
-PROMPT_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}  # the prompt products' choices
+PROMPT_DTYPES = {name: getattr(torch, name) for name in PROMPT_DTYPE_NAMES}  # the prompt products' choices
 PIECE_TRIALS = (1, 256, 257, 520, 800, 1024)  # row counts of the check of prompt rows in PROMPT_ROWS calls
 QuantLayer = namedtuple("QuantLayer", "in_norm qkv qkv_bias o o_bias post_norm gate_up down")
 # A step's rows split by path: the prompt rows' and the other rows' indices, each part's row tile, and
